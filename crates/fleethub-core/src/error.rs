@@ -1,0 +1,164 @@
+//! The one table of errors: every failure a user can see has a numeric IoT Hub-style code, an HTTP
+//! status and a name. The REST API and the MQTT gateway both answer from this table.
+
+use std::fmt;
+
+macro_rules! error_codes {
+    ($( $(#[$doc:meta])* $variant:ident = ($code:expr, $status:expr) ),+ $(,)?) => {
+        /// A numeric error code with its HTTP status; names follow IoT Hub's where one exists.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $( $(#[$doc])* $variant, )+
+        }
+
+        impl ErrorCode {
+            /// Every code, for documentation and tests.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)+];
+
+            /// The six-digit code IoT Hub puts in `errorCode` and `iothub-errorcode`.
+            pub fn code(self) -> u32 {
+                match self { $(ErrorCode::$variant => $code,)+ }
+            }
+
+            /// The HTTP status this error answers with.
+            pub fn http_status(self) -> u16 {
+                match self { $(ErrorCode::$variant => $status,)+ }
+            }
+
+            /// The name, as in the `iothub-errorcode` header.
+            pub fn name(self) -> &'static str {
+                match self { $(ErrorCode::$variant => stringify!($variant),)+ }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// A request argument is malformed or out of range.
+    ArgumentInvalid = (400004, 400),
+    /// A required argument is missing.
+    ArgumentNull = (400005, 400),
+    /// The body is not valid JSON or not of the expected shape.
+    IotHubFormatError = (400006, 400),
+    /// A device id or other identifier breaks the naming rules.
+    InvalidDeviceId = (400008, 400),
+    /// A query failed to parse or uses something unsupported.
+    InvalidQuery = (400020, 400),
+    /// A twin key breaks the key rules ('.', '$', space, control characters, length).
+    InvalidTwinKey = (400021, 400),
+    /// A twin document is nested deeper than allowed.
+    TwinDepthExceeded = (400022, 400),
+    /// A single twin value is larger than allowed.
+    TwinValueTooLarge = (400023, 400),
+    /// A job request is invalid.
+    JobInvalid = (400030, 400),
+    /// Authorization header or token is missing or malformed.
+    IotHubUnauthorizedAccess = (401002, 401),
+    /// The token is valid but its signature, expiry or rights do not allow this.
+    IotHubUnauthorized = (401003, 401),
+    /// The device is disabled.
+    DeviceDisabled = (403001, 403),
+    /// The device has too many queued cloud-to-device messages.
+    DeviceMaximumQueueDepthExceeded = (403004, 403),
+    /// A twin section exceeds its size limit.
+    TwinSizeExceeded = (403100, 403),
+    /// No device with this id.
+    DeviceNotFound = (404001, 404),
+    /// No job with this id.
+    JobNotFound = (404002, 404),
+    /// No module with this id.
+    ModuleNotFound = (404010, 404),
+    /// No certificate with this name.
+    CertificateNotFound = (404011, 404),
+    /// The device is not connected (direct methods).
+    DeviceNotOnline = (404103, 404),
+    /// The device's connection closed before it answered.
+    DeviceConnectionClosedRemotely = (404104, 404),
+    /// A device with this id already exists.
+    DeviceAlreadyExists = (409001, 409),
+    /// A job with this id already exists.
+    JobAlreadyExists = (409003, 409),
+    /// The etag in If-Match does not match.
+    PreconditionFailed = (412001, 412),
+    /// The message or payload exceeds its size limit.
+    MessageTooLarge = (413001, 413),
+    /// Too many requests; try again later.
+    ThrottlingException = (429001, 429),
+    /// The hub is over its ingest backlog; try again later.
+    ThrottleBacklogLimitExceeded = (429002, 429),
+    /// Too many jobs are running at once.
+    ThrottlingMaxActiveJobCountExceeded = (429004, 429),
+    /// Something failed inside the hub; the message says what.
+    ServerError = (500001, 500),
+    /// The hub is shutting down or its store is unavailable.
+    ServiceUnavailable = (503001, 503),
+    /// The device did not answer a direct method in time.
+    GatewayTimeout = (504101, 504),
+}
+
+/// An error a user sees: a code from the table and a message a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl HubError {
+    /// An error with this code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        HubError { code, message: message.into() }
+    }
+
+    /// The IoT Hub-style JSON body: `{"errorCode":…, "message":…}` (plus the name for people).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "errorCode": self.code.code(),
+            "message": self.message,
+            "trackingId": "",
+            "timestampUtc": crate::time::format_timestamp(chrono::Utc::now()),
+            "info": { "name": self.code.name() },
+        })
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ArgumentInvalid, message)
+    }
+
+    pub fn format(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::IotHubFormatError, message)
+    }
+
+    pub fn device_not_found(device_id: &str) -> Self {
+        Self::new(ErrorCode::DeviceNotFound, format!("device '{device_id}' does not exist"))
+    }
+
+    pub fn server(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ServerError, message)
+    }
+}
+
+impl fmt::Display for HubError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.code.name(), self.code.code(), self.message)
+    }
+}
+
+impl std::error::Error for HubError {}
+
+/// Shorthand for results whose error a user sees.
+pub type HubResult<T> = Result<T, HubError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_and_match_their_status() {
+        let mut seen = HashSet::new();
+        for c in ErrorCode::ALL {
+            assert!(seen.insert(c.code()), "duplicate code {}", c.code());
+            assert_eq!(c.code() / 1000, c.http_status() as u32, "{} prefix", c.name());
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! FleetHub's core vocabulary: ids and their validation, the twin document with merge-patch,
+//! `$version` and `$metadata`, IoT Hub's size/depth/key limits, SAS tokens, connection strings,
+//! the error table and the clock. This crate does no I/O.
+
+pub mod clock;
+pub mod connection_string;
+pub mod error;
+pub mod ids;
+pub mod sas;
+pub mod time;
+pub mod twin;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{ErrorCode, HubError, HubResult};
+pub use ids::DeviceId;

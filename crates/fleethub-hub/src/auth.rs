@@ -1,0 +1,216 @@
+//! Who may do what: shared access policies for services, and device credentials at CONNECT.
+
+use crate::registry::{AuthenticationType, DeviceStatus};
+use crate::Hub;
+use fleethub_core::sas::{self, SasToken};
+use fleethub_core::{DeviceId, ErrorCode, HubError, HubResult};
+use serde::{Deserialize, Serialize};
+
+/// A permission a shared access policy grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Right {
+    RegistryRead,
+    RegistryWrite,
+    ServiceConnect,
+    DeviceConnect,
+}
+
+/// A shared access policy: a named pair of keys and the rights they carry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Policy {
+    pub key_name: String,
+    pub primary_key: String,
+    pub secondary_key: String,
+    pub rights: Vec<Right>,
+}
+
+impl Policy {
+    /// The policies a new hub starts with, as IoT Hub creates them.
+    pub fn defaults() -> Vec<Policy> {
+        use Right::*;
+        let make = |name: &str, rights: Vec<Right>| Policy {
+            key_name: name.to_string(),
+            primary_key: sas::generate_key(),
+            secondary_key: sas::generate_key(),
+            rights,
+        };
+        vec![
+            make("iothubowner", vec![RegistryRead, RegistryWrite, ServiceConnect, DeviceConnect]),
+            make("service", vec![ServiceConnect]),
+            make("device", vec![DeviceConnect]),
+            make("registryRead", vec![RegistryRead]),
+            make("registryReadWrite", vec![RegistryRead, RegistryWrite]),
+        ]
+    }
+
+    /// Whether the policy grants `right` (write implies read).
+    pub fn grants(&self, right: Right) -> bool {
+        self.rights.contains(&right)
+            || (right == Right::RegistryRead && self.rights.contains(&Right::RegistryWrite))
+    }
+
+    fn verifies(&self, token: &SasToken) -> bool {
+        token.verify(&self.primary_key) || token.verify(&self.secondary_key)
+    }
+}
+
+/// What a device presented at CONNECT.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceCredentials {
+    /// MQTT client id: the device id (a module's `device/module` is refused for now).
+    pub client_id: String,
+    /// The SAS token from the MQTT password, if any.
+    pub password: Option<String>,
+    /// SHA-1 thumbprint (uppercase hex) of the client certificate, if TLS presented one.
+    pub client_cert_thumbprint: Option<String>,
+    /// The client's certificate chain as DER, leaf first.
+    pub client_cert_chain: Vec<Vec<u8>>,
+}
+
+/// Why a CONNECT was refused; the gateway maps it to the CONNACK code IoT Hub uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// CONNACK 2: the client id is not a valid device id.
+    IdentifierRejected(String),
+    /// CONNACK 4: bad or expired token, wrong certificate.
+    BadCredentials(String),
+    /// CONNACK 5: unknown or disabled device, or credentials of the wrong kind.
+    NotAuthorized(String),
+    /// CONNACK 3: the hub cannot check right now (store unavailable); the device retries.
+    Unavailable(String),
+}
+
+impl AuthFailure {
+    /// The MQTT 3.1.1 CONNACK return code.
+    pub fn connack_code(&self) -> u8 {
+        match self {
+            AuthFailure::IdentifierRejected(_) => 2,
+            AuthFailure::Unavailable(_) => 3,
+            AuthFailure::BadCredentials(_) => 4,
+            AuthFailure::NotAuthorized(_) => 5,
+        }
+    }
+}
+
+/// The `{host}/devices/{id}` resource a device token must name (host part ignored).
+fn token_names_device(resource: &str, device_id: &str) -> bool {
+    let lower = resource.to_ascii_lowercase();
+    let want = format!("/devices/{}", device_id.to_ascii_lowercase());
+    lower.ends_with(&want) || lower.ends_with(&format!("{want}/"))
+}
+
+impl Hub {
+    /// Checks an `Authorization` header for a service call needing `right`.
+    pub fn authorize_service(&self, authorization: Option<&str>, right: Right) -> HubResult<Policy> {
+        let header = authorization.ok_or_else(|| {
+            HubError::new(
+                ErrorCode::IotHubUnauthorizedAccess,
+                "missing Authorization header; send 'SharedAccessSignature sr=…&sig=…&se=…&skn=…'",
+            )
+        })?;
+        let token = sas::parse(header)?;
+        let name = token.key_name.clone().ok_or_else(|| {
+            HubError::new(ErrorCode::IotHubUnauthorizedAccess, "service token has no skn (policy name)")
+        })?;
+        let policy = self.policy(&name).ok_or_else(|| {
+            HubError::new(ErrorCode::IotHubUnauthorized, format!("no shared access policy named '{name}'"))
+        })?;
+        if !policy.verifies(&token) {
+            return Err(HubError::new(
+                ErrorCode::IotHubUnauthorized,
+                format!("token signature does not match policy '{name}'"),
+            ));
+        }
+        if token.is_expired(self.now_unix()) {
+            return Err(HubError::new(ErrorCode::IotHubUnauthorized, "token has expired (se is in the past)"));
+        }
+        if !policy.grants(right) {
+            return Err(HubError::new(
+                ErrorCode::IotHubUnauthorized,
+                format!("policy '{name}' does not grant {right:?}"),
+            ));
+        }
+        Ok(policy)
+    }
+
+    /// Decides whether a device may connect, and as which device.
+    pub async fn authenticate_device(&self, creds: &DeviceCredentials) -> Result<DeviceId, AuthFailure> {
+        let id = DeviceId::parse(&creds.client_id)
+            .map_err(|e| AuthFailure::IdentifierRejected(e.message))?;
+        let device = match self.load_device(id.as_str()).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return Err(AuthFailure::NotAuthorized(format!("device '{id}' is not registered"))),
+            Err(e) => return Err(AuthFailure::Unavailable(e.message)),
+        };
+        if device.status == DeviceStatus::Disabled {
+            return Err(AuthFailure::NotAuthorized(format!("device '{id}' is disabled")));
+        }
+        match &creds.password {
+            Some(password) if !password.is_empty() => self.check_device_token(&device, password)?,
+            _ => self.check_device_certificate(&device, creds)?,
+        }
+        Ok(id)
+    }
+
+    fn check_device_token(&self, device: &crate::Device, password: &str) -> Result<(), AuthFailure> {
+        let bad = |m: String| AuthFailure::BadCredentials(m);
+        let token = sas::parse(password).map_err(|e| bad(e.message))?;
+        if !token_names_device(&token.resource, &device.device_id) {
+            return Err(bad(format!("token resource '{}' does not name device '{}'", token.resource, device.device_id)));
+        }
+        if token.is_expired(self.now_unix()) {
+            return Err(bad("token has expired".into()));
+        }
+        let ok = match &token.key_name {
+            Some(name) => self
+                .policy(name)
+                .is_some_and(|p| p.grants(Right::DeviceConnect) && p.verifies(&token)),
+            None => {
+                let keys = &device.authentication.symmetric_key;
+                device.authentication.kind == AuthenticationType::Sas
+                    && [&keys.primary_key, &keys.secondary_key]
+                        .into_iter()
+                        .flatten()
+                        .any(|k| token.verify(k))
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(bad(format!("token signature does not match the keys of device '{}'", device.device_id)))
+        }
+    }
+
+    fn check_device_certificate(&self, device: &crate::Device, creds: &DeviceCredentials) -> Result<(), AuthFailure> {
+        let auth = &device.authentication;
+        match auth.kind {
+            AuthenticationType::SelfSigned => {
+                let presented = creds.client_cert_thumbprint.as_deref().ok_or_else(|| {
+                    AuthFailure::BadCredentials("device uses X.509 but presented no client certificate".into())
+                })?;
+                let t = &auth.x509_thumbprint;
+                let matches = [&t.primary_thumbprint, &t.secondary_thumbprint]
+                    .into_iter()
+                    .flatten()
+                    .any(|want| want.eq_ignore_ascii_case(presented));
+                if matches {
+                    Ok(())
+                } else {
+                    Err(AuthFailure::BadCredentials(format!("certificate thumbprint {presented} is not registered")))
+                }
+            }
+            AuthenticationType::CertificateAuthority => {
+                if self.chain_is_trusted(&creds.client_cert_chain, &device.device_id) {
+                    Ok(())
+                } else {
+                    Err(AuthFailure::BadCredentials("client certificate does not chain to an uploaded CA".into()))
+                }
+            }
+            _ => Err(AuthFailure::NotAuthorized(format!(
+                "device '{}' uses SAS keys; send a SharedAccessSignature as the MQTT password",
+                device.device_id
+            ))),
+        }
+    }
+}

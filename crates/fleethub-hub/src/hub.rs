@@ -1,0 +1,256 @@
+//! The `Hub`: configuration, the shared state every operation uses, and background upkeep.
+
+use crate::auth::Policy;
+use crate::connections::{ConnectionHandle, Connections, DeviceCommand};
+use crate::messages::TelemetryEvent;
+use crate::methods::PendingMethods;
+use crate::metrics::Metrics;
+use fleethub_core::connection_string::ConnectionString;
+use fleethub_core::{Clock, HubError, HubResult};
+use fleethub_store::{Reads, Store};
+use parking_lot::RwLock;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+/// Settings of the application core.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// The host name devices and services use (`HostName=` in connection strings).
+    pub host_name: String,
+    /// How long telemetry is kept.
+    pub telemetry_retention: Duration,
+    /// Most undelivered cloud-to-device messages per device (IoT Hub: 50).
+    pub c2d_max_queue: u64,
+    /// How often expired messages and old telemetry are removed.
+    pub upkeep_interval: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            host_name: "localhost".into(),
+            telemetry_retention: Duration::from_secs(7 * 24 * 3600),
+            c2d_max_queue: 50,
+            upkeep_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+pub(crate) struct HubInner {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub config: HubConfig,
+    pub policies: RwLock<Vec<Policy>>,
+    pub ca_certificates: RwLock<Vec<StoredCertificate>>,
+    pub connections: Connections,
+    pub methods: PendingMethods,
+    pub metrics: Metrics,
+    pub telemetry_tx: broadcast::Sender<Arc<TelemetryEvent>>,
+}
+
+/// An uploaded CA certificate that device certificates may chain to.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StoredCertificate {
+    pub name: String,
+    pub pem: String,
+    pub der: Vec<u8>,
+}
+
+/// The application core; cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) inner: Arc<HubInner>,
+}
+
+const POLICIES_KEY: &str = "auth.policies";
+const CERTIFICATES_KEY: &str = "auth.ca_certificates";
+
+impl Hub {
+    /// Opens the hub over `store`: loads (or on first start creates) the access policies and
+    /// starts background upkeep.
+    pub async fn open(store: Store, clock: Arc<dyn Clock>, config: HubConfig) -> HubResult<Hub> {
+        let policies = load_or_create_policies(&store).await?;
+        let certs: Vec<StoredCertificate> = match store.read(|r| r.get_setting(CERTIFICATES_KEY)).await? {
+            Some(text) => serde_json::from_str(&text).map_err(|e| HubError::server(e.to_string()))?,
+            None => Vec::new(),
+        };
+        let (telemetry_tx, _) = broadcast::channel(4096);
+        let hub = Hub {
+            inner: Arc::new(HubInner {
+                store,
+                clock,
+                config,
+                policies: RwLock::new(policies),
+                ca_certificates: RwLock::new(certs),
+                connections: Connections::default(),
+                methods: PendingMethods::default(),
+                metrics: Metrics::default(),
+                telemetry_tx,
+            }),
+        };
+        hub.spawn_upkeep();
+        Ok(hub)
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The counters behind `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The hub's settings.
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.config
+    }
+
+    /// The live connections.
+    pub fn connections(&self) -> &Connections {
+        &self.inner.connections
+    }
+
+    pub(crate) fn now_string(&self) -> String {
+        fleethub_core::time::format_timestamp(self.inner.clock.now())
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.inner.clock.now().timestamp_millis()
+    }
+
+    pub(crate) fn now_unix(&self) -> u64 {
+        self.inner.clock.unix()
+    }
+
+    pub(crate) fn now_nanos(&self) -> i64 {
+        self.inner.clock.now().timestamp_nanos_opt().unwrap_or_default()
+    }
+
+    /// A shared access policy by name.
+    pub fn policy(&self, name: &str) -> Option<Policy> {
+        self.inner.policies.read().iter().find(|p| p.key_name == name).cloned()
+    }
+
+    /// The connection string of a policy, e.g. `iothubowner`, for the given public host name.
+    pub fn service_connection_string(&self, policy: &str, host_name: &str) -> Option<String> {
+        let p = self.policy(policy)?;
+        let cs = ConnectionString {
+            host_name: host_name.to_string(),
+            shared_access_key_name: Some(p.key_name),
+            shared_access_key: Some(p.primary_key),
+            ..Default::default()
+        };
+        Some(cs.to_string())
+    }
+
+    /// Prometheus text for `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        let gauges = [(
+            "fleethub_connected_devices",
+            "Devices with a live connection",
+            self.inner.connections.count() as u64,
+        )];
+        self.inner.metrics.render(&gauges)
+    }
+
+    /// Registers a device's new connection; commands for it arrive on `tx`. Closes any older
+    /// connection of the same device.
+    pub fn device_connected(&self, device_id: &str, tx: mpsc::UnboundedSender<DeviceCommand>) -> ConnectionHandle {
+        let (conn_id, state) = self.inner.connections.register(device_id, tx);
+        self.metrics().connections_accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ConnectionHandle { hub: self.clone(), device_id: device_id.to_string(), conn_id, state }
+    }
+
+    pub(crate) fn connection_closed(&self, device_id: &str, conn_id: u64) {
+        if self.inner.connections.unregister(device_id, conn_id) {
+            self.fail_pending_methods(device_id);
+            self.inner.connections.notify();
+        }
+    }
+
+    /// The persisted MQTT session (subscriptions) of a client id.
+    pub async fn load_session(&self, client_id: &str) -> HubResult<Option<Value>> {
+        let key = client_id.to_string();
+        Ok(self.store().read(move |r| r.get_session(&key)).await?)
+    }
+
+    /// Persists an MQTT session; committed before this resolves.
+    pub async fn save_session(&self, client_id: &str, session: Value) -> HubResult<()> {
+        let key = client_id.to_string();
+        self.store()
+            .write(move |tx| tx.put_session(&key, &session).map_err(HubError::from))
+            .await
+    }
+
+    /// Forgets an MQTT session (clean_session=1).
+    pub async fn delete_session(&self, client_id: &str) -> HubResult<()> {
+        let key = client_id.to_string();
+        self.store()
+            .write(move |tx| tx.delete_session(&key).map_err(HubError::from))
+            .await
+    }
+
+    fn spawn_upkeep(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let interval = self.inner.config.upkeep_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let hub = Hub { inner };
+                if let Err(e) = hub.upkeep().await {
+                    tracing::warn!("upkeep failed: {e}");
+                }
+            }
+        });
+    }
+
+    /// Removes expired cloud-to-device messages and telemetry past its retention.
+    pub async fn upkeep(&self) -> HubResult<()> {
+        let now = self.now_ms();
+        let cutoff = now - self.inner.config.telemetry_retention.as_millis() as i64;
+        self.store()
+            .write(move |tx| -> HubResult<()> {
+                tx.expire_c2d(now)?;
+                tx.prune_telemetry(cutoff)?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Uploads a CA certificate (PEM) that `certificateAuthority` devices may chain to.
+    pub async fn put_certificate(&self, name: &str, pem: &str) -> HubResult<Value> {
+        let der = crate::certificates::pem_to_der(pem)?;
+        let thumbprint = crate::certificates::thumbprint(&der);
+        let mut all = self.inner.ca_certificates.read().clone();
+        all.retain(|c| c.name != name);
+        all.push(StoredCertificate { name: name.to_string(), pem: pem.to_string(), der });
+        let text = serde_json::to_string(&all).map_err(|e| HubError::server(e.to_string()))?;
+        self.store()
+            .write(move |tx| tx.put_setting(CERTIFICATES_KEY, &text).map_err(HubError::from))
+            .await?;
+        *self.inner.ca_certificates.write() = all;
+        Ok(json!({ "name": name, "properties": { "thumbprint": thumbprint, "isVerified": true } }))
+    }
+
+    pub(crate) fn chain_is_trusted(&self, chain: &[Vec<u8>], device_id: &str) -> bool {
+        let cas = self.inner.ca_certificates.read();
+        crate::certificates::chain_is_trusted(chain, device_id, cas.iter().map(|c| c.der.as_slice()))
+    }
+}
+
+async fn load_or_create_policies(store: &Store) -> HubResult<Vec<Policy>> {
+    if let Some(text) = store.read(|r| r.get_setting(POLICIES_KEY)).await? {
+        return serde_json::from_str(&text).map_err(|e| HubError::server(format!("stored policies unreadable: {e}")));
+    }
+    let policies = Policy::defaults();
+    let text = serde_json::to_string(&policies).map_err(|e| HubError::server(e.to_string()))?;
+    store
+        .write(move |tx| tx.put_setting(POLICIES_KEY, &text).map_err(HubError::from))
+        .await?;
+    Ok(policies)
+}

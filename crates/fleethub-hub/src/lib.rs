@@ -1,0 +1,23 @@
+//! The application core: the device registry, twins, direct methods, cloud-to-device messages,
+//! telemetry, service and device authentication, and the connection registry through which every
+//! device is reached. It knows nothing of wire formats: the gateway and the REST API translate.
+//!
+//! Every change follows one path: validate → one store transaction writing the state and its
+//! event → acknowledge → side effects (push to the device) from the committed result.
+
+pub mod auth;
+pub mod certificates;
+pub mod connections;
+pub mod hub;
+pub mod messages;
+pub mod methods;
+pub mod metrics;
+pub mod registry;
+pub mod twin;
+
+pub use auth::{AuthFailure, DeviceCredentials, Policy, Right};
+pub use connections::{ConnectionHandle, DeviceCommand};
+pub use hub::{Hub, HubConfig};
+pub use messages::{C2dRequest, TelemetryEvent, TelemetryIn};
+pub use methods::{MethodRequest, MethodResponse};
+pub use registry::{Authentication, AuthenticationType, Device, DeviceStatus};

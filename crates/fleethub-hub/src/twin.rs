@@ -1,0 +1,278 @@
+//! Twins: the service's view (tags, desired, reported with metadata) and the device's view.
+
+use crate::registry::{etag_for, etag_matches, Device};
+use crate::{DeviceCommand, Hub};
+use bytes::Bytes;
+use fleethub_core::twin::{patch::apply_tags_patch, Section, TwinProperties};
+use fleethub_core::{ErrorCode, HubError, HubResult};
+use fleethub_store::{DeviceRow, Reads, TwinSections, WriteTx};
+use serde_json::{json, Map, Value};
+use std::sync::atomic::Ordering;
+
+/// A twin as stored: the registry entry it belongs to plus its three sections.
+pub(crate) struct TwinState {
+    pub device: Device,
+    pub tags: Map<String, Value>,
+    pub desired: TwinProperties,
+    pub reported: TwinProperties,
+    pub version: u64,
+}
+
+impl TwinState {
+    pub(crate) fn from_row(row: &DeviceRow) -> HubResult<TwinState> {
+        let unreadable = |what: &str, e: serde_json::Error| {
+            HubError::server(format!("stored {what} of '{}' is unreadable: {e}", row.device_id))
+        };
+        Ok(TwinState {
+            device: Device::from_row(row)?,
+            tags: serde_json::from_value(row.tags.clone()).map_err(|e| unreadable("tags", e))?,
+            desired: serde_json::from_value(row.desired.clone()).map_err(|e| unreadable("desired", e))?,
+            reported: serde_json::from_value(row.reported.clone()).map_err(|e| unreadable("reported", e))?,
+            version: row.twin_version.max(0) as u64,
+        })
+    }
+
+    /// The twin in IoT Hub's service shape.
+    fn to_json(&self, connected: bool) -> Value {
+        let d = &self.device;
+        json!({
+            "deviceId": d.device_id,
+            "etag": etag_for(self.version),
+            "deviceEtag": etag_for(d.revision),
+            "status": d.status.as_str(),
+            "statusReason": d.status_reason,
+            "statusUpdateTime": d.status_updated_time,
+            "connectionState": if connected { "Connected" } else { "Disconnected" },
+            "lastActivityTime": d.last_activity_time,
+            "cloudToDeviceMessageCount": d.cloud_to_device_message_count,
+            "authenticationType": d.authentication.kind,
+            "x509Thumbprint": d.authentication.x509_thumbprint,
+            "modelId": "",
+            "version": self.version,
+            "capabilities": d.capabilities,
+            "tags": self.tags,
+            "properties": {
+                "desired": self.desired.to_twin_json(),
+                "reported": self.reported.to_twin_json(),
+            },
+        })
+    }
+}
+
+/// The row a newly created device starts with: empty twin at version 1.
+pub(crate) fn new_device_row(d: &Device, now: &str) -> DeviceRow {
+    let empty = |now: &str| {
+        let mut p = TwinProperties::default();
+        // An empty replace stamps the root $lastUpdated and starts $version at 1.
+        let _ = p.replace(Section::Desired, &Map::new(), now);
+        serde_json::to_value(p).unwrap_or(Value::Null)
+    };
+    DeviceRow {
+        device_id: d.device_id.clone(),
+        status: d.status.as_str().to_string(),
+        identity: serde_json::to_value(d).unwrap_or(Value::Null),
+        tags: json!({}),
+        desired: empty(now),
+        reported: empty(now),
+        twin_version: 1,
+        twin_etag: etag_for(1),
+    }
+}
+
+/// The sections a service patch or replace carries.
+struct ServiceTwinChange {
+    tags: Option<Map<String, Value>>,
+    desired: Option<Map<String, Value>>,
+}
+
+fn parse_service_change(body: &Value) -> HubResult<ServiceTwinChange> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| HubError::format("twin body must be a JSON object"))?;
+    let section = |v: Option<&Value>, name: &str| -> HubResult<Option<Map<String, Value>>> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(m.clone())),
+            Some(_) => Err(HubError::format(format!("{name} must be a JSON object"))),
+        }
+    };
+    let props = obj.get("properties");
+    if props.and_then(|p| p.get("reported")).is_some_and(|r| !r.is_null()) {
+        return Err(HubError::invalid(
+            "properties.reported cannot be written by a service; only the device reports",
+        ));
+    }
+    Ok(ServiceTwinChange {
+        tags: section(obj.get("tags"), "tags")?,
+        desired: section(props.and_then(|p| p.get("desired")), "properties.desired")?,
+    })
+}
+
+/// Removes the `$`-prefixed system keys a client may echo back from a twin it read.
+fn strip_system_keys(m: &mut Map<String, Value>) {
+    m.retain(|k, _| !k.starts_with('$'));
+}
+
+impl Hub {
+    async fn load_twin(&self, id: &str) -> HubResult<TwinState> {
+        let key = id.to_string();
+        let row = self.store().read(move |r| r.get_device(&key)).await?;
+        TwinState::from_row(&row.ok_or_else(|| HubError::device_not_found(id))?)
+    }
+
+    /// `GET /twins/{id}`.
+    pub async fn get_twin(&self, id: &str) -> HubResult<Value> {
+        let twin = self.load_twin(id).await?;
+        Ok(twin.to_json(self.inner.connections.is_connected(id)))
+    }
+
+    /// `PATCH /twins/{id}`: merge-patches tags and desired properties.
+    pub async fn update_twin(&self, id: &str, body: Value, if_match: Option<&str>) -> HubResult<Value> {
+        self.change_twin(id, body, if_match, false).await
+    }
+
+    /// `PUT /twins/{id}`: replaces tags and desired properties.
+    pub async fn replace_twin(&self, id: &str, body: Value, if_match: Option<&str>) -> HubResult<Value> {
+        self.change_twin(id, body, if_match, true).await
+    }
+
+    async fn change_twin(&self, id: &str, body: Value, if_match: Option<&str>, replace: bool) -> HubResult<Value> {
+        let mut change = parse_service_change(&body)?;
+        if let Some(d) = change.desired.as_mut() {
+            strip_system_keys(d);
+        }
+        let (now, key, if_match, hub) = (self.now_string(), id.to_string(), if_match.map(str::to_string), self.clone());
+        let (twin, notify) = self
+            .store()
+            .write(move |tx| hub.change_twin_in(tx, &key, change, if_match.as_deref(), replace, &now))
+            .await?;
+        if let Some((version, body)) = notify {
+            self.push_desired(id, version, body);
+        }
+        Ok(twin.to_json(self.inner.connections.is_connected(id)))
+    }
+
+    fn change_twin_in(
+        &self,
+        tx: &mut WriteTx,
+        id: &str,
+        change: ServiceTwinChange,
+        if_match: Option<&str>,
+        replace: bool,
+        now: &str,
+    ) -> HubResult<(TwinState, Option<(u64, Value)>)> {
+        let row = tx.get_device(id)?.ok_or_else(|| HubError::device_not_found(id))?;
+        let mut twin = TwinState::from_row(&row)?;
+        let current = etag_for(twin.version);
+        if !etag_matches(if_match, &current) {
+            return Err(HubError::new(
+                ErrorCode::PreconditionFailed,
+                format!("twin '{id}' has etag \"{current}\", not the one in If-Match; read it again and retry"),
+            ));
+        }
+        if let Some(tags) = &change.tags {
+            if replace {
+                fleethub_core::twin::limits::validate_section(Section::Tags, tags)?;
+                twin.tags = tags.clone();
+            } else {
+                apply_tags_patch(&mut twin.tags, tags)?;
+            }
+        }
+        let mut notify = None;
+        if let Some(desired) = &change.desired {
+            let device_patch = if replace {
+                let mut removal: Map<String, Value> =
+                    twin.desired.values.keys().map(|k| (k.clone(), Value::Null)).collect();
+                removal.extend(desired.clone());
+                twin.desired.replace(Section::Desired, desired, now)?;
+                removal
+            } else {
+                twin.desired.apply_patch(Section::Desired, desired, now)?;
+                desired.clone()
+            };
+            let v = twin.desired.version;
+            notify = Some((v, TwinProperties::patch_to_device_json(&device_patch, v)));
+        }
+        if change.tags.is_none() && change.desired.is_none() {
+            return Ok((twin, None));
+        }
+        twin.version += 1;
+        let tags_v = change.tags.as_ref().map(|_| Value::Object(twin.tags.clone()));
+        let desired_v = change.desired.as_ref().map(|_| serde_json::to_value(&twin.desired).unwrap_or_default());
+        tx.update_twin(
+            id,
+            TwinSections { tags: tags_v.as_ref(), desired: desired_v.as_ref(), reported: None },
+            twin.version as i64,
+            &etag_for(twin.version),
+        )?;
+        let kind = if replace { "twin.replaced" } else { "twin.updated" };
+        tx.append_event(Some(id), kind, &json!({ "version": twin.version }), self.now_ms())?;
+        Ok((twin, notify))
+    }
+
+    fn push_desired(&self, id: &str, version: u64, body: Value) {
+        let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        let sent = self.inner.connections.send_if(
+            id,
+            |s| s.desired.load(Ordering::Relaxed),
+            DeviceCommand::DesiredPatch { version, body },
+        );
+        if sent {
+            self.metrics().desired_pushed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The device's twin GET: `{"desired":{…,"$version"},"reported":{…,"$version"}}`.
+    pub async fn device_twin_get(&self, id: &str) -> HubResult<Value> {
+        let twin = self.load_twin(id).await?;
+        Ok(json!({ "desired": twin.desired.to_device_json(), "reported": twin.reported.to_device_json() }))
+    }
+
+    /// A device's reported-properties patch. Resolves after commit with the new reported `$version`.
+    pub async fn device_report(&self, id: &str, patch: &[u8]) -> HubResult<u64> {
+        let patch: Map<String, Value> = match serde_json::from_slice(patch) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return Err(HubError::format("reported patch must be a JSON object")),
+            Err(e) => return Err(HubError::format(format!("reported patch is not valid JSON: {e}"))),
+        };
+        let (now, key, hub) = (self.now_string(), id.to_string(), self.clone());
+        let version = self
+            .store()
+            .write(move |tx| hub.report_in(tx, &key, &patch, &now))
+            .await?;
+        self.metrics().reported_updates.fetch_add(1, Ordering::Relaxed);
+        Ok(version)
+    }
+
+    fn report_in(&self, tx: &mut WriteTx, id: &str, patch: &Map<String, Value>, now: &str) -> HubResult<u64> {
+        let row = tx.get_device(id)?.ok_or_else(|| HubError::device_not_found(id))?;
+        let mut reported: TwinProperties = serde_json::from_value(row.reported)
+            .map_err(|e| HubError::server(format!("stored reported of '{id}' is unreadable: {e}")))?;
+        reported.apply_patch(Section::Reported, patch, now)?;
+        let version = row.twin_version + 1;
+        let value = serde_json::to_value(&reported).map_err(|e| HubError::server(e.to_string()))?;
+        tx.update_twin(
+            id,
+            TwinSections { tags: None, desired: None, reported: Some(&value) },
+            version,
+            &etag_for(version as u64),
+        )?;
+        tx.append_event(Some(id), "twin.reported", &json!({ "version": reported.version }), self.now_ms())?;
+        Ok(reported.version)
+    }
+}
+
+/// Bulk import: sets tags and desired properties given with a registry entry.
+pub(crate) fn import_twin_in(
+    hub: &Hub,
+    tx: &mut WriteTx,
+    id: &str,
+    tags: Option<&Map<String, Value>>,
+    properties: Option<&Value>,
+    now: &str,
+) -> HubResult<()> {
+    let desired = properties.and_then(|p| p.get("desired")).and_then(Value::as_object).cloned();
+    let change = ServiceTwinChange { tags: tags.cloned(), desired };
+    hub.change_twin_in(tx, id, change, None, false, now)?;
+    Ok(())
+}

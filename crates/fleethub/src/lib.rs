@@ -1,0 +1,9 @@
+//! The FleetHub binary's library half: configuration, TLS material and wiring, so integration
+//! tests and benchmarks start exactly the hub that `fleethub serve` starts.
+
+pub mod config;
+pub mod server;
+pub mod tls;
+
+pub use config::ServeConfig;
+pub use server::{start, RunningHub};

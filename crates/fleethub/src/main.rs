@@ -1,0 +1,58 @@
+//! `fleethub`: the hub (`serve`) and its tools.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use fleethub::ServeConfig;
+
+/// FleetHub: a self-hosted device-management hub that speaks Azure IoT Hub's protocols.
+#[derive(Parser)]
+#[command(name = "fleethub", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub: MQTT/TLS on 8883, HTTPS (REST, WebSocket, metrics) on 8443.
+    Serve(ServeConfig),
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Serve(cfg) => runtime.block_on(serve(cfg)),
+    }
+}
+
+async fn serve(cfg: ServeConfig) -> Result<()> {
+    let data_dir = cfg.data_dir.clone();
+    let running = fleethub::start(cfg).await?;
+    println!("FleetHub is ready.");
+    println!("  data directory      {}", data_dir.display());
+    println!("  owner connection    {}", running.owner_connection_string);
+    match &running.ca_file {
+        Some(ca) => println!("  CA certificate      {} (trust this in clients)", ca.display()),
+        None => println!("  CA certificate      (supplied server certificate)"),
+    }
+    println!("  MQTT over TLS       {}", running.mqtt_addr);
+    if let Some(plain) = running.plain_mqtt_addr {
+        println!("  MQTT (plain)        {plain}");
+    }
+    println!("  HTTPS               {}  (REST API, /$iothub/websocket, /metrics, /healthz)", running.https_addr);
+    println!(
+        "  device connection   HostName={};DeviceId=<id>;SharedAccessKey=<device key>",
+        running.host_name
+    );
+    tokio::signal::ctrl_c().await?;
+    eprintln!("shutting down");
+    running.shutdown();
+    Ok(())
+}
