@@ -1,0 +1,168 @@
+//! A real hub per test, plus a REST client and device clients that speak to it.
+
+use fleethub::{RunningHub, ServeConfig};
+use fleethub_sim::{ConnectOptions, DeviceAuth, DeviceClient, DeviceEvent, DeviceEvents};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long any single condition may take before a test fails.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+pub struct TestHub {
+    pub running: RunningHub,
+    pub http: reqwest::Client,
+    pub base: String,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub owner_key: String,
+    _dir: tempfile::TempDir,
+}
+
+/// A REST answer: status, headers and JSON body (Null when empty).
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn error_code(&self) -> u64 {
+        self.body["errorCode"].as_u64().unwrap_or_default()
+    }
+}
+
+impl TestHub {
+    pub async fn start() -> TestHub {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir) -> TestHub {
+        let running = fleethub::start(ServeConfig::ephemeral(dir.path())).await.expect("hub starts");
+        let ca = std::fs::read(running.ca_file.as_ref().unwrap()).unwrap();
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let base = format!("https://localhost:{}", running.https_addr.port());
+        let owner_key = running.hub.policy("iothubowner").unwrap().primary_key;
+        let tls = fleethub_sim::tls_config_trusting(&ca).unwrap();
+        TestHub { running, http, base, tls, owner_key, _dir: dir }
+    }
+
+    pub fn token(&self, policy: &str) -> String {
+        let key = self.running.hub.policy(policy).unwrap().primary_key;
+        let host = format!("localhost:{}", self.running.https_addr.port());
+        fleethub_core::sas::generate_token(&host, &key, Some(policy), unix_now() + 3600).unwrap()
+    }
+
+    /// A REST call as iothubowner.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        self.call_as(method, path, body, &[], Some(&self.token("iothubowner"))).await
+    }
+
+    pub async fn call_as(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+        token: Option<&str>,
+    ) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.header("Authorization", t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let bytes = resp.bytes().await.unwrap();
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        Reply { status, headers, body }
+    }
+
+    /// Registers a SAS device and returns its primary key.
+    pub async fn create_device(&self, id: &str) -> String {
+        let r = self
+            .call(Method::PUT, &format!("/devices/{id}"), Some(json!({"deviceId": id})))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.body["authentication"]["symmetricKey"]["primaryKey"].as_str().unwrap().to_string()
+    }
+
+    pub fn connect_options(&self, id: &str, key: &str) -> ConnectOptions {
+        ConnectOptions {
+            host: "127.0.0.1".into(),
+            port: self.running.mqtt_addr.port(),
+            hub_host_name: "localhost".into(),
+            device_id: id.into(),
+            auth: DeviceAuth::SasKey(key.into()),
+            tls: Some(self.tls.clone()),
+            clean_session: false,
+            keep_alive_secs: 60,
+            local_addr: None,
+        }
+    }
+
+    /// Connects a device over MQTT/TLS.
+    pub async fn device(&self, id: &str, key: &str) -> (DeviceClient, DeviceEvents) {
+        DeviceClient::connect(self.connect_options(id, key)).await.expect("device connects")
+    }
+
+    /// A registered and connected device subscribed to everything.
+    pub async fn online_device(&self, id: &str) -> (DeviceClient, DeviceEvents, String) {
+        let key = self.create_device(id).await;
+        let (client, events) = self.device(id, &key).await;
+        let topics = [
+            "$iothub/twin/res/#",
+            "$iothub/twin/PATCH/properties/desired/#",
+            "$iothub/methods/POST/#",
+            &format!("devices/{id}/messages/devicebound/#"),
+        ];
+        let codes = client.subscribe(&topics).await.unwrap();
+        assert!(codes.iter().all(|c| *c <= 1), "subscribe refused: {codes:?}");
+        (client, events, key)
+    }
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Polls `check` until it returns Some, failing the test after DEADLINE.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The next event matching `pick`, failing after DEADLINE.
+pub async fn next_event<T>(events: &mut DeviceEvents, what: &str, mut pick: impl FnMut(DeviceEvent) -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let ev = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+            .unwrap_or_else(|| panic!("event stream closed while waiting for {what}"));
+        if let Some(v) = pick(ev) {
+            return v;
+        }
+    }
+}

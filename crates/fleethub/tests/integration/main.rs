@@ -1,0 +1,12 @@
+//! End-to-end tests: each starts a real hub (temporary directory, ephemeral ports) and talks to it
+//! over real TLS, MQTT and HTTPS. One test binary, a module per area, to keep link time low.
+
+mod harness;
+
+mod bad_input;
+mod crash;
+mod messages;
+mod methods;
+mod registry;
+mod sessions;
+mod twins;
