@@ -106,7 +106,10 @@ pub struct HubError {
 impl HubError {
     /// An error with this code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        HubError { code, message: message.into() }
+        HubError {
+            code,
+            message: message.into(),
+        }
     }
 
     /// The IoT Hub-style JSON body: `{"errorCode":…, "message":…}` (plus the name for people).
@@ -129,7 +132,10 @@ impl HubError {
     }
 
     pub fn device_not_found(device_id: &str) -> Self {
-        Self::new(ErrorCode::DeviceNotFound, format!("device '{device_id}' does not exist"))
+        Self::new(
+            ErrorCode::DeviceNotFound,
+            format!("device '{device_id}' does not exist"),
+        )
     }
 
     pub fn server(message: impl Into<String>) -> Self {
@@ -139,7 +145,13 @@ impl HubError {
 
 impl fmt::Display for HubError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}): {}", self.code.name(), self.code.code(), self.message)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code.name(),
+            self.code.code(),
+            self.message
+        )
     }
 }
 
@@ -158,7 +170,12 @@ mod tests {
         let mut seen = HashSet::new();
         for c in ErrorCode::ALL {
             assert!(seen.insert(c.code()), "duplicate code {}", c.code());
-            assert_eq!(c.code() / 1000, c.http_status() as u32, "{} prefix", c.name());
+            assert_eq!(
+                c.code() / 1000,
+                c.http_status() as u32,
+                "{} prefix",
+                c.name()
+            );
         }
     }
 }

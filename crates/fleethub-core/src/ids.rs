@@ -36,7 +36,10 @@ impl AsRef<str> for DeviceId {
 
 fn validate_id(what: &str, s: &str, max: usize, specials: &str) -> Result<(), HubError> {
     if s.is_empty() {
-        return Err(HubError::new(ErrorCode::InvalidDeviceId, format!("{what} is empty")));
+        return Err(HubError::new(
+            ErrorCode::InvalidDeviceId,
+            format!("{what} is empty"),
+        ));
     }
     if s.len() > max {
         return Err(HubError::new(
@@ -44,10 +47,16 @@ fn validate_id(what: &str, s: &str, max: usize, specials: &str) -> Result<(), Hu
             format!("{what} is {} characters long; the limit is {max}", s.len()),
         ));
     }
-    if let Some(bad) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || specials.contains(*c))) {
+    if let Some(bad) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || specials.contains(*c)))
+    {
         return Err(HubError::new(
             ErrorCode::InvalidDeviceId,
-            format!("{what} '{s}' contains '{}'; allowed are ASCII letters, digits and {specials}", bad.escape_default()),
+            format!(
+                "{what} '{s}' contains '{}'; allowed are ASCII letters, digits and {specials}",
+                bad.escape_default()
+            ),
         ));
     }
     Ok(())

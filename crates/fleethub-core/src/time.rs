@@ -9,7 +9,9 @@ pub fn format_timestamp(t: DateTime<Utc>) -> String {
 
 /// Parses an RFC 3339 timestamp as the SDKs send it.
 pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// The zero time IoT Hub shows for "never": `0001-01-01T00:00:00Z`.
