@@ -36,7 +36,10 @@ impl Policy {
             rights,
         };
         vec![
-            make("iothubowner", vec![RegistryRead, RegistryWrite, ServiceConnect, DeviceConnect]),
+            make(
+                "iothubowner",
+                vec![RegistryRead, RegistryWrite, ServiceConnect, DeviceConnect],
+            ),
             make("service", vec![ServiceConnect]),
             make("device", vec![DeviceConnect]),
             make("registryRead", vec![RegistryRead]),
@@ -102,7 +105,11 @@ fn token_names_device(resource: &str, device_id: &str) -> bool {
 
 impl Hub {
     /// Checks an `Authorization` header for a service call needing `right`.
-    pub fn authorize_service(&self, authorization: Option<&str>, right: Right) -> HubResult<Policy> {
+    pub fn authorize_service(
+        &self,
+        authorization: Option<&str>,
+        right: Right,
+    ) -> HubResult<Policy> {
         let header = authorization.ok_or_else(|| {
             HubError::new(
                 ErrorCode::IotHubUnauthorizedAccess,
@@ -111,10 +118,16 @@ impl Hub {
         })?;
         let token = sas::parse(header)?;
         let name = token.key_name.clone().ok_or_else(|| {
-            HubError::new(ErrorCode::IotHubUnauthorizedAccess, "service token has no skn (policy name)")
+            HubError::new(
+                ErrorCode::IotHubUnauthorizedAccess,
+                "service token has no skn (policy name)",
+            )
         })?;
         let policy = self.policy(&name).ok_or_else(|| {
-            HubError::new(ErrorCode::IotHubUnauthorized, format!("no shared access policy named '{name}'"))
+            HubError::new(
+                ErrorCode::IotHubUnauthorized,
+                format!("no shared access policy named '{name}'"),
+            )
         })?;
         if !policy.verifies(&token) {
             return Err(HubError::new(
@@ -123,7 +136,10 @@ impl Hub {
             ));
         }
         if token.is_expired(self.now_unix()) {
-            return Err(HubError::new(ErrorCode::IotHubUnauthorized, "token has expired (se is in the past)"));
+            return Err(HubError::new(
+                ErrorCode::IotHubUnauthorized,
+                "token has expired (se is in the past)",
+            ));
         }
         if !policy.grants(right) {
             return Err(HubError::new(
@@ -135,16 +151,25 @@ impl Hub {
     }
 
     /// Decides whether a device may connect, and as which device.
-    pub async fn authenticate_device(&self, creds: &DeviceCredentials) -> Result<DeviceId, AuthFailure> {
+    pub async fn authenticate_device(
+        &self,
+        creds: &DeviceCredentials,
+    ) -> Result<DeviceId, AuthFailure> {
         let id = DeviceId::parse(&creds.client_id)
             .map_err(|e| AuthFailure::IdentifierRejected(e.message))?;
         let device = match self.load_device(id.as_str()).await {
             Ok(Some(d)) => d,
-            Ok(None) => return Err(AuthFailure::NotAuthorized(format!("device '{id}' is not registered"))),
+            Ok(None) => {
+                return Err(AuthFailure::NotAuthorized(format!(
+                    "device '{id}' is not registered"
+                )))
+            }
             Err(e) => return Err(AuthFailure::Unavailable(e.message)),
         };
         if device.status == DeviceStatus::Disabled {
-            return Err(AuthFailure::NotAuthorized(format!("device '{id}' is disabled")));
+            return Err(AuthFailure::NotAuthorized(format!(
+                "device '{id}' is disabled"
+            )));
         }
         match &creds.password {
             Some(password) if !password.is_empty() => self.check_device_token(&device, password)?,
@@ -153,11 +178,18 @@ impl Hub {
         Ok(id)
     }
 
-    fn check_device_token(&self, device: &crate::Device, password: &str) -> Result<(), AuthFailure> {
+    fn check_device_token(
+        &self,
+        device: &crate::Device,
+        password: &str,
+    ) -> Result<(), AuthFailure> {
         let bad = |m: String| AuthFailure::BadCredentials(m);
         let token = sas::parse(password).map_err(|e| bad(e.message))?;
         if !token_names_device(&token.resource, &device.device_id) {
-            return Err(bad(format!("token resource '{}' does not name device '{}'", token.resource, device.device_id)));
+            return Err(bad(format!(
+                "token resource '{}' does not name device '{}'",
+                token.resource, device.device_id
+            )));
         }
         if token.is_expired(self.now_unix()) {
             return Err(bad("token has expired".into()));
@@ -178,16 +210,25 @@ impl Hub {
         if ok {
             Ok(())
         } else {
-            Err(bad(format!("token signature does not match the keys of device '{}'", device.device_id)))
+            Err(bad(format!(
+                "token signature does not match the keys of device '{}'",
+                device.device_id
+            )))
         }
     }
 
-    fn check_device_certificate(&self, device: &crate::Device, creds: &DeviceCredentials) -> Result<(), AuthFailure> {
+    fn check_device_certificate(
+        &self,
+        device: &crate::Device,
+        creds: &DeviceCredentials,
+    ) -> Result<(), AuthFailure> {
         let auth = &device.authentication;
         match auth.kind {
             AuthenticationType::SelfSigned => {
                 let presented = creds.client_cert_thumbprint.as_deref().ok_or_else(|| {
-                    AuthFailure::BadCredentials("device uses X.509 but presented no client certificate".into())
+                    AuthFailure::BadCredentials(
+                        "device uses X.509 but presented no client certificate".into(),
+                    )
                 })?;
                 let t = &auth.x509_thumbprint;
                 let matches = [&t.primary_thumbprint, &t.secondary_thumbprint]
@@ -197,14 +238,18 @@ impl Hub {
                 if matches {
                     Ok(())
                 } else {
-                    Err(AuthFailure::BadCredentials(format!("certificate thumbprint {presented} is not registered")))
+                    Err(AuthFailure::BadCredentials(format!(
+                        "certificate thumbprint {presented} is not registered"
+                    )))
                 }
             }
             AuthenticationType::CertificateAuthority => {
                 if self.chain_is_trusted(&creds.client_cert_chain, &device.device_id) {
                     Ok(())
                 } else {
-                    Err(AuthFailure::BadCredentials("client certificate does not chain to an uploaded CA".into()))
+                    Err(AuthFailure::BadCredentials(
+                        "client certificate does not chain to an uploaded CA".into(),
+                    ))
                 }
             }
             _ => Err(AuthFailure::NotAuthorized(format!(

@@ -21,12 +21,18 @@ pub fn pem_to_der(pem: &str) -> HubResult<Vec<u8>> {
 
 /// Whether `chain` (leaf first) has a leaf whose CN is `device_id` and which chains, through the
 /// given intermediates, to one of the CA certificates by signature.
-pub fn chain_is_trusted<'a>(chain: &[Vec<u8>], device_id: &str, cas: impl Iterator<Item = &'a [u8]>) -> bool {
+pub fn chain_is_trusted<'a>(
+    chain: &[Vec<u8>],
+    device_id: &str,
+    cas: impl Iterator<Item = &'a [u8]>,
+) -> bool {
     let parsed: Vec<X509Certificate<'_>> = chain
         .iter()
         .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
         .collect();
-    let Some(leaf) = parsed.first() else { return false };
+    let Some(leaf) = parsed.first() else {
+        return false;
+    };
     let cn_ok = leaf
         .subject()
         .iter_common_name()
@@ -34,16 +40,22 @@ pub fn chain_is_trusted<'a>(chain: &[Vec<u8>], device_id: &str, cas: impl Iterat
     if !cn_ok || !leaf.validity().is_valid() {
         return false;
     }
-    let cas: Vec<X509Certificate<'_>> =
-        cas.filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c)).collect();
+    let cas: Vec<X509Certificate<'_>> = cas
+        .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
+        .collect();
     let mut current = leaf;
     for _ in 0..parsed.len() {
         if let Some(ca) = cas.iter().find(|ca| ca.subject() == current.issuer()) {
             return current.verify_signature(Some(ca.public_key())).is_ok();
         }
-        let next = parsed.iter().skip(1).find(|c| c.subject() == current.issuer());
+        let next = parsed
+            .iter()
+            .skip(1)
+            .find(|c| c.subject() == current.issuer());
         match next {
-            Some(issuer) if current.verify_signature(Some(issuer.public_key())).is_ok() => current = issuer,
+            Some(issuer) if current.verify_signature(Some(issuer.public_key())).is_ok() => {
+                current = issuer
+            }
             _ => return false,
         }
     }

@@ -13,10 +13,18 @@ pub enum DeviceCommand {
     /// `$iothub/twin/PATCH/properties/desired/?$version={version}` with `body` (contains `$version`).
     DesiredPatch { version: u64, body: Bytes },
     /// `$iothub/methods/POST/{name}/?$rid={rid}`.
-    MethodRequest { name: String, rid: String, payload: Bytes },
+    MethodRequest {
+        name: String,
+        rid: String,
+        payload: Bytes,
+    },
     /// `devices/{id}/messages/devicebound/{properties}`; the gateway reports the PUBACK back with
     /// [`crate::Hub::c2d_delivered`].
-    C2d { message_id: String, properties: Vec<(String, String)>, body: Bytes },
+    C2d {
+        message_id: String,
+        properties: Vec<(String, String)>,
+        body: Bytes,
+    },
     /// Close the connection (device disabled, deleted, or replaced by a newer connection).
     Disconnect { reason: String },
 }
@@ -54,7 +62,11 @@ impl Connections {
         let state = Arc::new(LinkState::default());
         let old = self.map.lock().insert(
             device_id.to_string(),
-            Entry { conn_id, tx, state: state.clone() },
+            Entry {
+                conn_id,
+                tx,
+                state: state.clone(),
+            },
         );
         if let Some(old) = old {
             let _ = old.tx.send(DeviceCommand::Disconnect {
@@ -85,7 +97,12 @@ impl Connections {
     }
 
     /// Sends only when `wants` says the live connection subscribed to this kind of command.
-    pub fn send_if(&self, device_id: &str, wants: impl Fn(&LinkState) -> bool, cmd: DeviceCommand) -> bool {
+    pub fn send_if(
+        &self,
+        device_id: &str,
+        wants: impl Fn(&LinkState) -> bool,
+        cmd: DeviceCommand,
+    ) -> bool {
         match self.map.lock().get(device_id) {
             Some(e) if wants(&e.state) => e.tx.send(cmd).is_ok(),
             _ => false,
@@ -99,7 +116,10 @@ impl Connections {
 
     /// Whether the device is connected and subscribed to direct methods.
     pub fn accepts_methods(&self, device_id: &str) -> bool {
-        self.map.lock().get(device_id).is_some_and(|e| e.state.methods.load(Ordering::Relaxed))
+        self.map
+            .lock()
+            .get(device_id)
+            .is_some_and(|e| e.state.methods.load(Ordering::Relaxed))
     }
 
     /// How many devices are connected.

@@ -72,10 +72,13 @@ impl Hub {
     /// starts background upkeep.
     pub async fn open(store: Store, clock: Arc<dyn Clock>, config: HubConfig) -> HubResult<Hub> {
         let policies = load_or_create_policies(&store).await?;
-        let certs: Vec<StoredCertificate> = match store.read(|r| r.get_setting(CERTIFICATES_KEY)).await? {
-            Some(text) => serde_json::from_str(&text).map_err(|e| HubError::server(e.to_string()))?,
-            None => Vec::new(),
-        };
+        let certs: Vec<StoredCertificate> =
+            match store.read(|r| r.get_setting(CERTIFICATES_KEY)).await? {
+                Some(text) => {
+                    serde_json::from_str(&text).map_err(|e| HubError::server(e.to_string()))?
+                }
+                None => Vec::new(),
+            };
         let (telemetry_tx, _) = broadcast::channel(4096);
         let hub = Hub {
             inner: Arc::new(HubInner {
@@ -126,12 +129,21 @@ impl Hub {
     }
 
     pub(crate) fn now_nanos(&self) -> i64 {
-        self.inner.clock.now().timestamp_nanos_opt().unwrap_or_default()
+        self.inner
+            .clock
+            .now()
+            .timestamp_nanos_opt()
+            .unwrap_or_default()
     }
 
     /// A shared access policy by name.
     pub fn policy(&self, name: &str) -> Option<Policy> {
-        self.inner.policies.read().iter().find(|p| p.key_name == name).cloned()
+        self.inner
+            .policies
+            .read()
+            .iter()
+            .find(|p| p.key_name == name)
+            .cloned()
     }
 
     /// The connection string of a policy, e.g. `iothubowner`, for the given public host name.
@@ -158,10 +170,21 @@ impl Hub {
 
     /// Registers a device's new connection; commands for it arrive on `tx`. Closes any older
     /// connection of the same device.
-    pub fn device_connected(&self, device_id: &str, tx: mpsc::UnboundedSender<DeviceCommand>) -> ConnectionHandle {
+    pub fn device_connected(
+        &self,
+        device_id: &str,
+        tx: mpsc::UnboundedSender<DeviceCommand>,
+    ) -> ConnectionHandle {
         let (conn_id, state) = self.inner.connections.register(device_id, tx);
-        self.metrics().connections_accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        ConnectionHandle { hub: self.clone(), device_id: device_id.to_string(), conn_id, state }
+        self.metrics()
+            .connections_accepted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ConnectionHandle {
+            hub: self.clone(),
+            device_id: device_id.to_string(),
+            conn_id,
+            state,
+        }
     }
 
     pub(crate) fn connection_closed(&self, device_id: &str, conn_id: u64) {
@@ -228,10 +251,17 @@ impl Hub {
         let thumbprint = crate::certificates::thumbprint(&der);
         let mut all = self.inner.ca_certificates.read().clone();
         all.retain(|c| c.name != name);
-        all.push(StoredCertificate { name: name.to_string(), pem: pem.to_string(), der });
+        all.push(StoredCertificate {
+            name: name.to_string(),
+            pem: pem.to_string(),
+            der,
+        });
         let text = serde_json::to_string(&all).map_err(|e| HubError::server(e.to_string()))?;
         self.store()
-            .write(move |tx| tx.put_setting(CERTIFICATES_KEY, &text).map_err(HubError::from))
+            .write(move |tx| {
+                tx.put_setting(CERTIFICATES_KEY, &text)
+                    .map_err(HubError::from)
+            })
             .await?;
         *self.inner.ca_certificates.write() = all;
         Ok(json!({ "name": name, "properties": { "thumbprint": thumbprint, "isVerified": true } }))
@@ -239,13 +269,18 @@ impl Hub {
 
     pub(crate) fn chain_is_trusted(&self, chain: &[Vec<u8>], device_id: &str) -> bool {
         let cas = self.inner.ca_certificates.read();
-        crate::certificates::chain_is_trusted(chain, device_id, cas.iter().map(|c| c.der.as_slice()))
+        crate::certificates::chain_is_trusted(
+            chain,
+            device_id,
+            cas.iter().map(|c| c.der.as_slice()),
+        )
     }
 }
 
 async fn load_or_create_policies(store: &Store) -> HubResult<Vec<Policy>> {
     if let Some(text) = store.read(|r| r.get_setting(POLICIES_KEY)).await? {
-        return serde_json::from_str(&text).map_err(|e| HubError::server(format!("stored policies unreadable: {e}")));
+        return serde_json::from_str(&text)
+            .map_err(|e| HubError::server(format!("stored policies unreadable: {e}")));
     }
     let policies = Policy::defaults();
     let text = serde_json::to_string(&policies).map_err(|e| HubError::server(e.to_string()))?;

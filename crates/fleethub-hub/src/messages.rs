@@ -42,7 +42,10 @@ impl TelemetryEvent {
         use base64::Engine;
         let (body, body_encoding) = match String::from_utf8(row.body) {
             Ok(s) => (s, "utf-8"),
-            Err(e) => (base64::engine::general_purpose::STANDARD.encode(e.as_bytes()), "base64"),
+            Err(e) => (
+                base64::engine::general_purpose::STANDARD.encode(e.as_bytes()),
+                "base64",
+            ),
         };
         let enqueued = chrono::DateTime::from_timestamp_millis(row.enqueued_ms).unwrap_or_default();
         TelemetryEvent {
@@ -74,7 +77,12 @@ pub struct C2dRequest {
 }
 
 fn props_json(props: &[(String, String)]) -> Value {
-    Value::Object(props.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+    Value::Object(
+        props
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
 }
 
 impl Hub {
@@ -83,10 +91,16 @@ impl Hub {
         if msg.body.len() > MAX_MESSAGE_BYTES {
             return Err(HubError::new(
                 ErrorCode::MessageTooLarge,
-                format!("message is {} bytes; the limit is {MAX_MESSAGE_BYTES}", msg.body.len()),
+                format!(
+                    "message is {} bytes; the limit is {MAX_MESSAGE_BYTES}",
+                    msg.body.len()
+                ),
             ));
         }
-        let message_id = msg.message_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let message_id = msg
+            .message_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let row = TelemetryRow {
             seq: 0,
             device_id: device_id.to_string(),
@@ -104,7 +118,10 @@ impl Hub {
         if inserted {
             m.telemetry_stored.fetch_add(1, Ordering::Relaxed);
             if self.inner.telemetry_tx.receiver_count() > 0 {
-                let _ = self.inner.telemetry_tx.send(Arc::new(TelemetryEvent::from_row(stored)));
+                let _ = self
+                    .inner
+                    .telemetry_tx
+                    .send(Arc::new(TelemetryEvent::from_row(stored)));
             }
         } else {
             m.telemetry_duplicates.fetch_add(1, Ordering::Relaxed);
@@ -113,7 +130,12 @@ impl Hub {
     }
 
     /// Stored telemetry after `after_seq`, oldest first.
-    pub async fn read_telemetry(&self, device_id: Option<&str>, after_seq: i64, limit: usize) -> HubResult<Vec<TelemetryEvent>> {
+    pub async fn read_telemetry(
+        &self,
+        device_id: Option<&str>,
+        after_seq: i64,
+        limit: usize,
+    ) -> HubResult<Vec<TelemetryEvent>> {
         let device = device_id.map(str::to_string);
         let limit = limit.clamp(1, 1000);
         let rows = self
@@ -133,15 +155,23 @@ impl Hub {
         if req.body.len() > 64 * 1024 {
             return Err(HubError::new(
                 ErrorCode::MessageTooLarge,
-                format!("cloud-to-device body is {} bytes; the limit is 65,536", req.body.len()),
+                format!(
+                    "cloud-to-device body is {} bytes; the limit is 65,536",
+                    req.body.len()
+                ),
             ));
         }
         let ttl = req.ttl_seconds.unwrap_or(3600);
         if ttl == 0 || ttl > 48 * 3600 {
-            return Err(HubError::invalid(format!("ttlSeconds is {ttl}; it must be 1 to 172,800 (48 hours)")));
+            return Err(HubError::invalid(format!(
+                "ttlSeconds is {ttl}; it must be 1 to 172,800 (48 hours)"
+            )));
         }
         let now = self.now_ms();
-        let message_id = req.message_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let message_id = req
+            .message_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let row = C2dRow {
             seq: 0,
             device_id: device_id.to_string(),
@@ -184,7 +214,11 @@ impl Hub {
         tokio::spawn(async move {
             let now = hub.now_ms();
             let key = id.clone();
-            let rows = match hub.store().read(move |r| r.pending_c2d(&key, now, 50)).await {
+            let rows = match hub
+                .store()
+                .read(move |r| r.pending_c2d(&key, now, 50))
+                .await
+            {
                 Ok(rows) => rows,
                 Err(e) => return tracing::warn!(device = %id, "c2d flush failed: {e}"),
             };
@@ -195,12 +229,23 @@ impl Hub {
                 ];
                 if let Some(obj) = row.properties.as_object() {
                     for (k, v) in obj {
-                        let v = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+                        let v = v
+                            .as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string());
                         properties.push((k.clone(), v));
                     }
                 }
-                let cmd = DeviceCommand::C2d { message_id: row.message_id, properties, body: Bytes::from(row.body) };
-                if !hub.inner.connections.send_if(&id, |s| s.c2d.load(Ordering::Relaxed), cmd) {
+                let cmd = DeviceCommand::C2d {
+                    message_id: row.message_id,
+                    properties,
+                    body: Bytes::from(row.body),
+                };
+                if !hub
+                    .inner
+                    .connections
+                    .send_if(&id, |s| s.c2d.load(Ordering::Relaxed), cmd)
+                {
                     break;
                 }
             }
@@ -210,7 +255,10 @@ impl Hub {
     /// The device acknowledged (PUBACK) a cloud-to-device message: it is complete.
     pub async fn c2d_delivered(&self, device_id: &str, message_id: &str) -> HubResult<()> {
         let (d, m) = (device_id.to_string(), message_id.to_string());
-        let done = self.store().write(move |tx| tx.complete_c2d(&d, &m).map_err(HubError::from)).await?;
+        let done = self
+            .store()
+            .write(move |tx| tx.complete_c2d(&d, &m).map_err(HubError::from))
+            .await?;
         if done {
             self.metrics().c2d_delivered.fetch_add(1, Ordering::Relaxed);
         }

@@ -75,10 +75,17 @@ fn check_request(req: &MethodRequest) -> HubResult<(Duration, Duration, Bytes)> 
     if payload.len() > MAX_METHOD_PAYLOAD {
         return Err(HubError::new(
             ErrorCode::MessageTooLarge,
-            format!("method payload is {} bytes; the limit is {MAX_METHOD_PAYLOAD}", payload.len()),
+            format!(
+                "method payload is {} bytes; the limit is {MAX_METHOD_PAYLOAD}",
+                payload.len()
+            ),
         ));
     }
-    Ok((Duration::from_secs(response), Duration::from_secs(connect), Bytes::from(payload)))
+    Ok((
+        Duration::from_secs(response),
+        Duration::from_secs(connect),
+        Bytes::from(payload),
+    ))
 }
 
 impl Hub {
@@ -92,13 +99,25 @@ impl Hub {
         let pending = &self.inner.methods;
         let rid = format!("{:x}", pending.next_rid.fetch_add(1, Ordering::Relaxed) + 1);
         let (tx, rx) = oneshot::channel();
-        pending.waiting.lock().insert(rid.clone(), (id.to_string(), tx));
-        let _guard = Pending { pending, rid: rid.clone() };
-        let cmd = DeviceCommand::MethodRequest { name: req.method_name.clone(), rid, payload };
+        pending
+            .waiting
+            .lock()
+            .insert(rid.clone(), (id.to_string(), tx));
+        let _guard = Pending {
+            pending,
+            rid: rid.clone(),
+        };
+        let cmd = DeviceCommand::MethodRequest {
+            name: req.method_name.clone(),
+            rid,
+            payload,
+        };
         if !self.inner.connections.send(id, cmd) {
             return Err(not_online(id));
         }
-        self.metrics().methods_invoked.fetch_add(1, Ordering::Relaxed);
+        self.metrics()
+            .methods_invoked
+            .fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(response_timeout, rx).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(_)) => Err(HubError::new(
@@ -116,7 +135,11 @@ impl Hub {
         }
     }
 
-    async fn wait_for_method_subscriber(&self, id: &str, connect_timeout: Duration) -> HubResult<()> {
+    async fn wait_for_method_subscriber(
+        &self,
+        id: &str,
+        connect_timeout: Duration,
+    ) -> HubResult<()> {
         let conns = &self.inner.connections;
         let deadline = tokio::time::Instant::now() + connect_timeout;
         loop {
@@ -142,8 +165,9 @@ impl Hub {
             let payload = if payload.is_empty() {
                 Value::Null
             } else {
-                serde_json::from_slice(payload)
-                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(payload).into_owned()))
+                serde_json::from_slice(payload).unwrap_or_else(|_| {
+                    Value::String(String::from_utf8_lossy(payload).into_owned())
+                })
             };
             let _ = tx.send(MethodResponse { status, payload });
         }
@@ -151,7 +175,11 @@ impl Hub {
 
     /// Fails the calls waiting on a device whose connection closed.
     pub(crate) fn fail_pending_methods(&self, device_id: &str) {
-        self.inner.methods.waiting.lock().retain(|_, (dev, _)| dev != device_id);
+        self.inner
+            .methods
+            .waiting
+            .lock()
+            .retain(|_, (dev, _)| dev != device_id);
     }
 }
 

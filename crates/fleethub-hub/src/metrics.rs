@@ -22,18 +22,58 @@ impl Metrics {
     pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
         let mut out = String::new();
         let counters: [(&str, &str, &AtomicU64); 9] = [
-            ("fleethub_reported_updates_total", "Reported-property patches committed", &self.reported_updates),
-            ("fleethub_desired_pushed_total", "Desired-property patches sent to devices", &self.desired_pushed),
-            ("fleethub_methods_invoked_total", "Direct methods sent to devices", &self.methods_invoked),
-            ("fleethub_telemetry_stored_total", "Telemetry messages stored", &self.telemetry_stored),
-            ("fleethub_telemetry_duplicates_total", "Telemetry messages dropped as duplicates", &self.telemetry_duplicates),
-            ("fleethub_c2d_enqueued_total", "Cloud-to-device messages queued", &self.c2d_enqueued),
-            ("fleethub_c2d_delivered_total", "Cloud-to-device messages acknowledged by devices", &self.c2d_delivered),
-            ("fleethub_connections_accepted_total", "Device connections accepted", &self.connections_accepted),
-            ("fleethub_connections_refused_total", "Device connections refused", &self.connections_refused),
+            (
+                "fleethub_reported_updates_total",
+                "Reported-property patches committed",
+                &self.reported_updates,
+            ),
+            (
+                "fleethub_desired_pushed_total",
+                "Desired-property patches sent to devices",
+                &self.desired_pushed,
+            ),
+            (
+                "fleethub_methods_invoked_total",
+                "Direct methods sent to devices",
+                &self.methods_invoked,
+            ),
+            (
+                "fleethub_telemetry_stored_total",
+                "Telemetry messages stored",
+                &self.telemetry_stored,
+            ),
+            (
+                "fleethub_telemetry_duplicates_total",
+                "Telemetry messages dropped as duplicates",
+                &self.telemetry_duplicates,
+            ),
+            (
+                "fleethub_c2d_enqueued_total",
+                "Cloud-to-device messages queued",
+                &self.c2d_enqueued,
+            ),
+            (
+                "fleethub_c2d_delivered_total",
+                "Cloud-to-device messages acknowledged by devices",
+                &self.c2d_delivered,
+            ),
+            (
+                "fleethub_connections_accepted_total",
+                "Device connections accepted",
+                &self.connections_accepted,
+            ),
+            (
+                "fleethub_connections_refused_total",
+                "Device connections refused",
+                &self.connections_refused,
+            ),
         ];
         for (name, help, v) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
         }
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");

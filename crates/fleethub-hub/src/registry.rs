@@ -136,8 +136,12 @@ fn precondition_failed(what: &str, id: &str, current: &str) -> HubError {
 
 impl Device {
     pub(crate) fn from_row(row: &DeviceRow) -> HubResult<Device> {
-        serde_json::from_value(row.identity.clone())
-            .map_err(|e| HubError::server(format!("stored identity of '{}' is unreadable: {e}", row.device_id)))
+        serde_json::from_value(row.identity.clone()).map_err(|e| {
+            HubError::server(format!(
+                "stored identity of '{}' is unreadable: {e}",
+                row.device_id
+            ))
+        })
     }
 
     fn to_identity(&self) -> Value {
@@ -164,7 +168,10 @@ impl Device {
                         "authentication type selfSigned needs x509Thumbprint.primaryThumbprint (40 hex digits)",
                     ));
                 }
-                for tp in [&mut t.primary_thumbprint, &mut t.secondary_thumbprint].into_iter().flatten() {
+                for tp in [&mut t.primary_thumbprint, &mut t.secondary_thumbprint]
+                    .into_iter()
+                    .flatten()
+                {
                     validate_thumbprint(tp)?;
                     *tp = tp.to_ascii_uppercase();
                 }
@@ -245,22 +252,36 @@ impl Hub {
 
     /// `GET /devices/{id}`.
     pub async fn get_device(&self, id: &str) -> HubResult<Device> {
-        let d = self.load_device(id).await?.ok_or_else(|| HubError::device_not_found(id))?;
+        let d = self
+            .load_device(id)
+            .await?
+            .ok_or_else(|| HubError::device_not_found(id))?;
         Ok(self.present(d))
     }
 
     /// `GET /devices?top=N`: the first `top` devices by id.
     pub async fn list_devices(&self, top: usize) -> HubResult<Vec<Device>> {
         let top = top.clamp(1, 1000);
-        let rows = self.store().read(move |r| r.list_devices(None, top)).await?;
-        rows.iter().map(|r| Device::from_row(r).map(|d| self.present(d))).collect()
+        let rows = self
+            .store()
+            .read(move |r| r.list_devices(None, top))
+            .await?;
+        rows.iter()
+            .map(|r| Device::from_row(r).map(|d| self.present(d)))
+            .collect()
     }
 
     /// `PUT /devices/{id}`: creates the device, or with If-Match updates it.
-    pub async fn put_device(&self, id: &str, body: Value, if_match: Option<&str>) -> HubResult<Device> {
+    pub async fn put_device(
+        &self,
+        id: &str,
+        body: Value,
+        if_match: Option<&str>,
+    ) -> HubResult<Device> {
         let id = DeviceId::parse(id)?;
-        let mut submitted: Device = serde_json::from_value(body)
-            .map_err(|e| HubError::format(format!("device body is not a valid registry entry: {e}")))?;
+        let mut submitted: Device = serde_json::from_value(body).map_err(|e| {
+            HubError::format(format!("device body is not a valid registry entry: {e}"))
+        })?;
         if submitted.device_id != id.as_str() {
             return Err(HubError::invalid(format!(
                 "deviceId '{}' in the body does not match '{}' in the URL",
@@ -278,13 +299,21 @@ impl Hub {
         if device.status == DeviceStatus::Disabled {
             self.inner.connections.send(
                 &device.device_id,
-                crate::DeviceCommand::Disconnect { reason: "device disabled".into() },
+                crate::DeviceCommand::Disconnect {
+                    reason: "device disabled".into(),
+                },
             );
         }
         Ok(self.present(device))
     }
 
-    fn upsert_in(&self, tx: &mut WriteTx, mut d: Device, if_match: Option<&str>, now: &str) -> HubResult<Device> {
+    fn upsert_in(
+        &self,
+        tx: &mut WriteTx,
+        mut d: Device,
+        if_match: Option<&str>,
+        now: &str,
+    ) -> HubResult<Device> {
         let existing = tx.get_device(&d.device_id)?;
         match existing {
             None => {
@@ -299,7 +328,12 @@ impl Hub {
                 if !tx.insert_device(&row)? {
                     return Err(already_exists(&d.device_id));
                 }
-                tx.append_event(Some(&d.device_id), "device.created", &json!({}), self.now_ms())?;
+                tx.append_event(
+                    Some(&d.device_id),
+                    "device.created",
+                    &json!({}),
+                    self.now_ms(),
+                )?;
             }
             Some(row) => {
                 let old = Device::from_row(&row)?;
@@ -307,18 +341,30 @@ impl Hub {
                     return Err(already_exists(&d.device_id));
                 }
                 if !etag_matches(if_match, &etag_for(old.revision)) {
-                    return Err(precondition_failed("device", &d.device_id, &etag_for(old.revision)));
+                    return Err(precondition_failed(
+                        "device",
+                        &d.device_id,
+                        &etag_for(old.revision),
+                    ));
                 }
                 d.generation_id = old.generation_id;
                 d.revision = old.revision + 1;
-                d.status_updated_time =
-                    if d.status != old.status { now.to_string() } else { old.status_updated_time };
+                d.status_updated_time = if d.status != old.status {
+                    now.to_string()
+                } else {
+                    old.status_updated_time
+                };
                 d.connection_state_updated_time = old.connection_state_updated_time;
                 d.last_activity_time = old.last_activity_time;
                 d.cloud_to_device_message_count = old.cloud_to_device_message_count;
                 d.connection_state = disconnected();
                 tx.update_identity(&d.device_id, d.status.as_str(), &d.to_identity())?;
-                tx.append_event(Some(&d.device_id), "device.updated", &json!({}), self.now_ms())?;
+                tx.append_event(
+                    Some(&d.device_id),
+                    "device.updated",
+                    &json!({}),
+                    self.now_ms(),
+                )?;
             }
         }
         Ok(d)
@@ -333,14 +379,19 @@ impl Hub {
         self.store()
             .write(move |tx| hub.delete_in(tx, &target, if_match.as_deref()))
             .await?;
-        self.inner
-            .connections
-            .send(&id, crate::DeviceCommand::Disconnect { reason: "device deleted".into() });
+        self.inner.connections.send(
+            &id,
+            crate::DeviceCommand::Disconnect {
+                reason: "device deleted".into(),
+            },
+        );
         Ok(())
     }
 
     fn delete_in(&self, tx: &mut WriteTx, id: &str, if_match: Option<&str>) -> HubResult<()> {
-        let row = tx.get_device(id)?.ok_or_else(|| HubError::device_not_found(id))?;
+        let row = tx
+            .get_device(id)?
+            .ok_or_else(|| HubError::device_not_found(id))?;
         let current = etag_for(Device::from_row(&row)?.revision);
         if !etag_matches(if_match, &current) {
             return Err(precondition_failed("device", id, &current));
@@ -411,9 +462,21 @@ impl Hub {
             revision: 0,
         };
         d.normalize()?;
-        self.upsert_in(tx, d, if exists { if_match.or(Some("*")) } else { None }, now)?;
+        self.upsert_in(
+            tx,
+            d,
+            if exists { if_match.or(Some("*")) } else { None },
+            now,
+        )?;
         if e.tags.is_some() || e.properties.is_some() {
-            crate::twin::import_twin_in(self, tx, id.as_str(), e.tags.as_ref(), e.properties.as_ref(), now)?;
+            crate::twin::import_twin_in(
+                self,
+                tx,
+                id.as_str(),
+                e.tags.as_ref(),
+                e.properties.as_ref(),
+                now,
+            )?;
         }
         Ok(())
     }
@@ -421,7 +484,9 @@ impl Hub {
     /// `GET /statistics/devices`.
     pub async fn device_statistics(&self) -> HubResult<Value> {
         let c = self.store().read(|r| r.device_counts()).await?;
-        Ok(json!({ "totalDeviceCount": c.total, "enabledDeviceCount": c.enabled, "disabledDeviceCount": c.disabled }))
+        Ok(
+            json!({ "totalDeviceCount": c.total, "enabledDeviceCount": c.enabled, "disabledDeviceCount": c.disabled }),
+        )
     }
 
     /// `GET /statistics/service`.
@@ -433,7 +498,9 @@ impl Hub {
 fn already_exists(id: &str) -> HubError {
     HubError::new(
         ErrorCode::DeviceAlreadyExists,
-        format!("device '{id}' already exists; send If-Match with its etag (or \"*\") to update it"),
+        format!(
+            "device '{id}' already exists; send If-Match with its etag (or \"*\") to update it"
+        ),
     )
 }
 

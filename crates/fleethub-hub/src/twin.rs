@@ -21,13 +21,18 @@ pub(crate) struct TwinState {
 impl TwinState {
     pub(crate) fn from_row(row: &DeviceRow) -> HubResult<TwinState> {
         let unreadable = |what: &str, e: serde_json::Error| {
-            HubError::server(format!("stored {what} of '{}' is unreadable: {e}", row.device_id))
+            HubError::server(format!(
+                "stored {what} of '{}' is unreadable: {e}",
+                row.device_id
+            ))
         };
         Ok(TwinState {
             device: Device::from_row(row)?,
             tags: serde_json::from_value(row.tags.clone()).map_err(|e| unreadable("tags", e))?,
-            desired: serde_json::from_value(row.desired.clone()).map_err(|e| unreadable("desired", e))?,
-            reported: serde_json::from_value(row.reported.clone()).map_err(|e| unreadable("reported", e))?,
+            desired: serde_json::from_value(row.desired.clone())
+                .map_err(|e| unreadable("desired", e))?,
+            reported: serde_json::from_value(row.reported.clone())
+                .map_err(|e| unreadable("reported", e))?,
             version: row.twin_version.max(0) as u64,
         })
     }
@@ -97,7 +102,10 @@ fn parse_service_change(body: &Value) -> HubResult<ServiceTwinChange> {
         }
     };
     let props = obj.get("properties");
-    if props.and_then(|p| p.get("reported")).is_some_and(|r| !r.is_null()) {
+    if props
+        .and_then(|p| p.get("reported"))
+        .is_some_and(|r| !r.is_null())
+    {
         return Err(HubError::invalid(
             "properties.reported cannot be written by a service; only the device reports",
         ));
@@ -127,24 +135,47 @@ impl Hub {
     }
 
     /// `PATCH /twins/{id}`: merge-patches tags and desired properties.
-    pub async fn update_twin(&self, id: &str, body: Value, if_match: Option<&str>) -> HubResult<Value> {
+    pub async fn update_twin(
+        &self,
+        id: &str,
+        body: Value,
+        if_match: Option<&str>,
+    ) -> HubResult<Value> {
         self.change_twin(id, body, if_match, false).await
     }
 
     /// `PUT /twins/{id}`: replaces tags and desired properties.
-    pub async fn replace_twin(&self, id: &str, body: Value, if_match: Option<&str>) -> HubResult<Value> {
+    pub async fn replace_twin(
+        &self,
+        id: &str,
+        body: Value,
+        if_match: Option<&str>,
+    ) -> HubResult<Value> {
         self.change_twin(id, body, if_match, true).await
     }
 
-    async fn change_twin(&self, id: &str, body: Value, if_match: Option<&str>, replace: bool) -> HubResult<Value> {
+    async fn change_twin(
+        &self,
+        id: &str,
+        body: Value,
+        if_match: Option<&str>,
+        replace: bool,
+    ) -> HubResult<Value> {
         let mut change = parse_service_change(&body)?;
         if let Some(d) = change.desired.as_mut() {
             strip_system_keys(d);
         }
-        let (now, key, if_match, hub) = (self.now_string(), id.to_string(), if_match.map(str::to_string), self.clone());
+        let (now, key, if_match, hub) = (
+            self.now_string(),
+            id.to_string(),
+            if_match.map(str::to_string),
+            self.clone(),
+        );
         let (twin, notify) = self
             .store()
-            .write(move |tx| hub.change_twin_in(tx, &key, change, if_match.as_deref(), replace, &now))
+            .write(move |tx| {
+                hub.change_twin_in(tx, &key, change, if_match.as_deref(), replace, &now)
+            })
             .await?;
         if let Some((version, body)) = notify {
             self.push_desired(id, version, body);
@@ -161,7 +192,9 @@ impl Hub {
         replace: bool,
         now: &str,
     ) -> HubResult<(TwinState, Option<(u64, Value)>)> {
-        let row = tx.get_device(id)?.ok_or_else(|| HubError::device_not_found(id))?;
+        let row = tx
+            .get_device(id)?
+            .ok_or_else(|| HubError::device_not_found(id))?;
         let mut twin = TwinState::from_row(&row)?;
         let current = etag_for(twin.version);
         if !etag_matches(if_match, &current) {
@@ -181,8 +214,12 @@ impl Hub {
         let mut notify = None;
         if let Some(desired) = &change.desired {
             let device_patch = if replace {
-                let mut removal: Map<String, Value> =
-                    twin.desired.values.keys().map(|k| (k.clone(), Value::Null)).collect();
+                let mut removal: Map<String, Value> = twin
+                    .desired
+                    .values
+                    .keys()
+                    .map(|k| (k.clone(), Value::Null))
+                    .collect();
                 removal.extend(desired.clone());
                 twin.desired.replace(Section::Desired, desired, now)?;
                 removal
@@ -197,16 +234,35 @@ impl Hub {
             return Ok((twin, None));
         }
         twin.version += 1;
-        let tags_v = change.tags.as_ref().map(|_| Value::Object(twin.tags.clone()));
-        let desired_v = change.desired.as_ref().map(|_| serde_json::to_value(&twin.desired).unwrap_or_default());
+        let tags_v = change
+            .tags
+            .as_ref()
+            .map(|_| Value::Object(twin.tags.clone()));
+        let desired_v = change
+            .desired
+            .as_ref()
+            .map(|_| serde_json::to_value(&twin.desired).unwrap_or_default());
         tx.update_twin(
             id,
-            TwinSections { tags: tags_v.as_ref(), desired: desired_v.as_ref(), reported: None },
+            TwinSections {
+                tags: tags_v.as_ref(),
+                desired: desired_v.as_ref(),
+                reported: None,
+            },
             twin.version as i64,
             &etag_for(twin.version),
         )?;
-        let kind = if replace { "twin.replaced" } else { "twin.updated" };
-        tx.append_event(Some(id), kind, &json!({ "version": twin.version }), self.now_ms())?;
+        let kind = if replace {
+            "twin.replaced"
+        } else {
+            "twin.updated"
+        };
+        tx.append_event(
+            Some(id),
+            kind,
+            &json!({ "version": twin.version }),
+            self.now_ms(),
+        )?;
         Ok((twin, notify))
     }
 
@@ -218,14 +274,18 @@ impl Hub {
             DeviceCommand::DesiredPatch { version, body },
         );
         if sent {
-            self.metrics().desired_pushed.fetch_add(1, Ordering::Relaxed);
+            self.metrics()
+                .desired_pushed
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// The device's twin GET: `{"desired":{…,"$version"},"reported":{…,"$version"}}`.
     pub async fn device_twin_get(&self, id: &str) -> HubResult<Value> {
         let twin = self.load_twin(id).await?;
-        Ok(json!({ "desired": twin.desired.to_device_json(), "reported": twin.reported.to_device_json() }))
+        Ok(
+            json!({ "desired": twin.desired.to_device_json(), "reported": twin.reported.to_device_json() }),
+        )
     }
 
     /// A device's reported-properties patch. Resolves after commit with the new reported `$version`.
@@ -233,31 +293,55 @@ impl Hub {
         let patch: Map<String, Value> = match serde_json::from_slice(patch) {
             Ok(Value::Object(m)) => m,
             Ok(_) => return Err(HubError::format("reported patch must be a JSON object")),
-            Err(e) => return Err(HubError::format(format!("reported patch is not valid JSON: {e}"))),
+            Err(e) => {
+                return Err(HubError::format(format!(
+                    "reported patch is not valid JSON: {e}"
+                )))
+            }
         };
         let (now, key, hub) = (self.now_string(), id.to_string(), self.clone());
         let version = self
             .store()
             .write(move |tx| hub.report_in(tx, &key, &patch, &now))
             .await?;
-        self.metrics().reported_updates.fetch_add(1, Ordering::Relaxed);
+        self.metrics()
+            .reported_updates
+            .fetch_add(1, Ordering::Relaxed);
         Ok(version)
     }
 
-    fn report_in(&self, tx: &mut WriteTx, id: &str, patch: &Map<String, Value>, now: &str) -> HubResult<u64> {
-        let row = tx.get_device(id)?.ok_or_else(|| HubError::device_not_found(id))?;
-        let mut reported: TwinProperties = serde_json::from_value(row.reported)
-            .map_err(|e| HubError::server(format!("stored reported of '{id}' is unreadable: {e}")))?;
+    fn report_in(
+        &self,
+        tx: &mut WriteTx,
+        id: &str,
+        patch: &Map<String, Value>,
+        now: &str,
+    ) -> HubResult<u64> {
+        let row = tx
+            .get_device(id)?
+            .ok_or_else(|| HubError::device_not_found(id))?;
+        let mut reported: TwinProperties = serde_json::from_value(row.reported).map_err(|e| {
+            HubError::server(format!("stored reported of '{id}' is unreadable: {e}"))
+        })?;
         reported.apply_patch(Section::Reported, patch, now)?;
         let version = row.twin_version + 1;
         let value = serde_json::to_value(&reported).map_err(|e| HubError::server(e.to_string()))?;
         tx.update_twin(
             id,
-            TwinSections { tags: None, desired: None, reported: Some(&value) },
+            TwinSections {
+                tags: None,
+                desired: None,
+                reported: Some(&value),
+            },
             version,
             &etag_for(version as u64),
         )?;
-        tx.append_event(Some(id), "twin.reported", &json!({ "version": reported.version }), self.now_ms())?;
+        tx.append_event(
+            Some(id),
+            "twin.reported",
+            &json!({ "version": reported.version }),
+            self.now_ms(),
+        )?;
         Ok(reported.version)
     }
 }
@@ -271,8 +355,14 @@ pub(crate) fn import_twin_in(
     properties: Option<&Value>,
     now: &str,
 ) -> HubResult<()> {
-    let desired = properties.and_then(|p| p.get("desired")).and_then(Value::as_object).cloned();
-    let change = ServiceTwinChange { tags: tags.cloned(), desired };
+    let desired = properties
+        .and_then(|p| p.get("desired"))
+        .and_then(Value::as_object)
+        .cloned();
+    let change = ServiceTwinChange {
+        tags: tags.cloned(),
+        desired,
+    };
     hub.change_twin_in(tx, id, change, None, false, now)?;
     Ok(())
 }
