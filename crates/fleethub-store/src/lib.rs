@@ -1,1 +1,18 @@
-//! placeholder
+//! The store: FleetHub's only source of truth.
+//!
+//! The SQLite backend funnels every write through one writer thread that commits queued writes
+//! together (group commit, each write in its own savepoint) and answers reads from a pool of
+//! connections. A write resolves only after the transaction holding it has committed, so the hub
+//! can acknowledge and push side effects from committed state (DESIGN.md, invariant 2).
+
+#![warn(missing_docs)]
+
+mod config;
+mod error;
+mod rows;
+mod sqlite;
+
+pub use config::StoreConfig;
+pub use error::StoreError;
+pub use rows::{C2dRow, DeviceCounts, DeviceRow, EventRow, TelemetryRow, TwinSections};
+pub use sqlite::{ReadTx, Reads, Store, WriteTx};

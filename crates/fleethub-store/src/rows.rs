@@ -1,0 +1,97 @@
+//! The rows the store keeps, as plain data. JSON columns are `serde_json::Value`s stored as TEXT.
+
+use serde_json::Value;
+
+/// One device: its registry entry and its twin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceRow {
+    /// The device id (primary key).
+    pub device_id: String,
+    /// `"enabled"` or `"disabled"`.
+    pub status: String,
+    /// The registry entry (authentication and the rest), owned by the hub.
+    pub identity: Value,
+    /// The twin's tags.
+    pub tags: Value,
+    /// The twin's desired properties.
+    pub desired: Value,
+    /// The twin's reported properties.
+    pub reported: Value,
+    /// The twin's version, bumped by the hub on every twin change.
+    pub twin_version: i64,
+    /// The twin's etag.
+    pub twin_etag: String,
+}
+
+/// One device-to-cloud telemetry message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryRow {
+    /// Position in the telemetry log, assigned by the store (ignored on insert).
+    pub seq: i64,
+    /// The sending device.
+    pub device_id: String,
+    /// The message id; a repeat from the same device is a duplicate.
+    pub message_id: String,
+    /// When the hub accepted it, in Unix milliseconds.
+    pub enqueued_ms: i64,
+    /// Application and system properties.
+    pub properties: Value,
+    /// The payload.
+    pub body: Vec<u8>,
+}
+
+/// One queued cloud-to-device message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct C2dRow {
+    /// Position in the queue, assigned by the store (ignored on enqueue).
+    pub seq: i64,
+    /// The receiving device.
+    pub device_id: String,
+    /// The message id.
+    pub message_id: String,
+    /// Application and system properties.
+    pub properties: Value,
+    /// The payload.
+    pub body: Vec<u8>,
+    /// When it was queued, in Unix milliseconds.
+    pub enqueued_ms: i64,
+    /// When it expires, in Unix milliseconds; 0 means never.
+    pub expiry_ms: i64,
+}
+
+/// One entry of the event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    /// Position in the log, assigned by the store.
+    pub seq: i64,
+    /// When it happened, in Unix milliseconds.
+    pub time_ms: i64,
+    /// The device it concerns, if any.
+    pub device_id: Option<String>,
+    /// What happened (e.g. `"twin.reported"`).
+    pub kind: String,
+    /// The details.
+    pub body: Value,
+}
+
+/// How many devices exist, by status.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DeviceCounts {
+    /// All devices.
+    pub total: u64,
+    /// Devices whose status is `"enabled"`.
+    pub enabled: u64,
+    /// Devices whose status is `"disabled"`.
+    pub disabled: u64,
+}
+
+/// The twin sections an update replaces; `None` leaves a section as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TwinSections<'a> {
+    /// New tags, if they change.
+    pub tags: Option<&'a Value>,
+    /// New desired properties, if they change.
+    pub desired: Option<&'a Value>,
+    /// New reported properties, if they change.
+    pub reported: Option<&'a Value>,
+}

@@ -1,0 +1,121 @@
+//! The SQLite backend: one writer thread with group commit, a pool of read connections.
+//!
+//! Durability: the database runs in WAL mode with `synchronous=FULL`, so every commit fsyncs the
+//! WAL before the writer reports it. `synchronous=NORMAL` would survive a killed process but could
+//! lose the last commits on power loss, and the hub acknowledges devices and operators on commit
+//! (DESIGN.md, invariant 2). Group commit pays that fsync once per batch, not once per write.
+
+mod read_pool;
+mod reads;
+mod schema;
+mod writer;
+mod writes;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+use crate::{StoreConfig, StoreError};
+use read_pool::ReadPool;
+use writer::{WriteJob, Writer};
+
+pub use reads::{ReadTx, Reads};
+pub use writes::WriteTx;
+
+/// How long a connection waits for a lock held by another process (e.g. a backup) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Prepared statements kept per connection; more than the store has, so none is re-prepared.
+const STATEMENT_CACHE: usize = 64;
+
+/// The SQLite store; cheap to clone, and every clone is the same store.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Writer,
+    readers: Arc<ReadPool>,
+}
+
+impl Store {
+    /// Opens (creating if missing) the database at `cfg.path` and brings its schema up to date.
+    pub fn open(cfg: StoreConfig) -> Result<Store, StoreError> {
+        if let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Other(format!("cannot create directory {}: {e}", dir.display()))
+            })?;
+        }
+        let mut conn = open_connection(&cfg.path)?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Other(format!(
+                "{} cannot use write-ahead logging (journal mode stays {mode}); \
+                 put the data directory on a local file system",
+                cfg.path.display()
+            )));
+        }
+        schema::migrate(&mut conn)?;
+        let readers = Arc::new(ReadPool::open(cfg.path.clone(), cfg.read_connections)?);
+        let writer = Writer::spawn(conn, cfg.max_batch)?;
+        Ok(Store {
+            inner: Arc::new(Inner { writer, readers }),
+        })
+    }
+
+    /// Runs `f` on a pooled read connection (on a blocking thread). Reads see every committed write.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&ReadTx<'_>) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.inner.readers.run(f).await
+    }
+
+    /// Runs `f` inside the writer's transaction; resolves only after the batch holding it has
+    /// committed. If `f` returns an error or panics, none of its changes are kept. Dropping the
+    /// returned future does not cancel a write that was already queued.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .writer
+            .submit(Box::new(WriteJob::new(f, reply)))
+            .map_err(E::from)?;
+        answer.await.unwrap_or_else(|_| {
+            Err(E::from(StoreError::Other(
+                "internal error: the writer dropped a write".into(),
+            )))
+        })
+    }
+
+    /// Stops the store: refuses new work, commits the writes already queued, and waits for the
+    /// writer to finish (so call it from shutdown code, not a latency-sensitive task).
+    pub fn close(&self) {
+        self.inner.writer.stop_accepting();
+        self.inner.readers.close();
+        self.inner.writer.join();
+    }
+}
+
+/// A connection to the database at `path` with the settings every connection shares.
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    // NO_MUTEX: each connection is used by one thread at a time, so SQLite's own locking is waste.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}

@@ -1,0 +1,211 @@
+//! Queries, shared by read transactions and the writer's transaction.
+
+use rusqlite::types::Type;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde_json::Value;
+
+use crate::{C2dRow, DeviceCounts, DeviceRow, EventRow, StoreError, TelemetryRow};
+
+/// A read transaction on a pooled connection; sees one consistent snapshot of committed data.
+pub struct ReadTx<'a> {
+    pub(crate) conn: &'a Connection,
+}
+
+impl Reads for ReadTx<'_> {
+    fn conn(&self) -> &Connection {
+        self.conn
+    }
+}
+
+/// The queries, available inside both [`crate::Store::read`] and [`crate::Store::write`].
+pub trait Reads {
+    /// The connection the queries run on, for queries this trait does not offer yet.
+    fn conn(&self) -> &Connection;
+
+    /// The device with this id, if it exists.
+    fn get_device(&self, id: &str) -> Result<Option<DeviceRow>, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT device_id, status, identity, tags, desired, reported, twin_version, twin_etag
+             FROM devices WHERE device_id = ?1",
+        )?;
+        Ok(stmt.query_row([id], device_row).optional()?)
+    }
+
+    /// Up to `limit` devices whose ids sort after `after` (all, when `None`), in id order.
+    fn list_devices(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeviceRow>, StoreError> {
+        // Every id sorts after '' except '' itself, which the hub's id rules do not allow.
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT device_id, status, identity, tags, desired, reported, twin_version, twin_etag
+             FROM devices WHERE device_id > ?1 ORDER BY device_id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after.unwrap_or(""), sql_limit(limit)], device_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How many devices exist, by status.
+    fn device_counts(&self) -> Result<DeviceCounts, StoreError> {
+        let mut stmt = self
+            .conn()
+            .prepare_cached("SELECT status, count(*) FROM devices GROUP BY status")?;
+        let mut counts = DeviceCounts::default();
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let status: String = row.get(0)?;
+            let n = count(row.get(1)?);
+            counts.total += n;
+            match status.as_str() {
+                "enabled" => counts.enabled += n,
+                "disabled" => counts.disabled += n,
+                _ => {}
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Up to `limit` telemetry messages after `after_seq` (of one device, or of all), oldest first.
+    fn telemetry_after(
+        &self,
+        device_id: Option<&str>,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<TelemetryRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = match device_id {
+            Some(_) => conn.prepare_cached(
+                "SELECT seq, device_id, message_id, enqueued_ms, properties, body FROM telemetry
+                 WHERE device_id = ?3 AND seq > ?1 ORDER BY seq LIMIT ?2",
+            )?,
+            None => conn.prepare_cached(
+                "SELECT seq, device_id, message_id, enqueued_ms, properties, body FROM telemetry
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?,
+        };
+        let rows = match device_id {
+            Some(id) => stmt.query_map(params![after_seq, sql_limit(limit), id], telemetry_row)?,
+            None => stmt.query_map(params![after_seq, sql_limit(limit)], telemetry_row)?,
+        };
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Up to `limit` of a device's queued cloud-to-device messages not expired at `now_ms`, oldest first.
+    fn pending_c2d(
+        &self,
+        device_id: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<C2dRow>, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT seq, device_id, message_id, properties, body, enqueued_ms, expiry_ms FROM c2d
+             WHERE device_id = ?1 AND (expiry_ms = 0 OR expiry_ms > ?2) ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![device_id, now_ms, sql_limit(limit)], c2d_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How many cloud-to-device messages are stored for a device (expired ones included until
+    /// `expire_c2d` removes them).
+    fn count_c2d(&self, device_id: &str) -> Result<u64, StoreError> {
+        let mut stmt = self
+            .conn()
+            .prepare_cached("SELECT count(*) FROM c2d WHERE device_id = ?1")?;
+        Ok(count(stmt.query_row([device_id], |r| r.get(0))?))
+    }
+
+    /// The stored MQTT session of a client, if any.
+    fn get_session(&self, client_id: &str) -> Result<Option<Value>, StoreError> {
+        let mut stmt = self
+            .conn()
+            .prepare_cached("SELECT session FROM sessions WHERE client_id = ?1")?;
+        Ok(stmt
+            .query_row([client_id], |r| json_column(r, 0))
+            .optional()?)
+    }
+
+    /// Up to `limit` events after `after_seq`, oldest first.
+    fn events_after(&self, after_seq: i64, limit: usize) -> Result<Vec<EventRow>, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT seq, time_ms, device_id, kind, body FROM events
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after_seq, sql_limit(limit)], |r| {
+            Ok(EventRow {
+                seq: r.get(0)?,
+                time_ms: r.get(1)?,
+                device_id: r.get(2)?,
+                kind: r.get(3)?,
+                body: json_column(r, 4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The value of a hub setting, if set.
+    fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let mut stmt = self
+            .conn()
+            .prepare_cached("SELECT value FROM settings WHERE key = ?1")?;
+        Ok(stmt.query_row([key], |r| r.get(0)).optional()?)
+    }
+}
+
+fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceRow> {
+    Ok(DeviceRow {
+        device_id: r.get(0)?,
+        status: r.get(1)?,
+        identity: json_column(r, 2)?,
+        tags: json_column(r, 3)?,
+        desired: json_column(r, 4)?,
+        reported: json_column(r, 5)?,
+        twin_version: r.get(6)?,
+        twin_etag: r.get(7)?,
+    })
+}
+
+fn telemetry_row(r: &Row<'_>) -> rusqlite::Result<TelemetryRow> {
+    Ok(TelemetryRow {
+        seq: r.get(0)?,
+        device_id: r.get(1)?,
+        message_id: r.get(2)?,
+        enqueued_ms: r.get(3)?,
+        properties: json_column(r, 4)?,
+        body: r.get(5)?,
+    })
+}
+
+fn c2d_row(r: &Row<'_>) -> rusqlite::Result<C2dRow> {
+    Ok(C2dRow {
+        seq: r.get(0)?,
+        device_id: r.get(1)?,
+        message_id: r.get(2)?,
+        properties: json_column(r, 3)?,
+        body: r.get(4)?,
+        enqueued_ms: r.get(5)?,
+        expiry_ms: r.get(6)?,
+    })
+}
+
+/// A JSON column, decoded.
+fn json_column(r: &Row<'_>, index: usize) -> rusqlite::Result<Value> {
+    let text = r.get_ref(index)?.as_str()?;
+    serde_json::from_str(text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, Type::Text, Box::new(e)))
+}
+
+/// A JSON value, encoded for a TEXT column.
+pub(crate) fn json_text(value: &Value) -> Result<String, StoreError> {
+    Ok(serde_json::to_string(value)?)
+}
+
+/// A `LIMIT` argument; anything beyond `i64::MAX` means "no limit" anyway.
+pub(crate) fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// A `count(*)` or change count, which SQLite never makes negative.
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}

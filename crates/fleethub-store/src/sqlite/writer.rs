@@ -1,0 +1,200 @@
+//! The writer: one OS thread that owns the write connection and commits queued writes in groups.
+//!
+//! Each turn it takes every write queued right now (up to `max_batch`) and runs them in one
+//! `BEGIN IMMEDIATE … COMMIT`, each inside its own savepoint, so one fsync covers the whole group
+//! and a write that fails (or panics) is rolled back alone. Results are delivered only after
+//! `COMMIT` succeeds; if the transaction fails, every write in the group gets the error and none
+//! of them was applied.
+
+use std::any::Any;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle, ThreadId};
+
+use parking_lot::Mutex;
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::writes::WriteTx;
+use crate::StoreError;
+
+/// A queued write, its types erased so writes of any result type share one queue.
+pub(crate) trait Job: Send {
+    /// Runs the write inside its savepoint; `true` if its changes should be kept.
+    fn run(&mut self, tx: &mut WriteTx<'_>) -> bool;
+    /// Delivers the write's result once the batch's fate (`Ok` = committed) is known.
+    fn finish(self: Box<Self>, batch: Result<(), StoreError>);
+}
+
+/// A caller's closure, its result once run, and where the result goes.
+pub(crate) struct WriteJob<F, T, E> {
+    f: Option<F>,
+    result: Option<Result<T, E>>,
+    reply: oneshot::Sender<Result<T, E>>,
+}
+
+impl<F, T, E> WriteJob<F, T, E> {
+    /// A job for `f` that answers on `reply`.
+    pub(crate) fn new(f: F, reply: oneshot::Sender<Result<T, E>>) -> Self {
+        WriteJob {
+            f: Some(f),
+            result: None,
+            reply,
+        }
+    }
+}
+
+impl<F, T, E> Job for WriteJob<F, T, E>
+where
+    F: FnOnce(&mut WriteTx<'_>) -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    fn run(&mut self, tx: &mut WriteTx<'_>) -> bool {
+        let Some(f) = self.f.take() else {
+            return false;
+        };
+        // A panic is one bad write, not a dead store: its savepoint is rolled back like an error.
+        let result = match panic::catch_unwind(AssertUnwindSafe(|| f(tx))) {
+            Ok(result) => result,
+            Err(payload) => Err(E::from(StoreError::Other(format!(
+                "internal error: a write panicked: {}",
+                panic_message(&*payload)
+            )))),
+        };
+        let keep = result.is_ok();
+        self.result = Some(result);
+        keep
+    }
+
+    fn finish(self: Box<Self>, batch: Result<(), StoreError>) {
+        let result = match (batch, self.result) {
+            (Ok(()), Some(result)) => result,
+            (Ok(()), None) => Err(E::from(StoreError::Other(
+                "internal error: a write was never run".into(),
+            ))),
+            (Err(e), _) => Err(E::from(e)),
+        };
+        // The caller may have stopped waiting; the write stands either way.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// The handle the store keeps on its writer thread.
+pub(crate) struct Writer {
+    queue: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    thread_id: ThreadId,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`.
+    pub(crate) fn spawn(conn: Connection, max_batch: usize) -> Result<Writer, StoreError> {
+        let (queue, jobs) = mpsc::channel();
+        let max_batch = max_batch.max(1);
+        let thread = thread::Builder::new()
+            .name("fleethub-store-writer".into())
+            .spawn(move || write_loop(&conn, &jobs, max_batch))
+            .map_err(|e| StoreError::Other(format!("cannot start the writer thread: {e}")))?;
+        Ok(Writer {
+            queue: Mutex::new(Some(queue)),
+            thread_id: thread.thread().id(),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Queues a job; `Closed` once the writer is stopping.
+    pub(crate) fn submit(&self, job: Box<dyn Job>) -> Result<(), StoreError> {
+        let queue = self.queue.lock();
+        let queue = queue.as_ref().ok_or(StoreError::Closed)?;
+        queue.send(job).map_err(|_| StoreError::Closed)
+    }
+
+    /// Refuses new jobs; those already queued still run.
+    pub(crate) fn stop_accepting(&self) {
+        drop(self.queue.lock().take());
+    }
+
+    /// Waits until the writer has committed its queue and ended; call after `stop_accepting`.
+    pub(crate) fn join(&self) {
+        // A write that closes the store cannot wait for its own thread to end.
+        if thread::current().id() == self.thread_id {
+            return;
+        }
+        if let Some(thread) = self.thread.lock().take() {
+            if thread.join().is_err() {
+                tracing::error!("the store writer thread panicked");
+            }
+        }
+    }
+}
+
+/// The writer thread's body: batch, commit, answer, until the queue is closed and empty.
+fn write_loop(conn: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>, max_batch: usize) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        // Only a bug in the store itself can panic here (callers' panics are caught per job);
+        // the writer stays up, and the batch's callers learn of it through their dropped replies.
+        if panic::catch_unwind(AssertUnwindSafe(|| commit_batch(conn, batch))).is_err() {
+            tracing::error!("store writer panicked while committing a batch");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }
+    }
+    tracing::debug!("store writer stopped");
+}
+
+/// Runs one batch in one transaction and delivers every job's result.
+fn commit_batch(conn: &Connection, mut batch: Vec<Box<dyn Job>>) {
+    match run_batch(conn, &mut batch) {
+        Ok(()) => {
+            for job in batch {
+                job.finish(Ok(()));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, writes = batch.len(), "store batch failed; rolled back");
+            if !conn.is_autocommit() {
+                if let Err(e) = conn.execute_batch("ROLLBACK") {
+                    tracing::error!(error = %e, "store rollback failed");
+                }
+            }
+            for job in batch {
+                job.finish(Err(StoreError::shared(&e)));
+            }
+        }
+    }
+}
+
+/// `BEGIN IMMEDIATE`, each job in its savepoint, `COMMIT`. An error here dooms the whole batch.
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<()> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    let mut tx = WriteTx { conn };
+    for job in batch.iter_mut() {
+        conn.prepare_cached("SAVEPOINT write")?.execute([])?;
+        if !job.run(&mut tx) {
+            conn.prepare_cached("ROLLBACK TO write")?.execute([])?;
+        }
+        conn.prepare_cached("RELEASE write")?.execute([])?;
+    }
+    conn.prepare_cached("COMMIT")?.execute([])?;
+    Ok(())
+}
+
+/// The text of a panic, when it has one.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "(no message)"
+    }
+}

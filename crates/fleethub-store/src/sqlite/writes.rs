@@ -1,0 +1,229 @@
+//! Changes, made inside the writer's transaction.
+
+use rusqlite::{params, Connection, Statement};
+use serde_json::Value;
+
+use super::reads::json_text;
+use crate::{C2dRow, DeviceRow, Reads, StoreError, TelemetryRow, TwinSections};
+
+/// One write's view of the writer's transaction: everything it changes commits with its batch,
+/// or not at all if the write returns an error.
+pub struct WriteTx<'a> {
+    pub(crate) conn: &'a Connection,
+}
+
+impl Reads for WriteTx<'_> {
+    fn conn(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl WriteTx<'_> {
+    /// Adds a new device; `false` (and nothing written) if the id is taken.
+    pub fn insert_device(&mut self, row: &DeviceRow) -> Result<bool, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO devices
+                 (device_id, status, identity, tags, desired, reported, twin_version, twin_etag)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (device_id) DO NOTHING",
+        )?;
+        Ok(execute_device(&mut stmt, row)? == 1)
+    }
+
+    /// Stores a whole device row, replacing the one with its id if any.
+    pub fn put_device(&mut self, row: &DeviceRow) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO devices
+                 (device_id, status, identity, tags, desired, reported, twin_version, twin_etag)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (device_id) DO UPDATE SET
+                 status = excluded.status, identity = excluded.identity, tags = excluded.tags,
+                 desired = excluded.desired, reported = excluded.reported,
+                 twin_version = excluded.twin_version, twin_etag = excluded.twin_etag",
+        )?;
+        execute_device(&mut stmt, row)?;
+        Ok(())
+    }
+
+    /// Replaces a device's status and registry entry; `false` if it does not exist.
+    pub fn update_identity(
+        &mut self,
+        id: &str,
+        status: &str,
+        identity: &Value,
+    ) -> Result<bool, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("UPDATE devices SET status = ?2, identity = ?3 WHERE device_id = ?1")?;
+        Ok(stmt.execute(params![id, status, json_text(identity)?])? == 1)
+    }
+
+    /// Replaces the given twin sections and the twin's version and etag; `false` if the device
+    /// does not exist.
+    pub fn update_twin(
+        &mut self,
+        id: &str,
+        sections: TwinSections<'_>,
+        twin_version: i64,
+        twin_etag: &str,
+    ) -> Result<bool, StoreError> {
+        // One statement for every combination of sections (NULL keeps a section): SQLite rewrites
+        // the whole row on any update, so naming only the changed columns would save nothing.
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE devices SET
+                 tags = coalesce(?2, tags),
+                 desired = coalesce(?3, desired),
+                 reported = coalesce(?4, reported),
+                 twin_version = ?5,
+                 twin_etag = ?6
+             WHERE device_id = ?1",
+        )?;
+        let tags = sections.tags.map(json_text).transpose()?;
+        let desired = sections.desired.map(json_text).transpose()?;
+        let reported = sections.reported.map(json_text).transpose()?;
+        let changed = stmt.execute(params![
+            id,
+            tags,
+            desired,
+            reported,
+            twin_version,
+            twin_etag
+        ])?;
+        Ok(changed == 1)
+    }
+
+    /// Deletes a device and its queued cloud-to-device messages (its telemetry stays, as a
+    /// record); `false` if it did not exist.
+    pub fn delete_device(&mut self, id: &str) -> Result<bool, StoreError> {
+        let deleted = self
+            .conn
+            .prepare_cached("DELETE FROM devices WHERE device_id = ?1")?
+            .execute([id])?;
+        self.conn
+            .prepare_cached("DELETE FROM c2d WHERE device_id = ?1")?
+            .execute([id])?;
+        Ok(deleted == 1)
+    }
+
+    /// Records a telemetry message; `false` (and nothing written) if the device already sent one
+    /// with this message id.
+    pub fn insert_telemetry(&mut self, row: &TelemetryRow) -> Result<bool, StoreError> {
+        // ON CONFLICT rather than INSERT OR IGNORE: only the duplicate is ignored, any other
+        // constraint failure still surfaces as an error.
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO telemetry (device_id, message_id, enqueued_ms, properties, body)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (device_id, message_id) DO NOTHING",
+        )?;
+        let inserted = stmt.execute(params![
+            row.device_id,
+            row.message_id,
+            row.enqueued_ms,
+            json_text(&row.properties)?,
+            row.body,
+        ])?;
+        Ok(inserted == 1)
+    }
+
+    /// Deletes telemetry enqueued before `older_than_ms`; returns how many messages went.
+    pub fn prune_telemetry(&mut self, older_than_ms: i64) -> Result<u64, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("DELETE FROM telemetry WHERE enqueued_ms < ?1")?;
+        Ok(stmt.execute([older_than_ms])? as u64)
+    }
+
+    /// Queues a cloud-to-device message; returns its sequence number.
+    pub fn enqueue_c2d(&mut self, row: &C2dRow) -> Result<i64, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO c2d (device_id, message_id, properties, body, enqueued_ms, expiry_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        stmt.execute(params![
+            row.device_id,
+            row.message_id,
+            json_text(&row.properties)?,
+            row.body,
+            row.enqueued_ms,
+            row.expiry_ms,
+        ])?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Removes a delivered cloud-to-device message (the oldest, should a sender have reused the
+    /// id); `false` if no such message is queued.
+    pub fn complete_c2d(&mut self, device_id: &str, message_id: &str) -> Result<bool, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "DELETE FROM c2d WHERE seq = (
+                 SELECT seq FROM c2d WHERE device_id = ?1 AND message_id = ?2
+                 ORDER BY seq LIMIT 1)",
+        )?;
+        Ok(stmt.execute([device_id, message_id])? == 1)
+    }
+
+    /// Deletes cloud-to-device messages expired at `now_ms`; returns how many went.
+    pub fn expire_c2d(&mut self, now_ms: i64) -> Result<u64, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("DELETE FROM c2d WHERE expiry_ms > 0 AND expiry_ms <= ?1")?;
+        Ok(stmt.execute([now_ms])? as u64)
+    }
+
+    /// Stores a client's MQTT session, replacing any earlier one.
+    pub fn put_session(&mut self, client_id: &str, session: &Value) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO sessions (client_id, session) VALUES (?1, ?2)
+             ON CONFLICT (client_id) DO UPDATE SET session = excluded.session",
+        )?;
+        stmt.execute(params![client_id, json_text(session)?])?;
+        Ok(())
+    }
+
+    /// Forgets a client's MQTT session (nothing happens if there is none).
+    pub fn delete_session(&mut self, client_id: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM sessions WHERE client_id = ?1")?
+            .execute([client_id])?;
+        Ok(())
+    }
+
+    /// Appends to the event log; returns the event's sequence number.
+    pub fn append_event(
+        &mut self,
+        device_id: Option<&str>,
+        kind: &str,
+        body: &Value,
+        time_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO events (time_ms, device_id, kind, body) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        stmt.execute(params![time_ms, device_id, kind, json_text(body)?])?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Sets a hub setting, replacing any earlier value.
+    pub fn put_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )?;
+        stmt.execute([key, value])?;
+        Ok(())
+    }
+}
+
+/// Runs an insert-style statement whose eight parameters are a device row's columns in table
+/// order; returns how many rows changed.
+fn execute_device(stmt: &mut Statement<'_>, row: &DeviceRow) -> Result<usize, StoreError> {
+    Ok(stmt.execute(params![
+        row.device_id,
+        row.status,
+        json_text(&row.identity)?,
+        json_text(&row.tags)?,
+        json_text(&row.desired)?,
+        json_text(&row.reported)?,
+        row.twin_version,
+        row.twin_etag,
+    ])?)
+}

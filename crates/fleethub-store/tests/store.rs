@@ -1,0 +1,645 @@
+//! The SQLite store against real database files in temporary directories.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Waker};
+use std::time::{Duration, Instant};
+
+use fleethub_store::{
+    C2dRow, DeviceCounts, DeviceRow, Reads, Store, StoreConfig, StoreError, TelemetryRow,
+    TwinSections,
+};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+fn open(dir: &TempDir) -> Store {
+    Store::open(StoreConfig::new(dir.path().join("data/fleethub.db"))).unwrap()
+}
+
+fn device(id: &str) -> DeviceRow {
+    DeviceRow {
+        device_id: id.to_string(),
+        status: "enabled".into(),
+        identity: json!({ "deviceId": id, "authentication": { "type": "sas" } }),
+        tags: json!({}),
+        desired: json!({}),
+        reported: json!({}),
+        twin_version: 1,
+        twin_etag: "AAAAAAAAAAE=".into(),
+    }
+}
+
+async fn insert(store: &Store, row: DeviceRow) {
+    let inserted = store.write(move |tx| tx.insert_device(&row)).await.unwrap();
+    assert!(inserted);
+}
+
+async fn get(store: &Store, id: &str) -> Option<DeviceRow> {
+    let id = id.to_string();
+    store.read(move |tx| tx.get_device(&id)).await.unwrap()
+}
+
+type Write<'s, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 's>>;
+
+/// Keeps the writer busy inside a write until the returned sender is used (or dropped).
+async fn hold_writer(store: &Store) -> std::sync::mpsc::Sender<()> {
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let store = store.clone();
+    tokio::spawn(async move {
+        store
+            .write(move |_tx| {
+                let _ = started_tx.send(());
+                let _ = released.recv();
+                Ok::<_, StoreError>(())
+            })
+            .await
+    });
+    started.await.unwrap();
+    release
+}
+
+/// Queues every write while the writer is held busy, so all of them land in its next batch.
+async fn in_one_batch<'s, T>(
+    store: &'s Store,
+    mut writes: Vec<Write<'s, T>>,
+) -> Vec<Result<T, StoreError>> {
+    let release = hold_writer(store).await;
+    // The first poll of `write` queues the job; the writer is busy, so none can complete yet.
+    let mut cx = Context::from_waker(Waker::noop());
+    for write in &mut writes {
+        assert!(write.as_mut().poll(&mut cx).is_pending());
+    }
+    release.send(()).unwrap();
+
+    let mut results = Vec::with_capacity(writes.len());
+    for write in writes {
+        results.push(write.await);
+    }
+    results
+}
+
+#[test]
+fn store_is_cheap_to_share_across_tasks() {
+    fn assert_send_sync_clone<T: Send + Sync + Clone + 'static>() {}
+    assert_send_sync_clone::<Store>();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_write_survives_close_and_reopen() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    insert(&store, device("dev-1")).await;
+    store
+        .write(|tx| tx.put_setting("owner", "alice"))
+        .await
+        .unwrap();
+    store.close();
+
+    let reopened = open(&dir);
+    assert_eq!(get(&reopened, "dev-1").await, Some(device("dev-1")));
+    let owner = reopened.read(|tx| tx.get_setting("owner")).await.unwrap();
+    assert_eq!(owner.as_deref(), Some("alice"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_commits_the_queued_writes_and_refuses_new_ones() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let (release, mut queued) = hold_writer_with_queued(&store).await;
+
+    let closer = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.close())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(store.read(|_| Ok(())).await, Err(StoreError::Closed)) {
+        assert!(Instant::now() < deadline, "close did not take effect");
+        tokio::task::yield_now().await;
+    }
+    release.send(()).unwrap();
+    closer.await.unwrap();
+
+    assert!(matches!(queued.as_mut().await, Ok(true)));
+    let late = store.write(|tx| tx.insert_device(&device("late"))).await;
+    assert!(matches!(late, Err(StoreError::Closed)), "{late:?}");
+
+    let reopened = open(&dir);
+    assert!(get(&reopened, "queued").await.is_some());
+    assert!(get(&reopened, "late").await.is_none());
+}
+
+/// Holds the writer inside a write until released, with one insert of "queued" waiting behind it.
+async fn hold_writer_with_queued(store: &Store) -> (std::sync::mpsc::Sender<()>, Write<'_, bool>) {
+    let release = hold_writer(store).await;
+    let mut queued: Write<'_, bool> =
+        Box::pin(store.write(|tx| tx.insert_device(&device("queued"))));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(queued.as_mut().poll(&mut cx).is_pending());
+    (release, queued)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_write_is_rolled_back_alone_within_its_batch() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let writes: Vec<Write<'_, bool>> = (0..200)
+        .map(|i| -> Write<'_, bool> {
+            Box::pin(store.write(move |tx| {
+                let inserted = tx.insert_device(&device(&format!("dev-{i:03}")))?;
+                if i == 100 {
+                    return Err(StoreError::Other("refused by the test".into()));
+                }
+                Ok(inserted)
+            }))
+        })
+        .collect();
+    let results = in_one_batch(&store, writes).await;
+
+    for (i, result) in results.iter().enumerate() {
+        match (i, result) {
+            (100, Err(e)) => assert!(e.to_string().contains("refused by the test"), "{e}"),
+            (100, Ok(_)) => panic!("write 100 should have failed"),
+            (_, r) => assert!(matches!(r, Ok(true)), "write {i}: {r:?}"),
+        }
+    }
+    assert!(get(&store, "dev-100").await.is_none());
+    assert!(get(&store, "dev-099").await.is_some());
+    assert!(get(&store, "dev-101").await.is_some());
+    let counts = store.read(|tx| tx.device_counts()).await.unwrap();
+    assert_eq!(counts.total, 199);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_write_fails_alone_and_the_store_keeps_working() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let writes: Vec<Write<'_, bool>> = vec![
+        Box::pin(store.write(|tx| tx.insert_device(&device("before")))),
+        Box::pin(store.write(|tx| {
+            tx.insert_device(&device("panicker"))?;
+            panic!("boom in a write");
+        })),
+        Box::pin(store.write(|tx| tx.insert_device(&device("after")))),
+    ];
+    let results = in_one_batch(&store, writes).await;
+
+    assert!(matches!(results[0], Ok(true)), "{:?}", results[0]);
+    let err = results[1].as_ref().unwrap_err().to_string();
+    assert!(
+        err.contains("internal error") && err.contains("boom in a write"),
+        "{err}"
+    );
+    assert!(matches!(results[2], Ok(true)), "{:?}", results[2]);
+    assert!(get(&store, "panicker").await.is_none());
+    assert!(get(&store, "before").await.is_some());
+
+    insert(&store, device("later")).await;
+    assert!(get(&store, "later").await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_breaks_the_transaction_fails_its_whole_batch() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let writes: Vec<Write<'_, ()>> = vec![
+        Box::pin(store.write(|tx| tx.insert_device(&device("first")).map(drop))),
+        Box::pin(store.write(|tx| {
+            // Ends the batch's transaction behind the writer's back.
+            tx.conn().execute_batch("ROLLBACK")?;
+            Ok(())
+        })),
+        Box::pin(store.write(|tx| tx.insert_device(&device("third")).map(drop))),
+    ];
+    let results = in_one_batch(&store, writes).await;
+
+    assert!(results.iter().all(Result::is_err), "{results:?}");
+    assert!(get(&store, "first").await.is_none());
+    assert!(get(&store, "third").await.is_none());
+    insert(&store, device("afterwards")).await;
+    assert!(get(&store, "afterwards").await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_telemetry_is_stored_once() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let message = TelemetryRow {
+        seq: 0,
+        device_id: "dev-1".into(),
+        message_id: "m-1".into(),
+        enqueued_ms: 1_000,
+        properties: json!({ "temp": "high" }),
+        body: b"{\"t\":21.5}".to_vec(),
+    };
+    let first = message.clone();
+    assert!(store
+        .write(move |tx| tx.insert_telemetry(&first))
+        .await
+        .unwrap());
+    let again = message.clone();
+    assert!(!store
+        .write(move |tx| tx.insert_telemetry(&again))
+        .await
+        .unwrap());
+    let other_device = TelemetryRow {
+        device_id: "dev-2".into(),
+        ..message.clone()
+    };
+    assert!(store
+        .write(move |tx| tx.insert_telemetry(&other_device))
+        .await
+        .unwrap());
+
+    let stored = store
+        .read(|tx| tx.telemetry_after(Some("dev-1"), 0, 100))
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].body, message.body);
+    assert_eq!(stored[0].properties, message.properties);
+    let all = store
+        .read(|tx| tx.telemetry_after(None, 0, 100))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all[0].seq < all[1].seq);
+    let later = store
+        .read(move |tx| tx.telemetry_after(None, all[0].seq, 100))
+        .await
+        .unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].device_id, "dev-2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_is_pruned_by_age_and_sequence_numbers_are_not_reused() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let (pruned, left, newest_before) = store
+        .write(|tx| {
+            for (i, at) in [100, 200, 300].into_iter().enumerate() {
+                tx.insert_telemetry(&telemetry(&format!("m-{i}"), at))?;
+            }
+            let newest = tx.telemetry_after(None, 0, 10)?.last().map(|t| t.seq);
+            let pruned = tx.prune_telemetry(250)?;
+            Ok::<_, StoreError>((pruned, tx.telemetry_after(None, 0, 10)?, newest))
+        })
+        .await
+        .unwrap();
+    assert_eq!(pruned, 2);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].enqueued_ms, 300);
+
+    // Pruning everything must not hand the newest sequence number out again: a reader's cursor
+    // would skip the new message.
+    let newest_after = store
+        .write(|tx| {
+            tx.prune_telemetry(i64::MAX)?;
+            tx.insert_telemetry(&telemetry("m-new", 400))?;
+            Ok::<_, StoreError>(tx.telemetry_after(None, 0, 10)?[0].seq)
+        })
+        .await
+        .unwrap();
+    assert!(
+        Some(newest_after) > newest_before,
+        "{newest_after} vs {newest_before:?}"
+    );
+}
+
+fn telemetry(message_id: &str, enqueued_ms: i64) -> TelemetryRow {
+    TelemetryRow {
+        seq: 0,
+        device_id: "dev-1".into(),
+        message_id: message_id.into(),
+        enqueued_ms,
+        properties: json!({}),
+        body: vec![],
+    }
+}
+
+fn c2d(device_id: &str, message_id: &str, expiry_ms: i64) -> C2dRow {
+    C2dRow {
+        seq: 0,
+        device_id: device_id.into(),
+        message_id: message_id.into(),
+        properties: json!({ "to": format!("/devices/{device_id}/messages/deviceBound") }),
+        body: message_id.as_bytes().to_vec(),
+        enqueued_ms: 1_000,
+        expiry_ms,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c2d_messages_expire_and_complete() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let seqs = store
+        .write(|tx| {
+            Ok::<_, StoreError>([
+                tx.enqueue_c2d(&c2d("dev-1", "soon", 5_000))?,
+                tx.enqueue_c2d(&c2d("dev-1", "never", 0))?,
+                tx.enqueue_c2d(&c2d("dev-1", "later", 60_000))?,
+                tx.enqueue_c2d(&c2d("dev-2", "other", 0))?,
+            ])
+        })
+        .await
+        .unwrap();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+    let pending = store
+        .read(|tx| tx.pending_c2d("dev-1", 10_000, 10))
+        .await
+        .unwrap();
+    let ids: Vec<_> = pending.iter().map(|m| m.message_id.as_str()).collect();
+    assert_eq!(ids, ["never", "later"]);
+    assert_eq!(
+        pending[0],
+        C2dRow {
+            seq: seqs[1],
+            ..c2d("dev-1", "never", 0)
+        }
+    );
+    assert_eq!(store.read(|tx| tx.count_c2d("dev-1")).await.unwrap(), 3);
+
+    let expired = store.write(|tx| tx.expire_c2d(10_000)).await.unwrap();
+    assert_eq!(expired, 1);
+    assert_eq!(store.read(|tx| tx.count_c2d("dev-1")).await.unwrap(), 2);
+
+    assert!(store
+        .write(|tx| tx.complete_c2d("dev-1", "never"))
+        .await
+        .unwrap());
+    assert!(!store
+        .write(|tx| tx.complete_c2d("dev-1", "never"))
+        .await
+        .unwrap());
+    assert!(!store
+        .write(|tx| tx.complete_c2d("dev-1", "other"))
+        .await
+        .unwrap());
+    let pending = store
+        .read(|tx| tx.pending_c2d("dev-1", 10_000, 10))
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].message_id, "later");
+    assert!(store
+        .read(|tx| tx.pending_c2d("dev-1", 60_000, 10))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_devices_page_by_page_returns_each_exactly_once() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    store
+        .write(|tx| {
+            for i in 0..57 {
+                let mut row = device(&format!("dev-{i:02}"));
+                if i % 3 == 0 {
+                    row.status = "disabled".into();
+                }
+                tx.insert_device(&row)?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let cursor = after.clone();
+        let page = store
+            .read(move |tx| tx.list_devices(cursor.as_deref(), 10))
+            .await
+            .unwrap();
+        assert!(page.len() <= 10);
+        let Some(last) = page.last() else { break };
+        after = Some(last.device_id.clone());
+        seen.extend(page.into_iter().map(|d| d.device_id));
+    }
+    let expected: Vec<_> = (0..57).map(|i| format!("dev-{i:02}")).collect();
+    assert_eq!(seen, expected);
+
+    let counts = store.read(|tx| tx.device_counts()).await.unwrap();
+    assert_eq!(
+        counts,
+        DeviceCounts {
+            total: 57,
+            enabled: 38,
+            disabled: 19
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twin_updates_replace_only_the_sections_given() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut row = device("dev-1");
+    row.tags = json!({ "site": "berlin" });
+    row.desired = json!({ "fw": "1.0.0" });
+    insert(&store, row).await;
+
+    let reported = json!({ "fw": "1.0.0", "rssi": -60 });
+    let updated = store
+        .write(move |tx| {
+            let sections = TwinSections {
+                reported: Some(&reported),
+                ..TwinSections::default()
+            };
+            tx.update_twin("dev-1", sections, 2, "etag-2")
+        })
+        .await
+        .unwrap();
+    assert!(updated);
+    let twin = get(&store, "dev-1").await.unwrap();
+    assert_eq!(twin.tags, json!({ "site": "berlin" }));
+    assert_eq!(twin.desired, json!({ "fw": "1.0.0" }));
+    assert_eq!(twin.reported, json!({ "fw": "1.0.0", "rssi": -60 }));
+    assert_eq!((twin.twin_version, twin.twin_etag.as_str()), (2, "etag-2"));
+
+    let missing = store
+        .write(|tx| tx.update_twin("nobody", TwinSections::default(), 2, "e"))
+        .await
+        .unwrap();
+    assert!(!missing);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_changes_insert_update_put_and_delete() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    insert(&store, device("dev-1")).await;
+
+    let mut taken = device("dev-1");
+    taken.status = "disabled".into();
+    let inserted = store
+        .write(move |tx| tx.insert_device(&taken))
+        .await
+        .unwrap();
+    assert!(!inserted);
+    assert_eq!(get(&store, "dev-1").await.unwrap().status, "enabled");
+
+    let identity = json!({ "deviceId": "dev-1", "statusReason": "stolen" });
+    let expected_identity = identity.clone();
+    assert!(store
+        .write(move |tx| tx.update_identity("dev-1", "disabled", &identity))
+        .await
+        .unwrap());
+    let row = get(&store, "dev-1").await.unwrap();
+    assert_eq!(
+        (row.status.as_str(), &row.identity),
+        ("disabled", &expected_identity)
+    );
+    assert!(!store
+        .write(|tx| tx.update_identity("nobody", "enabled", &Value::Null))
+        .await
+        .unwrap());
+
+    let mut replaced = device("dev-1");
+    replaced.twin_version = 9;
+    let expected = replaced.clone();
+    store
+        .write(move |tx| tx.put_device(&replaced))
+        .await
+        .unwrap();
+    assert_eq!(get(&store, "dev-1").await, Some(expected));
+
+    store
+        .write(|tx| {
+            tx.enqueue_c2d(&c2d("dev-1", "m", 0))?;
+            tx.insert_telemetry(&TelemetryRow {
+                seq: 0,
+                device_id: "dev-1".into(),
+                message_id: "t".into(),
+                enqueued_ms: 1,
+                properties: json!({}),
+                body: vec![1],
+            })
+        })
+        .await
+        .unwrap();
+    assert!(store.write(|tx| tx.delete_device("dev-1")).await.unwrap());
+    assert!(!store.write(|tx| tx.delete_device("dev-1")).await.unwrap());
+    assert!(get(&store, "dev-1").await.is_none());
+    assert_eq!(store.read(|tx| tx.count_c2d("dev-1")).await.unwrap(), 0);
+    let telemetry = store
+        .read(|tx| tx.telemetry_after(Some("dev-1"), 0, 10))
+        .await
+        .unwrap();
+    assert_eq!(telemetry.len(), 1, "telemetry outlives its device");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_settings_and_events_round_trip() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let seqs = store
+        .write(|tx| {
+            tx.put_session("dev-1", &json!({ "subs": ["a"] }))?;
+            tx.put_session("dev-1", &json!({ "subs": ["a", "b"] }))?;
+            tx.put_setting("k", "1")?;
+            tx.put_setting("k", "2")?;
+            let a = tx.append_event(Some("dev-1"), "device.created", &json!({ "x": 1 }), 10)?;
+            let b = tx.append_event(None, "hub.started", &json!({}), 20)?;
+            Ok::<_, StoreError>((a, b))
+        })
+        .await
+        .unwrap();
+    assert!(seqs.0 < seqs.1);
+
+    let (session, setting, events) = store
+        .read(|tx| {
+            Ok((
+                tx.get_session("dev-1")?,
+                tx.get_setting("k")?,
+                tx.events_after(0, 10)?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(session, Some(json!({ "subs": ["a", "b"] })));
+    assert_eq!(setting.as_deref(), Some("2"));
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].device_id.as_deref(), Some("dev-1"));
+    assert_eq!(events[0].kind, "device.created");
+    assert_eq!(events[0].body, json!({ "x": 1 }));
+    assert_eq!(
+        (events[1].device_id.as_deref(), events[1].time_ms),
+        (None, 20)
+    );
+    let after_first = store
+        .read(move |tx| tx.events_after(seqs.0, 10))
+        .await
+        .unwrap();
+    assert_eq!(after_first.len(), 1);
+
+    store.write(|tx| tx.delete_session("dev-1")).await.unwrap();
+    assert_eq!(
+        store.read(|tx| tx.get_session("dev-1")).await.unwrap(),
+        None
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_reported_patches_from_concurrent_tasks_all_commit() {
+    const DEVICES: usize = 200;
+    const PATCHES_PER_DEVICE: i64 = 100;
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    store
+        .write(|tx| {
+            for d in 0..DEVICES {
+                tx.insert_device(&device(&format!("dev-{d:03}")))?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..DEVICES)
+        .map(|d| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let id = format!("dev-{d:03}");
+                for version in 2..PATCHES_PER_DEVICE + 2 {
+                    let id = id.clone();
+                    let updated = store
+                        .write(move |tx| {
+                            let reported = json!({ "rssi": -version, "uptime": version * 60 });
+                            let sections = TwinSections {
+                                reported: Some(&reported),
+                                ..TwinSections::default()
+                            };
+                            tx.update_twin(&id, sections, version, &format!("etag-{version}"))
+                        })
+                        .await
+                        .unwrap();
+                    assert!(updated);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let total = DEVICES as f64 * PATCHES_PER_DEVICE as f64;
+    eprintln!(
+        "update_twin through write: {total} writes in {elapsed:.2?} = {:.0} writes/s",
+        total / elapsed.as_secs_f64()
+    );
+
+    let last = get(&store, "dev-123").await.unwrap();
+    assert_eq!(last.twin_version, PATCHES_PER_DEVICE + 1);
+    assert_eq!(
+        last.reported["uptime"],
+        json!((PATCHES_PER_DEVICE + 1) * 60)
+    );
+}
