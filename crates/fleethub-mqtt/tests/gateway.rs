@@ -1,0 +1,442 @@
+//! The gateway against a real hub (SQLite in a temporary directory) over in-memory streams: what a
+//! device SDK sees on the wire. TLS end to end is tested by the binary crate.
+#![cfg(feature = "gateway")]
+
+use bytes::Bytes;
+use fleethub_core::{sas, SystemClock};
+use fleethub_hub::{C2dRequest, Hub, HubConfig, MethodRequest};
+use fleethub_mqtt::codec::{ConnAck, Connect, Packet, Publish, SubAck, Subscribe};
+use fleethub_mqtt::connect::thumbprint;
+use fleethub_mqtt::transport::{PacketReader, PacketWriter};
+use fleethub_mqtt::{ConnectionInfo, Gateway, GatewayConfig};
+use fleethub_store::{Store, StoreConfig};
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct TestHub {
+    hub: Hub,
+    gateway: Gateway,
+    _dir: tempfile::TempDir,
+}
+
+async fn test_hub() -> TestHub {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path().join("hub.sqlite"))).unwrap();
+    let hub = Hub::open(store, Arc::new(SystemClock), HubConfig::default())
+        .await
+        .unwrap();
+    let gateway = Gateway::new(hub.clone(), GatewayConfig::default());
+    TestHub {
+        hub,
+        gateway,
+        _dir: dir,
+    }
+}
+
+impl TestHub {
+    /// Registers a SAS device and returns a valid token for it.
+    async fn sas_device(&self, id: &str) -> String {
+        let key = sas::generate_key();
+        let body = json!({
+            "deviceId": id,
+            "authentication": {"type": "sas", "symmetricKey": {"primaryKey": key, "secondaryKey": sas::generate_key()}},
+        });
+        self.hub.put_device(id, body, None).await.unwrap();
+        let expiry = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        sas::generate_token(&format!("localhost/devices/{id}"), &key, None, expiry).unwrap()
+    }
+
+    fn client(&self, info: ConnectionInfo) -> Device {
+        let (ours, theirs) = tokio::io::duplex(1 << 20);
+        let gateway = self.gateway.clone();
+        tokio::spawn(async move { gateway.serve_connection(theirs, info).await });
+        let (r, w) = tokio::io::split(ours);
+        Device {
+            r: PacketReader::new(r, 1 << 20),
+            w: PacketWriter::new(w),
+            next_id: 0,
+        }
+    }
+
+    /// A device connected with clean_session=0; returns it with CONNACK's session-present flag.
+    async fn connected(&self, id: &str, token: &str) -> (Device, bool) {
+        let mut d = self.client(ConnectionInfo::default());
+        d.send(connect(id, Some(token), false)).await;
+        match d.recv().await {
+            Some(Packet::ConnAck(ConnAck {
+                code: 0,
+                session_present,
+            })) => (d, session_present),
+            other => panic!("expected CONNACK 0, got {other:?}"),
+        }
+    }
+}
+
+struct Device {
+    r: PacketReader<ReadHalf<DuplexStream>>,
+    w: PacketWriter<WriteHalf<DuplexStream>>,
+    next_id: u16,
+}
+
+impl Device {
+    async fn send(&mut self, p: Packet) {
+        self.w.send(&p).await.unwrap();
+    }
+
+    /// The next packet, or None once the gateway closed the connection.
+    async fn recv(&mut self) -> Option<Packet> {
+        tokio::time::timeout(WAIT, self.r.next())
+            .await
+            .expect("no packet within 10 s")
+            .ok()
+            .flatten()
+    }
+
+    async fn recv_publish(&mut self) -> Publish {
+        match self.recv().await {
+            Some(Packet::Publish(p)) => p,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    async fn publish(&mut self, topic: &str, payload: &[u8]) -> u16 {
+        self.next_id += 1;
+        let p = Publish {
+            dup: false,
+            qos: 1,
+            retain: false,
+            topic: topic.into(),
+            packet_id: Some(self.next_id),
+            payload: Bytes::copy_from_slice(payload),
+        };
+        self.send(Packet::Publish(p)).await;
+        self.next_id
+    }
+
+    async fn subscribe(&mut self, filters: &[&str]) -> Vec<u8> {
+        self.next_id += 1;
+        let filters = filters.iter().map(|f| (f.to_string(), 1)).collect();
+        self.send(Packet::Subscribe(Subscribe {
+            packet_id: self.next_id,
+            filters,
+        }))
+        .await;
+        match self.recv().await {
+            Some(Packet::SubAck(SubAck { packet_id, codes })) if packet_id == self.next_id => codes,
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+}
+
+fn connect(id: &str, token: Option<&str>, clean_session: bool) -> Packet {
+    Packet::Connect(Connect {
+        protocol_level: 4,
+        clean_session,
+        keep_alive: 60,
+        client_id: id.into(),
+        username: Some(format!(
+            "localhost/{id}/?api-version=2019-10-01&DeviceClientType=test"
+        )),
+        password: token.map(|t| Bytes::from(t.to_string())),
+        will: None,
+    })
+}
+
+fn json_of(payload: &[u8]) -> Value {
+    serde_json::from_slice(payload).unwrap()
+}
+
+#[tokio::test]
+async fn refused_connects_get_the_iot_hub_connack_codes() {
+    let t = test_hub().await;
+    let token = t.sas_device("dev1").await;
+    let other = t.sas_device("dev2").await;
+    for (id, token, code) in [
+        ("dev1", other.as_str(), 4),
+        ("ghost", token.as_str(), 5),
+        ("dev1/mod1", token.as_str(), 2),
+    ] {
+        let mut d = t.client(ConnectionInfo::default());
+        d.send(connect(id, Some(token), false)).await;
+        assert_eq!(
+            d.recv().await,
+            Some(Packet::ConnAck(ConnAck {
+                session_present: false,
+                code
+            })),
+            "{id}"
+        );
+        assert_eq!(d.recv().await, None, "{id}: closed after the refusal");
+    }
+    assert_eq!(
+        t.hub.metrics().connections_refused.load(Ordering::Relaxed),
+        3
+    );
+}
+
+#[tokio::test]
+async fn twin_get_is_answered_before_subscribing_and_reports_commit() {
+    let t = test_hub().await;
+    let token = t.sas_device("dev1").await;
+    let (mut d, _) = t.connected("dev1", &token).await;
+    let id = d.publish("$iothub/twin/GET/?$rid=r1", b" ").await;
+    assert_eq!(d.recv().await, Some(Packet::PubAck(id)));
+    let res = d.recv_publish().await;
+    assert_eq!(res.topic, "$iothub/twin/res/200/?$rid=r1");
+    assert!(json_of(&res.payload)["desired"]["$version"].is_u64());
+
+    assert_eq!(d.subscribe(&["$iothub/twin/res/#"]).await, vec![1]);
+    let id = d
+        .publish(
+            "$iothub/twin/PATCH/properties/reported/?$rid=r2",
+            br#"{"fw":"1.0"}"#,
+        )
+        .await;
+    assert_eq!(d.recv().await, Some(Packet::PubAck(id)));
+    let res = d.recv_publish().await;
+    assert!(
+        res.topic
+            .starts_with("$iothub/twin/res/204/?$rid=r2&$version="),
+        "{}",
+        res.topic
+    );
+    let twin = t.hub.get_twin("dev1").await.unwrap();
+    assert_eq!(twin["properties"]["reported"]["fw"], "1.0");
+
+    d.publish("$iothub/twin/PATCH/properties/reported/?$rid=r3", b"[1]")
+        .await;
+    d.recv().await; // PUBACK
+    let res = d.recv_publish().await;
+    assert!(
+        res.topic.starts_with("$iothub/twin/res/400/?$rid=r3"),
+        "{}",
+        res.topic
+    );
+    assert!(json_of(&res.payload)["errorCode"].is_u64());
+}
+
+#[tokio::test]
+async fn subscriptions_survive_a_reconnect_without_resubscribing() {
+    let t = test_hub().await;
+    let token = t.sas_device("dev1").await;
+    let (mut d, present) = t.connected("dev1", &token).await;
+    assert!(!present);
+    let codes = d
+        .subscribe(&[
+            "$iothub/twin/PATCH/properties/desired/#",
+            "#",
+            "devices/dev2/messages/devicebound/#",
+        ])
+        .await;
+    assert_eq!(codes, vec![1, 0x80, 0x80]);
+    d.send(Packet::Disconnect).await;
+    assert_eq!(d.recv().await, None);
+
+    let (mut d, present) = t.connected("dev1", &token).await;
+    assert!(present, "the persistent session is restored");
+    t.hub
+        .update_twin(
+            "dev1",
+            json!({"properties": {"desired": {"temp": 25}}}),
+            None,
+        )
+        .await
+        .unwrap();
+    let patch = d.recv_publish().await;
+    assert!(
+        patch
+            .topic
+            .starts_with("$iothub/twin/PATCH/properties/desired/?$version="),
+        "{}",
+        patch.topic
+    );
+    let body = json_of(&patch.payload);
+    assert_eq!(body["temp"], 25);
+    assert!(body["$version"].is_u64());
+}
+
+#[tokio::test]
+async fn telemetry_is_acknowledged_and_other_devices_topics_close_the_connection() {
+    let t = test_hub().await;
+    let token = t.sas_device("dev1").await;
+    let (mut d, _) = t.connected("dev1", &token).await;
+    let id = d
+        .publish(
+            "devices/dev1/messages/events/%24.mid=mid-1&alert=high%20temp",
+            b"{}",
+        )
+        .await;
+    assert_eq!(d.recv().await, Some(Packet::PubAck(id)));
+    assert_eq!(t.hub.metrics().telemetry_stored.load(Ordering::Relaxed), 1);
+    d.publish("devices/dev2/messages/events/", b"{}").await;
+    assert_eq!(d.recv().await, None, "strict isolation: closed, no PUBACK");
+    assert_eq!(t.hub.metrics().telemetry_stored.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn c2d_is_delivered_and_completed_on_puback() {
+    let t = test_hub().await;
+    let token = t.sas_device("dev1").await;
+    let (mut d, _) = t.connected("dev1", &token).await;
+    let req = C2dRequest {
+        body: "hello".into(),
+        message_id: Some("m1".into()),
+        ..Default::default()
+    };
+    t.hub.send_c2d("dev1", req).await.unwrap();
+    assert_eq!(
+        d.subscribe(&["devices/dev1/messages/devicebound/#"]).await,
+        vec![1]
+    );
+    let msg = d.recv_publish().await;
+    assert!(
+        msg.topic
+            .starts_with("devices/dev1/messages/devicebound/%24.mid=m1"),
+        "{}",
+        msg.topic
+    );
+    assert_eq!(&msg.payload[..], b"hello");
+    d.send(Packet::PubAck(msg.packet_id.unwrap())).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while t.hub.metrics().c2d_delivered.load(Ordering::Relaxed) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "c2d never completed"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn direct_method_round_trip() {
+    let t = test_hub().await;
+    let token = t.sas_device("dev1").await;
+    let (mut d, _) = t.connected("dev1", &token).await;
+    assert_eq!(d.subscribe(&["$iothub/methods/POST/#"]).await, vec![1]);
+    let hub = t.hub.clone();
+    let call = tokio::spawn(async move {
+        let req = MethodRequest {
+            method_name: "reboot now".into(),
+            payload: json!({"delay": 1}),
+            response_timeout_in_seconds: Some(10),
+            connect_timeout_in_seconds: None,
+        };
+        hub.invoke_method("dev1", req).await
+    });
+    let request = d.recv_publish().await;
+    let rid = request
+        .topic
+        .strip_prefix("$iothub/methods/POST/reboot%20now/?$rid=")
+        .expect(&request.topic)
+        .to_string();
+    d.send(Packet::PubAck(request.packet_id.unwrap())).await;
+    d.publish(
+        &format!("$iothub/methods/res/200/?$rid={rid}"),
+        br#"{"ok":true}"#,
+    )
+    .await;
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(
+        (response.status, response.payload),
+        (200, json!({"ok": true}))
+    );
+}
+
+#[tokio::test]
+async fn a_newer_connection_replaces_the_older_one() {
+    let t = test_hub().await;
+    let token = t.sas_device("dev1").await;
+    let (mut old, _) = t.connected("dev1", &token).await;
+    let (_new, _) = t.connected("dev1", &token).await;
+    assert_eq!(old.recv().await, None);
+    assert!(t.hub.connections().is_connected("dev1"));
+}
+
+#[tokio::test]
+async fn self_signed_device_connects_with_its_certificate_thumbprint() {
+    let t = test_hub().await;
+    let leaf = b"not really DER, but the thumbprint is all that is compared".to_vec();
+    let body = json!({
+        "deviceId": "x509dev",
+        "authentication": {"type": "selfSigned", "x509Thumbprint": {"primaryThumbprint": thumbprint(&leaf)}},
+    });
+    t.hub.put_device("x509dev", body, None).await.unwrap();
+    let mut d = t.client(ConnectionInfo {
+        peer: None,
+        client_cert_chain: vec![leaf],
+    });
+    d.send(connect("x509dev", None, true)).await;
+    assert_eq!(
+        d.recv().await,
+        Some(Packet::ConnAck(ConnAck {
+            session_present: false,
+            code: 0
+        }))
+    );
+}
+
+#[tokio::test]
+async fn anything_but_connect_first_closes_the_connection() {
+    let t = test_hub().await;
+    let mut d = t.client(ConnectionInfo::default());
+    d.send(Packet::PingReq).await;
+    assert_eq!(d.recv().await, None);
+}
+
+#[tokio::test]
+async fn qos2_and_oversized_publishes_close_only_their_connection() {
+    let t = test_hub().await;
+    let token = t.sas_device("dev1").await;
+    let (mut bystander, _) = t.connected("dev1", &token).await;
+    let other = t.sas_device("dev2").await;
+    let (mut d, _) = t.connected("dev2", &other).await;
+    let qos2 = Publish {
+        dup: false,
+        qos: 2,
+        retain: false,
+        topic: "devices/dev2/messages/events/".into(),
+        packet_id: Some(1),
+        payload: Bytes::new(),
+    };
+    d.send(Packet::Publish(qos2)).await;
+    assert_eq!(d.recv().await, None);
+    let (mut d, _) = t.connected("dev2", &other).await;
+    d.publish("devices/dev2/messages/events/", &vec![b'x'; 300 * 1024])
+        .await;
+    assert_eq!(d.recv().await, None);
+    bystander.send(Packet::PingReq).await;
+    assert_eq!(bystander.recv().await, Some(Packet::PingResp));
+}
+
+#[tokio::test]
+async fn silence_beyond_one_and_a_half_keepalives_closes_the_connection() {
+    let t = test_hub().await;
+    let token = t.sas_device("dev1").await;
+    let mut d = t.client(ConnectionInfo::default());
+    let Packet::Connect(mut c) = connect("dev1", Some(&token), true) else {
+        unreachable!()
+    };
+    c.keep_alive = 1;
+    d.send(Packet::Connect(c)).await;
+    assert!(matches!(
+        d.recv().await,
+        Some(Packet::ConnAck(ConnAck { code: 0, .. }))
+    ));
+    let started = tokio::time::Instant::now();
+    assert_eq!(d.recv().await, None);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
+}
