@@ -1,0 +1,26 @@
+//! Registry and service statistics: `GET /statistics/devices`, `GET /statistics/service`.
+
+use crate::auth::{Authorized, RegistryRead};
+use crate::{ApiError, ApiState};
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::Value;
+
+/// The statistics routes.
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/statistics/devices", get(devices))
+        .route("/statistics/service", get(service))
+}
+
+async fn devices(
+    _: Authorized<RegistryRead>,
+    State(state): State<ApiState>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(state.hub.device_statistics().await?))
+}
+
+async fn service(_: Authorized<RegistryRead>, State(state): State<ApiState>) -> Json<Value> {
+    Json(state.hub.service_statistics())
+}

@@ -1,0 +1,9 @@
+//! The REST API against a real hub over a temporary SQLite store, one module per area.
+
+mod auth;
+mod devices;
+mod errors;
+mod support;
+mod system;
+mod twins;
+mod websocket;
