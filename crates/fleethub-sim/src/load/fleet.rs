@@ -1,0 +1,171 @@
+//! [`LoadFleet`]: a set of connected load devices, connected once and then driven (or held)
+//! on command, so a benchmark can time the connect phase and the load phase separately.
+
+use super::connect::{connect_all, disconnect_all, ConnectTemplate, Subscriptions};
+use super::drive::{drive, LoadShape};
+use super::stats::LoadReport;
+use crate::device::{ClientError, DeviceClient, DeviceEvent, DeviceEvents};
+use serde_json::Value;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::task::JoinSet;
+
+/// What the devices of a [`LoadFleet`] do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadKind {
+    /// Reported-property patches, each waiting for `$iothub/twin/res/204`.
+    Reported,
+    /// QoS 1 telemetry, each waiting for PUBACK; subscribes to nothing.
+    Telemetry,
+    /// Connect subscribed to all four feeds and wait for what the hub pushes.
+    Hold,
+}
+
+/// Connected load devices of one kind.
+#[derive(Debug)]
+pub struct LoadFleet {
+    kind: LoadKind,
+    clients: Vec<DeviceClient>,
+    /// Kept for [`LoadFleet::serve_events`]; taken by its first call.
+    events: Mutex<Vec<DeviceEvents>>,
+    failures: Vec<(String, ClientError)>,
+}
+
+impl LoadFleet {
+    /// Connects and subscribes `devices` (id, key), [`CONNECT_CONCURRENCY`](super::CONNECT_CONCURRENCY)
+    /// at a time; devices that fail are recorded, not fatal.
+    pub async fn connect(
+        template: &ConnectTemplate,
+        devices: &[(String, String)],
+        kind: LoadKind,
+    ) -> LoadFleet {
+        let subscriptions = match kind {
+            LoadKind::Reported => Subscriptions::TwinResponses,
+            LoadKind::Telemetry => Subscriptions::None,
+            LoadKind::Hold => Subscriptions::All,
+        };
+        let mut fleet = LoadFleet {
+            kind,
+            clients: Vec::with_capacity(devices.len()),
+            events: Mutex::new(Vec::new()),
+            failures: Vec::new(),
+        };
+        let mut events = Vec::new();
+        for outcome in connect_all(template, devices, subscriptions).await {
+            match outcome {
+                Ok((client, device_events)) => {
+                    fleet.clients.push(client);
+                    // Load devices ignore pushes; dropping their streams costs nothing.
+                    if kind == LoadKind::Hold {
+                        events.push(device_events);
+                    }
+                }
+                Err((device_id, e)) => {
+                    tracing::warn!(%device_id, error = %e, "load device failed to connect");
+                    fleet.failures.push((device_id, e));
+                }
+            }
+        }
+        fleet.events = Mutex::new(events);
+        fleet
+    }
+
+    /// How many devices are connected.
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// True when no device is connected.
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+
+    /// How many devices failed to connect or subscribe.
+    pub fn failed_connects(&self) -> u64 {
+        self.failures.len() as u64
+    }
+
+    /// The devices that failed to connect or subscribe, with why.
+    pub fn failures(&self) -> &[(String, ClientError)] {
+        &self.failures
+    }
+
+    /// The failures, consuming the fleet (any connected device is disconnected).
+    pub fn into_failures(self) -> Vec<(String, ClientError)> {
+        self.failures
+    }
+
+    /// The connected devices.
+    pub fn clients(&self) -> &[DeviceClient] {
+        &self.clients
+    }
+
+    /// Runs this fleet's kind of request load ([`LoadKind::Hold`] sends nothing) and reports.
+    pub async fn run(&self, shape: LoadShape) -> LoadReport {
+        let mut report = match self.kind {
+            LoadKind::Hold => LoadReport::default(),
+            kind => drive(&self.clients, kind, &shape).await,
+        };
+        report.failed_connects = self.failed_connects();
+        report
+    }
+
+    /// Starts one task per device (of a [`LoadKind::Hold`] fleet) that counts every push from
+    /// the hub into `received` and, if `answer_methods`, answers each method with 200 echoing
+    /// its payload. Dropping the returned [`EventTasks`] stops them. Later calls start nothing.
+    pub fn serve_events(&self, answer_methods: bool, received: Arc<AtomicU64>) -> EventTasks {
+        let streams = std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut tasks = JoinSet::new();
+        for (client, events) in self.clients.iter().zip(streams) {
+            let handler = EventHandler {
+                client: client.clone(),
+                answer_methods,
+                received: received.clone(),
+            };
+            tasks.spawn(handler.run(events));
+        }
+        EventTasks { _tasks: tasks }
+    }
+
+    /// Disconnects every device and waits until all connections are closed.
+    pub async fn disconnect(self) {
+        disconnect_all(self.clients).await;
+    }
+}
+
+/// Tasks started by [`LoadFleet::serve_events`]; dropping this stops them.
+#[derive(Debug)]
+pub struct EventTasks {
+    _tasks: JoinSet<()>,
+}
+
+struct EventHandler {
+    client: DeviceClient,
+    answer_methods: bool,
+    received: Arc<AtomicU64>,
+}
+
+impl EventHandler {
+    async fn run(self, mut events: DeviceEvents) {
+        while let Some(event) = events.recv().await {
+            match event {
+                DeviceEvent::MethodRequest { rid, payload, .. } => {
+                    self.received.fetch_add(1, Ordering::Relaxed);
+                    if self.answer_methods {
+                        self.answer(&rid, &payload).await;
+                    }
+                }
+                DeviceEvent::DesiredPatch { .. } | DeviceEvent::C2d { .. } => {
+                    self.received.fetch_add(1, Ordering::Relaxed);
+                }
+                DeviceEvent::Disconnected { .. } => break,
+            }
+        }
+    }
+
+    async fn answer(&self, rid: &str, payload: &Value) {
+        if let Err(e) = self.client.method_response(rid, 200, payload).await {
+            tracing::debug!(device = %self.client.device_id(), error = %e, "method response failed");
+        }
+    }
+}

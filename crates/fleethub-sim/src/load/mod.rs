@@ -1,0 +1,18 @@
+//! Many devices at once, for `fleethub bench`: request load (reported patches or telemetry),
+//! held connections that count or answer what the hub pushes, and idle connections for the
+//! connection-memory benchmark. Every device is a real [`DeviceClient`](crate::DeviceClient)
+//! over the network.
+
+mod connect;
+mod drive;
+mod fleet;
+mod idle;
+mod methods;
+mod stats;
+
+pub use connect::{spread_local_addr, ConnectTemplate, CONNECT_CONCURRENCY};
+pub use drive::{run_report_load, LoadShape, ReportLoad};
+pub use fleet::{EventTasks, LoadFleet, LoadKind};
+pub use idle::{connect_idle, IdleFleet};
+pub use methods::run_method_responder;
+pub use stats::{percentile, LoadReport};
