@@ -1,6 +1,7 @@
 //! The FleetHub binary's library half: configuration, TLS material and wiring, so integration
 //! tests and benchmarks start exactly the hub that `fleethub serve` starts.
 
+pub mod bench;
 pub mod config;
 pub mod server;
 pub mod tls;

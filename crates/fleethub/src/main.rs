@@ -16,6 +16,11 @@ struct Cli {
 enum Command {
     /// Run the hub: MQTT/TLS on 8883, HTTPS (REST, WebSocket, metrics) on 8443.
     Serve(ServeConfig),
+    /// Run a benchmark against a fresh hub on this machine and print its figures.
+    Bench(fleethub::bench::BenchArgs),
+    /// One load process of a benchmark (started by `bench`).
+    #[command(hide = true)]
+    BenchWorker(fleethub::bench::WorkerArgs),
 }
 
 fn main() -> Result<()> {
@@ -26,9 +31,13 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Serve(cfg) => runtime.block_on(serve(cfg)),
+        Command::Bench(args) => runtime.block_on(fleethub::bench::run(args)),
+        Command::BenchWorker(args) => runtime.block_on(fleethub::bench::run_worker(args)),
     }
 }
 
@@ -39,14 +48,20 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
     println!("  data directory      {}", data_dir.display());
     println!("  owner connection    {}", running.owner_connection_string);
     match &running.ca_file {
-        Some(ca) => println!("  CA certificate      {} (trust this in clients)", ca.display()),
+        Some(ca) => println!(
+            "  CA certificate      {} (trust this in clients)",
+            ca.display()
+        ),
         None => println!("  CA certificate      (supplied server certificate)"),
     }
     println!("  MQTT over TLS       {}", running.mqtt_addr);
     if let Some(plain) = running.plain_mqtt_addr {
         println!("  MQTT (plain)        {plain}");
     }
-    println!("  HTTPS               {}  (REST API, /$iothub/websocket, /metrics, /healthz)", running.https_addr);
+    println!(
+        "  HTTPS               {}  (REST API, /$iothub/websocket, /metrics, /healthz)",
+        running.https_addr
+    );
     println!(
         "  device connection   HostName={};DeviceId=<id>;SharedAccessKey=<device key>",
         running.host_name

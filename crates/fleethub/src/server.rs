@@ -58,9 +58,9 @@ impl RunningHub {
 
 async fn bind(cfg: &ServeConfig, port: u16, what: &str) -> Result<TcpListener> {
     let addr = SocketAddr::new(cfg.bind, port);
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {what} on {addr} (is another hub running? choose another port)"))
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("binding {what} on {addr} (is another hub running? choose another port)")
+    })
 }
 
 /// Starts everything; returns once every listener is bound.
@@ -71,13 +71,19 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
     let supplied = cfg.tls_cert.clone().zip(cfg.tls_key.clone());
     let certs = tls::ensure_certificates(&data_dir, &cfg.host_name, supplied)?;
 
-    let store = Store::open(StoreConfig::new(data_dir.join("fleethub.db"))).context("opening the store")?;
+    let store =
+        Store::open(StoreConfig::new(data_dir.join("fleethub.db"))).context("opening the store")?;
     let hub_config = HubConfig {
         host_name: cfg.host_name.clone(),
         telemetry_retention: Duration::from_secs(cfg.telemetry_retention_days * 24 * 3600),
         ..HubConfig::default()
     };
-    let hub = Hub::open(store.clone(), Arc::new(fleethub_core::SystemClock), hub_config).await?;
+    let hub = Hub::open(
+        store.clone(),
+        Arc::new(fleethub_core::SystemClock),
+        hub_config,
+    )
+    .await?;
     let gateway = Gateway::new(hub.clone(), GatewayConfig::default());
 
     let mqtt = bind(&cfg, cfg.mqtt_port, "MQTT/TLS").await?;
@@ -92,12 +98,17 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
     let mut tasks = Vec::new();
     let mqtt_tls = TlsAcceptor::from(tls::mqtt_server_config(&certs)?);
     let g = gateway.clone();
-    tasks.push(tokio::spawn(async move { g.serve_tls(mqtt, mqtt_tls).await }));
+    tasks.push(tokio::spawn(
+        async move { g.serve_tls(mqtt, mqtt_tls).await },
+    ));
     if let Some(plain) = plain {
         let g = gateway.clone();
         tasks.push(tokio::spawn(async move { g.serve_plain(plain).await }));
     }
-    let router = fleethub_api::router(ApiState { hub: hub.clone(), gateway });
+    let router = fleethub_api::router(ApiState {
+        hub: hub.clone(),
+        gateway,
+    });
     let https_tls = TlsAcceptor::from(tls::https_server_config(&certs)?);
     tasks.push(tokio::spawn(serve_https(https, https_tls, router)));
 
@@ -141,14 +152,18 @@ async fn serve_https(listener: TcpListener, tls: TlsAcceptor, router: axum::Rout
         let _ = tcp.set_nodelay(true);
         let (tls, router) = (tls.clone(), router.clone());
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await {
+            let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await
+            {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => return tracing::debug!(%peer, "HTTPS handshake failed: {e}"),
                 Err(_) => return tracing::debug!(%peer, "HTTPS handshake timed out"),
             };
             let service = TowerToHyperService::new(router);
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await
+            {
                 tracing::debug!(%peer, "HTTPS connection ended: {e}");
             }
         });

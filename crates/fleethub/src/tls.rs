@@ -29,7 +29,11 @@ pub fn ensure_certificates(
     supplied: Option<(PathBuf, PathBuf)>,
 ) -> Result<CertificatePaths> {
     if let Some((cert, key)) = supplied {
-        return Ok(CertificatePaths { ca: None, server_cert: cert, server_key: key });
+        return Ok(CertificatePaths {
+            ca: None,
+            server_cert: cert,
+            server_key: key,
+        });
     }
     let dir = data_dir.join("tls");
     let paths = CertificatePaths {
@@ -48,10 +52,16 @@ pub fn ensure_certificates(
 fn generate(dir: &Path, host_name: &str) -> Result<()> {
     let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.distinguished_name.push(DnType::CommonName, "FleetHub local CA");
-    ca.distinguished_name.push(DnType::OrganizationName, "FleetHub");
+    ca.distinguished_name
+        .push(DnType::CommonName, "FleetHub local CA");
+    ca.distinguished_name
+        .push(DnType::OrganizationName, "FleetHub");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_cert = ca.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca, &ca_key);
 
@@ -61,8 +71,13 @@ fn generate(dir: &Path, host_name: &str) -> Result<()> {
     }
     let server_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut server = CertificateParams::new(sans)?;
-    server.distinguished_name.push(DnType::CommonName, host_name);
-    server.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyAgreement];
+    server
+        .distinguished_name
+        .push(DnType::CommonName, host_name);
+    server.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyAgreement,
+    ];
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     server.use_authority_key_identifier_extension = true;
     let server_cert = server.signed_by(&server_key, &issuer)?;
@@ -71,7 +86,10 @@ fn generate(dir: &Path, host_name: &str) -> Result<()> {
     std::fs::write(dir.join("ca.pem"), ca_cert.pem())?;
     write_private(&dir.join("server.key"), &server_key.serialize_pem())?;
     // The chain (server then CA) so clients that trust only the CA can build the path.
-    std::fs::write(dir.join("server.pem"), format!("{}{}", server_cert.pem(), ca_cert.pem()))?;
+    std::fs::write(
+        dir.join("server.pem"),
+        format!("{}{}", server_cert.pem(), ca_cert.pem()),
+    )?;
     Ok(())
 }
 
@@ -87,13 +105,18 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-fn load(paths: &CertificatePaths) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+fn load(
+    paths: &CertificatePaths,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let certs = rustls_pemfile::certs(&mut read(&paths.server_cert)?.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("parsing {}", paths.server_cert.display()))?;
     if certs.is_empty() {
-        return Err(anyhow!("{} holds no certificate", paths.server_cert.display()));
+        return Err(anyhow!(
+            "{} holds no certificate",
+            paths.server_cert.display()
+        ));
     }
     let key = rustls_pemfile::private_key(&mut read(&paths.server_key)?.as_slice())?
         .ok_or_else(|| anyhow!("{} holds no private key", paths.server_key.display()))?;
@@ -108,7 +131,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// hub checks against the registry after the handshake.
 pub fn mqtt_server_config(paths: &CertificatePaths) -> Result<Arc<ServerConfig>> {
     let (certs, key) = load(paths)?;
-    let verifier = Arc::new(AnyClientCertificate { provider: provider() });
+    let verifier = Arc::new(AnyClientCertificate {
+        provider: provider(),
+    });
     let cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -162,7 +187,12 @@ impl ClientCertVerifier for AnyClientCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -171,10 +201,17 @@ impl ClientCertVerifier for AnyClientCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -21,7 +21,12 @@ fn spawn_hub(dir: &Path, https_port: u16, mqtt_port: u16) -> Proc {
         .args(["serve", "--bind", "127.0.0.1"])
         .arg("--data-dir")
         .arg(dir.join("data"))
-        .args(["--https-port", &https_port.to_string(), "--mqtt-port", &mqtt_port.to_string()])
+        .args([
+            "--https-port",
+            &https_port.to_string(),
+            "--mqtt-port",
+            &mqtt_port.to_string(),
+        ])
         .arg("--ready-file")
         .arg(&ready_file)
         .stdout(Stdio::null())
@@ -31,28 +36,49 @@ fn spawn_hub(dir: &Path, https_port: u16, mqtt_port: u16) -> Proc {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(text) = std::fs::read_to_string(&ready_file) {
-            return Proc { child, ready: serde_json::from_str(&text).unwrap() };
+            return Proc {
+                child,
+                ready: serde_json::from_str(&text).unwrap(),
+            };
         }
-        assert!(std::time::Instant::now() < deadline, "hub did not become ready");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hub did not become ready"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn owner_token(ready: &Value) -> String {
-    let cs = fleethub_core::connection_string::ConnectionString::parse(ready["ownerConnectionString"].as_str().unwrap()).unwrap();
-    fleethub_core::sas::generate_token(&cs.host_name, cs.shared_access_key.as_deref().unwrap(), Some("iothubowner"), unix_now() + 3600).unwrap()
+    let cs = fleethub_core::connection_string::ConnectionString::parse(
+        ready["ownerConnectionString"].as_str().unwrap(),
+    )
+    .unwrap();
+    fleethub_core::sas::generate_token(
+        &cs.host_name,
+        cs.shared_access_key.as_deref().unwrap(),
+        Some("iothubowner"),
+        unix_now() + 3600,
+    )
+    .unwrap()
 }
 
 fn http_client(ready: &Value) -> reqwest::Client {
     let ca = std::fs::read(ready["caFile"].as_str().unwrap()).unwrap();
-    reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap()).build().unwrap()
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_write_survives_kill_dash_nine() {
     let dir = tempfile::tempdir().unwrap();
     let mut hub = spawn_hub(dir.path(), 0, 0);
-    let (https, mqtt) = (hub.ready["httpsPort"].as_u64().unwrap() as u16, hub.ready["mqttPort"].as_u64().unwrap() as u16);
+    let (https, mqtt) = (
+        hub.ready["httpsPort"].as_u64().unwrap() as u16,
+        hub.ready["mqttPort"].as_u64().unwrap() as u16,
+    );
     let base = format!("https://localhost:{https}");
     let (http, token) = (http_client(&hub.ready), owner_token(&hub.ready));
     let ca = std::fs::read(hub.ready["caFile"].as_str().unwrap()).unwrap();
@@ -71,7 +97,12 @@ async fn every_acknowledged_write_survives_kill_dash_nine() {
             .json()
             .await
             .unwrap();
-        keys.push(r["authentication"]["symmetricKey"]["primaryKey"].as_str().unwrap().to_string());
+        keys.push(
+            r["authentication"]["symmetricKey"]["primaryKey"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
 
     // Each device reports an increasing counter over MQTT; each writer remembers the last acked.
@@ -97,7 +128,12 @@ async fn every_acknowledged_write_survives_kill_dash_nine() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                match tokio::time::timeout(Duration::from_secs(5), dev.report(&json!({"counter": n}))).await {
+                match tokio::time::timeout(
+                    Duration::from_secs(5),
+                    dev.report(&json!({"counter": n})),
+                )
+                .await
+                {
                     Ok(Ok(_)) => acked = n,
                     _ => break,
                 }
@@ -137,7 +173,10 @@ async fn every_acknowledged_write_survives_kill_dash_nine() {
         acked.push(w.await.unwrap());
     }
     let desired_acked = desired_writer.await.unwrap();
-    assert!(acked.iter().sum::<u64>() > 0, "load produced acknowledged writes before the kill");
+    assert!(
+        acked.iter().sum::<u64>() > 0,
+        "load produced acknowledged writes before the kill"
+    );
 
     let mut hub2 = spawn_hub(dir.path(), https, mqtt);
     for (i, want) in acked.iter().enumerate() {
@@ -150,12 +189,28 @@ async fn every_acknowledged_write_survives_kill_dash_nine() {
             .json()
             .await
             .unwrap();
-        let got = twin["properties"]["reported"]["counter"].as_u64().unwrap_or(0);
-        assert!(got >= *want, "crash-{i}: acknowledged counter {want} but the store has {got}");
+        let got = twin["properties"]["reported"]["counter"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(
+            got >= *want,
+            "crash-{i}: acknowledged counter {want} but the store has {got}"
+        );
     }
-    let twin: Value = http.get(format!("{base}/twins/crash-0")).header("Authorization", &token).send().await.unwrap().json().await.unwrap();
+    let twin: Value = http
+        .get(format!("{base}/twins/crash-0"))
+        .header("Authorization", &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let seq = twin["properties"]["desired"]["seq"].as_u64().unwrap_or(0);
-    assert!(seq >= desired_acked, "acknowledged desired seq {desired_acked} but the store has {seq}");
+    assert!(
+        seq >= desired_acked,
+        "acknowledged desired seq {desired_acked} but the store has {seq}"
+    );
     hub2.child.kill().unwrap();
     hub2.child.wait().unwrap();
 }

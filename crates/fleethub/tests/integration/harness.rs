@@ -16,7 +16,6 @@ pub struct TestHub {
     pub http: reqwest::Client,
     pub base: String,
     pub tls: Arc<rustls::ClientConfig>,
-    pub owner_key: String,
     _dir: tempfile::TempDir,
 }
 
@@ -40,7 +39,9 @@ impl TestHub {
     }
 
     pub async fn start_in(dir: tempfile::TempDir) -> TestHub {
-        let running = fleethub::start(ServeConfig::ephemeral(dir.path())).await.expect("hub starts");
+        let running = fleethub::start(ServeConfig::ephemeral(dir.path()))
+            .await
+            .expect("hub starts");
         let ca = std::fs::read(running.ca_file.as_ref().unwrap()).unwrap();
         let http = reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
@@ -48,9 +49,14 @@ impl TestHub {
             .build()
             .unwrap();
         let base = format!("https://localhost:{}", running.https_addr.port());
-        let owner_key = running.hub.policy("iothubowner").unwrap().primary_key;
         let tls = fleethub_sim::tls_config_trusting(&ca).unwrap();
-        TestHub { running, http, base, tls, owner_key, _dir: dir }
+        TestHub {
+            running,
+            http,
+            base,
+            tls,
+            _dir: dir,
+        }
     }
 
     pub fn token(&self, policy: &str) -> String {
@@ -61,7 +67,8 @@ impl TestHub {
 
     /// A REST call as iothubowner.
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
-        self.call_as(method, path, body, &[], Some(&self.token("iothubowner"))).await
+        self.call_as(method, path, body, &[], Some(&self.token("iothubowner")))
+            .await
     }
 
     pub async fn call_as(
@@ -85,17 +92,32 @@ impl TestHub {
         let resp = req.send().await.expect("request sent");
         let (status, headers) = (resp.status(), resp.headers().clone());
         let bytes = resp.bytes().await.unwrap();
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
-        Reply { status, headers, body }
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// Registers a SAS device and returns its primary key.
     pub async fn create_device(&self, id: &str) -> String {
         let r = self
-            .call(Method::PUT, &format!("/devices/{id}"), Some(json!({"deviceId": id})))
+            .call(
+                Method::PUT,
+                &format!("/devices/{id}"),
+                Some(json!({"deviceId": id})),
+            )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-        r.body["authentication"]["symmetricKey"]["primaryKey"].as_str().unwrap().to_string()
+        r.body["authentication"]["symmetricKey"]["primaryKey"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     pub fn connect_options(&self, id: &str, key: &str) -> ConnectOptions {
@@ -114,7 +136,9 @@ impl TestHub {
 
     /// Connects a device over MQTT/TLS.
     pub async fn device(&self, id: &str, key: &str) -> (DeviceClient, DeviceEvents) {
-        DeviceClient::connect(self.connect_options(id, key)).await.expect("device connects")
+        DeviceClient::connect(self.connect_options(id, key))
+            .await
+            .expect("device connects")
     }
 
     /// A registered and connected device subscribed to everything.
@@ -128,13 +152,19 @@ impl TestHub {
             &format!("devices/{id}/messages/devicebound/#"),
         ];
         let codes = client.subscribe(&topics).await.unwrap();
-        assert!(codes.iter().all(|c| *c <= 1), "subscribe refused: {codes:?}");
+        assert!(
+            codes.iter().all(|c| *c <= 1),
+            "subscribe refused: {codes:?}"
+        );
         (client, events, key)
     }
 }
 
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// Polls `check` until it returns Some, failing the test after DEADLINE.
@@ -148,13 +178,20 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// The next event matching `pick`, failing after DEADLINE.
-pub async fn next_event<T>(events: &mut DeviceEvents, what: &str, mut pick: impl FnMut(DeviceEvent) -> Option<T>) -> T {
+pub async fn next_event<T>(
+    events: &mut DeviceEvents,
+    what: &str,
+    mut pick: impl FnMut(DeviceEvent) -> Option<T>,
+) -> T {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let ev = tokio::time::timeout_at(deadline, events.recv())

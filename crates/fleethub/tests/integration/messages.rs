@@ -10,12 +10,21 @@ use serde_json::json;
 async fn telemetry_is_stored_once_per_message_id_with_its_properties() {
     let hub = TestHub::start().await;
     let (dev, _events, _) = hub.online_device("t-1").await;
-    let props = vec![("$.ct".to_string(), "application/json".to_string()), ("alert".to_string(), "high temp".to_string())];
+    let props = vec![
+        ("$.ct".to_string(), "application/json".to_string()),
+        ("alert".to_string(), "high temp".to_string()),
+    ];
     for _ in 0..2 {
-        dev.send_telemetry("mid-1", &props, Bytes::from_static(b"{\"temp\":21.5}")).await.unwrap();
+        dev.send_telemetry("mid-1", &props, Bytes::from_static(b"{\"temp\":21.5}"))
+            .await
+            .unwrap();
     }
-    dev.send_telemetry("mid-2", &[], Bytes::from_static(b"plain")).await.unwrap();
-    let r = hub.call(Method::GET, "/v1/telemetry?deviceId=t-1", None).await;
+    dev.send_telemetry("mid-2", &[], Bytes::from_static(b"plain"))
+        .await
+        .unwrap();
+    let r = hub
+        .call(Method::GET, "/v1/telemetry?deviceId=t-1", None)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let items = r.body["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "duplicate mid stored twice: {items:?}");
@@ -29,23 +38,33 @@ async fn c2d_waits_for_an_offline_device_and_is_delivered_once_acknowledged() {
     let hub = TestHub::start().await;
     let key = hub.create_device("c-1").await;
     let r = hub
-        .call(Method::POST, "/v1/devices/c-1/messages", Some(json!({"body": "hello", "properties": {"color": "red blue"}})))
+        .call(
+            Method::POST,
+            "/v1/devices/c-1/messages",
+            Some(json!({"body": "hello", "properties": {"color": "red blue"}})),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let (dev, mut events) = hub.device("c-1", &key).await;
-    dev.subscribe(&["devices/c-1/messages/devicebound/#"]).await.unwrap();
+    dev.subscribe(&["devices/c-1/messages/devicebound/#"])
+        .await
+        .unwrap();
     let (props, body) = next_event(&mut events, "c2d message", |e| match e {
         DeviceEvent::C2d { topic_props, body } => Some((topic_props, body)),
         _ => None,
     })
     .await;
     assert_eq!(&body[..], b"hello");
-    assert!(props.iter().any(|(k, v)| k == "color" && v == "red blue"), "{props:?}");
+    assert!(
+        props.iter().any(|(k, v)| k == "color" && v == "red blue"),
+        "{props:?}"
+    );
     assert!(props.iter().any(|(k, _)| k == "$.mid"), "{props:?}");
     let hub_ref = &hub.running.hub;
     eventually("c2d completion", || async {
         let text = hub_ref.metrics_text();
-        text.contains("fleethub_c2d_delivered_total 1").then_some(())
+        text.contains("fleethub_c2d_delivered_total 1")
+            .then_some(())
     })
     .await;
 }
@@ -53,7 +72,13 @@ async fn c2d_waits_for_an_offline_device_and_is_delivered_once_acknowledged() {
 #[tokio::test]
 async fn c2d_to_an_unknown_device_is_404() {
     let hub = TestHub::start().await;
-    let r = hub.call(Method::POST, "/v1/devices/nobody/messages", Some(json!({"body": "x"}))).await;
+    let r = hub
+        .call(
+            Method::POST,
+            "/v1/devices/nobody/messages",
+            Some(json!({"body": "x"})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.error_code(), 404001);
 }

@@ -29,7 +29,9 @@ async fn method_round_trip_returns_the_devices_status_and_payload() {
     .await;
     assert_eq!(name, "reboot");
     assert_eq!(payload["delay"], 5);
-    dev.method_response(&rid, 201, &json!({"rebooting": true})).await.unwrap();
+    dev.method_response(&rid, 201, &json!({"rebooting": true}))
+        .await
+        .unwrap();
     let resp = call.await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let body: serde_json::Value = resp.json().await.unwrap();
@@ -41,7 +43,11 @@ async fn offline_device_gets_404103_at_once() {
     let hub = TestHub::start().await;
     hub.create_device("m-off").await;
     let r = hub
-        .call(Method::POST, "/twins/m-off/methods", Some(json!({"methodName": "reboot", "payload": null})))
+        .call(
+            Method::POST,
+            "/twins/m-off/methods",
+            Some(json!({"methodName": "reboot", "payload": null})),
+        )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.error_code(), 404103);
@@ -70,7 +76,9 @@ async fn connect_timeout_waits_for_the_device_to_come_online() {
         _ => None,
     })
     .await;
-    dev.method_response(&rid, 200, &json!("pong")).await.unwrap();
+    dev.method_response(&rid, 200, &json!("pong"))
+        .await
+        .unwrap();
     assert_eq!(call.await.unwrap().status(), StatusCode::OK);
 }
 
@@ -79,7 +87,11 @@ async fn unanswered_method_times_out_with_504() {
     let hub = TestHub::start().await;
     let (_dev, _events, _) = hub.online_device("m-mute").await;
     let r = hub
-        .call(Method::POST, "/twins/m-mute/methods", Some(json!({"methodName": "hang", "responseTimeoutInSeconds": 5})))
+        .call(
+            Method::POST,
+            "/twins/m-mute/methods",
+            Some(json!({"methodName": "hang", "responseTimeoutInSeconds": 5})),
+        )
         .await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.body);
     assert_eq!(r.error_code(), 504101);
@@ -90,8 +102,15 @@ async fn out_of_range_timeouts_are_400_with_the_allowed_range() {
     let hub = TestHub::start().await;
     hub.create_device("m-bad").await;
     let r = hub
-        .call(Method::POST, "/twins/m-bad/methods", Some(json!({"methodName": "x", "responseTimeoutInSeconds": 301})))
+        .call(
+            Method::POST,
+            "/twins/m-bad/methods",
+            Some(json!({"methodName": "x", "responseTimeoutInSeconds": 301})),
+        )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.body["message"].as_str().unwrap().contains("between 5 and 300"));
+    assert!(r.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("between 5 and 300"));
 }

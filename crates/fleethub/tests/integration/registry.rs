@@ -10,8 +10,20 @@ async fn create_generates_keys_and_answers_200_then_duplicate_is_409() {
     let r = hub.call(Method::PUT, "/devices/sensor-1", Some(json!({"deviceId": "sensor-1", "authentication": {"type": "sas", "symmetricKey": {}}}))).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["status"], "enabled");
-    assert!(r.body["authentication"]["symmetricKey"]["secondaryKey"].as_str().unwrap().len() >= 40);
-    let again = hub.call(Method::PUT, "/devices/sensor-1", Some(json!({"deviceId": "sensor-1"}))).await;
+    assert!(
+        r.body["authentication"]["symmetricKey"]["secondaryKey"]
+            .as_str()
+            .unwrap()
+            .len()
+            >= 40
+    );
+    let again = hub
+        .call(
+            Method::PUT,
+            "/devices/sensor-1",
+            Some(json!({"deviceId": "sensor-1"})),
+        )
+        .await;
     assert_eq!(again.status, StatusCode::CONFLICT);
     assert_eq!(again.error_code(), 409001);
     assert_eq!(again.headers["iothub-errorcode"], "DeviceAlreadyExists");
@@ -25,13 +37,25 @@ async fn update_needs_the_current_etag_quoted_or_not() {
     let etag = got.body["etag"].as_str().unwrap().to_string();
     let body = json!({"deviceId": "d1", "status": "disabled"});
     let stale = hub
-        .call_as(Method::PUT, "/devices/d1", Some(body.clone()), &[("If-Match", "\"AAAAAAAAAAk=\"")], Some(&hub.token("iothubowner")))
+        .call_as(
+            Method::PUT,
+            "/devices/d1",
+            Some(body.clone()),
+            &[("If-Match", "\"AAAAAAAAAAk=\"")],
+            Some(&hub.token("iothubowner")),
+        )
         .await;
     assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
     assert_eq!(stale.error_code(), 412001);
     let quoted = format!("\"{etag}\"");
     let ok = hub
-        .call_as(Method::PUT, "/devices/d1", Some(body), &[("If-Match", &quoted)], Some(&hub.token("iothubowner")))
+        .call_as(
+            Method::PUT,
+            "/devices/d1",
+            Some(body),
+            &[("If-Match", &quoted)],
+            Some(&hub.token("iothubowner")),
+        )
         .await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
     assert_eq!(ok.body["status"], "disabled");
@@ -43,7 +67,13 @@ async fn delete_answers_204_and_the_device_is_gone() {
     let hub = TestHub::start().await;
     hub.create_device("gone").await;
     let r = hub
-        .call_as(Method::DELETE, "/devices/gone", None, &[("If-Match", "\"*\"")], Some(&hub.token("iothubowner")))
+        .call_as(
+            Method::DELETE,
+            "/devices/gone",
+            None,
+            &[("If-Match", "\"*\"")],
+            Some(&hub.token("iothubowner")),
+        )
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     let missing = hub.call(Method::GET, "/devices/gone", None).await;

@@ -9,8 +9,14 @@ use serde_json::json;
 async fn reported_patch_is_acknowledged_with_version_and_visible_at_once() {
     let hub = TestHub::start().await;
     let (dev, _events, _) = hub.online_device("rep-1").await;
-    let v1 = dev.report(&json!({"firmware": {"current_version": "1.0.0"}})).await.unwrap();
-    let v2 = dev.report(&json!({"firmware": {"status": "idle"}})).await.unwrap();
+    let v1 = dev
+        .report(&json!({"firmware": {"current_version": "1.0.0"}}))
+        .await
+        .unwrap();
+    let v2 = dev
+        .report(&json!({"firmware": {"status": "idle"}}))
+        .await
+        .unwrap();
     assert_eq!(v2, v1 + 1);
     let twin = hub.call(Method::GET, "/twins/rep-1", None).await;
     let reported = &twin.body["properties"]["reported"];
@@ -44,7 +50,12 @@ async fn desired_patch_reaches_the_connected_device_with_its_version() {
 async fn device_twin_get_answers_before_any_subscription() {
     let hub = TestHub::start().await;
     let key = hub.create_device("get-1").await;
-    hub.call(Method::PATCH, "/twins/get-1", Some(json!({"properties": {"desired": {"mode": "eco"}}}))).await;
+    hub.call(
+        Method::PATCH,
+        "/twins/get-1",
+        Some(json!({"properties": {"desired": {"mode": "eco"}}})),
+    )
+    .await;
     let (dev, _events) = hub.device("get-1", &key).await;
     let twin = dev.get_twin().await.unwrap();
     assert_eq!(twin["desired"]["mode"], "eco");
@@ -56,9 +67,25 @@ async fn device_twin_get_answers_before_any_subscription() {
 async fn null_deletes_and_replace_removes_keys_on_the_device_too() {
     let hub = TestHub::start().await;
     let (_dev, mut events, _) = hub.online_device("rep-2").await;
-    hub.call(Method::PATCH, "/twins/rep-2", Some(json!({"properties": {"desired": {"a": 1, "b": 2}}}))).await;
-    hub.call(Method::PATCH, "/twins/rep-2", Some(json!({"properties": {"desired": {"a": null}}}))).await;
-    let r = hub.call(Method::PUT, "/twins/rep-2", Some(json!({"properties": {"desired": {"c": 3}}}))).await;
+    hub.call(
+        Method::PATCH,
+        "/twins/rep-2",
+        Some(json!({"properties": {"desired": {"a": 1, "b": 2}}})),
+    )
+    .await;
+    hub.call(
+        Method::PATCH,
+        "/twins/rep-2",
+        Some(json!({"properties": {"desired": {"a": null}}})),
+    )
+    .await;
+    let r = hub
+        .call(
+            Method::PUT,
+            "/twins/rep-2",
+            Some(json!({"properties": {"desired": {"c": 3}}})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let desired = &r.body["properties"]["desired"];
     assert!(desired.get("a").is_none() && desired.get("b").is_none());
@@ -68,7 +95,10 @@ async fn null_deletes_and_replace_removes_keys_on_the_device_too() {
         _ => None,
     })
     .await;
-    assert!(last["b"].is_null(), "replace must tell the device that b is gone: {last}");
+    assert!(
+        last["b"].is_null(),
+        "replace must tell the device that b is gone: {last}"
+    );
 }
 
 #[tokio::test]
@@ -80,7 +110,11 @@ async fn oversized_tags_are_refused_and_nothing_changes() {
     let r = hub.call(Method::PATCH, "/twins/big-1", Some(tags)).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     assert_eq!(r.error_code(), 403100);
-    assert!(r.body["message"].as_str().unwrap().contains("8,192"), "{}", r.body);
+    assert!(
+        r.body["message"].as_str().unwrap().contains("8,192"),
+        "{}",
+        r.body
+    );
     let twin = hub.call(Method::GET, "/twins/big-1", None).await;
     assert_eq!(twin.body["tags"], json!({}));
 }
@@ -90,9 +124,19 @@ async fn oversized_reported_patch_gets_an_error_status_over_mqtt() {
     let hub = TestHub::start().await;
     let (dev, _events, _) = hub.online_device("big-2").await;
     let chunk = "y".repeat(4000);
-    let patch: serde_json::Map<String, serde_json::Value> = (0..9).map(|i| (format!("k{i}"), json!(chunk))).collect();
-    let err = dev.report(&serde_json::Value::Object(patch)).await.unwrap_err();
-    assert!(format!("{err}").contains("403"), "expected a 403 twin response, got {err}");
+    let patch: serde_json::Map<String, serde_json::Value> =
+        (0..9).map(|i| (format!("k{i}"), json!(chunk))).collect();
+    let err = dev
+        .report(&serde_json::Value::Object(patch))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err}").contains("403"),
+        "expected a 403 twin response, got {err}"
+    );
     let ok = dev.report(&json!({"small": true})).await;
-    assert!(ok.is_ok(), "the connection keeps working after a refused patch");
+    assert!(
+        ok.is_ok(),
+        "the connection keeps working after a refused patch"
+    );
 }

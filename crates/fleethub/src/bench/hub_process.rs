@@ -1,0 +1,158 @@
+//! The hub under test, as a child process with its own data directory and ephemeral ports.
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `fleethub serve` child.
+pub struct HubProcess {
+    child: Child,
+    pub mqtt_port: u16,
+    pub https_port: u16,
+    pub ca_file: PathBuf,
+    pub owner_connection_string: String,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl HubProcess {
+    /// Starts the hub on loopback in a fresh data directory and waits until it listens.
+    pub fn start() -> Result<HubProcess> {
+        let dir = tempfile::tempdir()?;
+        let ready = dir.path().join("ready.json");
+        let child = Command::new(std::env::current_exe()?)
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1",
+                "--mqtt-port",
+                "0",
+                "--https-port",
+                "0",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--ready-file")
+            .arg(&ready)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting the hub")?;
+        let info = wait_for_file(&ready, Duration::from_secs(60))?;
+        let ca_file = PathBuf::from(
+            info["caFile"]
+                .as_str()
+                .ok_or_else(|| anyhow!("no caFile"))?,
+        );
+        let ca = std::fs::read(&ca_file)?;
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+            .pool_max_idle_per_host(256)
+            .timeout(Duration::from_secs(120))
+            .build()?;
+        Ok(HubProcess {
+            child,
+            mqtt_port: info["mqttPort"].as_u64().unwrap_or_default() as u16,
+            https_port: info["httpsPort"].as_u64().unwrap_or_default() as u16,
+            ca_file,
+            owner_connection_string: info["ownerConnectionString"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            http,
+            _dir: dir,
+        })
+    }
+
+    /// The hub's process id, for reading its memory.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A fresh owner SAS token.
+    pub fn token(&self) -> Result<String> {
+        let cs = fleethub_core::connection_string::ConnectionString::parse(
+            &self.owner_connection_string,
+        )?;
+        let key = cs
+            .shared_access_key
+            .ok_or_else(|| anyhow!("no key in the owner connection string"))?;
+        let expiry = fleethub_core::Clock::unix(&fleethub_core::SystemClock) + 6 * 3600;
+        Ok(fleethub_core::sas::generate_token(
+            &cs.host_name,
+            &key,
+            Some("iothubowner"),
+            expiry,
+        )?)
+    }
+
+    pub fn base(&self) -> String {
+        format!("https://localhost:{}", self.https_port)
+    }
+
+    /// Registers `count` devices named `{prefix}{n}`, all with `key`, 100 per bulk call.
+    pub async fn register(&self, prefix: &str, count: usize, key: &str) -> Result<()> {
+        let token = self.token()?;
+        let mut batches = futures_util::stream::iter((0..count).collect::<Vec<_>>().chunks(100).map(|c| c.to_vec()).collect::<Vec<_>>())
+            .map(|chunk| {
+                let body: Vec<Value> = chunk
+                    .iter()
+                    .map(|i| json!({"id": format!("{prefix}{i}"), "importMode": "create",
+                        "authentication": {"type": "sas", "symmetricKey": {"primaryKey": key, "secondaryKey": key}}}))
+                    .collect();
+                let req = self.http.post(format!("{}/devices", self.base())).header("Authorization", &token).json(&body);
+                async move { req.send().await }
+            })
+            .buffer_unordered(8);
+        while let Some(resp) = batches.next().await {
+            let resp = resp?;
+            if !resp.status().is_success() {
+                bail!(
+                    "bulk registration failed: {} {}",
+                    resp.status(),
+                    resp.text().await.unwrap_or_default()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Resident memory of the hub process in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.child.id())
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// VmRSS of a process in KiB (0 when unreadable).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn wait_for_file(path: &Path, limit: Duration) -> Result<Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return Ok(serde_json::from_str(&text)?);
+        }
+        if Instant::now() > deadline {
+            bail!("the hub did not become ready within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

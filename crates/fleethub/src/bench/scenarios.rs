@@ -1,0 +1,526 @@
+//! The benchmarks themselves: each starts what it measures, drives worker processes, and prints
+//! figures ending in one JSON line per figure.
+
+use super::hub_process::{rss_kib, HubProcess};
+use super::mosquitto::Mosquitto;
+use super::worker::{Connected, WorkerMode, WorkerResult};
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// Which benchmark.
+#[derive(Debug, Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub enum BenchName {
+    /// Reported-property updates over MQTT/TLS, throughput and p99 at a fixed rate, beside Mosquitto.
+    Reported,
+    /// Desired-property updates through REST reaching connected devices.
+    Desired,
+    /// Direct-method round trips.
+    Methods,
+    /// Idle TLS connections: memory per connection and connect rate.
+    Connections,
+    /// All of the above.
+    All,
+}
+
+/// `fleethub bench` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    #[arg(value_enum)]
+    pub name: BenchName,
+    /// Devices (for `connections`: connections to hold).
+    #[arg(long)]
+    pub devices: Option<usize>,
+    /// Worker processes for the device load.
+    #[arg(long, default_value_t = 4)]
+    pub processes: usize,
+    /// Seconds each measured phase runs.
+    #[arg(long, default_value_t = 15)]
+    pub seconds: u64,
+    /// Requests each device keeps outstanding in the throughput phase.
+    #[arg(long, default_value_t = 2)]
+    pub in_flight: usize,
+    /// Skip the Mosquitto reference run.
+    #[arg(long)]
+    pub no_mosquitto: bool,
+}
+
+const KEY: &str = "ZmxlZXRodWItYmVuY2gta2V5LTAwMDAwMDAwMDAwMDA=";
+const PREFIX: &str = "bench-";
+
+/// Prints the closing JSON line of one figure.
+fn figure(bench: &str, value: f64, unit: &str, target: &str) {
+    println!(
+        "{}",
+        json!({"bench": bench, "value": (value * 100.0).round() / 100.0, "unit": unit, "target": target})
+    );
+}
+
+/// Runs the chosen benchmark(s).
+pub async fn run(args: BenchArgs) -> Result<()> {
+    let all = args.name == BenchName::All;
+    if all || args.name == BenchName::Reported {
+        reported(&args).await?;
+    }
+    if all || args.name == BenchName::Desired {
+        desired(&args).await?;
+    }
+    if all || args.name == BenchName::Methods {
+        methods(&args).await?;
+    }
+    if all || args.name == BenchName::Connections {
+        connections(&args).await?;
+    }
+    Ok(())
+}
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Worker {
+    async fn line<T: serde::de::DeserializeOwned>(&mut self) -> Result<T> {
+        let line = self
+            .lines
+            .next_line()
+            .await?
+            .context("worker exited early")?;
+        serde_json::from_str(&line).with_context(|| format!("worker said {line:?}"))
+    }
+
+    async fn say(&mut self, word: &str) -> Result<()> {
+        self.stdin.write_all(format!("{word}\n").as_bytes()).await?;
+        Ok(self.stdin.flush().await?)
+    }
+}
+
+/// The load: `devices` split over `processes` workers, all connected before any starts.
+struct Fleet {
+    workers: Vec<Worker>,
+    connected: u64,
+    failed: u64,
+    connect_secs: f64,
+}
+
+struct FleetSpec<'a> {
+    mode: WorkerMode,
+    port: u16,
+    ca: Option<&'a Path>,
+    devices: usize,
+    processes: usize,
+    seconds: u64,
+    rate: Option<u64>,
+    in_flight: usize,
+}
+
+impl Fleet {
+    async fn start(spec: FleetSpec<'_>) -> Result<Fleet> {
+        let started = Instant::now();
+        let per = spec.devices.div_ceil(spec.processes.max(1));
+        let mut workers = Vec::new();
+        for p in 0..spec.processes.max(1) {
+            let first = p * per;
+            let count = per.min(spec.devices.saturating_sub(first));
+            if count == 0 {
+                break;
+            }
+            let mut cmd = Command::new(std::env::current_exe()?);
+            cmd.arg("bench-worker")
+                .args(["--mode", &format!("{:?}", spec.mode).to_lowercase()])
+                .args([
+                    "--port",
+                    &spec.port.to_string(),
+                    "--prefix",
+                    PREFIX,
+                    "--key",
+                    KEY,
+                ])
+                .args(["--first", &first.to_string(), "--count", &count.to_string()])
+                .args([
+                    "--seconds",
+                    &spec.seconds.to_string(),
+                    "--in-flight",
+                    &spec.in_flight.to_string(),
+                ]);
+            if let Some(rate) = spec.rate {
+                let share = (rate as f64 * count as f64 / spec.devices as f64).round() as u64;
+                cmd.args(["--rate", &share.max(1).to_string()]);
+            }
+            if let Some(ca) = spec.ca {
+                cmd.arg("--ca-file").arg(ca);
+            }
+            let mut child = cmd
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()?;
+            let stdin = child.stdin.take().context("worker stdin")?;
+            let lines = BufReader::new(child.stdout.take().context("worker stdout")?).lines();
+            workers.push(Worker {
+                child,
+                stdin,
+                lines,
+            });
+        }
+        let (mut connected, mut failed) = (0, 0);
+        for w in &mut workers {
+            let c: Connected = w.line().await?;
+            connected += c.connected;
+            failed += c.failed;
+        }
+        Ok(Fleet {
+            workers,
+            connected,
+            failed,
+            connect_secs: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    async fn go(&mut self) -> Result<()> {
+        for w in &mut self.workers {
+            w.say("go").await?;
+        }
+        Ok(())
+    }
+
+    /// Tells holding workers to stop and collects every result.
+    async fn finish(mut self, stop: bool) -> Result<Vec<WorkerResult>> {
+        let mut out = Vec::new();
+        for w in &mut self.workers {
+            if stop {
+                w.say("stop").await?;
+            }
+            out.push(w.line().await?);
+        }
+        for w in &mut self.workers {
+            let _ = w.child.wait().await;
+        }
+        Ok(out)
+    }
+}
+
+/// Totals of a throughput run: acked per second over the longest worker window, p50/p99.
+struct Totals {
+    acked: u64,
+    errors: u64,
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn totals(results: &[WorkerResult]) -> Totals {
+    let acked = results.iter().map(|r| r.acked).sum();
+    let errors = results.iter().map(|r| r.errors).sum();
+    let secs = results
+        .iter()
+        .map(|r| r.elapsed_ms)
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64
+        / 1000.0;
+    let mut lat: Vec<u64> = results
+        .iter()
+        .flat_map(|r| r.latencies_us.iter().copied())
+        .collect();
+    lat.sort_unstable();
+    let pct = |q: f64| {
+        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    Totals {
+        acked,
+        errors,
+        rate: acked as f64 / secs,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    }
+}
+
+async fn load_run(
+    mode: WorkerMode,
+    port: u16,
+    ca: Option<&Path>,
+    args: &BenchArgs,
+    devices: usize,
+    rate: Option<u64>,
+) -> Result<(Totals, f64)> {
+    let spec = FleetSpec {
+        mode,
+        port,
+        ca,
+        devices,
+        processes: args.processes,
+        seconds: args.seconds,
+        rate,
+        in_flight: if rate.is_some() { 1 } else { args.in_flight },
+    };
+    let mut fleet = Fleet::start(spec).await?;
+    if fleet.failed > 0 {
+        eprintln!(
+            "  warning: {} of {devices} devices failed to connect",
+            fleet.failed
+        );
+    }
+    let connect_secs = fleet.connect_secs;
+    fleet.go().await?;
+    let results = fleet.finish(false).await?;
+    Ok((totals(&results), connect_secs))
+}
+
+async fn reported(args: &BenchArgs) -> Result<()> {
+    let devices = args.devices.unwrap_or(10_000);
+    println!(
+        "== reported: {devices} devices over MQTT/TLS in {} processes, {} s per phase",
+        args.processes, args.seconds
+    );
+    let hub = HubProcess::start()?;
+    hub.register(PREFIX, devices, KEY).await?;
+    let ca = Some(hub.ca_file.as_path());
+    let (max, _) = load_run(WorkerMode::Reported, hub.mqtt_port, ca, args, devices, None).await?;
+    println!("  hub reported updates: {:.0}/s acknowledged after commit ({} errors), p50 {:.1} ms, p99 {:.1} ms", max.rate, max.errors, max.p50_ms, max.p99_ms);
+    let (paced, _) = load_run(
+        WorkerMode::Reported,
+        hub.mqtt_port,
+        ca,
+        args,
+        devices,
+        Some(5_000),
+    )
+    .await?;
+    println!(
+        "  at 5,000/s offered: {:.0}/s acked, p50 {:.1} ms, p99 {:.1} ms",
+        paced.rate, paced.p50_ms, paced.p99_ms
+    );
+    let (telemetry, _) = load_run(
+        WorkerMode::Telemetry,
+        hub.mqtt_port,
+        ca,
+        args,
+        devices,
+        None,
+    )
+    .await?;
+    println!(
+        "  hub telemetry (stored, deduplicated): {:.0}/s, p99 {:.1} ms",
+        telemetry.rate, telemetry.p99_ms
+    );
+    drop(hub);
+    let _ = max.acked;
+    figure(
+        "reported_updates_per_sec",
+        max.rate,
+        "updates/s",
+        ">= 20000",
+    );
+    figure(
+        "reported_p99_ms_at_5000_per_sec",
+        paced.p99_ms,
+        "ms",
+        "<= 50",
+    );
+    figure(
+        "telemetry_per_sec",
+        telemetry.rate,
+        "messages/s",
+        "none (reference)",
+    );
+    if args.no_mosquitto {
+        return Ok(());
+    }
+    match Mosquitto::start(&std::env::temp_dir()) {
+        Ok(broker) => {
+            let (m, _) = load_run(
+                WorkerMode::Telemetry,
+                broker.port,
+                Some(&broker.ca_file),
+                args,
+                devices,
+                None,
+            )
+            .await?;
+            println!("  mosquitto QoS 1 publish (same clients, TLS, stores nothing): {:.0}/s, p99 {:.1} ms", m.rate, m.p99_ms);
+            let ratio = if m.rate > 0.0 { max.rate / m.rate } else { 0.0 };
+            println!("  ratio hub reported updates / mosquitto publishes: {ratio:.2}");
+            figure(
+                "mosquitto_qos1_publish_per_sec",
+                m.rate,
+                "messages/s",
+                "reference",
+            );
+            figure("reported_vs_mosquitto_ratio", ratio, "ratio", ">= 0.5");
+        }
+        Err(e) => println!("  mosquitto reference skipped: {e:#}"),
+    }
+    Ok(())
+}
+
+/// Starts `devices` holding connections of `mode`, then runs `drive` against the hub.
+async fn holding<F, Fut>(
+    args: &BenchArgs,
+    hub: &HubProcess,
+    mode: WorkerMode,
+    devices: usize,
+    drive: F,
+) -> Result<(u64, Fut::Output)>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future,
+{
+    let spec = FleetSpec {
+        mode,
+        port: hub.mqtt_port,
+        ca: Some(&hub.ca_file),
+        devices,
+        processes: args.processes.min(devices),
+        seconds: args.seconds,
+        rate: None,
+        in_flight: 1,
+    };
+    let mut fleet = Fleet::start(spec).await?;
+    if fleet.failed > 0 {
+        bail!("{} devices failed to connect", fleet.failed);
+    }
+    fleet.go().await?;
+    let out = drive().await;
+    let results = fleet.finish(true).await?;
+    Ok((results.iter().map(|r| r.received).sum(), out))
+}
+
+/// Sends `total` REST requests built by `req`, `concurrency` at a time; returns (ok, seconds, latencies ms sorted).
+async fn rest_load<F>(total: usize, concurrency: usize, req: F) -> (u64, f64, Vec<f64>)
+where
+    F: Fn(usize) -> reqwest::RequestBuilder,
+{
+    use futures_util::StreamExt;
+    let started = Instant::now();
+    let mut ok = 0;
+    let mut lat = Vec::with_capacity(total);
+    let mut stream = futures_util::stream::iter(0..total)
+        .map(|i| {
+            let r = req(i);
+            async move {
+                let t = Instant::now();
+                let res = r.send().await;
+                (
+                    res.map(|r| r.status().is_success()).unwrap_or(false),
+                    t.elapsed(),
+                )
+            }
+        })
+        .buffer_unordered(concurrency);
+    while let Some((success, took)) = stream.next().await {
+        if success {
+            ok += 1;
+            lat.push(took.as_secs_f64() * 1000.0);
+        }
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    (ok, started.elapsed().as_secs_f64(), lat)
+}
+
+fn pct(lat: &[f64], q: f64) -> f64 {
+    lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0.0)
+}
+
+async fn desired(args: &BenchArgs) -> Result<()> {
+    let devices = args.devices.unwrap_or(1_000);
+    let updates = 50_000usize;
+    println!("== desired: {updates} twin PATCHes through REST to {devices} connected devices");
+    let hub = HubProcess::start()?;
+    hub.register(PREFIX, devices, KEY).await?;
+    let token = hub.token()?;
+    let base = hub.base();
+    let started = Instant::now();
+    let (received, (ok, secs, lat)) = holding(args, &hub, WorkerMode::Desired, devices, || {
+        rest_load(updates, 64, |i| {
+            hub.http
+                .patch(format!("{base}/twins/{PREFIX}{}", i % devices))
+                .header("Authorization", &token)
+                .json(&json!({"properties": {"desired": {"setting": i}}}))
+        })
+    })
+    .await?;
+    let _ = started;
+    let rate = ok as f64 / secs;
+    println!("  {ok} updates committed in {secs:.1} s: {rate:.0}/s, p50 {:.1} ms, p99 {:.1} ms; devices received {received}", pct(&lat, 0.5), pct(&lat, 0.99));
+    figure(
+        "desired_updates_reaching_devices_per_sec",
+        received as f64 / secs,
+        "updates/s",
+        ">= 5000",
+    );
+    Ok(())
+}
+
+async fn methods(args: &BenchArgs) -> Result<()> {
+    let devices = args.devices.unwrap_or(1_000);
+    let calls = 30_000usize;
+    println!("== methods: {calls} direct-method round trips to {devices} connected devices");
+    let hub = HubProcess::start()?;
+    hub.register(PREFIX, devices, KEY).await?;
+    let token = hub.token()?;
+    let base = hub.base();
+    let (answered, (ok, secs, lat)) = holding(args, &hub, WorkerMode::Methods, devices, || {
+        rest_load(calls, 128, |i| {
+            hub.http
+                .post(format!("{base}/twins/{PREFIX}{}/methods", i % devices))
+                .header("Authorization", &token)
+                .json(&json!({"methodName": "echo", "payload": {"n": i}, "responseTimeoutInSeconds": 30}))
+        })
+    })
+    .await?;
+    let rate = ok as f64 / secs;
+    println!("  {ok} of {calls} round trips in {secs:.1} s ({answered} answered by devices): {rate:.0}/s, p50 {:.1} ms, p99 {:.1} ms", pct(&lat, 0.5), pct(&lat, 0.99));
+    figure("method_round_trips_per_sec", rate, "calls/s", ">= 5000");
+    Ok(())
+}
+
+async fn connections(args: &BenchArgs) -> Result<()> {
+    let devices = args.devices.unwrap_or(18_000);
+    println!(
+        "== connections: {devices} idle MQTT/TLS connections in {} processes",
+        args.processes
+    );
+    let hub = HubProcess::start()?;
+    hub.register(PREFIX, devices, KEY).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = hub.rss_kib();
+    let spec = FleetSpec {
+        mode: WorkerMode::Idle,
+        port: hub.mqtt_port,
+        ca: Some(&hub.ca_file),
+        devices,
+        processes: args.processes,
+        seconds: 0,
+        rate: None,
+        in_flight: 1,
+    };
+    let mut fleet = Fleet::start(spec).await?;
+    let (connected, connect_secs) = (fleet.connected, fleet.connect_secs);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(hub.pid());
+    fleet.go().await?;
+    let _ = fleet.finish(true).await?;
+    let per_conn_kib = (after.saturating_sub(before)) as f64 / connected.max(1) as f64;
+    let rate = connected as f64 / connect_secs;
+    println!("  {connected} connected ({} failed) in {connect_secs:.1} s: {rate:.0} connects/s (TLS + CONNECT + SAS check)", devices as u64 - connected);
+    println!("  hub RSS {before} KiB -> {after} KiB: {per_conn_kib:.1} KiB per connection");
+    figure(
+        "idle_connection_rss_kib",
+        per_conn_kib,
+        "KiB/connection",
+        "<= 40",
+    );
+    figure("tls_connects_per_sec", rate, "connects/s", ">= 2000");
+    Ok(())
+}

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Runs every check FleetHub has, as CI does: formatting, lints, the Rust tests, a release build,
+# and the compatibility suite (the unmodified Azure IoT Python SDKs against a real hub on 8883).
+#
+# Works on a fresh Debian machine with only the Rust toolchain and Python 3.11: it installs what
+# the tests need (a venv at .venv from tests/compat/requirements.txt, python3-venv if missing).
+# Re-running reuses the venv while the requirements are unchanged.
+#
+#   scripts/test.sh            everything
+#   SKIP_RUST=1 scripts/test.sh    only build the binary and run the compatibility suite
+#   PYTEST_ARGS="-k twin -x" scripts/test.sh
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+REQUIREMENTS="$ROOT/tests/compat/requirements.txt"
+STAMP="$VENV/.requirements.sha256"
+PYTHON=${PYTHON:-python3}
+
+SECONDS=0
+section() {
+    printf '\n\033[1m==== %s ====\033[0m  (%ds)\n' "$*" "$SECONDS"
+}
+fail() {
+    printf '\n\033[1;31mFAILED: %s\033[0m\n' "$*" >&2
+    exit 1
+}
+on_exit() {
+    local rc=$?
+    if [ "$rc" -ne 0 ]; then
+        printf '\n\033[1;31mscripts/test.sh failed (exit %d) after %ds\033[0m\n' "$rc" "$SECONDS" >&2
+    fi
+}
+trap on_exit EXIT
+
+apt_install() {
+    # Debian packages only when something is actually missing.
+    command -v apt-get >/dev/null || fail "need $*, and apt-get is not available to install it"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@"
+}
+
+section "toolchain"
+command -v cargo >/dev/null || fail "cargo not found: install the Rust toolchain"
+command -v "$PYTHON" >/dev/null || fail "$PYTHON not found"
+cargo --version
+"$PYTHON" --version
+ensure_component() { # <cargo subcommand> <rustup component>
+    if ! cargo "$1" --version >/dev/null 2>&1; then
+        command -v rustup >/dev/null || fail "cargo $1 is missing and rustup is not available"
+        rustup component add "$2"
+    fi
+}
+ensure_component fmt rustfmt
+ensure_component clippy clippy
+
+section "python environment (.venv)"
+make_venv() {
+    if ! "$PYTHON" -m venv "$VENV"; then
+        # Debian's python3 lacks ensurepip until python3.X-venv is installed.
+        rm -rf "$VENV"
+        apt_install "python$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-venv"
+        "$PYTHON" -m venv "$VENV"
+    fi
+}
+want=$( { cat "$REQUIREMENTS"; "$PYTHON" --version 2>&1; } | sha256sum | cut -d' ' -f1)
+if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] \
+    && "$VENV/bin/python" -c 'import azure.iot.hub, azure.iot.device, paho.mqtt, pytest' 2>/dev/null; then
+    echo "reusing $VENV (requirements unchanged)"
+else
+    rm -rf "$VENV"
+    make_venv
+    "$VENV/bin/python" -m pip install --quiet -r "$REQUIREMENTS"
+    echo "$want" >"$STAMP"
+fi
+"$VENV/bin/python" -m pip freeze | grep -iE '^(azure-iot-hub|azure-iot-device|paho-mqtt|pytest)=='
+
+if [ -z "${SKIP_RUST:-}" ]; then
+    section "cargo fmt --check"
+    cargo fmt --all -- --check
+
+    section "cargo clippy (-D warnings)"
+    cargo clippy --workspace --all-targets -- -D warnings
+
+    section "cargo test"
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest run --workspace
+        cargo test --workspace --doc
+    else
+        cargo test --workspace
+    fi
+fi
+
+section "cargo build --release -p fleethub"
+cargo build --release -p fleethub
+export FLEETHUB_BIN="$ROOT/target/release/fleethub"
+
+section "compatibility suite (official Azure IoT SDKs against a real hub)"
+set +e
+# shellcheck disable=SC2086  # PYTEST_ARGS is a list of words on purpose
+"$VENV/bin/python" -m pytest tests/compat -v ${PYTEST_ARGS:-}
+rc=$?
+set -e
+case $rc in
+    0) ;;
+    5) fail "pytest collected no tests in tests/compat" ;;
+    *) fail "compatibility suite (pytest exit $rc)" ;;
+esac
+
+section "all checks passed"
