@@ -1,7 +1,7 @@
 //! Bad input gets its status and code, never a panic, and never disturbs other devices.
 
-use crate::harness::{next_event, unix_now, TestHub};
-use fleethub_sim::{DeviceAuth, DeviceClient, DeviceEvent};
+use crate::harness::{next_event, refusal, unix_now, TestHub};
+use fleethub_sim::{DeviceAuth, DeviceEvent};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -12,19 +12,16 @@ async fn forged_and_expired_device_tokens_are_refused() {
     let key = hub.create_device("b-1").await;
     let other_key = fleethub_core::sas::generate_key();
     let mut opts = hub.connect_options("b-1", &other_key);
-    let err = DeviceClient::connect(opts.clone())
-        .await
-        .err()
-        .expect("forged key refused");
-    assert!(format!("{err}").contains('4'), "{err}");
+    assert_eq!(
+        refusal(opts.clone()).await,
+        4,
+        "forged key: CONNACK 4 (bad credentials)"
+    );
     let expired =
         fleethub_core::sas::generate_token("localhost/devices/b-1", &key, None, unix_now() - 10)
             .unwrap();
     opts.auth = DeviceAuth::SasToken(expired);
-    assert!(
-        DeviceClient::connect(opts).await.is_err(),
-        "expired token refused"
-    );
+    assert_eq!(refusal(opts).await, 4, "expired token: CONNACK 4");
 }
 
 #[tokio::test]
@@ -37,7 +34,11 @@ async fn a_token_for_one_device_cannot_connect_as_another() {
             .unwrap();
     let mut opts = hub.connect_options("b-b", &key_a);
     opts.auth = DeviceAuth::SasToken(token_a);
-    assert!(DeviceClient::connect(opts).await.is_err());
+    assert_eq!(
+        refusal(opts).await,
+        4,
+        "a token naming another device: CONNACK 4"
+    );
 }
 
 #[tokio::test]

@@ -14,6 +14,13 @@ struct Proc {
     ready: Value,
 }
 
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn spawn_hub(dir: &Path, https_port: u16, mqtt_port: u16) -> Proc {
     let ready_file = dir.join("ready.json");
     let _ = std::fs::remove_file(&ready_file);
@@ -33,13 +40,15 @@ fn spawn_hub(dir: &Path, https_port: u16, mqtt_port: u16) -> Proc {
         .stderr(Stdio::null())
         .spawn()
         .expect("hub binary starts");
+    let mut proc = Proc {
+        child,
+        ready: Value::Null,
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(text) = std::fs::read_to_string(&ready_file) {
-            return Proc {
-                child,
-                ready: serde_json::from_str(&text).unwrap(),
-            };
+            proc.ready = serde_json::from_str(&text).unwrap();
+            return proc;
         }
         assert!(
             std::time::Instant::now() < deadline,

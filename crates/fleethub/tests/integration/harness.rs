@@ -160,6 +160,15 @@ impl TestHub {
     }
 }
 
+/// The CONNACK code the hub refused `opts` with; fails the test if it accepted.
+pub async fn refusal(opts: fleethub_sim::ConnectOptions) -> u8 {
+    match DeviceClient::connect(opts).await {
+        Ok(_) => panic!("the hub accepted a connection it should refuse"),
+        Err(fleethub_sim::ClientError::Refused(code)) => code,
+        Err(e) => panic!("expected a CONNACK refusal, got {e}"),
+    }
+}
+
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

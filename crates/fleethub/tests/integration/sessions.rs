@@ -1,7 +1,7 @@
 //! Connections and sessions: persistent subscriptions, replacement, disabling.
 
-use crate::harness::{eventually, next_event, TestHub};
-use fleethub_sim::{DeviceClient, DeviceEvent};
+use crate::harness::{eventually, next_event, refusal, TestHub};
+use fleethub_sim::DeviceEvent;
 use reqwest::Method;
 use serde_json::json;
 
@@ -63,13 +63,10 @@ async fn disabling_a_device_closes_its_connection_and_refuses_the_next() {
         matches!(e, DeviceEvent::Disconnected { .. }).then_some(())
     })
     .await;
-    let err = DeviceClient::connect(hub.connect_options("s-3", &key))
-        .await
-        .err()
-        .expect("refused");
-    assert!(
-        format!("{err}").contains('5'),
-        "expected CONNACK 5 (not authorized), got {err}"
+    assert_eq!(
+        refusal(hub.connect_options("s-3", &key)).await,
+        5,
+        "disabled: CONNACK 5 (not authorized)"
     );
     let stats_hub = &hub;
     eventually("offline in statistics", || async {
