@@ -317,25 +317,17 @@ impl Hub {
         patch: &Map<String, Value>,
         now: &str,
     ) -> HubResult<u64> {
-        let row = tx
-            .get_device(id)?
+        // Hot path: decode and re-encode only the reported section, straight from its text.
+        let (text, twin_version) = tx
+            .get_reported_text(id)?
             .ok_or_else(|| HubError::device_not_found(id))?;
-        let mut reported: TwinProperties = serde_json::from_value(row.reported).map_err(|e| {
+        let mut reported: TwinProperties = serde_json::from_str(&text).map_err(|e| {
             HubError::server(format!("stored reported of '{id}' is unreadable: {e}"))
         })?;
         reported.apply_patch(Section::Reported, patch, now)?;
-        let version = row.twin_version + 1;
-        let value = serde_json::to_value(&reported).map_err(|e| HubError::server(e.to_string()))?;
-        tx.update_twin(
-            id,
-            TwinSections {
-                tags: None,
-                desired: None,
-                reported: Some(&value),
-            },
-            version,
-            &etag_for(version as u64),
-        )?;
+        let version = twin_version + 1;
+        let text = serde_json::to_string(&reported).map_err(|e| HubError::server(e.to_string()))?;
+        tx.update_reported_text(id, &text, version, &etag_for(version as u64))?;
         tx.append_event(
             Some(id),
             "twin.reported",

@@ -31,6 +31,17 @@ pub trait Reads {
         Ok(stmt.query_row([id], device_row).optional()?)
     }
 
+    /// The reported section as stored JSON text plus the twin version, without decoding the rest
+    /// of the row: the hot path of reported-property patches.
+    fn get_reported_text(&self, id: &str) -> Result<Option<(String, i64)>, StoreError> {
+        let mut stmt = self
+            .conn()
+            .prepare_cached("SELECT reported, twin_version FROM devices WHERE device_id = ?1")?;
+        Ok(stmt
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
     /// Up to `limit` devices whose ids sort after `after` (all, when `None`), in id order.
     fn list_devices(
         &self,

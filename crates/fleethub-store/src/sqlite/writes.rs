@@ -58,6 +58,21 @@ impl WriteTx<'_> {
         Ok(stmt.execute(params![id, status, json_text(identity)?])? == 1)
     }
 
+    /// Replaces the reported section with already-serialized JSON text (the hot path; the caller
+    /// guarantees it is a valid JSON document). False if the device is missing.
+    pub fn update_reported_text(
+        &mut self,
+        id: &str,
+        reported_json: &str,
+        twin_version: i64,
+        twin_etag: &str,
+    ) -> Result<bool, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE devices SET reported = ?2, twin_version = ?3, twin_etag = ?4 WHERE device_id = ?1",
+        )?;
+        Ok(stmt.execute(params![id, reported_json, twin_version, twin_etag])? == 1)
+    }
+
     /// Replaces the given twin sections and the twin's version and etag; `false` if the device
     /// does not exist.
     pub fn update_twin(
