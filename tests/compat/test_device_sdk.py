@@ -214,28 +214,35 @@ def test_secondary_key_connects(registry, sas_device, device_clients):
                message="the device to show as Connected")
 
 
-def self_signed_certificate(tmp_path, common_name):
-    """(cert path, key path, SHA-1 thumbprint as uppercase hex) of a fresh self-signed cert."""
+def make_certificate(tmp_path, common_name, issuer=None, ca=False):
+    """(cert path, key path, SHA-1 thumbprint, (cert, key)) of a fresh P-256 certificate, signed by
+    `issuer` (a (cert, key) pair) or by itself."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    issuer_cert, issuer_key = issuer if issuer else (None, key)
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
-        .issuer_name(name)
+        .issuer_name(issuer_cert.subject if issuer_cert else name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
+    cert = builder.sign(issuer_key, hashes.SHA256())
     cert_path, key_path = tmp_path / f"{common_name}.pem", tmp_path / f"{common_name}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
-    return str(cert_path), str(key_path), cert.fingerprint(hashes.SHA1()).hex().upper()
+    return str(cert_path), str(key_path), cert.fingerprint(hashes.SHA1()).hex().upper(), (cert, key)
+
+
+def self_signed_certificate(tmp_path, common_name):
+    """(cert path, key path, SHA-1 thumbprint as uppercase hex) of a fresh self-signed cert."""
+    return make_certificate(tmp_path, common_name)[:3]
 
 
 def x509_client(hub, device_clients, device_id, cert_path, key_path):
@@ -265,3 +272,35 @@ def test_x509_device_with_unregistered_certificate_is_refused(hub, registry, new
     registry.create_device_with_x509(device_id, thumbprint, None, "enabled")
     other_cert, other_key, _ = self_signed_certificate(tmp_path, device_id + "-other")
     assert_connect_refused(x509_client(hub, device_clients, device_id, other_cert, other_key))
+
+
+def upload_ca(hub, tmp_path, name):
+    """Creates a CA, uploads it through PUT /certificates/{name}, returns its (cert, key)."""
+    cert_path, _, _, ca = make_certificate(tmp_path, name, ca=True)
+    with open(cert_path) as f:
+        r = hub.rest("PUT", f"/certificates/{name}", json={"properties": {"certificate": f.read()}})
+    assert r.status_code == 200, r.text
+    return ca
+
+
+def test_certificate_authority_device_connects_with_a_chained_certificate(hub, registry, new_id, tmp_path, device_clients):
+    ca = upload_ca(hub, tmp_path, new_id("ca"))
+    device_id = new_id("x509ca")
+    cert_path, key_path, _, _ = make_certificate(tmp_path, device_id, issuer=ca)
+    registry.create_device_with_certificate_authority(device_id, "enabled")
+
+    client = x509_client(hub, device_clients, device_id, cert_path, key_path)
+    within(30, client.connect)
+    within(30, client.patch_twin_reported_properties, {"auth": "ca"})
+    twin = registry.get_twin(device_id)
+    assert twin.properties.reported["auth"] == "ca"
+    assert twin.authentication_type == "certificateAuthority"
+
+
+def test_certificate_authority_device_is_refused_with_a_foreign_chain(hub, registry, new_id, tmp_path, device_clients):
+    upload_ca(hub, tmp_path, new_id("ca"))
+    foreign_ca = make_certificate(tmp_path, new_id("foreign-ca"), ca=True)[3]
+    device_id = new_id("x509ca")
+    registry.create_device_with_certificate_authority(device_id, "enabled")
+    foreign_cert, foreign_key, _, _ = make_certificate(tmp_path, device_id, issuer=foreign_ca)
+    assert_connect_refused(x509_client(hub, device_clients, device_id, foreign_cert, foreign_key))
