@@ -4,8 +4,8 @@
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use fleethub_core::HubError;
-use serde_json::{json, Value};
+use fleethub_core::{ErrorCode, HubError};
+use serde_json::Value;
 
 /// The header IoT Hub names the error in; the service SDKs read it.
 pub const ERROR_CODE_HEADER: HeaderName = HeaderName::from_static("iothub-errorcode");
@@ -40,37 +40,17 @@ fn error_response(status: StatusCode, name: &'static str, body: Value) -> Respon
     response
 }
 
-/// An error outside the hub's table: the routing layer's own 404 and 405. The core table has no
-/// codes for them (they are not hub failures), so they use the status with `000` appended, in the
-/// same body shape.
-fn routing_error(status: StatusCode, name: &'static str, message: String) -> Response {
-    let body = json!({
-        "errorCode": u32::from(status.as_u16()) * 1000,
-        "message": message,
-        "trackingId": "",
-        "timestampUtc": fleethub_core::time::format_timestamp(chrono::Utc::now()),
-        "info": { "name": name },
-    });
-    error_response(status, name, body)
-}
-
 /// The answer for a path no route serves.
 pub async fn route_not_found(method: Method, uri: Uri) -> Response {
-    routing_error(
-        StatusCode::NOT_FOUND,
-        "NotFound",
-        format!(
-            "no resource at {method} {}; see the REST reference for the supported paths",
-            uri.path()
-        ),
-    )
+    let message = format!(
+        "no resource at {method} {}; see docs/rest-api.md for the supported paths",
+        uri.path()
+    );
+    ApiError(HubError::new(ErrorCode::NotFound, message)).into_response()
 }
 
 /// The answer for a known path called with a method it does not support.
 pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
-    routing_error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "MethodNotAllowed",
-        format!("{} does not support {method}", uri.path()),
-    )
+    let message = format!("{} does not support {method}", uri.path());
+    ApiError(HubError::new(ErrorCode::MethodNotAllowed, message)).into_response()
 }

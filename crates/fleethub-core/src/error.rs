@@ -62,6 +62,8 @@ error_codes! {
     DeviceMaximumQueueDepthExceeded = (403004, 403),
     /// A twin section exceeds its size limit.
     TwinSizeExceeded = (403100, 403),
+    /// No REST resource at this path.
+    NotFound = (404000, 404),
     /// No device with this id.
     DeviceNotFound = (404001, 404),
     /// No job with this id.
@@ -74,6 +76,8 @@ error_codes! {
     DeviceNotOnline = (404103, 404),
     /// The device's connection closed before it answered.
     DeviceConnectionClosedRemotely = (404104, 404),
+    /// The path exists but does not support this HTTP method.
+    MethodNotAllowed = (405000, 405),
     /// A device with this id already exists.
     DeviceAlreadyExists = (409001, 409),
     /// A job with this id already exists.

@@ -183,6 +183,7 @@ impl Hub {
         };
         let max_queue = self.config().c2d_max_queue;
         let key = device_id.to_string();
+        let queued_row = row.clone();
         self.store()
             .write(move |tx| -> HubResult<()> {
                 if tx.get_device(&key)?.is_none() {
@@ -200,8 +201,13 @@ impl Hub {
             })
             .await?;
         self.metrics().c2d_enqueued.fetch_add(1, Ordering::Relaxed);
-        self.flush_c2d(device_id);
-        Ok(json!({ "messageId": message_id, "expiryTimeUtc": ttl }))
+        // Only the new message: the ones queued before went out when the device subscribed.
+        self.deliver_c2d(device_id, queued_row);
+        let expiry =
+            chrono::DateTime::from_timestamp_millis(now + (ttl as i64) * 1000).unwrap_or_default();
+        Ok(
+            json!({ "messageId": message_id, "expiryTimeUtc": fleethub_core::time::format_timestamp(expiry) }),
+        )
     }
 
     /// Sends every pending message to the device if it listens for them.
@@ -223,33 +229,39 @@ impl Hub {
                 Err(e) => return tracing::warn!(device = %id, "c2d flush failed: {e}"),
             };
             for row in rows {
-                let mut properties: Vec<(String, String)> = vec![
-                    ("$.mid".into(), row.message_id.clone()),
-                    ("$.to".into(), format!("/devices/{id}/messages/devicebound")),
-                ];
-                if let Some(obj) = row.properties.as_object() {
-                    for (k, v) in obj {
-                        let v = v
-                            .as_str()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| v.to_string());
-                        properties.push((k.clone(), v));
-                    }
-                }
-                let cmd = DeviceCommand::C2d {
-                    message_id: row.message_id,
-                    properties,
-                    body: Bytes::from(row.body),
-                };
-                if !hub
-                    .inner
-                    .connections
-                    .send_if(&id, |s| s.c2d.load(Ordering::Relaxed), cmd)
-                {
+                if !hub.deliver_c2d(&id, row) {
                     break;
                 }
             }
         });
+    }
+
+    /// Hands one queued message to the device's connection if it listens for messages.
+    fn deliver_c2d(&self, device_id: &str, row: C2dRow) -> bool {
+        let mut properties: Vec<(String, String)> = vec![
+            ("$.mid".into(), row.message_id.clone()),
+            (
+                "$.to".into(),
+                format!("/devices/{device_id}/messages/devicebound"),
+            ),
+        ];
+        if let Some(obj) = row.properties.as_object() {
+            for (k, v) in obj {
+                let v = v
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string());
+                properties.push((k.clone(), v));
+            }
+        }
+        let cmd = DeviceCommand::C2d {
+            message_id: row.message_id,
+            properties,
+            body: Bytes::from(row.body),
+        };
+        self.inner
+            .connections
+            .send_if(device_id, |s| s.c2d.load(Ordering::Relaxed), cmd)
     }
 
     /// The device acknowledged (PUBACK) a cloud-to-device message: it is complete.
