@@ -24,6 +24,7 @@ from waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 MQTT_PORT = 8883
+WEBSOCKET_PORT = 443
 READY_DEADLINE_SECONDS = 60
 API_VERSION = "2021-04-12"
 
@@ -37,7 +38,9 @@ class HubProcess:
         self.ready_path = self.data_dir.parent / "ready.json"
         self.log_path = self.data_dir.parent / "hub.log"
         self.process = None
-        self.https_port = 0  # ephemeral on first start, then pinned so clients keep working
+        # 443 when we may bind it (root, as in CI): the device SDK's WebSocket transport hard-codes
+        # 443. Otherwise ephemeral on first start, then pinned so clients keep working.
+        self.https_port = WEBSOCKET_PORT if _can_bind(WEBSOCKET_PORT) else 0
         self.ready = None
         self.starts = 0
 
@@ -156,6 +159,15 @@ class HubProcess:
 
     def device_connection_string(self, device_id, key):
         return f"HostName={self.host_name};DeviceId={device_id};SharedAccessKey={key}"
+
+
+def _can_bind(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+            return True
+        except OSError:
+            return False
 
 
 def _fail_if_port_taken(port):

@@ -304,3 +304,18 @@ def test_certificate_authority_device_is_refused_with_a_foreign_chain(hub, regis
     registry.create_device_with_certificate_authority(device_id, "enabled")
     foreign_cert, foreign_key, _, _ = make_certificate(tmp_path, device_id, issuer=foreign_ca)
     assert_connect_refused(x509_client(hub, device_clients, device_id, foreign_cert, foreign_key))
+
+
+def test_websocket_transport_on_443(hub, registry, sas_device, device_clients):
+    if hub.https_port != 443:
+        pytest.skip("the SDK's WebSocket transport hard-codes port 443, which this user may not bind")
+    device_id, key = sas_device()
+    client = IoTHubDeviceClient.create_from_connection_string(
+        hub.device_connection_string(device_id, key), server_verification_cert=hub.ca_pem,
+        websockets=True, connection_retry_interval=1,
+    )
+    client = device_clients.adopt(client)
+    within(30, client.connect)
+    within(30, client.patch_twin_reported_properties, {"transport": "websocket"})
+    assert registry.get_twin(device_id).properties.reported["transport"] == "websocket"
+    assert client.get_twin()["reported"]["transport"] == "websocket"
