@@ -136,7 +136,7 @@ fn precondition_failed(what: &str, id: &str, current: &str) -> HubError {
 
 impl Device {
     pub(crate) fn from_row(row: &DeviceRow) -> HubResult<Device> {
-        serde_json::from_value(row.identity.clone()).map_err(|e| {
+        Device::deserialize(&row.identity).map_err(|e| {
             HubError::server(format!(
                 "stored identity of '{}' is unreadable: {e}",
                 row.device_id

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use fleethub_core::twin::{patch::apply_tags_patch, Section, TwinProperties};
 use fleethub_core::{ErrorCode, HubError, HubResult};
 use fleethub_store::{DeviceRow, Reads, TwinSections, WriteTx};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering;
 
@@ -28,10 +29,11 @@ impl TwinState {
         };
         Ok(TwinState {
             device: Device::from_row(row)?,
-            tags: serde_json::from_value(row.tags.clone()).map_err(|e| unreadable("tags", e))?,
-            desired: serde_json::from_value(row.desired.clone())
+            // Deserialize from the borrowed values: no copy of each JSON tree first.
+            tags: Map::deserialize(&row.tags).map_err(|e| unreadable("tags", e))?,
+            desired: TwinProperties::deserialize(&row.desired)
                 .map_err(|e| unreadable("desired", e))?,
-            reported: serde_json::from_value(row.reported.clone())
+            reported: TwinProperties::deserialize(&row.reported)
                 .map_err(|e| unreadable("reported", e))?,
             version: row.twin_version.max(0) as u64,
         })

@@ -58,6 +58,13 @@ impl Mosquitto {
     }
 }
 
+impl Mosquitto {
+    /// The broker's process id, for reading its CPU time.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();

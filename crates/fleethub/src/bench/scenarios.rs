@@ -1,7 +1,7 @@
 //! The benchmarks themselves: each starts what it measures, drives worker processes, and prints
 //! figures ending in one JSON line per figure.
 
-use super::hub_process::{rss_kib, HubProcess};
+use super::hub_process::{cpu_seconds, rss_kib, HubProcess};
 use super::mosquitto::Mosquitto;
 use super::worker::{Connected, WorkerMode, WorkerResult};
 use anyhow::{bail, Context, Result};
@@ -244,6 +244,7 @@ fn totals(results: &[WorkerResult]) -> Totals {
     }
 }
 
+/// One load phase; the second value is how many cores `watch` (a server's pid) used while loaded.
 async fn load_run(
     mode: WorkerMode,
     port: u16,
@@ -251,6 +252,7 @@ async fn load_run(
     args: &BenchArgs,
     devices: usize,
     rate: Option<u64>,
+    watch: Option<u32>,
 ) -> Result<(Totals, f64)> {
     let spec = FleetSpec {
         mode,
@@ -269,10 +271,13 @@ async fn load_run(
             fleet.failed
         );
     }
-    let connect_secs = fleet.connect_secs;
+    let (cpu_before, wall) = (watch.map(cpu_seconds).unwrap_or(0.0), Instant::now());
     fleet.go().await?;
     let results = fleet.finish(false).await?;
-    Ok((totals(&results), connect_secs))
+    let cores = watch
+        .map(|pid| (cpu_seconds(pid) - cpu_before) / wall.elapsed().as_secs_f64())
+        .unwrap_or(0.0);
+    Ok((totals(&results), cores))
 }
 
 async fn reported(args: &BenchArgs) -> Result<()> {
@@ -284,8 +289,23 @@ async fn reported(args: &BenchArgs) -> Result<()> {
     let hub = HubProcess::start()?;
     hub.register(PREFIX, devices, KEY).await?;
     let ca = Some(hub.ca_file.as_path());
-    let (max, _) = load_run(WorkerMode::Reported, hub.mqtt_port, ca, args, devices, None).await?;
-    println!("  hub reported updates: {:.0}/s acknowledged after commit ({} errors), p50 {:.1} ms, p99 {:.1} ms", max.rate, max.errors, max.p50_ms, max.p99_ms);
+    let (max, hub_cores) = load_run(
+        WorkerMode::Reported,
+        hub.mqtt_port,
+        ca,
+        args,
+        devices,
+        None,
+        Some(hub.pid()),
+    )
+    .await?;
+    println!("  hub reported updates: {:.0}/s acknowledged after commit ({} acked, {} errors), p50 {:.1} ms, p99 {:.1} ms", max.rate, max.acked, max.errors, max.p50_ms, max.p99_ms);
+    println!(
+        "  hub CPU while loaded: {hub_cores:.2} of {} cores; the load generators use the rest",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     let (paced, _) = load_run(
         WorkerMode::Reported,
         hub.mqtt_port,
@@ -293,6 +313,7 @@ async fn reported(args: &BenchArgs) -> Result<()> {
         args,
         devices,
         Some(5_000),
+        None,
     )
     .await?;
     println!(
@@ -306,6 +327,7 @@ async fn reported(args: &BenchArgs) -> Result<()> {
         args,
         devices,
         None,
+        None,
     )
     .await?;
     println!(
@@ -313,7 +335,6 @@ async fn reported(args: &BenchArgs) -> Result<()> {
         telemetry.rate, telemetry.p99_ms
     );
     drop(hub);
-    let _ = max.acked;
     figure(
         "reported_updates_per_sec",
         max.rate,
@@ -337,16 +358,17 @@ async fn reported(args: &BenchArgs) -> Result<()> {
     }
     match Mosquitto::start(&std::env::temp_dir()) {
         Ok(broker) => {
-            let (m, _) = load_run(
+            let (m, broker_cores) = load_run(
                 WorkerMode::Telemetry,
                 broker.port,
                 Some(&broker.ca_file),
                 args,
                 devices,
                 None,
+                Some(broker.pid()),
             )
             .await?;
-            println!("  mosquitto QoS 1 publish (same clients, TLS, stores nothing): {:.0}/s, p99 {:.1} ms", m.rate, m.p99_ms);
+            println!("  mosquitto QoS 1 publish (same clients, TLS, stores nothing): {:.0}/s, p99 {:.1} ms, broker CPU {broker_cores:.2} cores", m.rate, m.p99_ms);
             let ratio = if m.rate > 0.0 { max.rate / m.rate } else { 0.0 };
             println!("  ratio hub reported updates / mosquitto publishes: {ratio:.2}");
             figure(
@@ -389,7 +411,10 @@ where
         bail!("{} devices failed to connect", fleet.failed);
     }
     fleet.go().await?;
+    let (cpu_before, wall) = (cpu_seconds(hub.pid()), Instant::now());
     let out = drive().await;
+    let cores = (cpu_seconds(hub.pid()) - cpu_before) / wall.elapsed().as_secs_f64();
+    println!("  hub CPU while loaded: {cores:.2} cores (the REST client and the device workers share the rest)");
     let results = fleet.finish(true).await?;
     Ok((results.iter().map(|r| r.received).sum(), out))
 }
@@ -505,8 +530,10 @@ async fn connections(args: &BenchArgs) -> Result<()> {
         rate: None,
         in_flight: 1,
     };
+    let cpu_before = cpu_seconds(hub.pid());
     let mut fleet = Fleet::start(spec).await?;
     let (connected, connect_secs) = (fleet.connected, fleet.connect_secs);
+    let hub_cores = (cpu_seconds(hub.pid()) - cpu_before) / connect_secs;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(hub.pid());
     fleet.go().await?;
@@ -514,6 +541,7 @@ async fn connections(args: &BenchArgs) -> Result<()> {
     let per_conn_kib = (after.saturating_sub(before)) as f64 / connected.max(1) as f64;
     let rate = connected as f64 / connect_secs;
     println!("  {connected} connected ({} failed) in {connect_secs:.1} s: {rate:.0} connects/s (TLS + CONNECT + SAS check)", devices as u64 - connected);
+    println!("  hub CPU while connecting: {hub_cores:.2} cores (the TLS clients share the rest)");
     println!("  hub RSS {before} KiB -> {after} KiB: {per_conn_kib:.1} KiB per connection");
     figure(
         "idle_connection_rss_kib",
