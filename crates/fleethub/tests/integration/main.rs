@@ -9,4 +9,5 @@ mod messages;
 mod methods;
 mod registry;
 mod sessions;
+mod tls;
 mod twins;
