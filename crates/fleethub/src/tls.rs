@@ -22,7 +22,8 @@ pub struct CertificatePaths {
 }
 
 /// Uses the supplied certificate, or generates (once) a CA and an ECDSA P-256 server
-/// certificate in `<data_dir>/tls` with SANs localhost, 127.0.0.1 and `host_name`.
+/// certificate in `<data_dir>/tls` with SANs localhost, 127.0.0.1, `host_name` and the machine's
+/// host name.
 pub fn ensure_certificates(
     data_dir: &Path,
     host_name: &str,
@@ -65,9 +66,12 @@ fn generate(dir: &Path, host_name: &str) -> Result<()> {
     let ca_cert = ca.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca, &ca_key);
 
+    let machine = hostname::get().ok().and_then(|h| h.into_string().ok());
     let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-    if !sans.iter().any(|s| s == host_name) {
-        sans.push(host_name.to_string());
+    for name in std::iter::once(host_name.to_string()).chain(machine) {
+        if !name.is_empty() && !sans.contains(&name) {
+            sans.push(name);
+        }
     }
     let server_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut server = CertificateParams::new(sans)?;
