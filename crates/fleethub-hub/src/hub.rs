@@ -197,7 +197,10 @@ impl Hub {
     /// The persisted MQTT session (subscriptions) of a client id.
     pub async fn load_session(&self, client_id: &str) -> HubResult<Option<Value>> {
         let key = client_id.to_string();
-        Ok(self.store().read(move |r| r.get_session(&key)).await?)
+        Ok(self
+            .store()
+            .read_point(move |r| r.get_session(&key))
+            .await?)
     }
 
     /// Persists an MQTT session; committed before this resolves.

@@ -237,7 +237,7 @@ pub struct ExportImportDevice {
 impl Hub {
     pub(crate) async fn load_device(&self, id: &str) -> HubResult<Option<Device>> {
         let id = id.to_string();
-        let row = self.store().read(move |r| r.get_device(&id)).await?;
+        let row = self.store().read_point(move |r| r.get_device(&id)).await?;
         row.as_ref().map(Device::from_row).transpose()
     }
 

@@ -126,7 +126,7 @@ fn strip_system_keys(m: &mut Map<String, Value>) {
 impl Hub {
     async fn load_twin(&self, id: &str) -> HubResult<TwinState> {
         let key = id.to_string();
-        let row = self.store().read(move |r| r.get_device(&key)).await?;
+        let row = self.store().read_point(move |r| r.get_device(&key)).await?;
         TwinState::from_row(&row.ok_or_else(|| HubError::device_not_found(id))?)
     }
 

@@ -643,3 +643,52 @@ async fn twenty_thousand_reported_patches_from_concurrent_tasks_all_commit() {
         json!((PATCHES_PER_DEVICE + 1) * 60)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_point_read_sees_commits_and_waits_when_every_connection_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = StoreConfig::new(dir.path().join("data/fleethub.db"));
+    cfg.read_connections = 1;
+    let store = Store::open(cfg).unwrap();
+    insert(&store, device("p-1")).await;
+    let got = store.read_point(|tx| tx.get_device("p-1")).await.unwrap();
+    assert_eq!(
+        got.unwrap().device_id,
+        "p-1",
+        "the inline path sees the committed row"
+    );
+
+    // Hold the only read connection in a slow read; the point read must queue, not fail.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let slow = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .read(move |_tx| {
+                    let _ = started_tx.send(());
+                    let _ = held.recv_timeout(Duration::from_secs(10));
+                    Ok(())
+                })
+                .await
+        })
+    };
+    started.await.unwrap();
+    let point = {
+        let store = store.clone();
+        tokio::spawn(async move { store.read_point(|tx| tx.get_device("p-1")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !point.is_finished(),
+        "the point read waits for the busy connection"
+    );
+    release.send(()).unwrap();
+    slow.await.unwrap().unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), point)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(got.is_some());
+}

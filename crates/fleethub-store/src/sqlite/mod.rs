@@ -77,6 +77,20 @@ impl Store {
         self.inner.readers.run(f).await
     }
 
+    /// Like [`Store::read`], for a short point read (a lookup by key): it runs on the calling
+    /// thread when a read connection is free, skipping the hand-off to a blocking thread, and
+    /// queues like `read` otherwise. Never use it for scans.
+    pub async fn read_point<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&ReadTx<'_>) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.inner.readers.try_run_inline(f) {
+            Ok(result) => result,
+            Err(f) => self.read(f).await,
+        }
+    }
+
     /// Runs `f` inside the writer's transaction; resolves only after the batch holding it has
     /// committed. If `f` returns an error or panics, none of its changes are kept. Dropping the
     /// returned future does not cancel a write that was already queued.

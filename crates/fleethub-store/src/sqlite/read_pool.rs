@@ -56,6 +56,23 @@ impl ReadPool {
         result.map_err(|e| StoreError::Other(format!("internal error: a read was lost: {e}")))?
     }
 
+    /// Runs `f` on the calling thread when a connection is free right now, or hands `f` back
+    /// when all are busy (the caller then queues with [`ReadPool::run`]). For short point reads
+    /// only: a thread hand-off costs more than a lookup served from SQLite's page cache.
+    pub(crate) fn try_run_inline<T, F>(&self, f: F) -> Result<Result<T, StoreError>, F>
+    where
+        F: FnOnce(&ReadTx<'_>) -> Result<T, StoreError>,
+    {
+        match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => {
+                let result = self.run_blocking(f);
+                drop(permit);
+                Ok(result)
+            }
+            Err(_) => Err(f),
+        }
+    }
+
     /// Stops lending connections and closes the idle ones (busy ones close when returned).
     pub(crate) fn close(&self) {
         self.permits.close();
