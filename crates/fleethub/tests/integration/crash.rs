@@ -72,6 +72,16 @@ fn owner_token(ready: &Value) -> String {
     .unwrap()
 }
 
+async fn get_twin(http: &reqwest::Client, base: &str, token: &str, id: &str) -> Value {
+    let resp = http
+        .get(format!("{base}/twins/{id}"))
+        .header("Authorization", token)
+        .send()
+        .await
+        .unwrap();
+    resp.json().await.unwrap()
+}
+
 fn http_client(ready: &Value) -> reqwest::Client {
     let ca = std::fs::read(ready["caFile"].as_str().unwrap()).unwrap();
     reqwest::Client::builder()
@@ -189,15 +199,7 @@ async fn every_acknowledged_write_survives_kill_dash_nine() {
 
     let mut hub2 = spawn_hub(dir.path(), https, mqtt);
     for (i, want) in acked.iter().enumerate() {
-        let twin: Value = http
-            .get(format!("{base}/twins/crash-{i}"))
-            .header("Authorization", &token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let twin = get_twin(&http, &base, &token, &format!("crash-{i}")).await;
         let got = twin["properties"]["reported"]["counter"]
             .as_u64()
             .unwrap_or(0);
@@ -206,15 +208,7 @@ async fn every_acknowledged_write_survives_kill_dash_nine() {
             "crash-{i}: acknowledged counter {want} but the store has {got}"
         );
     }
-    let twin: Value = http
-        .get(format!("{base}/twins/crash-0"))
-        .header("Authorization", &token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let twin = get_twin(&http, &base, &token, "crash-0").await;
     let seq = twin["properties"]["desired"]["seq"].as_u64().unwrap_or(0);
     assert!(
         seq >= desired_acked,
