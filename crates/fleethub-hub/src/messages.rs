@@ -217,12 +217,14 @@ impl Hub {
         }
         let hub = self.clone();
         let id = device_id.to_string();
+        // The queue never holds more than the cap, so one flush sends everything pending.
+        let limit = usize::try_from(self.config().c2d_max_queue).unwrap_or(usize::MAX);
         tokio::spawn(async move {
             let now = hub.now_ms();
             let key = id.clone();
             let rows = match hub
                 .store()
-                .read(move |r| r.pending_c2d(&key, now, 50))
+                .read(move |r| r.pending_c2d(&key, now, limit))
                 .await
             {
                 Ok(rows) => rows,

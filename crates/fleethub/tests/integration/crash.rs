@@ -217,3 +217,38 @@ async fn every_acknowledged_write_survives_kill_dash_nine() {
     hub2.child.kill().unwrap();
     hub2.child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_hub_cleanly_and_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = spawn_hub(dir.path(), 0, 0);
+    let https = hub.ready["httpsPort"].as_u64().unwrap() as u16;
+    let base = format!("https://localhost:{https}");
+    let (http, token) = (http_client(&hub.ready), owner_token(&hub.ready));
+    let r = http
+        .put(format!("{base}/devices/term-1"))
+        .header("Authorization", &token)
+        .json(&json!({"deviceId": "term-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let pid = hub.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = hub.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hub did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "graceful stop exits 0, got {status}");
+    let _hub2 = spawn_hub(dir.path(), https, 0);
+    let twin = get_twin(&http, &base, &token, "term-1").await;
+    assert_eq!(twin["deviceId"], "term-1");
+}
