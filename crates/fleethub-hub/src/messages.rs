@@ -109,13 +109,14 @@ impl Hub {
             properties: props_json(&msg.properties),
             body: msg.body.to_vec(),
         };
-        let stored = row.clone();
+        let mut stored = row.clone();
         let inserted = self
             .store()
             .write(move |tx| tx.insert_telemetry(&row).map_err(HubError::from))
             .await?;
         let m = self.metrics();
-        if inserted {
+        if let Some(seq) = inserted {
+            stored.seq = seq;
             m.telemetry_stored.fetch_add(1, Ordering::Relaxed);
             if self.inner.telemetry_tx.receiver_count() > 0 {
                 let _ = self

@@ -233,15 +233,17 @@ async fn duplicate_telemetry_is_stored_once() {
         body: b"{\"t\":21.5}".to_vec(),
     };
     let first = message.clone();
-    assert!(store
+    let first_seq = store
         .write(move |tx| tx.insert_telemetry(&first))
         .await
-        .unwrap());
+        .unwrap();
+    assert!(first_seq.is_some());
     let again = message.clone();
-    assert!(!store
+    assert!(store
         .write(move |tx| tx.insert_telemetry(&again))
         .await
-        .unwrap());
+        .unwrap()
+        .is_none());
     let other_device = TelemetryRow {
         device_id: "dev-2".into(),
         ..message.clone()
@@ -249,13 +251,19 @@ async fn duplicate_telemetry_is_stored_once() {
     assert!(store
         .write(move |tx| tx.insert_telemetry(&other_device))
         .await
-        .unwrap());
+        .unwrap()
+        .is_some());
 
     let stored = store
         .read(|tx| tx.telemetry_after(Some("dev-1"), 0, 100))
         .await
         .unwrap();
     assert_eq!(stored.len(), 1);
+    assert_eq!(
+        Some(stored[0].seq),
+        first_seq,
+        "insert returns the stored seq"
+    );
     assert_eq!(stored[0].body, message.body);
     assert_eq!(stored[0].properties, message.properties);
     let all = store
@@ -521,6 +529,7 @@ async fn registry_changes_insert_update_put_and_delete() {
                 properties: json!({}),
                 body: vec![1],
             })
+            .map(|seq| seq.is_some())
         })
         .await
         .unwrap();

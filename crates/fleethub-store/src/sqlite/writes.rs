@@ -120,9 +120,9 @@ impl WriteTx<'_> {
         Ok(deleted == 1)
     }
 
-    /// Records a telemetry message; `false` (and nothing written) if the device already sent one
-    /// with this message id.
-    pub fn insert_telemetry(&mut self, row: &TelemetryRow) -> Result<bool, StoreError> {
+    /// Records a telemetry message and returns its `seq`; `None` (and nothing written) if the
+    /// device already sent one with this message id.
+    pub fn insert_telemetry(&mut self, row: &TelemetryRow) -> Result<Option<i64>, StoreError> {
         // ON CONFLICT rather than INSERT OR IGNORE: only the duplicate is ignored, any other
         // constraint failure still surfaces as an error.
         let mut stmt = self.conn.prepare_cached(
@@ -137,7 +137,7 @@ impl WriteTx<'_> {
             json_text(&row.properties)?,
             row.body,
         ])?;
-        Ok(inserted == 1)
+        Ok((inserted == 1).then(|| self.conn.last_insert_rowid()))
     }
 
     /// Deletes telemetry enqueued before `older_than_ms`; returns how many messages went.
