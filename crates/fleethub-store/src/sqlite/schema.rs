@@ -69,6 +69,77 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     "#,
+    // 2: the tag index and jobs.
+    //
+    // `device_tags` holds one row per primitive leaf of every device's tags, kept by triggers so
+    // no write path can forget it. `path` is SQLite's `json_tree` fullkey (`$.location.building`,
+    // `$."odd key"`), `kind` its `json_type` (text, integer, real, true, false, null) and `value`
+    // its atom (the column has no declared type, so SQLite never converts '1.0' to 1). The query compiler turns selective tag conditions into lookups on
+    // `(path, value)` instead of scanning every twin.
+    //
+    // `jobs` holds one row per job (the hub owns the `body` document); `job_devices` holds the
+    // device snapshot a job resolved when it started, one row per device, with the device's
+    // outcome. Times in `job_devices` are IoT Hub timestamps (fixed width, so they sort as text),
+    // because queries over `devices.jobs` compare them.
+    r#"
+    CREATE TABLE device_tags (
+        path      TEXT NOT NULL,
+        value,
+        kind      TEXT NOT NULL,
+        device_id TEXT NOT NULL
+    );
+    CREATE INDEX device_tags_path_value ON device_tags (path, value);
+    CREATE INDEX device_tags_device ON device_tags (device_id);
+
+    INSERT INTO device_tags (path, value, kind, device_id)
+        SELECT t.fullkey, t.atom, t.type, d.device_id
+        FROM devices AS d, json_tree(d.tags) AS t
+        WHERE t.type NOT IN ('object', 'array');
+
+    CREATE TRIGGER devices_tags_after_insert AFTER INSERT ON devices BEGIN
+        INSERT INTO device_tags (path, value, kind, device_id)
+            SELECT fullkey, atom, type, NEW.device_id FROM json_tree(NEW.tags)
+            WHERE type NOT IN ('object', 'array');
+    END;
+    CREATE TRIGGER devices_tags_after_update AFTER UPDATE OF tags, device_id ON devices
+    WHEN NEW.tags IS NOT OLD.tags OR NEW.device_id IS NOT OLD.device_id BEGIN
+        DELETE FROM device_tags WHERE device_id = OLD.device_id;
+        INSERT INTO device_tags (path, value, kind, device_id)
+            SELECT fullkey, atom, type, NEW.device_id FROM json_tree(NEW.tags)
+            WHERE type NOT IN ('object', 'array');
+    END;
+    CREATE TRIGGER devices_tags_after_delete AFTER DELETE ON devices BEGIN
+        DELETE FROM device_tags WHERE device_id = OLD.device_id;
+    END;
+
+    CREATE TABLE jobs (
+        job_id     TEXT PRIMARY KEY NOT NULL,
+        job_type   TEXT NOT NULL,
+        status     TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        start_ms   INTEGER NOT NULL,
+        end_ms     INTEGER,
+        body       TEXT NOT NULL
+    );
+    CREATE INDEX jobs_status_start ON jobs (status, start_ms);
+    CREATE INDEX jobs_created ON jobs (created_ms);
+
+    CREATE TABLE job_devices (
+        job_id       TEXT NOT NULL,
+        device_id    TEXT NOT NULL,
+        job_type     TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        created_time TEXT NOT NULL,
+        start_time   TEXT,
+        end_time     TEXT,
+        updated_time TEXT NOT NULL,
+        outcome      TEXT,
+        error        TEXT,
+        PRIMARY KEY (job_id, device_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX job_devices_status ON job_devices (job_id, status, device_id);
+    CREATE INDEX job_devices_device ON job_devices (device_id);
+    "#,
 ];
 
 /// Brings the database up to the newest schema this build knows.
@@ -108,6 +179,58 @@ mod tests {
             })
             .unwrap();
         assert_eq!(value, "v");
+    }
+
+    fn tag_rows(conn: &Connection) -> Vec<(String, String, String, String)> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT device_id, path, kind, quote(value) FROM device_tags \
+                 ORDER BY device_id, path",
+            )
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn the_tag_index_follows_every_insert_update_and_delete() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let insert = "INSERT INTO devices VALUES (?1, 'enabled', '{}', ?2, '{}', '{}', 1, 'e')";
+        conn.execute(
+            insert,
+            ["d1", r#"{"v":"1.0","loc":{"floor":3},"ok":true,"n":null}"#],
+        )
+        .unwrap();
+        conn.execute(insert, ["d2", r#"{"v":"2.0"}"#]).unwrap();
+        let row = |d: &str, p: &str, k: &str, v: &str| {
+            (d.to_string(), p.to_string(), k.to_string(), v.to_string())
+        };
+        assert_eq!(
+            tag_rows(&conn),
+            vec![
+                row("d1", "$.loc.floor", "integer", "3"),
+                row("d1", "$.n", "null", "NULL"),
+                row("d1", "$.ok", "true", "1"),
+                row("d1", "$.v", "text", "'1.0'"),
+                row("d2", "$.v", "text", "'2.0'"),
+            ]
+        );
+        conn.execute(
+            "UPDATE devices SET tags = '{\"v\":\"1.1\"}' WHERE device_id = 'd1'",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE devices SET desired = '{\"x\":1}' WHERE device_id = 'd2'",
+            [],
+        )
+        .unwrap();
+        conn.execute("DELETE FROM devices WHERE device_id = 'd2'", [])
+            .unwrap();
+        assert_eq!(tag_rows(&conn), vec![row("d1", "$.v", "text", "'1.1'")]);
     }
 
     #[test]
