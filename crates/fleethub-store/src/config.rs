@@ -1,6 +1,29 @@
 //! How to open a store.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Runs on every connection the store opens (the writer's and each reader's) before first use:
+/// where the layers above register SQL functions their compiled queries call.
+#[derive(Clone)]
+pub struct ConnectionInit(
+    pub Arc<dyn Fn(&rusqlite::Connection) -> rusqlite::Result<()> + Send + Sync>,
+);
+
+impl fmt::Debug for ConnectionInit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ConnectionInit(…)")
+    }
+}
+
+impl PartialEq for ConnectionInit {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ConnectionInit {}
 
 /// Where the SQLite store lives and how much concurrency it gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,6 +34,8 @@ pub struct StoreConfig {
     pub read_connections: usize,
     /// The most writes the writer commits in one transaction.
     pub max_batch: usize,
+    /// Run on every connection as it opens; `None` registers nothing.
+    pub connection_init: Option<ConnectionInit>,
 }
 
 impl StoreConfig {
@@ -20,6 +45,7 @@ impl StoreConfig {
             path: path.into(),
             read_connections: 4,
             max_batch: 1024,
+            connection_init: None,
         }
     }
 }

@@ -12,7 +12,9 @@ mod error;
 mod rows;
 mod sqlite;
 
-pub use config::StoreConfig;
+pub use config::{ConnectionInit, StoreConfig};
 pub use error::StoreError;
 pub use rows::{C2dRow, DeviceCounts, DeviceRow, EventRow, TelemetryRow, TwinSections};
+/// The SQLite binding, for the layers that compile queries against the store's schema.
+pub use rusqlite;
 pub use sqlite::{ReadTx, Reads, Store, WriteTx};

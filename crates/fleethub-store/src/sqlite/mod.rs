@@ -18,7 +18,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
-use crate::{StoreConfig, StoreError};
+use crate::{ConnectionInit, StoreConfig, StoreError};
 use read_pool::ReadPool;
 use writer::{WriteJob, Writer};
 
@@ -50,7 +50,7 @@ impl Store {
                 StoreError::Other(format!("cannot create directory {}: {e}", dir.display()))
             })?;
         }
-        let mut conn = open_connection(&cfg.path)?;
+        let mut conn = open_connection(&cfg.path, cfg.connection_init.as_ref())?;
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -61,7 +61,11 @@ impl Store {
             )));
         }
         schema::migrate(&mut conn)?;
-        let readers = Arc::new(ReadPool::open(cfg.path.clone(), cfg.read_connections)?);
+        let readers = Arc::new(ReadPool::open(
+            cfg.path.clone(),
+            cfg.read_connections,
+            cfg.connection_init.clone(),
+        )?);
         let writer = Writer::spawn(conn, cfg.max_batch)?;
         Ok(Store {
             inner: Arc::new(Inner { writer, readers }),
@@ -122,7 +126,7 @@ impl Store {
 }
 
 /// A connection to the database at `path` with the settings every connection shares.
-fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+fn open_connection(path: &Path, init: Option<&ConnectionInit>) -> Result<Connection, StoreError> {
     // NO_MUTEX: each connection is used by one thread at a time, so SQLite's own locking is waste.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
@@ -131,5 +135,8 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.pragma_update(None, "synchronous", "FULL")?;
+    if let Some(init) = init {
+        (init.0)(&conn)?;
+    }
     Ok(conn)
 }

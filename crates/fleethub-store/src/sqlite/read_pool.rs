@@ -10,24 +10,31 @@ use tokio::sync::Semaphore;
 
 use super::open_connection;
 use super::reads::ReadTx;
+use crate::config::ConnectionInit;
 use crate::StoreError;
 
 /// Idle read connections, and one permit per connection so a read waits for a free one.
 pub(crate) struct ReadPool {
     path: PathBuf,
+    init: Option<ConnectionInit>,
     idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
 }
 
 impl ReadPool {
     /// Opens `size` read connections to the database at `path`.
-    pub(crate) fn open(path: PathBuf, size: usize) -> Result<ReadPool, StoreError> {
+    pub(crate) fn open(
+        path: PathBuf,
+        size: usize,
+        init: Option<ConnectionInit>,
+    ) -> Result<ReadPool, StoreError> {
         let size = size.max(1);
         let idle = (0..size)
-            .map(|_| open_read_connection(&path))
+            .map(|_| open_read_connection(&path, init.as_ref()))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ReadPool {
             path,
+            init,
             idle: Mutex::new(idle),
             permits: Arc::new(Semaphore::new(size)),
         })
@@ -90,7 +97,7 @@ impl ReadPool {
             Some(conn)
         } else {
             drop(conn);
-            open_read_connection(&self.path)
+            open_read_connection(&self.path, self.init.as_ref())
                 .inspect_err(|e| tracing::error!(error = %e, "cannot reopen a read connection"))
                 .ok()
         };
@@ -122,8 +129,11 @@ fn read_in_transaction<T>(
 }
 
 /// A connection that can only read.
-fn open_read_connection(path: &std::path::Path) -> Result<Connection, StoreError> {
-    let conn = open_connection(path)?;
+fn open_read_connection(
+    path: &std::path::Path,
+    init: Option<&ConnectionInit>,
+) -> Result<Connection, StoreError> {
+    let conn = open_connection(path, init)?;
     // Writes go through the writer alone; a stray write on a reader is a bug, so refuse it.
     conn.pragma_update(None, "query_only", true)?;
     Ok(conn)
