@@ -5,6 +5,7 @@
 //! [`device`] is one device's MQTT client; [`load`] drives many of them for `fleethub bench`.
 
 pub mod device;
+pub mod fleet;
 pub mod load;
 
 pub use device::{
