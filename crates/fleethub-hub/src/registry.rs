@@ -3,7 +3,7 @@
 use crate::Hub;
 use fleethub_core::sas;
 use fleethub_core::{DeviceId, ErrorCode, HubError, HubResult};
-use fleethub_store::{DeviceRow, Reads, WriteTx};
+use fleethub_store::{DeviceRow, EncodedDeviceRow, Reads, WriteTx};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -307,6 +307,31 @@ impl Hub {
         Ok(self.present(device))
     }
 
+    /// Fills the fields a device gets when it is created.
+    fn stamp_new(&self, d: &mut Device, now: &str) {
+        d.generation_id = format!("{}", self.now_nanos());
+        d.revision = 1;
+        d.status_updated_time = now.to_string();
+        d.connection_state = disconnected();
+        d.connection_state_updated_time = fleethub_core::time::NEVER.into();
+        d.last_activity_time = fleethub_core::time::NEVER.into();
+        d.cloud_to_device_message_count = 0;
+    }
+
+    /// Inserts a new device's row and its creation event; an existing id is refused.
+    fn insert_new_in(&self, tx: &mut WriteTx, row: &EncodedDeviceRow) -> HubResult<()> {
+        if !tx.insert_encoded_device(row)? {
+            return Err(already_exists(&row.device_id));
+        }
+        tx.append_event(
+            Some(&row.device_id),
+            "device.created",
+            &json!({}),
+            self.now_ms(),
+        )?;
+        Ok(())
+    }
+
     fn upsert_in(
         &self,
         tx: &mut WriteTx,
@@ -317,23 +342,9 @@ impl Hub {
         let existing = tx.get_device(&d.device_id)?;
         match existing {
             None => {
-                d.generation_id = format!("{}", self.now_nanos());
-                d.revision = 1;
-                d.status_updated_time = now.to_string();
-                d.connection_state = disconnected();
-                d.connection_state_updated_time = fleethub_core::time::NEVER.into();
-                d.last_activity_time = fleethub_core::time::NEVER.into();
-                d.cloud_to_device_message_count = 0;
+                self.stamp_new(&mut d, now);
                 let row = crate::twin::new_device_row(&d, now);
-                if !tx.insert_device(&row)? {
-                    return Err(already_exists(&d.device_id));
-                }
-                tx.append_event(
-                    Some(&d.device_id),
-                    "device.created",
-                    &json!({}),
-                    self.now_ms(),
-                )?;
+                self.insert_new_in(tx, &encode(&row)?)?;
             }
             Some(row) => {
                 let old = Device::from_row(&row)?;
@@ -411,13 +422,20 @@ impl Hub {
             )));
         }
         let now = self.now_string();
+        let prepared: Vec<_> = entries
+            .into_iter()
+            .map(|e| {
+                let fresh = self.fresh_row(&e, &now);
+                (e, fresh)
+            })
+            .collect();
         let hub = self.clone();
         let errors = self
             .store()
             .write(move |tx| -> HubResult<Vec<Value>> {
                 let mut errors = Vec::new();
-                for e in entries {
-                    if let Err(err) = hub.bulk_one(tx, &e, &now) {
+                for (e, fresh) in prepared {
+                    if let Err(err) = hub.bulk_one(tx, &e, fresh, &now) {
                         errors.push(json!({
                             "deviceId": e.id,
                             "errorCode": err.code.name(),
@@ -431,23 +449,10 @@ impl Hub {
         Ok(json!({ "isSuccessful": errors.is_empty(), "errors": errors, "warnings": [] }))
     }
 
-    fn bulk_one(&self, tx: &mut WriteTx, e: &ExportImportDevice, now: &str) -> HubResult<()> {
-        let id = DeviceId::parse(&e.id)?;
-        let mode = e.import_mode.as_deref().unwrap_or("createOrUpdate");
-        let if_match = match mode {
-            "delete" => return self.delete_in(tx, id.as_str(), Some("*")),
-            "deleteIfMatchETag" => return self.delete_in(tx, id.as_str(), e.e_tag.as_deref()),
-            "create" => None,
-            "update" | "createOrUpdate" => Some("*"),
-            "updateIfMatchETag" | "createOrUpdateIfMatchETag" => e.e_tag.as_deref(),
-            other => return Err(HubError::invalid(format!("unknown importMode '{other}'"))),
-        };
-        let exists = tx.get_device(id.as_str())?.is_some();
-        if mode.starts_with("update") && !exists {
-            return Err(HubError::device_not_found(id.as_str()));
-        }
+    /// The registry entry a bulk import entry describes (not yet stamped or stored).
+    fn import_identity(e: &ExportImportDevice) -> HubResult<Device> {
         let mut d = Device {
-            device_id: id.to_string(),
+            device_id: DeviceId::parse(&e.id)?.to_string(),
             generation_id: String::new(),
             etag: String::new(),
             status: e.status.unwrap_or_default(),
@@ -462,12 +467,51 @@ impl Hub {
             revision: 0,
         };
         d.normalize()?;
-        self.upsert_in(
-            tx,
-            d,
-            if exists { if_match.or(Some("*")) } else { None },
-            now,
-        )?;
+        Ok(d)
+    }
+
+    /// For an entry that may create a device, its whole new row (identity and twin sections),
+    /// checked and encoded off the writer thread; `None` for modes that never create.
+    fn fresh_row(&self, e: &ExportImportDevice, now: &str) -> Option<HubResult<EncodedDeviceRow>> {
+        let mode = e.import_mode.as_deref().unwrap_or("createOrUpdate");
+        if !mode.starts_with("create") {
+            return None;
+        }
+        Some((|| {
+            let mut d = Self::import_identity(e)?;
+            self.stamp_new(&mut d, now);
+            let mut row = crate::twin::new_device_row(&d, now);
+            crate::twin::seed_twin(&mut row, e.tags.as_ref(), e.properties.as_ref(), now)?;
+            encode(&row)
+        })())
+    }
+
+    fn bulk_one(
+        &self,
+        tx: &mut WriteTx,
+        e: &ExportImportDevice,
+        fresh: Option<HubResult<EncodedDeviceRow>>,
+        now: &str,
+    ) -> HubResult<()> {
+        let id = DeviceId::parse(&e.id)?;
+        let mode = e.import_mode.as_deref().unwrap_or("createOrUpdate");
+        let if_match = match mode {
+            "delete" => return self.delete_in(tx, id.as_str(), Some("*")),
+            "deleteIfMatchETag" => return self.delete_in(tx, id.as_str(), e.e_tag.as_deref()),
+            "create" => None,
+            "update" | "createOrUpdate" => Some("*"),
+            "updateIfMatchETag" | "createOrUpdateIfMatchETag" => e.e_tag.as_deref(),
+            other => return Err(HubError::invalid(format!("unknown importMode '{other}'"))),
+        };
+        // `create` needs no lookup: the insert itself refuses an existing id.
+        let exists = mode != "create" && tx.get_device(id.as_str())?.is_some();
+        if !exists {
+            return match fresh {
+                Some(row) => self.insert_new_in(tx, &row?),
+                None => Err(HubError::device_not_found(id.as_str())),
+            };
+        }
+        self.upsert_in(tx, Self::import_identity(e)?, if_match.or(Some("*")), now)?;
         if e.tags.is_some() || e.properties.is_some() {
             crate::twin::import_twin_in(
                 self,
@@ -493,6 +537,12 @@ impl Hub {
     pub fn service_statistics(&self) -> Value {
         json!({ "connectedDeviceCount": self.inner.connections.count() })
     }
+}
+
+fn encode(row: &DeviceRow) -> HubResult<EncodedDeviceRow> {
+    row.encode().map_err(|err| {
+        HubError::server(format!("cannot encode device '{}': {err}", row.device_id))
+    })
 }
 
 fn already_exists(id: &str) -> HubError {

@@ -86,6 +86,46 @@ pub(crate) fn new_device_row(d: &Device, now: &str) -> DeviceRow {
     }
 }
 
+/// Fills a new device's twin from a bulk import entry: tags, and desired and reported
+/// properties (reported is our extension: importing an export restores what devices reported).
+/// Keys starting with `$` (an export's `$metadata` and `$version`) are skipped; every section is
+/// checked against IoT Hub's limits.
+pub(crate) fn seed_twin(
+    row: &mut DeviceRow,
+    tags: Option<&Map<String, Value>>,
+    properties: Option<&Value>,
+    now: &str,
+) -> HubResult<()> {
+    let without_system = |m: &Map<String, Value>| -> Map<String, Value> {
+        m.iter()
+            .filter(|(k, _)| !k.starts_with('$'))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    if let Some(tags) = tags.filter(|t| !t.is_empty()) {
+        let mut seeded = Map::new();
+        apply_tags_patch(&mut seeded, &without_system(tags))?;
+        row.tags = Value::Object(seeded);
+    }
+    let sections = [
+        (Section::Desired, "desired", &mut row.desired),
+        (Section::Reported, "reported", &mut row.reported),
+    ];
+    for (section, name, column) in sections {
+        let Some(values) = properties
+            .and_then(|p| p.get(name))
+            .and_then(Value::as_object)
+        else {
+            continue;
+        };
+        let mut props = TwinProperties::default();
+        props.replace(section, &without_system(values), now)?;
+        *column = serde_json::to_value(props)
+            .map_err(|e| HubError::server(format!("cannot encode {}: {e}", section.name())))?;
+    }
+    Ok(())
+}
+
 /// The sections a service patch or replace carries.
 struct ServiceTwinChange {
     tags: Option<Map<String, Value>>,
@@ -268,7 +308,7 @@ impl Hub {
         Ok((twin, notify))
     }
 
-    fn push_desired(&self, id: &str, version: u64, body: Value) {
+    pub(crate) fn push_desired(&self, id: &str, version: u64, body: Value) {
         let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
         let sent = self.inner.connections.send_if(
             id,

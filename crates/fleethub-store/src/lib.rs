@@ -14,7 +14,12 @@ mod sqlite;
 
 pub use config::{ConnectionInit, StoreConfig};
 pub use error::StoreError;
-pub use rows::{C2dRow, DeviceCounts, DeviceRow, EventRow, TelemetryRow, TwinSections};
+pub use rows::{
+    C2dRow, DeviceCounts, DeviceRow, EncodedDeviceRow, EventRow, TelemetryRow, TwinSections,
+};
 /// The SQLite binding, for the layers that compile queries against the store's schema.
 pub use rusqlite;
-pub use sqlite::{ReadTx, Reads, Store, WriteTx};
+pub use sqlite::{
+    JobDeviceCounts, JobDeviceRow, JobDeviceUpdate, JobFilter, JobReads, JobRow, JobSnapshot,
+    JobTwinTarget, ReadTx, Reads, Store, WriteTx,
+};

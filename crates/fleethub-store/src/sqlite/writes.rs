@@ -4,7 +4,9 @@ use rusqlite::{params, Connection, Statement};
 use serde_json::Value;
 
 use super::reads::json_text;
-use crate::{C2dRow, DeviceRow, Reads, StoreError, TelemetryRow, TwinSections};
+use crate::{
+    C2dRow, DeviceRow, EncodedDeviceRow, Reads, StoreError, TelemetryRow, TwinSections,
+};
 
 /// One write's view of the writer's transaction: everything it changes commits with its batch,
 /// or not at all if the write returns an error.
@@ -21,13 +23,28 @@ impl Reads for WriteTx<'_> {
 impl WriteTx<'_> {
     /// Adds a new device; `false` (and nothing written) if the id is taken.
     pub fn insert_device(&mut self, row: &DeviceRow) -> Result<bool, StoreError> {
+        self.insert_encoded_device(&row.encode()?)
+    }
+
+    /// [`insert_device`](Self::insert_device) for a row encoded beforehand.
+    pub fn insert_encoded_device(&mut self, row: &EncodedDeviceRow) -> Result<bool, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO devices
                  (device_id, status, identity, tags, desired, reported, twin_version, twin_etag)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (device_id) DO NOTHING",
         )?;
-        Ok(execute_device(&mut stmt, row)? == 1)
+        let inserted = stmt.execute(params![
+            row.device_id,
+            row.status,
+            row.identity,
+            row.tags,
+            row.desired,
+            row.reported,
+            row.twin_version,
+            row.twin_etag,
+        ])?;
+        Ok(inserted == 1)
     }
 
     /// Stores a whole device row, replacing the one with its id if any.

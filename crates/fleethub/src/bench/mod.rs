@@ -2,6 +2,7 @@
 //! virtual devices in several worker processes on this machine, and print figures. Each ends with
 //! one JSON line: `{"bench":…,"value":…,"unit":…,"target":…}`.
 
+mod fleet_scale;
 mod hub_process;
 mod mosquitto;
 mod scenarios;

@@ -23,7 +23,9 @@ pub enum BenchName {
     Methods,
     /// Idle TLS connections: memory per connection and connect rate.
     Connections,
-    /// All of the above.
+    /// Bulk registration of a million devices with ~1 KB twins.
+    Register,
+    /// All of the above but `register`.
     All,
 }
 
@@ -49,11 +51,11 @@ pub struct BenchArgs {
     pub no_mosquitto: bool,
 }
 
-const KEY: &str = "ZmxlZXRodWItYmVuY2gta2V5LTAwMDAwMDAwMDAwMDA=";
+pub(super) const KEY: &str = "ZmxlZXRodWItYmVuY2gta2V5LTAwMDAwMDAwMDAwMDA=";
 const PREFIX: &str = "bench-";
 
 /// Prints the closing JSON line of one figure.
-fn figure(bench: &str, value: f64, unit: &str, target: &str) {
+pub(super) fn figure(bench: &str, value: f64, unit: &str, target: &str) {
     println!(
         "{}",
         json!({"bench": bench, "value": (value * 100.0).round() / 100.0, "unit": unit, "target": target})
@@ -74,6 +76,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     }
     if all || args.name == BenchName::Connections {
         connections(&args).await?;
+    }
+    if args.name == BenchName::Register {
+        super::fleet_scale::register(args.devices).await?;
     }
     Ok(())
 }

@@ -1,0 +1,532 @@
+//! Jobs: the `jobs` rows (one per job, its document owned by the hub) and the `job_devices`
+//! snapshot (one row per targeted device with its outcome), read and written in bulk.
+//!
+//! Every bulk statement takes a `limit`, so a job over a million devices is worked through in
+//! chunks and no single write holds the writer for long.
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, OptionalExtension, Row};
+use serde_json::Value;
+
+use super::reads::{json_text, sql_limit};
+use crate::{Reads, StoreError, WriteTx};
+
+/// One job: its indexed columns and the document the hub keeps for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRow {
+    /// The job id (primary key).
+    pub job_id: String,
+    /// `scheduleUpdateTwin` or `scheduleDeviceMethod`.
+    pub job_type: String,
+    /// The hub's status for the job (`scheduled`, `queued`, `running`, `completed`, …).
+    pub status: String,
+    /// When the job was created, in Unix milliseconds.
+    pub created_ms: i64,
+    /// When the job may start, in Unix milliseconds.
+    pub start_ms: i64,
+    /// When the job finished (nothing left to do), in Unix milliseconds; `None` while it is not.
+    pub end_ms: Option<i64>,
+    /// The job document, owned by the hub.
+    pub body: Value,
+}
+
+/// One device's part in a job, as `devices.jobs` queries show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobDeviceRow {
+    /// The job.
+    pub job_id: String,
+    /// The device.
+    pub device_id: String,
+    /// The job's type.
+    pub job_type: String,
+    /// `pending`, `scheduled`, `running`, `completed`, `failed` or `canceled`.
+    pub status: String,
+    /// When the device joined the job's snapshot (IoT Hub timestamp).
+    pub created_time: String,
+    /// When work on the device started.
+    pub start_time: Option<String>,
+    /// When work on the device ended.
+    pub end_time: Option<String>,
+    /// When the row last changed.
+    pub updated_time: String,
+    /// `{"deviceMethodResponse":{"status":…,"payload":…}}` for method jobs.
+    pub outcome: Option<Value>,
+    /// `{"code":…,"description":…}` when the device failed.
+    pub error: Option<Value>,
+}
+
+/// How many of a job's devices are in each state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JobDeviceCounts {
+    /// Waiting to be processed.
+    pub pending: u64,
+    /// Waiting for a later time (unused by the hub today, counted for completeness).
+    pub scheduled: u64,
+    /// Being processed (a direct method call in flight).
+    pub running: u64,
+    /// Done.
+    pub completed: u64,
+    /// Failed (the row's `error` says why).
+    pub failed: u64,
+    /// Canceled before they were processed.
+    pub canceled: u64,
+}
+
+impl JobDeviceCounts {
+    /// Every device of the job.
+    pub fn total(&self) -> u64 {
+        self.pending + self.scheduled + self.running + self.completed + self.failed + self.canceled
+    }
+}
+
+/// A device a twin job is about to update: the twin sections it asked for, as stored text.
+/// `twin_version` is `None` when the device was deleted after the job took its snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobTwinTarget {
+    /// The device.
+    pub device_id: String,
+    /// Its tags (when asked for and the device exists).
+    pub tags: Option<String>,
+    /// Its desired section (when asked for and the device exists).
+    pub desired: Option<String>,
+    /// Its twin version, `None` if the device no longer exists.
+    pub twin_version: Option<i64>,
+}
+
+/// What a job's device row changes to.
+#[derive(Debug, Clone, Copy)]
+pub struct JobDeviceUpdate<'a> {
+    /// The new status.
+    pub status: &'a str,
+    /// Sets `start_time` when given (kept otherwise).
+    pub start_time: Option<&'a str>,
+    /// Sets `end_time` when given (kept otherwise).
+    pub end_time: Option<&'a str>,
+    /// The row's new `updated_time`.
+    pub updated_time: &'a str,
+    /// The new outcome (replaces the stored one, `None` clears it).
+    pub outcome: Option<&'a Value>,
+    /// The new error (replaces the stored one, `None` clears it).
+    pub error: Option<&'a Value>,
+}
+
+/// The selection of a job list: by type and status, after a cursor, in creation order.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter<'a> {
+    /// Only jobs of this type.
+    pub job_type: Option<&'a str>,
+    /// Only jobs with this status.
+    pub status: Option<&'a str>,
+    /// Only jobs after this `(created_ms, job_id)` position.
+    pub after: Option<(i64, &'a str)>,
+}
+
+const JOB_COLUMNS: &str = "job_id, job_type, status, created_ms, start_ms, end_ms, body";
+const JOB_DEVICE_COLUMNS: &str = "job_id, device_id, job_type, status, created_time, start_time, \
+                                  end_time, updated_time, outcome, error";
+
+/// Job queries, available inside both [`crate::Store::read`] and [`crate::Store::write`].
+pub trait JobReads: Reads {
+    /// The job with this id, if it exists.
+    fn get_job(&self, job_id: &str) -> Result<Option<JobRow>, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?1");
+        let mut stmt = self.conn().prepare_cached(&sql)?;
+        Ok(stmt.query_row([job_id], job_row).optional()?)
+    }
+
+    /// Up to `limit` jobs matching `filter`, oldest first (ties by id).
+    fn list_jobs(&self, filter: &JobFilter<'_>, limit: usize) -> Result<Vec<JobRow>, StoreError> {
+        let (after_ms, after_id) = filter.after.unwrap_or((i64::MIN, ""));
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs
+             WHERE (?1 IS NULL OR job_type = ?1) AND (?2 IS NULL OR status = ?2)
+               AND (created_ms > ?3 OR (created_ms = ?3 AND job_id > ?4))
+             ORDER BY created_ms, job_id LIMIT ?5"
+        );
+        let mut stmt = self.conn().prepare_cached(&sql)?;
+        let rows = stmt.query_map(
+            params![
+                filter.job_type,
+                filter.status,
+                after_ms,
+                after_id,
+                sql_limit(limit)
+            ],
+            job_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The jobs with work left: not yet finished (`end_ms` unset) and in one of `statuses`.
+    fn unfinished_jobs(&self, statuses: &[&str]) -> Result<Vec<JobRow>, StoreError> {
+        let mut out = Vec::new();
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE status = ?1 AND end_ms IS NULL
+             ORDER BY start_ms, created_ms, job_id"
+        );
+        let mut stmt = self.conn().prepare_cached(&sql)?;
+        for status in statuses {
+            let rows = stmt.query_map([status], job_row)?;
+            for row in rows {
+                out.push(row?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many of a job's devices are in each state.
+    fn job_device_counts(&self, job_id: &str) -> Result<JobDeviceCounts, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT status, count(*) FROM job_devices WHERE job_id = ?1 GROUP BY status",
+        )?;
+        let mut counts = JobDeviceCounts::default();
+        let mut rows = stmt.query([job_id])?;
+        while let Some(row) = rows.next()? {
+            let status: String = row.get(0)?;
+            let n = u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0);
+            match status.as_str() {
+                "pending" => counts.pending += n,
+                "scheduled" => counts.scheduled += n,
+                "running" => counts.running += n,
+                "completed" => counts.completed += n,
+                "failed" => counts.failed += n,
+                "canceled" => counts.canceled += n,
+                _ => {}
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Whether any of the job's devices is in `status`.
+    fn job_has_devices_in(&self, job_id: &str, status: &str) -> Result<bool, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM job_devices WHERE job_id = ?1 AND status = ?2)",
+        )?;
+        Ok(stmt.query_row([job_id, status], |r| r.get(0))?)
+    }
+
+    /// Up to `limit` ids of the job's devices in `status`, in id order.
+    fn job_device_ids(
+        &self,
+        job_id: &str,
+        status: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT device_id FROM job_devices WHERE job_id = ?1 AND status = ?2
+             ORDER BY device_id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![job_id, status, sql_limit(limit)], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One device's row in a job.
+    fn get_job_device(
+        &self,
+        job_id: &str,
+        device_id: &str,
+    ) -> Result<Option<JobDeviceRow>, StoreError> {
+        let sql = format!(
+            "SELECT {JOB_DEVICE_COLUMNS} FROM job_devices WHERE job_id = ?1 AND device_id = ?2"
+        );
+        let mut stmt = self.conn().prepare_cached(&sql)?;
+        Ok(stmt
+            .query_row([job_id, device_id], job_device_row)
+            .optional()?)
+    }
+
+    /// Up to `limit` of a job's device rows after `after` (all when `None`), in id order.
+    fn list_job_devices(
+        &self,
+        job_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<JobDeviceRow>, StoreError> {
+        let sql = format!(
+            "SELECT {JOB_DEVICE_COLUMNS} FROM job_devices WHERE job_id = ?1 AND device_id > ?2
+             ORDER BY device_id LIMIT ?3"
+        );
+        let mut stmt = self.conn().prepare_cached(&sql)?;
+        let rows = stmt.query_map(
+            params![job_id, after.unwrap_or(""), sql_limit(limit)],
+            job_device_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Up to `limit` of a twin job's pending devices with the twin sections it needs, in id order.
+    fn pending_twin_targets(
+        &self,
+        job_id: &str,
+        want_tags: bool,
+        want_desired: bool,
+        limit: usize,
+    ) -> Result<Vec<JobTwinTarget>, StoreError> {
+        // One join instead of a lookup per device; sections not asked for are never copied out.
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT j.device_id,
+                    CASE WHEN ?2 THEN d.tags END,
+                    CASE WHEN ?3 THEN d.desired END,
+                    d.twin_version
+             FROM job_devices AS j LEFT JOIN devices AS d ON d.device_id = j.device_id
+             WHERE j.job_id = ?1 AND j.status = 'pending'
+             ORDER BY j.device_id LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(
+            params![job_id, want_tags, want_desired, sql_limit(limit)],
+            |r| {
+                Ok(JobTwinTarget {
+                    device_id: r.get(0)?,
+                    tags: r.get(1)?,
+                    desired: r.get(2)?,
+                    twin_version: r.get(3)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl<T: Reads + ?Sized> JobReads for T {}
+
+impl WriteTx<'_> {
+    /// Adds a job; `false` (and nothing written) if the id is taken.
+    pub fn insert_job(&mut self, row: &JobRow) -> Result<bool, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO jobs (job_id, job_type, status, created_ms, start_ms, end_ms, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (job_id) DO NOTHING",
+        )?;
+        let inserted = stmt.execute(params![
+            row.job_id,
+            row.job_type,
+            row.status,
+            row.created_ms,
+            row.start_ms,
+            row.end_ms,
+            json_text(&row.body)?,
+        ])?;
+        Ok(inserted == 1)
+    }
+
+    /// Replaces a job's status, end time and document; `false` if it does not exist.
+    pub fn update_job(
+        &mut self,
+        job_id: &str,
+        status: &str,
+        end_ms: Option<i64>,
+        body: &Value,
+    ) -> Result<bool, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE jobs SET status = ?2, end_ms = ?3, body = ?4 WHERE job_id = ?1",
+        )?;
+        Ok(stmt.execute(params![job_id, status, end_ms, json_text(body)?])? == 1)
+    }
+
+    /// Adds up to `limit` devices to a job's snapshot as `pending` rows: those whose id sorts
+    /// after `after` and that satisfy `condition` (a boolean SQL expression over `devices`, with
+    /// its parameters numbered from `?1`; `None` selects every device), in id order, by one
+    /// `INSERT … SELECT`. Returns how many were added and the last id added.
+    pub fn snapshot_job_devices(
+        &mut self,
+        snapshot: &JobSnapshot<'_>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(u64, Option<String>), StoreError> {
+        let n = snapshot.condition_params.len();
+        let condition = snapshot.condition_sql.unwrap_or("1");
+        let sql = format!(
+            "INSERT INTO job_devices
+                 (job_id, device_id, job_type, status, created_time, updated_time)
+             SELECT ?{p1}, device_id, ?{p2}, 'pending', ?{p3}, ?{p3} FROM devices
+             WHERE device_id > ?{p4} AND ({condition})
+             ORDER BY device_id LIMIT ?{p5}",
+            p1 = n + 1,
+            p2 = n + 2,
+            p3 = n + 3,
+            p4 = n + 4,
+            p5 = n + 5,
+        );
+        let mut all: Vec<SqlValue> = snapshot.condition_params.to_vec();
+        all.push(SqlValue::Text(snapshot.job_id.to_string()));
+        all.push(SqlValue::Text(snapshot.job_type.to_string()));
+        all.push(SqlValue::Text(snapshot.created_time.to_string()));
+        all.push(SqlValue::Text(after.unwrap_or("").to_string()));
+        all.push(SqlValue::Integer(sql_limit(limit)));
+        // Not cached: the text differs per condition, and a job starts once.
+        let inserted = self.conn.execute(&sql, params_from_iter(all))? as u64;
+        if inserted == 0 {
+            return Ok((0, None));
+        }
+        let last: Option<String> = self
+            .conn
+            .prepare_cached("SELECT max(device_id) FROM job_devices WHERE job_id = ?1")?
+            .query_row([snapshot.job_id], |r| r.get(0))?;
+        Ok((inserted, last))
+    }
+
+    /// Changes one device's row in a job; `false` if the row does not exist.
+    pub fn update_job_device(
+        &mut self,
+        job_id: &str,
+        device_id: &str,
+        update: &JobDeviceUpdate<'_>,
+    ) -> Result<bool, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE job_devices SET status = ?3, start_time = coalesce(?4, start_time),
+                 end_time = coalesce(?5, end_time), updated_time = ?6, outcome = ?7, error = ?8
+             WHERE job_id = ?1 AND device_id = ?2",
+        )?;
+        let outcome = update.outcome.map(json_text).transpose()?;
+        let error = update.error.map(json_text).transpose()?;
+        let changed = stmt.execute(params![
+            job_id,
+            device_id,
+            update.status,
+            update.start_time,
+            update.end_time,
+            update.updated_time,
+            outcome,
+            error,
+        ])?;
+        Ok(changed == 1)
+    }
+
+    /// Moves up to `limit` of a job's devices from status `from` to `update.status` (lowest ids
+    /// first); returns how many moved.
+    pub fn move_job_devices(
+        &mut self,
+        job_id: &str,
+        from: &str,
+        update: &JobDeviceUpdate<'_>,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE job_devices SET status = ?3, start_time = coalesce(?4, start_time),
+                 end_time = coalesce(?5, end_time), updated_time = ?6, outcome = ?7, error = ?8
+             WHERE job_id = ?1 AND device_id IN (
+                 SELECT device_id FROM job_devices WHERE job_id = ?1 AND status = ?2
+                 ORDER BY device_id LIMIT ?9)",
+        )?;
+        let outcome = update.outcome.map(json_text).transpose()?;
+        let error = update.error.map(json_text).transpose()?;
+        let moved = stmt.execute(params![
+            job_id,
+            from,
+            update.status,
+            update.start_time,
+            update.end_time,
+            update.updated_time,
+            outcome,
+            error,
+            sql_limit(limit),
+        ])?;
+        Ok(moved as u64)
+    }
+
+    /// Replaces tags and/or desired (as already-serialized JSON text; `None` keeps a section) and
+    /// the twin version and etag of a device; `false` if it does not exist. The batch path of
+    /// twin jobs, which never decode the rest of the row.
+    pub fn update_twin_text(
+        &mut self,
+        device_id: &str,
+        tags: Option<&str>,
+        desired: Option<&str>,
+        twin_version: i64,
+        twin_etag: &str,
+    ) -> Result<bool, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE devices SET tags = coalesce(?2, tags), desired = coalesce(?3, desired),
+                 twin_version = ?4, twin_etag = ?5
+             WHERE device_id = ?1",
+        )?;
+        Ok(stmt.execute(params![device_id, tags, desired, twin_version, twin_etag])? == 1)
+    }
+
+    /// Deletes up to `limit` device rows of a job; returns how many went.
+    pub fn delete_job_devices(&mut self, job_id: &str, limit: usize) -> Result<u64, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "DELETE FROM job_devices WHERE job_id = ?1 AND device_id IN (
+                 SELECT device_id FROM job_devices WHERE job_id = ?1 LIMIT ?2)",
+        )?;
+        Ok(stmt.execute(params![job_id, sql_limit(limit)])? as u64)
+    }
+
+    /// Deletes a job row (its device rows must already be gone); `false` if it did not exist.
+    pub fn delete_job(&mut self, job_id: &str) -> Result<bool, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("DELETE FROM jobs WHERE job_id = ?1")?;
+        Ok(stmt.execute([job_id])? == 1)
+    }
+
+    /// Ids of up to `limit` jobs that finished before `before_ms`, oldest first.
+    pub fn finished_jobs_before(
+        &mut self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT job_id FROM jobs WHERE end_ms IS NOT NULL AND end_ms < ?1
+             ORDER BY end_ms LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![before_ms, sql_limit(limit)], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// What a job's device snapshot selects: the job and the compiled query condition.
+#[derive(Debug, Clone)]
+pub struct JobSnapshot<'a> {
+    /// The job the rows belong to.
+    pub job_id: &'a str,
+    /// The job's type, copied into every row.
+    pub job_type: &'a str,
+    /// The rows' `created_time` and `updated_time`.
+    pub created_time: &'a str,
+    /// A boolean SQL expression over `devices`; `None` selects every device.
+    pub condition_sql: Option<&'a str>,
+    /// The expression's parameters, `?1` onwards.
+    pub condition_params: &'a [SqlValue],
+}
+
+fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        job_id: r.get(0)?,
+        job_type: r.get(1)?,
+        status: r.get(2)?,
+        created_ms: r.get(3)?,
+        start_ms: r.get(4)?,
+        end_ms: r.get(5)?,
+        body: json_value(r, 6)?,
+    })
+}
+
+fn job_device_row(r: &Row<'_>) -> rusqlite::Result<JobDeviceRow> {
+    Ok(JobDeviceRow {
+        job_id: r.get(0)?,
+        device_id: r.get(1)?,
+        job_type: r.get(2)?,
+        status: r.get(3)?,
+        created_time: r.get(4)?,
+        start_time: r.get(5)?,
+        end_time: r.get(6)?,
+        updated_time: r.get(7)?,
+        outcome: optional_json(r, 8)?,
+        error: optional_json(r, 9)?,
+    })
+}
+
+fn json_value(r: &Row<'_>, index: usize) -> rusqlite::Result<Value> {
+    let text = r.get_ref(index)?.as_str()?;
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn optional_json(r: &Row<'_>, index: usize) -> rusqlite::Result<Option<Value>> {
+    match r.get_ref(index)?.as_str_or_null()? {
+        None => Ok(None),
+        Some(_) => json_value(r, index).map(Some),
+    }
+}
