@@ -1,0 +1,317 @@
+//! The syntax tree, and its canonical rendering (used by snapshots and error messages).
+
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::functions::Func;
+
+/// What a query reads: twins, or the per-device rows of jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// `FROM devices`: one document per device twin.
+    Devices,
+    /// `FROM devices.jobs`: one document per (job, device).
+    DeviceJobs,
+}
+
+/// A property path, validated against its source; the root is spelled canonically.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Path {
+    pub segments: Vec<String>,
+}
+
+/// `=`, `!=` (also `<>`), `<`, `>`, `<=`, `>=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Gt,
+    Le,
+    Ge,
+}
+
+impl CmpOp {
+    pub(crate) fn symbol(self) -> &'static str {
+        match self {
+            CmpOp::Eq => "=",
+            CmpOp::Ne => "!=",
+            CmpOp::Lt => "<",
+            CmpOp::Gt => ">",
+            CmpOp::Le => "<=",
+            CmpOp::Ge => ">=",
+        }
+    }
+
+    /// The operator with its operands swapped: `a < b` is `b > a`.
+    pub(crate) fn flipped(self) -> CmpOp {
+        match self {
+            CmpOp::Lt => CmpOp::Gt,
+            CmpOp::Gt => CmpOp::Lt,
+            CmpOp::Le => CmpOp::Ge,
+            CmpOp::Ge => CmpOp::Le,
+            other => other,
+        }
+    }
+}
+
+/// `+ - * / %`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ArithOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+}
+
+impl ArithOp {
+    pub(crate) fn symbol(self) -> &'static str {
+        match self {
+            ArithOp::Add => "+",
+            ArithOp::Sub => "-",
+            ArithOp::Mul => "*",
+            ArithOp::Div => "/",
+            ArithOp::Rem => "%",
+        }
+    }
+}
+
+/// An expression.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Expr {
+    /// A JSON constant (string, number, bool, null, or an array of constants).
+    Const(Value),
+    /// The constant `undefined`.
+    Undefined,
+    Path(Path),
+    Not(Box<Expr>),
+    Neg(Box<Expr>),
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    Cmp(CmpOp, Box<Expr>, Box<Expr>),
+    Arith(ArithOp, Box<Expr>, Box<Expr>),
+    /// `expr IN [...]`, or `NIN` when `negated`.
+    In {
+        expr: Box<Expr>,
+        list: Vec<Value>,
+        negated: bool,
+    },
+    Call(Func, Vec<Expr>),
+}
+
+impl Expr {
+    /// Whether this is a `SEMVER(...)` call, which makes a comparison semantic-version typed.
+    pub(crate) fn is_semver(&self) -> bool {
+        matches!(self, Expr::Call(Func::Semver, _))
+    }
+}
+
+/// COUNT, AVG, SUM, MIN, MAX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AggFunc {
+    Count,
+    Avg,
+    Sum,
+    Min,
+    Max,
+}
+
+impl AggFunc {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            AggFunc::Count => "COUNT",
+            AggFunc::Avg => "AVG",
+            AggFunc::Sum => "SUM",
+            AggFunc::Min => "MIN",
+            AggFunc::Max => "MAX",
+        }
+    }
+
+    pub(crate) fn from_name(name: &str) -> Option<AggFunc> {
+        [
+            AggFunc::Count,
+            AggFunc::Avg,
+            AggFunc::Sum,
+            AggFunc::Min,
+            AggFunc::Max,
+        ]
+        .into_iter()
+        .find(|f| f.name().eq_ignore_ascii_case(name))
+    }
+}
+
+/// One select item's expression.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ItemExpr {
+    Expr(Expr),
+    /// An aggregate; COUNT has no argument.
+    Aggregate(AggFunc, Option<Expr>),
+}
+
+/// One select item and its output name (the alias, else IoT Hub's default).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SelectItem {
+    pub expr: ItemExpr,
+    pub alias: Option<String>,
+    pub name: String,
+    /// Where the item starts, for errors found after the whole statement is read.
+    pub pos: crate::error::Pos,
+}
+
+/// A whole `SELECT` statement.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Select {
+    pub top: Option<u64>,
+    /// `None` for `SELECT *`.
+    pub items: Option<Vec<SelectItem>>,
+    pub source: Source,
+    pub filter: Option<Expr>,
+    pub group_by: Vec<Expr>,
+}
+
+impl Select {
+    /// Whether the query returns aggregated groups rather than documents.
+    pub(crate) fn is_aggregate(&self) -> bool {
+        !self.group_by.is_empty()
+            || self
+                .items
+                .iter()
+                .flatten()
+                .any(|i| matches!(i.expr, ItemExpr::Aggregate(..)))
+    }
+}
+
+fn write_segment(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    let plain = s
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_alphabetic() || c == '_' || c == '$')
+        && s.chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+        && !crate::parser::is_reserved(s);
+    if plain {
+        write!(f, "{s}")
+    } else {
+        write!(f, "[[{s}]]")
+    }
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, s) in self.segments.iter().enumerate() {
+            if i == 0 {
+                write!(f, "{s}")?;
+            } else {
+                f.write_str(".")?;
+                write_segment(f, s)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Renders a constant in query syntax (strings single-quoted).
+pub(crate) fn write_const(f: &mut fmt::Formatter<'_>, v: &Value) -> fmt::Result {
+    match v {
+        Value::String(s) => {
+            f.write_str("'")?;
+            for c in s.chars() {
+                match c {
+                    '\'' => f.write_str("\\'")?,
+                    '\\' => f.write_str("\\\\")?,
+                    '\n' => f.write_str("\\n")?,
+                    '\t' => f.write_str("\\t")?,
+                    c if c.is_control() => write!(f, "\\u{:04X}", c as u32)?,
+                    c => write!(f, "{c}")?,
+                }
+            }
+            f.write_str("'")
+        }
+        Value::Array(items) => {
+            f.write_str("[")?;
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write_const(f, item)?;
+            }
+            f.write_str("]")
+        }
+        other => write!(f, "{other}"),
+    }
+}
+
+impl fmt::Display for Expr {
+    /// Fully parenthesised, so the rendering shows how the parser grouped operators.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::Const(v) => write_const(f, v),
+            Expr::Undefined => f.write_str("undefined"),
+            Expr::Path(p) => write!(f, "{p}"),
+            Expr::Not(e) => write!(f, "(NOT {e})"),
+            Expr::Neg(e) => write!(f, "(-{e})"),
+            Expr::And(a, b) => write!(f, "({a} AND {b})"),
+            Expr::Or(a, b) => write!(f, "({a} OR {b})"),
+            Expr::Cmp(op, a, b) => write!(f, "({a} {} {b})", op.symbol()),
+            Expr::Arith(op, a, b) => write!(f, "({a} {} {b})", op.symbol()),
+            Expr::In {
+                expr,
+                list,
+                negated,
+            } => {
+                write!(f, "({expr} {} ", if *negated { "NIN" } else { "IN" })?;
+                write_const(f, &Value::Array(list.clone()))?;
+                f.write_str(")")
+            }
+            Expr::Call(func, args) => {
+                write!(f, "{}(", func.name())?;
+                for (i, a) in args.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{a}")?;
+                }
+                f.write_str(")")
+            }
+        }
+    }
+}
+
+impl fmt::Display for Select {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SELECT ")?;
+        if let Some(n) = self.top {
+            write!(f, "TOP {n} ")?;
+        }
+        match &self.items {
+            None => f.write_str("*")?,
+            Some(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    match &item.expr {
+                        ItemExpr::Expr(e) => write!(f, "{e}")?,
+                        ItemExpr::Aggregate(a, None) => write!(f, "{}()", a.name())?,
+                        ItemExpr::Aggregate(a, Some(e)) => write!(f, "{}({e})", a.name())?,
+                    }
+                    write!(f, " AS {}", item.name)?;
+                }
+            }
+        }
+        match self.source {
+            Source::Devices => f.write_str(" FROM devices")?,
+            Source::DeviceJobs => f.write_str(" FROM devices.jobs")?,
+        }
+        if let Some(w) = &self.filter {
+            write!(f, " WHERE {w}")?;
+        }
+        for (i, g) in self.group_by.iter().enumerate() {
+            f.write_str(if i == 0 { " GROUP BY " } else { ", " })?;
+            write!(f, "{g}")?;
+        }
+        Ok(())
+    }
+}
