@@ -7,9 +7,10 @@ use std::sync::Arc;
 /// Runs on every connection the store opens (the writer's and each reader's) before first use:
 /// where the layers above register SQL functions their compiled queries call.
 #[derive(Clone)]
-pub struct ConnectionInit(
-    pub Arc<dyn Fn(&rusqlite::Connection) -> rusqlite::Result<()> + Send + Sync>,
-);
+pub struct ConnectionInit(pub Arc<InitFn>);
+
+/// What a [`ConnectionInit`] runs.
+pub type InitFn = dyn Fn(&rusqlite::Connection) -> rusqlite::Result<()> + Send + Sync;
 
 impl fmt::Debug for ConnectionInit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

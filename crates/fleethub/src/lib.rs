@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod config;
 pub mod server;
+pub mod simulate;
 pub mod tls;
 
 pub use config::ServeConfig;

@@ -21,16 +21,27 @@ enum Command {
     /// One load process of a benchmark (started by `bench`).
     #[command(hide = true)]
     BenchWorker(fleethub::bench::WorkerArgs),
+    /// Simulate a fleet of virtual devices against a hub, or run a scenario file.
+    Simulate(Box<fleethub::simulate::SimulateArgs>),
+    /// One device process of a simulation (started by `simulate --processes`).
+    #[command(hide = true)]
+    SimulateWorker,
 }
 
 fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // The simulator's live view owns the terminal: only warnings interrupt it.
+    let default_filter = match cli.command {
+        Command::Simulate(_) | Command::SimulateWorker => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -38,6 +49,16 @@ fn main() -> Result<()> {
         Command::Serve(cfg) => runtime.block_on(serve(cfg)),
         Command::Bench(args) => runtime.block_on(fleethub::bench::run(args)),
         Command::BenchWorker(args) => runtime.block_on(fleethub::bench::run_worker(args)),
+        Command::Simulate(args) => {
+            let passed = runtime.block_on(fleethub::simulate::run(*args))?;
+            drop(runtime);
+            // A failed expectation fails the run, for CI.
+            if !passed {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::SimulateWorker => runtime.block_on(fleethub::simulate::run_worker()),
     }
 }
 

@@ -1,45 +1,39 @@
-//! Virtual ESP32 devices for the fleet simulator.
+//! Virtual ESP32 devices for the fleet simulator: firmware that behaves like ESP-IDF's
+//! `esp_https_ota` with app rollback, over real MQTT/TLS and HTTPS.
 //!
-//! SKELETON — the public contract `fleethub simulate` builds against while this module is
-//! written. Bodies marked `todo!` are being implemented; fields may be added, not removed.
+//! - `clock`: [`SimClock`], simulated time.
+//! - `flash`: the flash as plain data (slots, boot record, partial download, NVS).
+//! - `model`: the pure state machine — bootloader, OTA steps, self-test, rollback, faults;
+//!   `methods` and `telemetry` extend it.
+//! - `download`: Range requests over HTTPS; `driver`: the per-device task; `stats`.
+//!
+//! The device's side of the protocol is written down in `docs/device-protocol.md`.
+
+mod clock;
+mod download;
+mod driver;
+mod faults;
+mod flash;
+mod methods;
+mod model;
+mod stats;
+mod telemetry;
+
+#[cfg(test)]
+mod model_tests;
+
+pub use clock::SimClock;
+pub use download::{http_client, sha256_hex};
+pub use faults::device_seed;
+pub use flash::FirmwareStatus;
+pub use methods::METHODS;
+pub use stats::{FleetStats, StatsSnapshot};
 
 use crate::load::ConnectTemplate;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-/// Simulated time: `scale` simulated seconds pass per real second (3600 / 10 = 360 makes one
-/// simulated hour take ten real seconds). Every device timer sleeps through this clock.
-#[derive(Debug, Clone)]
-pub struct SimClock {
-    _private: (),
-}
-
-impl SimClock {
-    /// A clock starting now at wall-clock time, running `scale` times faster than real time.
-    pub fn new(_scale: f64) -> SimClock {
-        todo!()
-    }
-    /// How many simulated seconds pass per real second.
-    pub fn scale(&self) -> f64 {
-        todo!()
-    }
-    /// Simulated time elapsed since the clock started.
-    pub fn elapsed(&self) -> Duration {
-        todo!()
-    }
-    /// The simulated wall-clock time (start + elapsed).
-    pub fn now(&self) -> SystemTime {
-        todo!()
-    }
-    /// Sleeps for `simulated` simulated time.
-    pub async fn sleep(&self, _simulated: Duration) {
-        todo!()
-    }
-}
 
 /// How a group of devices behaves, and which faults it suffers. All durations are simulated
 /// seconds. Deserialized from a scenario file's `[group.behavior]` table (all fields optional).
@@ -63,6 +57,9 @@ pub struct Faults {
     pub link_drop_mean_s: Option<f64>,
     /// Seconds a dropped link stays down before the device reconnects.
     pub link_down_s: f64,
+    /// Links drop only during the first this many simulated seconds of the run (a storm that
+    /// passes); `None` = for the whole run.
+    pub link_drops_until_s: Option<f64>,
     /// Battery devices: awake for `awake_s`, then asleep (disconnected) for `asleep_s`.
     pub sleep: Option<SleepCycle>,
     /// Download bandwidth cap in bytes per simulated second.
@@ -132,48 +129,43 @@ pub struct DeviceSpec {
     pub index: usize,
 }
 
-/// Counters shared by every device of a run; cheap to update, read by the live view and the
-/// scenario runner.
-#[derive(Debug, Default)]
-pub struct FleetStats {
-    _private: (),
-}
-
-/// A point-in-time copy of [`FleetStats`].
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct StatsSnapshot {
-    pub devices: u64,
-    pub connected: u64,
-    /// Devices that reported at least once since their last connect.
-    pub reporting: u64,
-    /// Devices in an OTA (downloading … rebooting).
-    pub updating: u64,
-    /// Devices whose last OTA ended failed or rolled_back.
-    pub failed: u64,
-    pub rolled_back: u64,
-    pub telemetry_sent: u64,
-    pub reconnects: u64,
-    pub power_losses: u64,
-    /// Running version → device count.
-    pub versions: BTreeMap<String, u64>,
-    /// Group → running version → device count.
-    pub group_versions: BTreeMap<String, BTreeMap<String, u64>>,
-}
-
-impl FleetStats {
-    pub fn snapshot(&self) -> StatsSnapshot {
-        todo!()
-    }
-}
-
 /// Starts one device: boots, connects over MQTT/TLS with its own SAS key, follows its twin,
-/// and runs until `stop` turns true (then disconnects cleanly).
+/// and runs until `stop` turns true (then disconnects cleanly). Firmware is downloaded with an
+/// HTTP client trusting what `connect.tls` trusts, shared by every device with the same
+/// `Arc`'d TLS configuration; use [`spawn_device_with_http`] to trust something else.
 pub fn spawn_device(
-    _spec: DeviceSpec,
-    _connect: Arc<ConnectTemplate>,
-    _clock: SimClock,
-    _stats: Arc<FleetStats>,
-    _stop: watch::Receiver<bool>,
+    spec: DeviceSpec,
+    connect: Arc<ConnectTemplate>,
+    clock: SimClock,
+    stats: Arc<FleetStats>,
+    stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    todo!()
+    let http = download::shared_client(connect.tls.as_ref());
+    spawn(spec, connect, http, clock, stats, stop)
+}
+
+/// [`spawn_device`] with the HTTP client firmware downloads use (build one with
+/// [`http_client`], or `reqwest`'s builder, and share it across the fleet).
+pub fn spawn_device_with_http(
+    spec: DeviceSpec,
+    connect: Arc<ConnectTemplate>,
+    http: reqwest::Client,
+    clock: SimClock,
+    stats: Arc<FleetStats>,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    spawn(spec, connect, Some(http), clock, stats, stop)
+}
+
+fn spawn(
+    spec: DeviceSpec,
+    connect: Arc<ConnectTemplate>,
+    http: Option<reqwest::Client>,
+    clock: SimClock,
+    stats: Arc<FleetStats>,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let stats = stats::StatsHandle::new(stats, &spec.group);
+    let driver = driver::Driver::new(spec, connect, http, clock, stats, stop);
+    tokio::spawn(driver.run())
 }

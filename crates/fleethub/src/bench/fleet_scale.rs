@@ -29,8 +29,8 @@ pub fn fleet_entry(prefix: &str, i: usize, key: &str) -> Value {
             "city": city,
             "building": format!("b-{:03}", i % BUILDINGS),
             "floor": (i / BUILDINGS) % 8,
-            "environment": if i % 10 == 0 { "staging" } else { "prod" },
-            "ring": if i % 100 == 0 { "canary" } else { "broad" },
+            "environment": if i.is_multiple_of(10) { "staging" } else { "prod" },
+            "ring": if i.is_multiple_of(100) { "canary" } else { "broad" },
             "owner": {"team": "air-quality", "contact": "ops@example.com"},
             "location": {"lat": 42.0 + (i % 1000) as f64 / 1000.0, "lon": -71.0 - (i % 997) as f64 / 1000.0},
         },
@@ -76,7 +76,11 @@ pub async fn register_fleet(
             let body: Vec<Value> = (first..(first + 100).min(count))
                 .map(|i| fleet_entry(prefix, i, key))
                 .collect();
-            let req = hub.http.post(&url).header("Authorization", &token).json(&body);
+            let req = hub
+                .http
+                .post(&url)
+                .header("Authorization", &token)
+                .json(&body);
             async move {
                 let resp = req.send().await?;
                 let status = resp.status();
@@ -108,6 +112,11 @@ pub async fn register(devices: Option<usize>) -> Result<()> {
         "  {count} devices in {secs:.1} s: {rate:.0} devices/s; hub CPU {hub_cpu:.1} s ({:.1} µs/device)",
         hub_cpu * 1e6 / count as f64
     );
-    figure("bulk_register_devices_per_sec", rate, "devices/s", ">= 50000");
+    figure(
+        "bulk_register_devices_per_sec",
+        rate,
+        "devices/s",
+        ">= 50000",
+    );
     Ok(())
 }

@@ -5,9 +5,11 @@ mod harness;
 
 mod bad_input;
 mod crash;
+mod fleet;
 mod messages;
 mod methods;
 mod registry;
 mod sessions;
+mod simulate;
 mod tls;
 mod twins;

@@ -1,0 +1,217 @@
+//! Which hub the simulation runs against: one named by a service connection string, one whose
+//! `serve --ready-file` we read, or a hub started in this process on ephemeral ports.
+
+use super::fleet::ConnectPlan;
+use super::rest::HubRest;
+use anyhow::{anyhow, bail, Context, Result};
+use fleethub_core::connection_string::ConnectionString;
+use std::path::{Path, PathBuf};
+
+/// Flags that say where the hub is.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct HubArgs {
+    /// The hub's service connection string
+    /// (`HostName=…;SharedAccessKeyName=iothubowner;SharedAccessKey=…`). Scenarios without it
+    /// (and without --ready-file) start a hub in this process.
+    #[arg(long, env = "FLEETHUB_CONNECTION_STRING")]
+    pub hub: Option<String>,
+    /// The JSON file `fleethub serve --ready-file` wrote: connection string, CA and ports.
+    #[arg(long, conflicts_with = "hub")]
+    pub ready_file: Option<PathBuf>,
+    /// The CA (PEM) the hub's certificate chains to [default: the ready file's, else
+    /// $FLEETHUB_DATA_DIR/tls/ca.pem or ./fleethub-data/tls/ca.pem].
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// The hub's MQTT/TLS port [default: the ready file's, else 8883].
+    #[arg(long)]
+    pub mqtt_port: Option<u16>,
+    /// The hub's HTTPS (REST) port [default: the port in HostName, else 8443].
+    #[arg(long)]
+    pub https_port: Option<u16>,
+    /// The address devices dial [default: HostName's host; localhost dials 127.0.0.1].
+    #[arg(long)]
+    pub mqtt_host: Option<String>,
+}
+
+/// The hub a run talks to.
+pub struct HubTarget {
+    pub rest: HubRest,
+    /// Where devices connect (trusting only the hub's CA so far).
+    pub connect: ConnectPlan,
+    /// For the report: `embedded hub` or the HostName.
+    pub description: String,
+    /// True when this process started the hub (and devices must be registered).
+    pub embedded: bool,
+    hub: Option<(crate::RunningHub, tempfile::TempDir)>,
+}
+
+impl HubTarget {
+    /// Resolves the flags; with neither --hub nor --ready-file and `embed_allowed`, starts a hub.
+    pub async fn resolve(args: &HubArgs, embed_allowed: bool) -> Result<HubTarget> {
+        if let Some(file) = &args.ready_file {
+            return Self::from_ready_file(args, file);
+        }
+        match &args.hub {
+            Some(conn) => {
+                let ca = args.ca.clone().or_else(default_ca);
+                Self::external(args, conn, ca.as_deref(), None)
+            }
+            None if embed_allowed => Self::embedded().await,
+            None => bail!(
+                "say which hub: --hub \"HostName=…;SharedAccessKeyName=iothubowner;SharedAccessKey=…\" \
+                 (printed by `fleethub serve`) or --ready-file; only --scenario runs can start their own hub"
+            ),
+        }
+    }
+
+    fn from_ready_file(args: &HubArgs, file: &Path) -> Result<HubTarget> {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the ready file {}", file.display()))?;
+        let info: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", file.display()))?;
+        let conn = info["ownerConnectionString"]
+            .as_str()
+            .ok_or_else(|| anyhow!("{} has no ownerConnectionString", file.display()))?;
+        let ca = args
+            .ca
+            .clone()
+            .or_else(|| info["caFile"].as_str().map(PathBuf::from));
+        let mqtt = args.mqtt_port.or_else(|| {
+            info["mqttPort"]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+        });
+        Self::external(args, conn, ca.as_deref(), mqtt)
+    }
+
+    fn external(
+        args: &HubArgs,
+        conn: &str,
+        ca: Option<&Path>,
+        mqtt_port: Option<u16>,
+    ) -> Result<HubTarget> {
+        let cs = ConnectionString::parse(conn).map_err(|e| anyhow!("--hub: {e}"))?;
+        let (host, port_in_name) = split_host(&cs.host_name);
+        let https_port = args.https_port.or(port_in_name).unwrap_or(8443);
+        let Some(ca) = ca else {
+            bail!("no CA to trust the hub with: pass --ca <pem> (`fleethub serve` prints its CA path)");
+        };
+        let ca_pem =
+            std::fs::read(ca).with_context(|| format!("reading the CA {}", ca.display()))?;
+        let rest = HubRest::new(&cs, format!("https://{host}:{https_port}"), Some(&ca_pem))?;
+        let connect = ConnectPlan {
+            host: args.mqtt_host.clone().unwrap_or_else(|| dial_host(&host)),
+            port: args.mqtt_port.or(mqtt_port).unwrap_or(8883),
+            hub_host_name: host,
+            trust_pem: String::from_utf8(ca_pem).context("the CA PEM is not text")?,
+        };
+        Ok(HubTarget {
+            description: format!("hub {}", cs.host_name),
+            rest,
+            connect,
+            embedded: false,
+            hub: None,
+        })
+    }
+
+    async fn embedded() -> Result<HubTarget> {
+        let dir = tempfile::tempdir()?;
+        let mut cfg = crate::ServeConfig::ephemeral(dir.path());
+        cfg.plain_mqtt_port = None;
+        let running = crate::start(cfg)
+            .await
+            .context("starting the embedded hub")?;
+        let ca_file = running
+            .ca_file
+            .clone()
+            .ok_or_else(|| anyhow!("the embedded hub has no CA file"))?;
+        let args = HubArgs {
+            mqtt_port: Some(running.mqtt_addr.port()),
+            ..HubArgs::default()
+        };
+        let mut target = Self::external(
+            &args,
+            &running.owner_connection_string,
+            Some(&ca_file),
+            None,
+        )?;
+        target.description = format!("embedded hub ({})", target.rest.base);
+        target.embedded = true;
+        target.hub = Some((running, dir));
+        Ok(target)
+    }
+
+    /// Stops the embedded hub, if this process started one.
+    pub fn close(self) {
+        if let Some((running, _dir)) = self.hub {
+            running.shutdown();
+        }
+    }
+}
+
+/// The CA `fleethub serve` generates in its default data directory, if it is there.
+fn default_ca() -> Option<PathBuf> {
+    let data = std::env::var_os("FLEETHUB_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("./fleethub-data"));
+    let ca = data.join("tls").join("ca.pem");
+    ca.exists().then_some(ca)
+}
+
+/// `host:port` → (`host`, port).
+fn split_host(host_name: &str) -> (String, Option<u16>) {
+    match host_name.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => match p.parse() {
+            Ok(port) => (h.to_string(), Some(port)),
+            Err(_) => (host_name.to_string(), None),
+        },
+        _ => (host_name.to_string(), None),
+    }
+}
+
+/// "localhost" may resolve to ::1, where source addresses in 127.0.0.0/8 cannot reach: dial
+/// IPv4 loopback so connections can be spread over it.
+fn dial_host(host: &str) -> String {
+    if host.eq_ignore_ascii_case("localhost") {
+        "127.0.0.1".into()
+    } else {
+        host.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_split_into_host_and_port() {
+        assert_eq!(
+            split_host("localhost:8443"),
+            ("localhost".into(), Some(8443))
+        );
+        assert_eq!(
+            split_host("hub.example.com"),
+            ("hub.example.com".into(), None)
+        );
+        assert_eq!(split_host("hub:x"), ("hub:x".into(), None));
+        assert_eq!(dial_host("LOCALHOST"), "127.0.0.1");
+        assert_eq!(dial_host("10.0.0.2"), "10.0.0.2");
+    }
+
+    #[tokio::test]
+    async fn a_missing_ca_is_named_with_the_flag_that_fixes_it() {
+        let args = HubArgs {
+            hub: Some("HostName=h:1;SharedAccessKeyName=iothubowner;SharedAccessKey=a2V5".into()),
+            ..HubArgs::default()
+        };
+        let err = HubTarget::external(&args, args.hub.as_deref().unwrap(), None, None)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("--ca"), "{err}");
+        let err = HubTarget::resolve(&HubArgs::default(), false)
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("--hub"), "{err}");
+    }
+}
