@@ -1,5 +1,5 @@
 //! The REST API: IoT Hub's service surface (devices, twins, direct methods, statistics, bulk
-//! registry, certificates) so the official service SDKs work unmodified, the native `/v1`
+//! registry, certificates, jobs v2) so the official service SDKs work unmodified, the native `/v1`
 //! extensions (cloud-to-device messages, telemetry), `/metrics`, `/healthz`, and MQTT over
 //! WebSocket handed to the device gateway.
 //!
@@ -31,7 +31,9 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .merge(routes::devices::routes())
         .merge(routes::twins::routes())
+        .merge(routes::query::routes())
         .merge(routes::methods::routes())
+        .merge(routes::jobs::routes())
         .merge(routes::statistics::routes())
         .merge(routes::certificates::routes())
         .merge(routes::messages::routes())

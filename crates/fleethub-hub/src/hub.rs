@@ -2,6 +2,7 @@
 
 use crate::auth::Policy;
 use crate::connections::{ConnectionHandle, Connections, DeviceCommand};
+use crate::jobs::{JobsConfig, JobsState};
 use crate::messages::TelemetryEvent;
 use crate::methods::PendingMethods;
 use crate::metrics::Metrics;
@@ -23,8 +24,10 @@ pub struct HubConfig {
     pub telemetry_retention: Duration,
     /// Most undelivered cloud-to-device messages per device (IoT Hub: 50).
     pub c2d_max_queue: u64,
-    /// How often expired messages and old telemetry are removed.
+    /// How often expired messages, old telemetry and expired jobs are removed.
     pub upkeep_interval: Duration,
+    /// The job engine's settings.
+    pub jobs: JobsConfig,
 }
 
 impl Default for HubConfig {
@@ -34,6 +37,7 @@ impl Default for HubConfig {
             telemetry_retention: Duration::from_secs(7 * 24 * 3600),
             c2d_max_queue: 50,
             upkeep_interval: Duration::from_secs(60),
+            jobs: JobsConfig::default(),
         }
     }
 }
@@ -48,6 +52,7 @@ pub(crate) struct HubInner {
     pub methods: PendingMethods,
     pub metrics: Metrics,
     pub telemetry_tx: broadcast::Sender<Arc<TelemetryEvent>>,
+    pub jobs: Arc<JobsState>,
 }
 
 /// An uploaded CA certificate that device certificates may chain to.
@@ -91,8 +96,24 @@ impl Hub {
                 methods: PendingMethods::default(),
                 metrics: Metrics::default(),
                 telemetry_tx,
+                jobs: Arc::default(),
             }),
         };
+        // The writer's connection lives as long as the store: give it the query functions once,
+        // so job conditions compiled to SQL (connectionState, SEMVER, …) run inside writes.
+        // Reads register them per query (read connections are replaced when they fail).
+        let presence = hub.presence();
+        hub.store()
+            .write(move |tx| {
+                fleethub_query::register_sql_functions(tx.conn(), presence)
+                    .map_err(fleethub_store::StoreError::from)
+            })
+            .await?;
+        // Before anything runs: method calls a crash left in flight are failed, never repeated.
+        hub.job_engine().recover().await?;
+        if hub.inner.config.jobs.autorun {
+            crate::jobs::spawn_engine(Arc::downgrade(&hub.inner), hub.inner.jobs.clone());
+        }
         hub.spawn_upkeep();
         Ok(hub)
     }
@@ -235,7 +256,8 @@ impl Hub {
         });
     }
 
-    /// Removes expired cloud-to-device messages and telemetry past its retention.
+    /// Removes expired cloud-to-device messages, telemetry past its retention and jobs past
+    /// theirs.
     pub async fn upkeep(&self) -> HubResult<()> {
         let now = self.now_ms();
         let cutoff = now - self.inner.config.telemetry_retention.as_millis() as i64;
@@ -245,7 +267,9 @@ impl Hub {
                 tx.prune_telemetry(cutoff)?;
                 Ok(())
             })
-            .await
+            .await?;
+        self.prune_jobs().await?;
+        Ok(())
     }
 
     /// Uploads a CA certificate (PEM) that `certificateAuthority` devices may chain to.

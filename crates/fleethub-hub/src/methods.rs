@@ -52,7 +52,7 @@ impl Drop for Pending<'_> {
     }
 }
 
-fn check_request(req: &MethodRequest) -> HubResult<(Duration, Duration, Bytes)> {
+pub(crate) fn check_request(req: &MethodRequest) -> HubResult<(Duration, Duration, Bytes)> {
     let name = &req.method_name;
     if name.is_empty() || name.len() > 1024 || name.contains(['/', '?', '#']) {
         return Err(HubError::invalid(format!(

@@ -540,9 +540,8 @@ impl Hub {
 }
 
 fn encode(row: &DeviceRow) -> HubResult<EncodedDeviceRow> {
-    row.encode().map_err(|err| {
-        HubError::server(format!("cannot encode device '{}': {err}", row.device_id))
-    })
+    row.encode()
+        .map_err(|err| HubError::server(format!("cannot encode device '{}': {err}", row.device_id)))
 }
 
 fn already_exists(id: &str) -> HubError {

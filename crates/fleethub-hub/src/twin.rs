@@ -40,7 +40,7 @@ impl TwinState {
     }
 
     /// The twin in IoT Hub's service shape.
-    fn to_json(&self, connected: bool) -> Value {
+    pub(crate) fn to_json(&self, connected: bool) -> Value {
         let d = &self.device;
         json!({
             "deviceId": d.device_id,
@@ -132,17 +132,23 @@ struct ServiceTwinChange {
     desired: Option<Map<String, Value>>,
 }
 
+/// A twin section in a request body: absent or null is `None`, anything but an object is 400.
+pub(crate) fn optional_object(
+    v: Option<&Value>,
+    name: &str,
+) -> HubResult<Option<Map<String, Value>>> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m.clone())),
+        Some(_) => Err(HubError::format(format!("{name} must be a JSON object"))),
+    }
+}
+
 fn parse_service_change(body: &Value) -> HubResult<ServiceTwinChange> {
     let obj = body
         .as_object()
         .ok_or_else(|| HubError::format("twin body must be a JSON object"))?;
-    let section = |v: Option<&Value>, name: &str| -> HubResult<Option<Map<String, Value>>> {
-        match v {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Object(m)) => Ok(Some(m.clone())),
-            Some(_) => Err(HubError::format(format!("{name} must be a JSON object"))),
-        }
-    };
+    let section = optional_object;
     let props = obj.get("properties");
     if props
         .and_then(|p| p.get("reported"))

@@ -33,6 +33,17 @@ pub struct ServeConfig {
     /// Days telemetry is kept.
     #[arg(long, default_value_t = 7)]
     pub telemetry_retention_days: u64,
+    /// Days a finished job and its per-device results are kept (IoT Hub keeps 30).
+    #[arg(long, env = "FLEETHUB_JOB_RETENTION_DAYS", default_value_t = 30)]
+    pub job_retention_days: u64,
+    /// The most jobs running at once; more wait as `queued`.
+    #[arg(long, env = "FLEETHUB_MAX_CONCURRENT_JOBS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_concurrent_jobs: u64,
+    /// Direct-method calls one method job keeps in flight at once.
+    #[arg(long, env = "FLEETHUB_JOB_METHOD_CONCURRENCY", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub job_method_concurrency: u64,
     /// Write a JSON file with the connection string, CA path and ports once listening.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
@@ -51,6 +62,9 @@ impl ServeConfig {
             tls_cert: None,
             tls_key: None,
             telemetry_retention_days: 7,
+            job_retention_days: 30,
+            max_concurrent_jobs: 100,
+            job_method_concurrency: 100,
             ready_file: None,
         }
     }

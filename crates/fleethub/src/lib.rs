@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod query_cli;
 pub mod server;
 pub mod simulate;
 pub mod tls;

@@ -21,6 +21,8 @@ enum Command {
     /// One load process of a benchmark (started by `bench`).
     #[command(hide = true)]
     BenchWorker(fleethub::bench::WorkerArgs),
+    /// Run a query (IoT Hub's query language) against a hub and print the results as JSON.
+    Query(fleethub::query_cli::QueryArgs),
     /// Simulate a fleet of virtual devices against a hub, or run a scenario file.
     Simulate(Box<fleethub::simulate::SimulateArgs>),
     /// One device process of a simulation (started by `simulate --processes`).
@@ -48,6 +50,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve(cfg) => runtime.block_on(serve(cfg)),
         Command::Bench(args) => runtime.block_on(fleethub::bench::run(args)),
+        Command::Query(args) => runtime.block_on(fleethub::query_cli::run(args)),
         Command::BenchWorker(args) => runtime.block_on(fleethub::bench::run_worker(args)),
         Command::Simulate(args) => {
             let passed = runtime.block_on(fleethub::simulate::run(*args))?;

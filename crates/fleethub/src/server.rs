@@ -4,7 +4,7 @@ use crate::config::ServeConfig;
 use crate::tls;
 use anyhow::{Context, Result};
 use fleethub_api::ApiState;
-use fleethub_hub::{Hub, HubConfig};
+use fleethub_hub::{Hub, HubConfig, JobsConfig};
 use fleethub_mqtt::{Gateway, GatewayConfig};
 use fleethub_store::{Store, StoreConfig};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -76,6 +76,12 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
     let hub_config = HubConfig {
         host_name: cfg.host_name.clone(),
         telemetry_retention: Duration::from_secs(cfg.telemetry_retention_days * 24 * 3600),
+        jobs: JobsConfig {
+            retention: Duration::from_secs(cfg.job_retention_days.saturating_mul(24 * 3600)),
+            max_concurrent: usize::try_from(cfg.max_concurrent_jobs).unwrap_or(usize::MAX),
+            method_concurrency: usize::try_from(cfg.job_method_concurrency).unwrap_or(usize::MAX),
+            ..JobsConfig::default()
+        },
         ..HubConfig::default()
     };
     let hub = Hub::open(

@@ -2,8 +2,10 @@
 
 pub mod certificates;
 pub mod devices;
+pub mod jobs;
 pub mod messages;
 pub mod methods;
+pub mod query;
 pub mod statistics;
 pub mod system;
 pub mod twins;

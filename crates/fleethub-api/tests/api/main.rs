@@ -3,6 +3,8 @@
 mod auth;
 mod devices;
 mod errors;
+mod jobs;
+mod query;
 mod support;
 mod system;
 mod twins;

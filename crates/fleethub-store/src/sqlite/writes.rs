@@ -4,9 +4,7 @@ use rusqlite::{params, Connection, Statement};
 use serde_json::Value;
 
 use super::reads::json_text;
-use crate::{
-    C2dRow, DeviceRow, EncodedDeviceRow, Reads, StoreError, TelemetryRow, TwinSections,
-};
+use crate::{C2dRow, DeviceRow, EncodedDeviceRow, Reads, StoreError, TelemetryRow, TwinSections};
 
 /// One write's view of the writer's transaction: everything it changes commits with its batch,
 /// or not at all if the write returns an error.

@@ -28,6 +28,14 @@ pub struct HubRest {
     limit: Arc<Semaphore>,
 }
 
+/// One page of query results.
+#[derive(Debug, Clone)]
+pub struct QueryPage {
+    pub items: Vec<Value>,
+    pub item_type: String,
+    pub continuation: Option<String>,
+}
+
 /// A REST answer: status and JSON body (Null when empty or not JSON).
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -161,38 +169,63 @@ impl HubRest {
             .await
     }
 
+    /// One page of `POST /devices/query`: the items, the `x-ms-item-type` and the next page's
+    /// `x-ms-continuation` token.
+    pub async fn query_page(
+        &self,
+        query: &str,
+        page_size: Option<usize>,
+        continuation: Option<&str>,
+    ) -> Result<QueryPage> {
+        let _permit = self.limit.acquire().await?;
+        let mut req = self
+            .http
+            .post(format!("{}/devices/query", self.base))
+            .header("Authorization", self.token()?)
+            .json(&json!({ "query": query }));
+        if let Some(c) = continuation {
+            req = req.header("x-ms-continuation", c);
+        }
+        if let Some(n) = page_size {
+            req = req.header("x-ms-max-item-count", n.to_string());
+        }
+        let resp = req.send().await.context("POST /devices/query")?;
+        let status = resp.status();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        let continuation = header("x-ms-continuation");
+        let item_type = header("x-ms-item-type").unwrap_or_default();
+        let body: Value = serde_json::from_slice(&resp.bytes().await?).unwrap_or(Value::Null);
+        if status == StatusCode::NOT_FOUND && body.is_null() {
+            bail!("this hub does not answer POST /devices/query; target groups or devices instead");
+        }
+        let rows = Reply { status, body }.ok(&format!("query \"{query}\""))?;
+        Ok(QueryPage {
+            items: rows.as_array().cloned().unwrap_or_default(),
+            item_type,
+            continuation,
+        })
+    }
+
     /// Device ids a hub query selects (`POST /devices/query`, following continuation tokens).
     pub async fn query_ids(&self, query: &str) -> Result<Vec<String>> {
         let mut ids = Vec::new();
         let mut continuation: Option<String> = None;
         loop {
-            let _permit = self.limit.acquire().await?;
-            let mut req = self
-                .http
-                .post(format!("{}/devices/query", self.base))
-                .header("Authorization", self.token()?)
-                .json(&json!({ "query": query }));
-            if let Some(c) = &continuation {
-                req = req.header("x-ms-continuation", c);
-            }
-            let resp = req.send().await.context("POST /devices/query")?;
-            let status = resp.status();
-            continuation = resp
-                .headers()
-                .get("x-ms-continuation")
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.is_empty())
-                .map(str::to_string);
-            let body: Value = serde_json::from_slice(&resp.bytes().await?).unwrap_or(Value::Null);
-            if status == StatusCode::NOT_FOUND && body.is_null() {
-                bail!("this hub does not answer POST /devices/query yet; target groups or devices instead");
-            }
-            let rows = Reply { status, body }.ok(&format!("query \"{query}\""))?;
-            for row in rows.as_array().into_iter().flatten() {
-                if let Some(id) = row["deviceId"].as_str() {
-                    ids.push(id.to_string());
-                }
-            }
+            let page = self
+                .query_page(query, Some(1000), continuation.as_deref())
+                .await?;
+            ids.extend(
+                page.items
+                    .iter()
+                    .filter_map(|row| row["deviceId"].as_str().map(str::to_string)),
+            );
+            continuation = page.continuation;
             if continuation.is_none() {
                 return Ok(ids);
             }

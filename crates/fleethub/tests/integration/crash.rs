@@ -1,62 +1,12 @@
 //! Durability: writes under load, `kill -9`, restart — every acknowledged write survives.
 
-use crate::harness::unix_now;
+use crate::harness::{spawn_hub, unix_now};
 use fleethub_sim::{ConnectOptions, DeviceAuth, DeviceClient};
 use serde_json::{json, Value};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-struct Proc {
-    child: Child,
-    ready: Value,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_hub(dir: &Path, https_port: u16, mqtt_port: u16) -> Proc {
-    let ready_file = dir.join("ready.json");
-    let _ = std::fs::remove_file(&ready_file);
-    let child = Command::new(env!("CARGO_BIN_EXE_fleethub"))
-        .args(["serve", "--bind", "127.0.0.1"])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args([
-            "--https-port",
-            &https_port.to_string(),
-            "--mqtt-port",
-            &mqtt_port.to_string(),
-        ])
-        .arg("--ready-file")
-        .arg(&ready_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("hub binary starts");
-    let mut proc = Proc {
-        child,
-        ready: Value::Null,
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&ready_file) {
-            proc.ready = serde_json::from_str(&text).unwrap();
-            return proc;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "hub did not become ready"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn owner_token(ready: &Value) -> String {
     let cs = fleethub_core::connection_string::ConnectionString::parse(

@@ -212,3 +212,58 @@ pub async fn next_event<T>(
         }
     }
 }
+
+/// A `fleethub serve` child process; dropping it kills and reaps it.
+pub struct Proc {
+    pub child: std::process::Child,
+    /// The ready file the hub wrote.
+    pub ready: Value,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the hub binary over `dir` (port 0 = ephemeral) and waits for its ready file.
+pub fn spawn_hub(dir: &std::path::Path, https_port: u16, mqtt_port: u16) -> Proc {
+    let ready_file = dir.join("ready.json");
+    let _ = std::fs::remove_file(&ready_file);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_fleethub"))
+        .args(["serve", "--bind", "127.0.0.1"])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args([
+            "--https-port",
+            &https_port.to_string(),
+            "--mqtt-port",
+            &mqtt_port.to_string(),
+        ])
+        .arg("--ready-file")
+        .arg(&ready_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("hub binary starts");
+    let mut proc = Proc {
+        child,
+        ready: Value::Null,
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready_file) {
+            // The file may be caught half-written: try again until it parses.
+            if let Ok(ready) = serde_json::from_str(&text) {
+                proc.ready = ready;
+                return proc;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hub did not become ready"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,211 @@
+//! The job document the hub stores in `jobs.body`, and the `JobResponse` shape it answers with.
+
+use super::rate::RateControl;
+use super::request::JobType;
+use fleethub_core::{HubError, HubResult};
+use fleethub_store::{JobDeviceCounts, JobRow};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+/// A job's lifecycle, with IoT Hub's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum JobStatus {
+    /// Waiting for its start time.
+    Scheduled,
+    /// Ready to start, waiting for a free slot (`maxConcurrentJobs`).
+    Queued,
+    /// Working through its devices.
+    Running,
+    /// Every device was processed (some may have failed; see the statistics).
+    Completed,
+    /// The job itself could not run (`failureReason` says why).
+    Failed,
+    /// Cancelled; devices not yet processed were canceled.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// IoT Hub's name, also the `jobs.status` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Scheduled => "scheduled",
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses IoT Hub's name (`enqueued` is IoT Hub's other word for queued).
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        Some(match s {
+            "scheduled" => JobStatus::Scheduled,
+            "queued" | "enqueued" => JobStatus::Queued,
+            "running" => JobStatus::Running,
+            "completed" => JobStatus::Completed,
+            "failed" => JobStatus::Failed,
+            "cancelled" => JobStatus::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// Whether the job will do nothing more on its own.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+/// A method job's call, checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MethodCall {
+    pub method_name: String,
+    pub payload: Value,
+    pub response_timeout_in_seconds: u64,
+    pub connect_timeout_in_seconds: u64,
+}
+
+/// A twin job's patch, checked: tags and desired merge-patches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TwinUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<Map<String, Value>>,
+}
+
+impl TwinUpdate {
+    /// The patch in IoT Hub's `updateTwin` (Twin) shape.
+    fn to_json(&self) -> Value {
+        let mut out = Map::new();
+        out.insert("etag".into(), Value::from("*"));
+        if let Some(tags) = &self.tags {
+            out.insert("tags".into(), Value::Object(tags.clone()));
+        }
+        if let Some(desired) = &self.desired {
+            out.insert("properties".into(), json!({ "desired": desired }));
+        }
+        Value::Object(out)
+    }
+}
+
+/// `deviceJobStatistics`: how many of the job's devices are where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Statistics {
+    pub device_count: u64,
+    /// Failed devices, canceled ones included.
+    pub failed_count: u64,
+    pub succeeded_count: u64,
+    pub running_count: u64,
+    pub pending_count: u64,
+    /// Of `failedCount`, the devices canceled before they were processed (FleetHub extension).
+    pub canceled_count: u64,
+}
+
+impl From<JobDeviceCounts> for Statistics {
+    fn from(c: JobDeviceCounts) -> Self {
+        Statistics {
+            device_count: c.total(),
+            failed_count: c.failed + c.canceled,
+            succeeded_count: c.completed,
+            running_count: c.running,
+            pending_count: c.pending + c.scheduled,
+            canceled_count: c.canceled,
+        }
+    }
+}
+
+/// Everything the hub keeps about a job, stored as `jobs.body`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobDocument {
+    pub job_id: String,
+    #[serde(rename = "type")]
+    pub job_type: JobType,
+    pub query_condition: String,
+    pub created_time: String,
+    pub start_time: String,
+    pub max_execution_time_in_seconds: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_to_device_method: Option<MethodCall>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_twin: Option<TwinUpdate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_control: Option<RateControl>,
+    pub status: JobStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    /// When the job began running, in Unix milliseconds (its execution deadline counts from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<i64>,
+    /// Whether the device snapshot is complete.
+    #[serde(default)]
+    pub snapshot_done: bool,
+    /// The last device id added to the snapshot so far (the next chunk starts after it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_after: Option<String>,
+    /// Statistics frozen when the job finished (its device rows no longer change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_statistics: Option<Statistics>,
+}
+
+impl JobDocument {
+    /// Decodes a stored job.
+    pub fn from_row(row: &JobRow) -> HubResult<JobDocument> {
+        JobDocument::deserialize(&row.body).map_err(|e| {
+            HubError::server(format!("stored job '{}' is unreadable: {e}", row.job_id))
+        })
+    }
+
+    /// The document as stored.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// IoT Hub's `JobResponse`, with the given statistics.
+    pub fn to_response(&self, stats: Statistics) -> Value {
+        let mut out = json!({
+            "jobId": self.job_id,
+            "type": self.job_type.as_str(),
+            "queryCondition": self.query_condition,
+            "createdTime": self.created_time,
+            "startTime": self.start_time,
+            "maxExecutionTimeInSeconds": self.max_execution_time_in_seconds,
+            "status": self.status.as_str(),
+            "deviceJobStatistics": stats,
+        });
+        let Value::Object(obj) = &mut out else {
+            return out;
+        };
+        if let Some(m) = &self.cloud_to_device_method {
+            obj.insert("cloudToDeviceMethod".into(), json!(m));
+        }
+        if let Some(t) = &self.update_twin {
+            obj.insert("updateTwin".into(), t.to_json());
+        }
+        if let Some(rc) = &self.rate_control {
+            obj.insert("rateControl".into(), json!(rc));
+        }
+        if let Some(t) = &self.end_time {
+            obj.insert("endTime".into(), Value::from(t.as_str()));
+        }
+        if let Some(r) = &self.failure_reason {
+            obj.insert("failureReason".into(), Value::from(r.as_str()));
+        }
+        if let Some(m) = &self.status_message {
+            obj.insert("statusMessage".into(), Value::from(m.as_str()));
+        }
+        out
+    }
+}

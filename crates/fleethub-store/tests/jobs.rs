@@ -1,0 +1,284 @@
+//! Job rows and device snapshots against a real database file.
+
+use fleethub_store::rusqlite::types::Value as SqlValue;
+use fleethub_store::{
+    DeviceRow, JobDeviceCounts, JobDeviceUpdate, JobFilter, JobReads, JobRow, JobSnapshot, Store,
+    StoreConfig, StoreError,
+};
+use serde_json::json;
+use tempfile::TempDir;
+
+fn open(dir: &TempDir) -> Store {
+    Store::open(StoreConfig::new(dir.path().join("fleethub.db"))).unwrap()
+}
+
+fn device(id: &str, tags: serde_json::Value) -> DeviceRow {
+    DeviceRow {
+        device_id: id.to_string(),
+        status: "enabled".into(),
+        identity: json!({ "deviceId": id }),
+        tags,
+        desired: json!({"values":{},"metadata":{},"version":1}),
+        reported: json!({}),
+        twin_version: 1,
+        twin_etag: "AAAAAAAAAAE=".into(),
+    }
+}
+
+fn job(id: &str, job_type: &str, status: &str, created_ms: i64) -> JobRow {
+    JobRow {
+        job_id: id.into(),
+        job_type: job_type.into(),
+        status: status.into(),
+        created_ms,
+        start_ms: created_ms,
+        end_ms: None,
+        body: json!({ "jobId": id }),
+    }
+}
+
+async fn seed(store: &Store, n: usize) {
+    store
+        .write(move |tx| -> Result<(), StoreError> {
+            for i in 0..n {
+                let tags = json!({ "even": i % 2 == 0 });
+                tx.insert_device(&device(&format!("d{i:03}"), tags))?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_job_id_is_taken_once_and_its_document_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let first = store
+        .write(|tx| tx.insert_job(&job("j1", "scheduleUpdateTwin", "queued", 1)))
+        .await
+        .unwrap();
+    let again = store
+        .write(|tx| tx.insert_job(&job("j1", "scheduleDeviceMethod", "queued", 2)))
+        .await
+        .unwrap();
+    assert!(first && !again);
+    store
+        .write(|tx| tx.update_job("j1", "completed", Some(9), &json!({"done": true})))
+        .await
+        .unwrap();
+    let row = store.read(|r| r.get_job("j1")).await.unwrap().unwrap();
+    assert_eq!(
+        (row.job_type.as_str(), row.status.as_str(), row.end_ms),
+        ("scheduleUpdateTwin", "completed", Some(9))
+    );
+    assert_eq!(row.body, json!({"done": true}));
+}
+
+#[tokio::test]
+async fn snapshots_are_taken_in_chunks_with_a_condition_and_its_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    seed(&store, 10).await;
+    let take = |after: Option<String>| {
+        store.write(move |tx| {
+            let params = [SqlValue::Integer(1)];
+            let snapshot = JobSnapshot {
+                job_id: "j1",
+                job_type: "scheduleUpdateTwin",
+                created_time: "2026-01-01T00:00:00.0000000Z",
+                condition_sql: Some("json_extract(tags, '$.even') = ?1"),
+                condition_params: &params,
+            };
+            tx.snapshot_job_devices(&snapshot, after.as_deref(), 3)
+        })
+    };
+    let (n, last) = take(None).await.unwrap();
+    assert_eq!((n, last.as_deref()), (3, Some("d004")));
+    let (n, last) = take(last).await.unwrap();
+    assert_eq!((n, last.as_deref()), (2, Some("d008")));
+    let (n, last) = take(last).await.unwrap();
+    assert_eq!((n, last), (0, None));
+    let counts = store.read(|r| r.job_device_counts("j1")).await.unwrap();
+    assert_eq!(
+        counts,
+        JobDeviceCounts {
+            pending: 5,
+            ..Default::default()
+        }
+    );
+    let row = store
+        .read(|r| r.get_job_device("j1", "d002"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, "pending");
+    assert_eq!(row.created_time, row.updated_time);
+    assert_eq!((row.start_time, row.outcome), (None, None));
+}
+
+#[tokio::test]
+async fn device_rows_move_in_bounded_chunks_and_count_by_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    seed(&store, 6).await;
+    store
+        .write(|tx| {
+            let snapshot = JobSnapshot {
+                job_id: "j1",
+                job_type: "scheduleDeviceMethod",
+                created_time: "t0",
+                condition_sql: None,
+                condition_params: &[],
+            };
+            tx.snapshot_job_devices(&snapshot, None, 100)
+        })
+        .await
+        .unwrap();
+    let error = json!({"code": "JobCanceled", "description": "canceled"});
+    let moved = store
+        .write(move |tx| {
+            let cancel = JobDeviceUpdate {
+                status: "canceled",
+                start_time: None,
+                end_time: Some("t1"),
+                updated_time: "t1",
+                outcome: None,
+                error: Some(&error),
+            };
+            tx.move_job_devices("j1", "pending", &cancel, 4)
+        })
+        .await
+        .unwrap();
+    assert_eq!(moved, 4);
+    let outcome = json!({"deviceMethodResponse": {"status": 200, "payload": null}});
+    store
+        .write(move |tx| {
+            let done = JobDeviceUpdate {
+                status: "completed",
+                start_time: Some("t2"),
+                end_time: Some("t3"),
+                updated_time: "t3",
+                outcome: Some(&outcome),
+                error: None,
+            };
+            tx.update_job_device("j1", "d005", &done)
+        })
+        .await
+        .unwrap();
+    let counts = store.read(|r| r.job_device_counts("j1")).await.unwrap();
+    assert_eq!(
+        (counts.canceled, counts.pending, counts.completed),
+        (4, 1, 1)
+    );
+    assert_eq!(counts.total(), 6);
+    let pending = store
+        .read(|r| r.job_device_ids("j1", "pending", 10))
+        .await
+        .unwrap();
+    assert_eq!(pending, vec!["d004".to_string()]);
+    let row = store
+        .read(|r| r.get_job_device("j1", "d005"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.outcome.unwrap()["deviceMethodResponse"]["status"], 200);
+    assert_eq!(row.start_time.as_deref(), Some("t2"));
+}
+
+#[tokio::test]
+async fn twin_targets_carry_only_the_sections_asked_for_and_flag_deleted_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    seed(&store, 2).await;
+    store
+        .write(|tx| -> Result<(), StoreError> {
+            let snapshot = JobSnapshot {
+                job_id: "j1",
+                job_type: "scheduleUpdateTwin",
+                created_time: "t0",
+                condition_sql: None,
+                condition_params: &[],
+            };
+            tx.snapshot_job_devices(&snapshot, None, 100)?;
+            tx.delete_device("d001")?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let targets = store
+        .read(|r| r.pending_twin_targets("j1", false, true, 10))
+        .await
+        .unwrap();
+    assert_eq!(targets.len(), 2);
+    assert!(targets[0].tags.is_none() && targets[0].desired.is_some());
+    assert_eq!(targets[0].twin_version, Some(1));
+    assert_eq!(targets[1].device_id, "d001");
+    assert_eq!(targets[1].twin_version, None);
+}
+
+#[tokio::test]
+async fn job_lists_filter_page_and_finished_jobs_are_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .write(|tx| -> Result<(), StoreError> {
+            tx.insert_job(&job("a", "scheduleUpdateTwin", "completed", 1))?;
+            tx.insert_job(&job("b", "scheduleDeviceMethod", "running", 2))?;
+            tx.insert_job(&job("c", "scheduleUpdateTwin", "running", 3))?;
+            tx.update_job("a", "completed", Some(10), &json!({}))?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let page = store
+        .read(|r| r.list_jobs(&JobFilter::default(), 2))
+        .await
+        .unwrap();
+    let ids: Vec<_> = page.iter().map(|j| j.job_id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    let rest = store
+        .read(|r| {
+            let filter = JobFilter {
+                after: Some((2, "b")),
+                ..Default::default()
+            };
+            r.list_jobs(&filter, 2)
+        })
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].job_id, "c");
+    let twins = store
+        .read(|r| {
+            let filter = JobFilter {
+                job_type: Some("scheduleUpdateTwin"),
+                status: Some("running"),
+                ..Default::default()
+            };
+            r.list_jobs(&filter, 10)
+        })
+        .await
+        .unwrap();
+    assert_eq!(twins.len(), 1);
+    let unfinished = store
+        .read(|r| r.unfinished_jobs(&["running", "completed"]))
+        .await
+        .unwrap();
+    assert_eq!(unfinished.len(), 2, "a finished job is not unfinished");
+
+    let old = store
+        .write(|tx| tx.finished_jobs_before(11, 10))
+        .await
+        .unwrap();
+    assert_eq!(old, vec!["a".to_string()]);
+    store
+        .write(|tx| -> Result<(), StoreError> {
+            tx.delete_job_devices("a", 100)?;
+            tx.delete_job("a")?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert!(store.read(|r| r.get_job("a")).await.unwrap().is_none());
+}
