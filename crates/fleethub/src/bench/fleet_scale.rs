@@ -120,3 +120,210 @@ pub async fn register(devices: Option<usize>) -> Result<()> {
     );
     Ok(())
 }
+
+/// Median and 90th percentile of `samples` (milliseconds).
+fn median_p90(mut samples: Vec<f64>) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        samples
+            .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    (at(0.5), at(0.9))
+}
+
+/// Times `POST /devices/query` for `text` (first page, default page size) `runs` times.
+async fn time_query(
+    hub: &HubProcess,
+    token: &str,
+    text: &str,
+    runs: usize,
+) -> Result<(f64, f64, usize)> {
+    let url = format!("{}/devices/query", hub.base());
+    let mut samples = Vec::with_capacity(runs);
+    let mut items = 0;
+    for _ in 0..runs {
+        let started = Instant::now();
+        let resp = hub
+            .http
+            .post(&url)
+            .header("Authorization", token)
+            .json(&json!({ "query": text }))
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: Value = resp.json().await?;
+        samples.push(started.elapsed().as_secs_f64() * 1e3);
+        if !status.is_success() {
+            bail!("query failed: {status} {body}");
+        }
+        items = body.as_array().map_or(0, Vec::len);
+    }
+    let (p50, p90) = median_p90(samples);
+    Ok((p50, p90, items))
+}
+
+/// `fleethub bench query`: query latency over a million realistic twins.
+pub async fn query(devices: Option<usize>) -> Result<()> {
+    let count = devices.unwrap_or(1_000_000);
+    println!("== query: latency over {count} twins (~1 KB each)");
+    let hub = HubProcess::start()?;
+    let secs = register_fleet(&hub, "bench-", count, super::scenarios::KEY, 8).await?;
+    println!("  registered in {secs:.1} s");
+    let token = hub.token()?;
+    let cases = [
+        (
+            "selective tag equality (1% of rows), first page of 100",
+            "SELECT * FROM devices WHERE tags.building = 'b-042'",
+            "query_tag_equality_p50_ms",
+            "<= 50",
+            20,
+        ),
+        (
+            "scan on a reported property (COUNT over every twin)",
+            "SELECT COUNT() AS n FROM devices WHERE properties.reported.sensors.pm25 > 40",
+            "query_reported_scan_p50_ms",
+            "<= 1000",
+            5,
+        ),
+        (
+            "GROUP BY firmware version with COUNT",
+            "SELECT properties.reported.firmware.current_version AS fw, COUNT() AS n \
+             FROM devices GROUP BY properties.reported.firmware.current_version",
+            "query_group_by_firmware_p50_ms",
+            "<= 1500",
+            5,
+        ),
+    ];
+    for (what, text, name, target, runs) in cases {
+        let (p50, p90, items) = time_query(&hub, &token, text, runs).await?;
+        println!("  {what}: p50 {p50:.1} ms, p90 {p90:.1} ms over {runs} runs ({items} items)");
+        figure(name, p50, "ms", target);
+    }
+    Ok(())
+}
+
+/// Polls a job until it leaves queued/scheduled/running; returns the final document.
+async fn wait_for_job(hub: &HubProcess, token: &str, id: &str) -> Result<Value> {
+    loop {
+        let job: Value = hub
+            .http
+            .get(format!("{}/jobs/v2/{id}", hub.base()))
+            .header("Authorization", token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        match job["status"].as_str() {
+            Some("queued" | "scheduled" | "running") => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
+            _ => return Ok(job),
+        }
+    }
+}
+
+async fn create_job(hub: &HubProcess, token: &str, body: &Value) -> Result<()> {
+    let id = body["jobId"].as_str().unwrap_or_default();
+    let resp = hub
+        .http
+        .put(format!("{}/jobs/v2/{id}", hub.base()))
+        .header("Authorization", token)
+        .json(body)
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!(
+            "creating job {id}: {} {}",
+            resp.status(),
+            resp.text().await?
+        );
+    }
+    Ok(())
+}
+
+/// `fleethub bench jobs`: a twin job over a million devices with 10,000 of them connected, and
+/// a method job over 10,000 connected devices.
+pub async fn jobs(args: &super::BenchArgs) -> Result<()> {
+    let count = args.devices.unwrap_or(1_000_000);
+    let connected = 10_000.min(count);
+    println!("== jobs: scheduleUpdateTwin over {count} devices ({connected} connected)");
+    let hub = HubProcess::start()?;
+    let secs = register_fleet(&hub, "bench-", count, super::scenarios::KEY, 8).await?;
+    println!("  registered in {secs:.1} s");
+    let token = hub.token()?;
+    let twin_job = json!({
+        "jobId": "bench-twin",
+        "type": "scheduleUpdateTwin",
+        "queryCondition": "*",
+        "updateTwin": {"etag": "*", "properties": {"desired": {"firmware": {"version": "2.11.0"}}}},
+        "maxExecutionTimeInSeconds": 3600,
+    });
+    let (received, outcome) = super::scenarios::holding(
+        args,
+        &hub,
+        super::worker::WorkerMode::Desired,
+        connected,
+        || async {
+            let started = Instant::now();
+            create_job(&hub, &token, &twin_job).await?;
+            let job = wait_for_job(&hub, &token, "bench-twin").await?;
+            // Let the last pushes land before the workers stop counting.
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            anyhow::Ok((job, started.elapsed().as_secs_f64()))
+        },
+    )
+    .await?;
+    let (job, secs) = outcome?;
+    let stats = &job["deviceJobStatistics"];
+    let succeeded = stats["succeededCount"].as_u64().unwrap_or(0);
+    let secs = secs - 2.0;
+    println!(
+        "  job {} in {secs:.1} s: {succeeded} devices succeeded, {} failed; {received} desired patches reached the {connected} connected devices",
+        job["status"], stats["failedCount"]
+    );
+    figure("twin_job_seconds", secs, "s", "<= 60");
+    figure(
+        "twin_job_device_ops_per_sec",
+        succeeded as f64 / secs,
+        "ops/s",
+        ">= 16000",
+    );
+
+    println!("== jobs: scheduleDeviceMethod over {connected} connected devices");
+    let method_job = json!({
+        "jobId": "bench-method",
+        "type": "scheduleDeviceMethod",
+        "queryCondition": format!("deviceId IN [{}]", (0..connected).map(|i| format!("'bench-{i}'")).collect::<Vec<_>>().join(",")),
+        "cloudToDeviceMethod": {"methodName": "echo", "payload": {}, "responseTimeoutInSeconds": 30, "connectTimeoutInSeconds": 5},
+        "maxExecutionTimeInSeconds": 3600,
+    });
+    let (_, outcome) = super::scenarios::holding(
+        args,
+        &hub,
+        super::worker::WorkerMode::Methods,
+        connected,
+        || async {
+            let started = Instant::now();
+            create_job(&hub, &token, &method_job).await?;
+            let job = wait_for_job(&hub, &token, "bench-method").await?;
+            anyhow::Ok((job, started.elapsed().as_secs_f64()))
+        },
+    )
+    .await?;
+    let (job, secs) = outcome?;
+    let stats = &job["deviceJobStatistics"];
+    let succeeded = stats["succeededCount"].as_u64().unwrap_or(0);
+    println!(
+        "  job {} in {secs:.1} s: {succeeded} succeeded, {} failed",
+        job["status"], stats["failedCount"]
+    );
+    figure(
+        "method_job_device_ops_per_sec",
+        succeeded as f64 / secs,
+        "ops/s",
+        ">= 5000",
+    );
+    Ok(())
+}

@@ -25,7 +25,11 @@ pub enum BenchName {
     Connections,
     /// Bulk registration of a million devices with ~1 KB twins.
     Register,
-    /// All of the above but `register`.
+    /// Query latency over a million twins.
+    Query,
+    /// A twin job over a million devices, and a method job over 10,000 connected ones.
+    Jobs,
+    /// The connection-level benchmarks above (not the million-device ones).
     All,
 }
 
@@ -77,8 +81,11 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if all || args.name == BenchName::Connections {
         connections(&args).await?;
     }
-    if args.name == BenchName::Register {
-        super::fleet_scale::register(args.devices).await?;
+    match args.name {
+        BenchName::Register => super::fleet_scale::register(args.devices).await?,
+        BenchName::Query => super::fleet_scale::query(args.devices).await?,
+        BenchName::Jobs => super::fleet_scale::jobs(&args).await?,
+        _ => {}
     }
     Ok(())
 }
@@ -390,7 +397,7 @@ async fn reported(args: &BenchArgs) -> Result<()> {
 }
 
 /// Starts `devices` holding connections of `mode`, then runs `drive` against the hub.
-async fn holding<F, Fut>(
+pub(super) async fn holding<F, Fut>(
     args: &BenchArgs,
     hub: &HubProcess,
     mode: WorkerMode,

@@ -1,0 +1,14 @@
+//! Prints the SQL a query compiles to: `cargo run -p fleethub-query --example explain -- "SELECT …"`.
+fn main() {
+    let text = std::env::args().nth(1).unwrap_or_default();
+    match fleethub_query::Query::parse(&text) {
+        Ok(q) => match q.compile(&fleethub_query::Page {
+            limit: 100,
+            continuation: None,
+        }) {
+            Ok(c) => println!("{}\n{:?}", c.sql, c.params),
+            Err(e) => eprintln!("{e}"),
+        },
+        Err(e) => eprintln!("{e}"),
+    }
+}
