@@ -68,6 +68,12 @@ impl DeviceRng {
         base.mul_f64(1.0 + self.net.random::<f64>() * 0.5)
     }
 
+    /// Where in its first telemetry interval a device sends: a fleet that boots together must
+    /// not publish in lockstep (real devices drift apart the same way).
+    pub(crate) fn phase(&mut self, interval: Duration) -> Duration {
+        interval.mul_f64(self.sensor.random::<f64>())
+    }
+
     pub(crate) fn duplicate(&mut self, p: f64) -> bool {
         chance(&mut self.sensor, p)
     }

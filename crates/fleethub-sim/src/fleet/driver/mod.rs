@@ -216,7 +216,11 @@ impl Driver {
         let now = self.now();
         let boot = self.model.power_on(&now);
         self.sync_stats();
-        self.telemetry_at = self.model.telemetry_interval().map(|d| self.at(d));
+        let first = self
+            .model
+            .telemetry_interval()
+            .map(|d| self.model.rng.phase(d));
+        self.telemetry_at = first.map(|d| self.at(d));
         self.health_at = None;
         self.ota_retry_at = None;
         match boot {
