@@ -12,7 +12,7 @@ use fleethub_sim::fleet::SimClock;
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -148,7 +148,8 @@ impl Operator {
     async fn calls(&self, step: &Step) -> Result<Vec<Result<()>>> {
         if let Action::Http(h) = &step.action {
             let method = Method::from_bytes(h.method.as_bytes())?;
-            let reply = self.rest.call(method, &h.path, h.body.as_ref()).await;
+            let body = h.body.clone().map(|b| self.with_artifacts(b));
+            let reply = self.rest.call(method, &h.path, body.as_ref()).await;
             let what = format!("{} {}", h.method, h.path);
             return Ok(vec![reply.and_then(|r| r.ok(&what)).map(|_| ())]);
         }
@@ -159,6 +160,32 @@ impl Operator {
             .collect()
             .await;
         Ok(results)
+    }
+
+    /// Replaces every string `"${firmware:VERSION}"` in an `http` body with that artifact's
+    /// `{version, url, sha256, size}`, so a step can hand the simulator's own firmware to a job
+    /// (or, later, a rollout) without knowing the server's port.
+    fn with_artifacts(&self, body: Value) -> Value {
+        match body {
+            Value::String(text) => {
+                let version = text
+                    .strip_prefix("${firmware:")
+                    .and_then(|rest| rest.strip_suffix('}'));
+                match version.and_then(|v| self.artifacts.iter().find(|a| a.version == v)) {
+                    Some(a) => serde_json::to_value(a).unwrap_or(Value::String(text)),
+                    None => Value::String(text),
+                }
+            }
+            Value::Array(items) => {
+                Value::Array(items.into_iter().map(|v| self.with_artifacts(v)).collect())
+            }
+            Value::Object(map) => Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| (k, self.with_artifacts(v)))
+                    .collect(),
+            ),
+            other => other,
+        }
     }
 
     async fn per_device(&self, action: &Action, id: &str) -> Result<()> {

@@ -231,3 +231,76 @@ async fn flags_register_tagged_devices_on_a_running_hub_and_sigterm_stops_cleanl
     })
     .await;
 }
+
+/// A firmware job through the jobs API, as an operator schedules one: a query condition picks
+/// the Boston devices (awake and asleep), the desired firmware waits for the sleeping ones, and
+/// Denver is left alone.
+const JOB_SCENARIO: &str = r#"
+[simulation]
+seed = 11
+time_scale = 600
+duration = "3h"
+
+[[group]]
+name = "awake"
+count = 12
+tags = { city = "boston" }
+
+[[group]]
+name = "battery"
+count = 6
+tags = { city = "boston" }
+[group.behavior.faults]
+sleep = { awake_s = 300, asleep_s = 1800 }
+
+[[group]]
+name = "denver"
+count = 6
+tags = { city = "denver" }
+
+[[firmware]]
+version = "2.0.0"
+generate = { size = 32768 }
+
+[[step]]
+at = "5m"
+name = "job"
+http = { method = "PUT", path = "/jobs/v2/boston-fw", body = { jobId = "boston-fw", type = "scheduleUpdateTwin", queryCondition = "tags.city = 'boston'", updateTwin = { etag = "*", properties = { desired = { firmware = "${firmware:2.0.0}" } } }, maxExecutionTimeInSeconds = 600 } }
+
+[[expect]]
+name = "awake-updated"
+after = "job"
+within = "30m"
+group = "awake"
+reported_firmware = "2.0.0"
+at_least = "100%"
+
+[[expect]]
+name = "battery-updated-after-waking"
+after = "job"
+within = "2h"
+group = "battery"
+reported_firmware = "2.0.0"
+at_least = "100%"
+
+[[expect]]
+name = "denver-untouched"
+after = "job"
+within = "30m"
+group = "denver"
+reported_firmware = "1.0.0"
+at_least = "100%"
+"#;
+
+#[tokio::test]
+async fn a_twin_job_updates_online_and_sleeping_devices_and_only_those_selected() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_scenario(dir.path(), JOB_SCENARIO);
+    let cmd = simulate(&["--scenario", file.to_str().unwrap(), "--report", "json"]);
+    let (code, out, err) = run(cmd).await;
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    let report: Value = serde_json::from_str(&out).expect("a JSON report");
+    assert_eq!(report["passed"], true, "{report}");
+    assert_eq!(report["stats"]["group_versions"]["battery"]["2.0.0"], 6);
+    assert_eq!(report["stats"]["group_versions"]["denver"]["1.0.0"], 6);
+}
