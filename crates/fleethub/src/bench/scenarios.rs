@@ -29,6 +29,8 @@ pub enum BenchName {
     Query,
     /// A twin job over a million devices, and a method job over 10,000 connected ones.
     Jobs,
+    /// Only the method job of `jobs`.
+    MethodJob,
     /// The connection-level benchmarks above (not the million-device ones).
     All,
 }
@@ -85,6 +87,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         BenchName::Register => super::fleet_scale::register(args.devices).await?,
         BenchName::Query => super::fleet_scale::query(args.devices).await?,
         BenchName::Jobs => super::fleet_scale::jobs(&args).await?,
+        BenchName::MethodJob => super::fleet_scale::method_job(&args).await?,
         _ => {}
     }
     Ok(())
