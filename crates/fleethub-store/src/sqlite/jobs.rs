@@ -11,6 +11,16 @@ use serde_json::Value;
 use super::reads::{json_text, sql_limit};
 use crate::{Reads, StoreError, WriteTx};
 
+/// The SET clause of every `job_devices` update: `?3` status, `?4` start, `?5` end, `?6` updated,
+/// `?7` outcome, `?8` error (start and end keep their value when not given).
+/// (A macro, so the statements below are built with `concat!` at compile time.)
+macro_rules! set_from_update {
+    () => {
+        "UPDATE job_devices SET status = ?3, start_time = coalesce(?4, start_time), \
+         end_time = coalesce(?5, end_time), updated_time = ?6, outcome = ?7, error = ?8 "
+    };
+}
+
 /// One job: its indexed columns and the document the hub keeps for it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRow {
@@ -372,24 +382,8 @@ impl WriteTx<'_> {
         device_id: &str,
         update: &JobDeviceUpdate<'_>,
     ) -> Result<bool, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "UPDATE job_devices SET status = ?3, start_time = coalesce(?4, start_time),
-                 end_time = coalesce(?5, end_time), updated_time = ?6, outcome = ?7, error = ?8
-             WHERE job_id = ?1 AND device_id = ?2",
-        )?;
-        let outcome = update.outcome.map(json_text).transpose()?;
-        let error = update.error.map(json_text).transpose()?;
-        let changed = stmt.execute(params![
-            job_id,
-            device_id,
-            update.status,
-            update.start_time,
-            update.end_time,
-            update.updated_time,
-            outcome,
-            error,
-        ])?;
-        Ok(changed == 1)
+        let sql = concat!(set_from_update!(), "WHERE job_id = ?1 AND device_id = ?2");
+        Ok(self.apply_update(sql, job_id, device_id, update, None)? == 1)
     }
 
     /// Moves up to `limit` of a job's devices from status `from` to `update.status` (lowest ids
@@ -401,27 +395,47 @@ impl WriteTx<'_> {
         update: &JobDeviceUpdate<'_>,
         limit: usize,
     ) -> Result<u64, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "UPDATE job_devices SET status = ?3, start_time = coalesce(?4, start_time),
-                 end_time = coalesce(?5, end_time), updated_time = ?6, outcome = ?7, error = ?8
-             WHERE job_id = ?1 AND device_id IN (
+        let sql = concat!(
+            set_from_update!(),
+            "WHERE job_id = ?1 AND device_id IN (
                  SELECT device_id FROM job_devices WHERE job_id = ?1 AND status = ?2
-                 ORDER BY device_id LIMIT ?9)",
-        )?;
+                 ORDER BY device_id LIMIT ?9)"
+        );
+        let moved = self.apply_update(sql, job_id, from, update, Some(sql_limit(limit)))?;
+        Ok(moved as u64)
+    }
+
+    /// Runs a `job_devices` update that starts with `set_from_update!()`: `?1` the job, `?2`
+    /// `key` (a device id or a status), `?3`…`?8` the update, `?9` the optional limit.
+    fn apply_update(
+        &mut self,
+        sql: &str,
+        job_id: &str,
+        key: &str,
+        update: &JobDeviceUpdate<'_>,
+        limit: Option<i64>,
+    ) -> Result<usize, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
         let outcome = update.outcome.map(json_text).transpose()?;
         let error = update.error.map(json_text).transpose()?;
-        let moved = stmt.execute(params![
+        let base = params![
             job_id,
-            from,
+            key,
             update.status,
             update.start_time,
             update.end_time,
             update.updated_time,
             outcome,
             error,
-            sql_limit(limit),
-        ])?;
-        Ok(moved as u64)
+        ];
+        Ok(match limit {
+            None => stmt.execute(base)?,
+            Some(limit) => {
+                let mut all = base.to_vec();
+                all.push(&limit);
+                stmt.execute(all.as_slice())?
+            }
+        })
     }
 
     /// Replaces tags and/or desired (as already-serialized JSON text; `None` keeps a section) and

@@ -4,7 +4,6 @@
 use super::hub_process::{cpu_seconds, HubProcess};
 use super::scenarios::figure;
 use anyhow::{bail, Result};
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -68,34 +67,8 @@ pub async fn register_fleet(
     key: &str,
     concurrency: usize,
 ) -> Result<f64> {
-    let token = hub.token()?;
-    let url = format!("{}/devices", hub.base());
-    let started = Instant::now();
-    let mut calls = futures_util::stream::iter((0..count).step_by(100))
-        .map(|first| {
-            let body: Vec<Value> = (first..(first + 100).min(count))
-                .map(|i| fleet_entry(prefix, i, key))
-                .collect();
-            let req = hub
-                .http
-                .post(&url)
-                .header("Authorization", &token)
-                .json(&body);
-            async move {
-                let resp = req.send().await?;
-                let status = resp.status();
-                let text = resp.text().await.unwrap_or_default();
-                anyhow::Ok((status, text))
-            }
-        })
-        .buffer_unordered(concurrency);
-    while let Some(result) = calls.next().await {
-        let (status, text) = result?;
-        if !status.is_success() || text.contains("\"isSuccessful\":false") {
-            bail!("bulk registration failed: {status} {text}");
-        }
-    }
-    Ok(started.elapsed().as_secs_f64())
+    hub.register_with(count, concurrency, |i| fleet_entry(prefix, i, key))
+        .await
 }
 
 /// `fleethub bench register`: a million devices with ~1 KB twins through bulk import.

@@ -95,29 +95,48 @@ impl HubProcess {
 
     /// Registers `count` devices named `{prefix}{n}`, all with `key`, 100 per bulk call.
     pub async fn register(&self, prefix: &str, count: usize, key: &str) -> Result<()> {
+        self.register_with(count, 8, |i| {
+            json!({"id": format!("{prefix}{i}"), "importMode": "create",
+                "authentication": {"type": "sas", "symmetricKey": {"primaryKey": key, "secondaryKey": key}}})
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Registers devices `0..count` through bulk import, `entry(i)` being device i's entry, 100
+    /// per call with `concurrency` calls in flight; returns the elapsed seconds.
+    pub async fn register_with(
+        &self,
+        count: usize,
+        concurrency: usize,
+        entry: impl Fn(usize) -> Value,
+    ) -> Result<f64> {
         let token = self.token()?;
-        let mut batches = futures_util::stream::iter((0..count).collect::<Vec<_>>().chunks(100).map(|c| c.to_vec()).collect::<Vec<_>>())
-            .map(|chunk| {
-                let body: Vec<Value> = chunk
-                    .iter()
-                    .map(|i| json!({"id": format!("{prefix}{i}"), "importMode": "create",
-                        "authentication": {"type": "sas", "symmetricKey": {"primaryKey": key, "secondaryKey": key}}}))
-                    .collect();
-                let req = self.http.post(format!("{}/devices", self.base())).header("Authorization", &token).json(&body);
-                async move { req.send().await }
+        let url = format!("{}/devices", self.base());
+        let started = Instant::now();
+        let mut calls = futures_util::stream::iter((0..count).step_by(100))
+            .map(|first| {
+                let body: Vec<Value> = (first..(first + 100).min(count)).map(&entry).collect();
+                let req = self
+                    .http
+                    .post(&url)
+                    .header("Authorization", &token)
+                    .json(&body);
+                async move {
+                    let resp = req.send().await?;
+                    let status = resp.status();
+                    let text = resp.text().await.unwrap_or_default();
+                    anyhow::Ok((status, text))
+                }
             })
-            .buffer_unordered(8);
-        while let Some(resp) = batches.next().await {
-            let resp = resp?;
-            if !resp.status().is_success() {
-                bail!(
-                    "bulk registration failed: {} {}",
-                    resp.status(),
-                    resp.text().await.unwrap_or_default()
-                );
+            .buffer_unordered(concurrency);
+        while let Some(result) = calls.next().await {
+            let (status, text) = result?;
+            if !status.is_success() || text.contains("\"isSuccessful\":false") {
+                bail!("bulk registration failed: {status} {text}");
             }
         }
-        Ok(())
+        Ok(started.elapsed().as_secs_f64())
     }
 
     /// Resident memory of the hub process in KiB.
