@@ -116,13 +116,13 @@ impl LocalDevices {
         })
     }
 
-    async fn stop(self) -> StatsSnapshot {
+    /// Tells every device to disconnect and waits for them.
+    async fn stop(self) {
         let _ = self.stop.send(true);
         let all = futures_util::future::join_all(self.handles);
         if tokio::time::timeout(STOP_GRACE, all).await.is_err() {
             tracing::warn!("some devices did not disconnect within {STOP_GRACE:?}");
         }
-        self.stats.snapshot()
     }
 }
 
@@ -183,10 +183,14 @@ impl Fleet {
         }
     }
 
-    /// Tells every device to disconnect, waits for them, and returns the final counters.
+    /// Tells every device to disconnect and waits for them. Returns the counters as they were
+    /// when the stop was asked for (the fleet as it ran, still connected), taken fresh in every
+    /// process rather than from the last periodic line.
     pub async fn stop(mut self) -> StatsSnapshot {
         if let Some(local) = self.local.take() {
-            return local.stop().await;
+            let running = local.stats.snapshot();
+            local.stop().await;
+            return running;
         }
         for w in self.workers.iter_mut() {
             let _ = w.stdin.write_all(b"stop\n").await;
@@ -244,7 +248,8 @@ async fn spawn_worker(
 }
 
 /// `fleethub simulate-worker`: reads a [`WorkerPlan`] line, runs those devices, prints their
-/// counters as JSON lines until told `stop` (or its stdin closes), then a final line.
+/// counters as JSON lines until told `stop` (or its stdin closes). Its last line is the counters
+/// at that moment, before the devices disconnect.
 pub async fn run_worker() -> Result<()> {
     // Ctrl-C in a terminal reaches the whole process group; the coordinator decides when to stop.
     tokio::spawn(async { while tokio::signal::ctrl_c().await.is_ok() {} });
@@ -263,8 +268,8 @@ pub async fn run_worker() -> Result<()> {
             },
         }
     }
-    let last = devices.stop().await;
-    println!("{}", serde_json::to_string(&last)?);
+    println!("{}", serde_json::to_string(&devices.stats.snapshot())?);
+    devices.stop().await;
     Ok(())
 }
 

@@ -193,8 +193,7 @@ pub async fn run(args: SimulateArgs) -> Result<bool> {
     let (outcomes, steps, ended) = drive(&scenario, &operator, &fleet, &clock, started).await;
     let simulated = SimDuration::whole_secs(clock.elapsed());
     // The fleet as it ran, before the devices are told to disconnect.
-    let stats = fleet.snapshot();
-    fleet.stop().await;
+    let stats = fleet.stop().await;
     let passed = outcomes.iter().all(|o| o.passed);
     let report = Report {
         scenario: label,
