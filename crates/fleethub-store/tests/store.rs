@@ -102,34 +102,6 @@ async fn a_committed_write_survives_close_and_reopen() {
     assert_eq!(owner.as_deref(), Some("alice"));
 }
 
-fn page_size(path: &std::path::Path) -> i64 {
-    let conn = fleethub_store::rusqlite::Connection::open(path).unwrap();
-    conn.pragma_query_value(None, "page_size", |r| r.get(0))
-        .unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_database_gets_16_kib_pages_and_an_older_one_keeps_its_own() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    insert(&store, device("dev-1")).await;
-    store.close();
-    assert_eq!(page_size(&dir.path().join("data/fleethub.db")), 16_384);
-
-    // A database created with SQLite's default page size (an earlier build) opens and works.
-    let old = dir.path().join("old.db");
-    {
-        let conn = fleethub_store::rusqlite::Connection::open(&old).unwrap();
-        conn.pragma_update(None, "page_size", 4096).unwrap();
-        conn.execute_batch("CREATE TABLE keep (x); DROP TABLE keep;").unwrap();
-    }
-    let store = Store::open(StoreConfig::new(old.clone())).unwrap();
-    insert(&store, device("dev-2")).await;
-    assert_eq!(get(&store, "dev-2").await, Some(device("dev-2")));
-    store.close();
-    assert_eq!(page_size(&old), 4096);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_commits_the_queued_writes_and_refuses_new_ones() {
     let dir = TempDir::new().unwrap();

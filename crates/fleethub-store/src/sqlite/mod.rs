@@ -56,10 +56,6 @@ impl Store {
             })?;
         }
         let mut conn = open_connection(&cfg.path, cfg.connection_init.as_ref())?;
-        // Only a new database takes this (it must come before WAL mode and the first table).
-        // A device row with its twin is 2-5 KB: with 4 KiB pages most rows spill into overflow
-        // pages, which doubles the pages a scan or an update touches (docs/benchmarks.md).
-        conn.pragma_update(None, "page_size", PAGE_SIZE)?;
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -133,9 +129,6 @@ impl Store {
         self.inner.writer.join();
     }
 }
-
-/// The page size of databases this build creates.
-const PAGE_SIZE: i64 = 16_384;
 
 /// A connection to the database at `path` with the settings every connection shares.
 fn open_connection(path: &Path, init: Option<&ConnectionInit>) -> Result<Connection, StoreError> {
