@@ -1,10 +1,12 @@
-//! The SQLite backend: one writer thread with group commit, a pool of read connections.
+//! The SQLite backend: one writer thread with group commit, a pool of read connections, and a
+//! checkpoint thread (`checkpointer.rs`).
 //!
 //! Durability: the database runs in WAL mode with `synchronous=FULL`, so every commit fsyncs the
 //! WAL before the writer reports it. `synchronous=NORMAL` would survive a killed process but could
 //! lose the last commits on power loss, and the hub acknowledges devices and operators on commit
 //! (DESIGN.md, invariant 2). Group commit pays that fsync once per batch, not once per write.
 
+mod checkpointer;
 mod jobs;
 mod read_pool;
 mod reads;
@@ -20,6 +22,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 use crate::{ConnectionInit, StoreConfig, StoreError};
+use checkpointer::Checkpointer;
 use read_pool::ReadPool;
 use writer::{WriteJob, Writer};
 
@@ -45,6 +48,7 @@ pub struct Store {
 struct Inner {
     writer: Writer,
     readers: Arc<ReadPool>,
+    checkpointer: Checkpointer,
 }
 
 impl Store {
@@ -71,9 +75,17 @@ impl Store {
             cfg.read_connections,
             cfg.connection_init.clone(),
         )?);
+        let checkpointer = Checkpointer::spawn(
+            open_connection(&cfg.path, cfg.connection_init.as_ref())?,
+            &mut conn,
+        )?;
         let writer = Writer::spawn(conn, cfg.max_batch)?;
         Ok(Store {
-            inner: Arc::new(Inner { writer, readers }),
+            inner: Arc::new(Inner {
+                writer,
+                readers,
+                checkpointer,
+            }),
         })
     }
 
@@ -126,7 +138,8 @@ impl Store {
     pub fn close(&self) {
         self.inner.writer.stop_accepting();
         self.inner.readers.close();
-        self.inner.writer.join();
+        let writer_ended = self.inner.writer.join();
+        self.inner.checkpointer.stop(writer_ended);
     }
 }
 

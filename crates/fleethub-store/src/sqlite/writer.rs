@@ -116,16 +116,18 @@ impl Writer {
     }
 
     /// Waits until the writer has committed its queue and ended; call after `stop_accepting`.
-    pub(crate) fn join(&self) {
-        // A write that closes the store cannot wait for its own thread to end.
+    /// `false` when called from the writer thread itself (a write that closes the store cannot
+    /// wait for its own thread to end).
+    pub(crate) fn join(&self) -> bool {
         if thread::current().id() == self.thread_id {
-            return;
+            return false;
         }
         if let Some(thread) = self.thread.lock().take() {
             if thread.join().is_err() {
                 tracing::error!("the store writer thread panicked");
             }
         }
+        true
     }
 }
 
