@@ -11,15 +11,16 @@
 //! has been synced.
 //!
 //! If checkpoints fall behind (a long read pinning an old snapshot keeps PASSIVE from finishing,
-//! or the thread is starved), the hook checkpoints inline past [`BACKSTOP_FRAMES`], as SQLite
-//! would have, so the WAL cannot grow without bound.
+//! or the thread is starved), the writer checkpoints after its commit past [`BACKSTOP_FRAMES`],
+//! as SQLite would have, so the WAL cannot grow without bound.
 
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use parking_lot::Mutex;
 use rusqlite::hooks::Wal;
-use rusqlite::wal::CheckpointMode;
 use rusqlite::Connection;
 
 use crate::StoreError;
@@ -39,35 +40,34 @@ pub(crate) struct Checkpointer {
 
 impl Checkpointer {
     /// Starts the thread on `conn`, its own connection to the database, and hooks `writer` (the
-    /// writer's connection) up to it.
+    /// writer's connection) up to it. The writer calls the returned [`Backstop`] after commits.
     pub(crate) fn spawn(
         conn: Connection,
         writer: &mut Connection,
-    ) -> Result<Checkpointer, StoreError> {
+    ) -> Result<(Checkpointer, Backstop), StoreError> {
         let (poke, pokes) = mpsc::sync_channel(1);
         let thread = thread::Builder::new()
             .name("fleethub-store-checkpoint".into())
             .spawn(move || checkpoint_loop(&conn, &pokes))
             .map_err(|e| StoreError::Other(format!("cannot start the checkpoint thread: {e}")))?;
-        let hook_poke = poke.clone();
-        writer.wal_hook(Some(move |wal: &mut Wal, frames: i32| {
-            if frames >= BACKSTOP_FRAMES {
-                tracing::warn!(
-                    frames,
-                    "the WAL outgrew the checkpointer; checkpointing on the writer"
-                );
-                wal.checkpoint_v2(CheckpointMode::PASSIVE)?;
-            } else if frames >= CHECKPOINT_FRAMES {
+        let frames = Arc::new(AtomicI32::new(0));
+        let (hook_poke, hook_frames) = (poke.clone(), frames.clone());
+        // The hook runs inside COMMIT: it must not fail (an error would report a commit that
+        // happened as failed) and must not checkpoint (that is the backstop's job, after COMMIT).
+        writer.wal_hook(Some(move |_: &mut Wal, frames: i32| {
+            hook_frames.store(frames, Ordering::Relaxed);
+            if frames >= CHECKPOINT_FRAMES {
                 match hook_poke.try_send(()) {
                     Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
                 }
             }
             Ok(())
         }))?;
-        Ok(Checkpointer {
+        let checkpointer = Checkpointer {
             poke: Mutex::new(Some(poke)),
             thread: Mutex::new(Some(thread)),
-        })
+        };
+        Ok((checkpointer, Backstop { frames }))
     }
 
     /// Lets the thread end once the writer's connection is gone (its hook holds a sender too),
@@ -95,4 +95,27 @@ fn checkpoint_loop(conn: &Connection, pokes: &Receiver<()>) {
         }
     }
     tracing::debug!("store checkpointer stopped");
+}
+
+/// The writer's own guard against a WAL the thread could not keep short.
+pub(crate) struct Backstop {
+    frames: Arc<AtomicI32>,
+}
+
+impl Backstop {
+    /// Called by the writer after each commit, outside any transaction.
+    pub(crate) fn after_commit(&self, conn: &Connection) {
+        let frames = self.frames.load(Ordering::Relaxed);
+        if frames < BACKSTOP_FRAMES {
+            return;
+        }
+        self.frames.store(0, Ordering::Relaxed);
+        tracing::debug!(
+            frames,
+            "the WAL outgrew the checkpoint thread; checkpointing on the writer"
+        );
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint on the writer failed");
+        }
+    }
 }

@@ -75,11 +75,11 @@ impl Store {
             cfg.read_connections,
             cfg.connection_init.clone(),
         )?);
-        let checkpointer = Checkpointer::spawn(
+        let (checkpointer, backstop) = Checkpointer::spawn(
             open_connection(&cfg.path, cfg.connection_init.as_ref())?,
             &mut conn,
         )?;
-        let writer = Writer::spawn(conn, cfg.max_batch)?;
+        let writer = Writer::spawn(conn, cfg.max_batch, backstop)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 writer,

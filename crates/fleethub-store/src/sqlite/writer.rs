@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::checkpointer::Backstop;
 use super::writes::WriteTx;
 use crate::StoreError;
 
@@ -89,12 +90,16 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `conn`.
-    pub(crate) fn spawn(conn: Connection, max_batch: usize) -> Result<Writer, StoreError> {
+    pub(crate) fn spawn(
+        conn: Connection,
+        max_batch: usize,
+        backstop: Backstop,
+    ) -> Result<Writer, StoreError> {
         let (queue, jobs) = mpsc::channel();
         let max_batch = max_batch.max(1);
         let thread = thread::Builder::new()
             .name("fleethub-store-writer".into())
-            .spawn(move || write_loop(&conn, &jobs, max_batch))
+            .spawn(move || write_loop(&conn, &jobs, max_batch, &backstop))
             .map_err(|e| StoreError::Other(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             queue: Mutex::new(Some(queue)),
@@ -132,7 +137,12 @@ impl Writer {
 }
 
 /// The writer thread's body: batch, commit, answer, until the queue is closed and empty.
-fn write_loop(conn: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>, max_batch: usize) {
+fn write_loop(
+    conn: &Connection,
+    jobs: &mpsc::Receiver<Box<dyn Job>>,
+    max_batch: usize,
+    backstop: &Backstop,
+) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -149,6 +159,7 @@ fn write_loop(conn: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>, max_batch:
                 let _ = conn.execute_batch("ROLLBACK");
             }
         }
+        backstop.after_commit(conn);
     }
     tracing::debug!("store writer stopped");
 }
