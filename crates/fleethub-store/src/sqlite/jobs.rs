@@ -184,12 +184,11 @@ pub trait JobReads: Reads {
         Ok(out)
     }
 
-    /// How many of a job's devices are in each state (from the trigger-kept `job_counts`, so
-    /// reading it costs the same for ten devices and for a million).
+    /// How many of a job's devices are in each state.
     fn job_device_counts(&self, job_id: &str) -> Result<JobDeviceCounts, StoreError> {
-        let mut stmt = self
-            .conn()
-            .prepare_cached("SELECT status, n FROM job_counts WHERE job_id = ?1")?;
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT status, count(*) FROM job_devices WHERE job_id = ?1 GROUP BY status",
+        )?;
         let mut counts = JobDeviceCounts::default();
         let mut rows = stmt.query([job_id])?;
         while let Some(row) = rows.next()? {

@@ -140,39 +140,6 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX job_devices_status ON job_devices (job_id, status, device_id);
     CREATE INDEX job_devices_device ON job_devices (device_id);
     "#,
-    // 3: live job statistics.
-    //
-    // `job_counts` holds how many of a job's devices are in each status, kept by triggers on
-    // `job_devices` (so no write path can forget it), so that reading a running job's
-    // statistics costs a few rows instead of counting a million. A count may reach 0 and stay.
-    r#"
-    CREATE TABLE job_counts (
-        job_id TEXT NOT NULL,
-        status TEXT NOT NULL,
-        n      INTEGER NOT NULL,
-        PRIMARY KEY (job_id, status)
-    ) WITHOUT ROWID;
-
-    INSERT INTO job_counts (job_id, status, n)
-        SELECT job_id, status, count(*) FROM job_devices GROUP BY job_id, status;
-
-    CREATE TRIGGER job_devices_count_insert AFTER INSERT ON job_devices BEGIN
-        INSERT INTO job_counts (job_id, status, n) VALUES (NEW.job_id, NEW.status, 1)
-            ON CONFLICT (job_id, status) DO UPDATE SET n = n + 1;
-    END;
-    CREATE TRIGGER job_devices_count_update AFTER UPDATE OF status, job_id ON job_devices
-    WHEN NEW.status IS NOT OLD.status OR NEW.job_id IS NOT OLD.job_id BEGIN
-        UPDATE job_counts SET n = n - 1 WHERE job_id = OLD.job_id AND status = OLD.status;
-        INSERT INTO job_counts (job_id, status, n) VALUES (NEW.job_id, NEW.status, 1)
-            ON CONFLICT (job_id, status) DO UPDATE SET n = n + 1;
-    END;
-    CREATE TRIGGER job_devices_count_delete AFTER DELETE ON job_devices BEGIN
-        UPDATE job_counts SET n = n - 1 WHERE job_id = OLD.job_id AND status = OLD.status;
-    END;
-    CREATE TRIGGER jobs_counts_delete AFTER DELETE ON jobs BEGIN
-        DELETE FROM job_counts WHERE job_id = OLD.job_id;
-    END;
-    "#,
 ];
 
 /// Brings the database up to the newest schema this build knows.
@@ -264,69 +231,6 @@ mod tests {
         conn.execute("DELETE FROM devices WHERE device_id = 'd2'", [])
             .unwrap();
         assert_eq!(tag_rows(&conn), vec![row("d1", "$.v", "text", "'1.1'")]);
-    }
-
-    fn job_counts(conn: &Connection) -> Vec<(String, String, i64)> {
-        let mut stmt = conn
-            .prepare("SELECT job_id, status, n FROM job_counts WHERE n != 0 ORDER BY 1, 2")
-            .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    }
-
-    #[test]
-    fn job_counts_are_backfilled_and_follow_every_device_row_change() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        // A database at version 2 that already has job rows.
-        let tx = conn.transaction().unwrap();
-        tx.execute_batch(MIGRATIONS[0]).unwrap();
-        tx.execute_batch(MIGRATIONS[1]).unwrap();
-        tx.pragma_update(None, "user_version", 2).unwrap();
-        tx.commit().unwrap();
-        let insert = "INSERT INTO job_devices (job_id, device_id, job_type, status, created_time, \
-                      updated_time) VALUES (?1, ?2, 'scheduleUpdateTwin', ?3, 't', 't')";
-        conn.execute(insert, ["j1", "d1", "pending"]).unwrap();
-        conn.execute(insert, ["j1", "d2", "completed"]).unwrap();
-        migrate(&mut conn).unwrap();
-        let c = |j: &str, s: &str, n: i64| (j.to_string(), s.to_string(), n);
-        assert_eq!(
-            job_counts(&conn),
-            vec![c("j1", "completed", 1), c("j1", "pending", 1)]
-        );
-
-        conn.execute(insert, ["j1", "d3", "pending"]).unwrap();
-        conn.execute(insert, ["j2", "d1", "pending"]).unwrap();
-        conn.execute(
-            "UPDATE job_devices SET status = 'failed' WHERE job_id = 'j1' AND status = 'pending'",
-            [],
-        )
-        .unwrap();
-        // A change that leaves the status alone does not count twice.
-        conn.execute(
-            "UPDATE job_devices SET status = 'failed', error = '{}' WHERE device_id = 'd1'",
-            [],
-        )
-        .unwrap();
-        assert_eq!(
-            job_counts(&conn),
-            vec![
-                c("j1", "completed", 1),
-                c("j1", "failed", 2),
-                c("j2", "failed", 1)
-            ]
-        );
-        conn.execute("DELETE FROM job_devices WHERE device_id = 'd2'", [])
-            .unwrap();
-        conn.execute(
-            "INSERT INTO jobs VALUES ('j2', 'scheduleUpdateTwin', 'completed', 0, 0, 0, '{}')",
-            [],
-        )
-        .unwrap();
-        conn.execute("DELETE FROM jobs WHERE job_id = 'j2'", [])
-            .unwrap();
-        assert_eq!(job_counts(&conn), vec![c("j1", "failed", 2)]);
     }
 
     #[test]
