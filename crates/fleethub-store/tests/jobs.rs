@@ -207,7 +207,7 @@ async fn twin_targets_carry_only_the_sections_asked_for_and_flag_deleted_devices
         .await
         .unwrap();
     let targets = store
-        .read(|r| r.pending_twin_targets("j1", false, true, 10))
+        .read(|r| r.pending_twin_targets("j1", false, true, None, 10))
         .await
         .unwrap();
     assert_eq!(targets.len(), 2);

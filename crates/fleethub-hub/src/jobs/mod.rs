@@ -39,6 +39,9 @@ pub struct JobsConfig {
     pub max_concurrent: usize,
     /// Devices a twin job updates per store write.
     pub twin_batch: usize,
+    /// Twin batches one engine step writes, each read and merged while the one before it is
+    /// written. A step stays well under a second, so a cancel still lands within one.
+    pub twin_batches_per_step: usize,
     /// Direct-method calls one method job keeps in flight at once.
     pub method_concurrency: usize,
     /// Devices added to a job's snapshot per store write.
@@ -54,6 +57,7 @@ impl Default for JobsConfig {
             retention: Duration::from_secs(30 * 24 * 3600),
             max_concurrent: 100,
             twin_batch: 1000,
+            twin_batches_per_step: 8,
             method_concurrency: 100,
             snapshot_chunk: 100_000,
             autorun: true,

@@ -306,6 +306,7 @@ async fn connected_devices_get_the_desired_patch_pushed_after_the_commit() {
 async fn a_device_deleted_after_the_snapshot_fails_with_device_not_found() {
     let f = fixture_with(JobsConfig {
         twin_batch: 1,
+        twin_batches_per_step: 1,
         ..JobsConfig::default()
     })
     .await;
@@ -638,4 +639,54 @@ async fn the_query_condition_selects_the_snapshot_and_a_bad_one_is_refused() {
         "the parser's caret: {}",
         err.message
     );
+}
+
+#[tokio::test]
+async fn a_twin_patched_between_a_batch_read_and_its_write_keeps_both_changes() {
+    let f = fixture_with(JobsConfig {
+        twin_batch: 1,
+        twin_batches_per_step: 1,
+        ..JobsConfig::default()
+    })
+    .await;
+    f.devices("d", 3).await;
+    let body = json!({
+        "type": "scheduleUpdateTwin",
+        "queryCondition": "*",
+        "updateTwin": { "etag": "*", "properties": { "desired": { "fw": "2.0" } } },
+    });
+    f.hub.create_job("race", body).await.unwrap();
+    // One step starts the job, takes its snapshot and updates d000.
+    f.hub.job_engine().step().await.unwrap();
+    let row = f.store.read(|r| r.get_job("race")).await.unwrap().unwrap();
+    let doc = super::document::JobDocument::from_row(&row).unwrap();
+    let update = doc.update_twin.clone().unwrap();
+    let prepared = super::twin_batch::prepare(&f.hub, &doc, &update, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(prepared.len(), 2);
+    // An operator's PATCH lands on d001 after the batch was read and merged.
+    f.hub
+        .update_twin(
+            "d001",
+            json!({ "properties": { "desired": { "led": 1 } } }),
+            None,
+        )
+        .await
+        .unwrap();
+    let written = super::twin_batch::commit(&f.hub, &doc, &update, prepared)
+        .await
+        .unwrap();
+    assert_eq!(written, 2);
+    let twin = f.hub.get_twin("d001").await.unwrap();
+    assert_eq!(twin["properties"]["desired"]["fw"], "2.0");
+    assert_eq!(twin["properties"]["desired"]["led"], 1);
+    assert_eq!(twin["properties"]["desired"]["$version"], 3);
+    let untouched = f.hub.get_twin("d002").await.unwrap();
+    assert_eq!(untouched["properties"]["desired"]["$version"], 2);
+    // The stale batch is not applied twice when the engine runs on.
+    f.run().await;
+    assert_eq!(f.stats("race").await, (3, 3, 0, 0, 0));
+    let twin = f.hub.get_twin("d001").await.unwrap();
+    assert_eq!(twin["properties"]["desired"]["$version"], 3);
 }

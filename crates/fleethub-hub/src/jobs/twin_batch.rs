@@ -1,7 +1,8 @@
-//! A twin job's batch: one store write that, for each of up to N pending devices, merges the
-//! job's patch into the twin (with the same core functions as `PATCH /twins/{id}`), writes it,
-//! and marks the device's row `completed` — so a crash leaves each device either updated and
-//! marked, or neither. Connected devices get the desired patch pushed after the commit.
+//! A twin job's batches. Each device's patch is merged (with the same core functions as
+//! `PATCH /twins/{id}`) on a read connection; one store write then, for each device, marks its row
+//! `completed` (only if still pending) and writes the twin (only if unchanged since it was read,
+//! else merged again on the writer) — so a crash leaves each device either updated and marked, or
+//! neither. Connected devices get the desired patch pushed after the commit.
 
 use super::document::{JobDocument, TwinUpdate};
 use super::engine::device_error;
@@ -19,20 +20,94 @@ struct Pushed {
     desired_version: u64,
 }
 
-/// Applies the job's patch to up to `limit` pending devices; returns how many were processed
-/// (updated or failed).
-pub(super) async fn run(hub: &Hub, doc: &JobDocument, limit: usize) -> HubResult<usize> {
+/// One device of a batch, merged on a read connection: the new sections, or why it fails.
+pub(super) struct Prepared {
+    target: JobTwinTarget,
+    merged: HubResult<Merged>,
+}
+
+/// Applies the job's patch to up to `limit` pending devices, `batch` per store write; returns
+/// how many were processed (updated or failed).
+///
+/// Each batch is read and merged on a read connection, then written by the writer, which keeps
+/// only the row writes for itself; while one batch is being written the next is read and merged,
+/// so the two cores share the work. The write checks each twin's version: a twin changed since
+/// it was read (a concurrent `PATCH`) is merged again on the writer, never overwritten.
+pub(super) async fn run(
+    hub: &Hub,
+    doc: &JobDocument,
+    limit: usize,
+    batch: usize,
+) -> HubResult<usize> {
     let Some(update) = doc.update_twin.clone() else {
         return Err(HubError::server(format!(
             "twin job '{}' has no updateTwin",
             doc.job_id
         )));
     };
+    let batch = batch.max(1);
+    let mut left = limit;
+    let mut processed = 0;
+    let mut next = prepare(hub, doc, &update, None, batch.min(left)).await?;
+    while !next.is_empty() {
+        let current = next;
+        left = left.saturating_sub(current.len());
+        let cursor = current.last().map(|p| p.target.device_id.clone());
+        let following = async {
+            if left == 0 {
+                return Ok(Vec::new());
+            }
+            prepare(hub, doc, &update, cursor, batch.min(left)).await
+        };
+        let (written, following) = tokio::join!(commit(hub, doc, &update, current), following);
+        processed += written?;
+        next = following?;
+    }
+    Ok(processed)
+}
+
+/// Reads up to `limit` pending devices after `after` and merges the patch into each.
+pub(super) async fn prepare(
+    hub: &Hub,
+    doc: &JobDocument,
+    update: &TwinUpdate,
+    after: Option<String>,
+    limit: usize,
+) -> HubResult<Vec<Prepared>> {
+    let (job_id, patch, now) = (doc.job_id.clone(), update.clone(), hub.now_string());
+    hub.store()
+        .read(move |r| {
+            let targets = r.pending_twin_targets(
+                &job_id,
+                patch.tags.is_some(),
+                patch.desired.is_some(),
+                after.as_deref(),
+                limit,
+            )?;
+            Ok(targets
+                .into_iter()
+                .map(|target| {
+                    let merged = merge(&target, &patch, &now);
+                    Prepared { target, merged }
+                })
+                .collect())
+        })
+        .await
+        .map_err(HubError::from)
+}
+
+/// Writes a prepared batch; pushes the desired patch to connected devices after the commit.
+pub(super) async fn commit(
+    hub: &Hub,
+    doc: &JobDocument,
+    update: &TwinUpdate,
+    prepared: Vec<Prepared>,
+) -> HubResult<usize> {
     let (job_id, now, now_ms) = (doc.job_id.clone(), hub.now_string(), hub.now_ms());
     let patch = update.clone();
     let (processed, pushed) = hub
         .store()
-        .write(move |tx| apply_batch(tx, &job_id, &patch, limit, &now, now_ms))
+        .write(move |tx| apply_batch(tx, &job_id, &patch, prepared, &now, now_ms))
         .await?;
     if let Some(desired) = &update.desired {
         for p in pushed {
@@ -49,59 +124,98 @@ fn apply_batch(
     tx: &mut WriteTx<'_>,
     job_id: &str,
     update: &TwinUpdate,
-    limit: usize,
+    prepared: Vec<Prepared>,
     now: &str,
     now_ms: i64,
 ) -> HubResult<(usize, Vec<Pushed>)> {
-    let targets = tx.pending_twin_targets(
-        job_id,
-        update.tags.is_some(),
-        update.desired.is_some(),
-        limit,
-    )?;
-    let mut pushed = Vec::with_capacity(targets.len());
-    let mut updated = 0u64;
-    for target in &targets {
-        let applied = match merge(target, update, now) {
-            Ok(applied) => applied,
+    let mut pushed = Vec::with_capacity(prepared.len());
+    let (mut updated, mut failed) = (0u64, 0u64);
+    let (mut first, mut last) = (None, None);
+    for Prepared { target, merged } in prepared {
+        let device_id = target.device_id.as_str();
+        match merged {
             Err(e) => {
                 let error = device_error(e.code.name(), e.message);
-                mark(tx, job_id, &target.device_id, "failed", now, Some(&error))?;
-                continue;
+                if mark(tx, job_id, device_id, "failed", now, Some(&error))? {
+                    failed += 1;
+                }
             }
-        };
-        let etag = etag_for(applied.twin_version as u64);
-        tx.update_twin_text(
-            &target.device_id,
-            applied.tags.as_deref(),
-            applied.desired.as_deref(),
-            applied.twin_version,
-            &etag,
-        )?;
-        mark(tx, job_id, &target.device_id, "completed", now, None)?;
-        updated += 1;
-        if let Some(desired_version) = applied.desired_version {
-            pushed.push(Pushed {
-                device_id: target.device_id.clone(),
-                desired_version,
-            });
+            // Only a row still pending is processed: the job may have been cancelled or expired
+            // since the batch was read.
+            Ok(applied) if mark(tx, job_id, device_id, "completed", now, None)? => {
+                let applied = if write(tx, device_id, &applied)? {
+                    Ok(applied)
+                } else {
+                    // The twin changed (or went) after the batch was read: merge again from what
+                    // the writer sees now, which nothing can change before this commits.
+                    let fresh =
+                        tx.twin_target(device_id, update.tags.is_some(), update.desired.is_some())?;
+                    merge(&fresh, update, now)
+                        .and_then(|applied| write(tx, device_id, &applied).map(|_| applied))
+                };
+                match applied {
+                    Ok(applied) => {
+                        updated += 1;
+                        if let Some(desired_version) = applied.desired_version {
+                            pushed.push(Pushed {
+                                device_id: device_id.to_string(),
+                                desired_version,
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        let error = device_error(e.code.name(), e.message);
+                        let update = failed_now(now, &error);
+                        tx.update_job_device(job_id, device_id, &update)?;
+                        failed += 1;
+                    }
+                }
+            }
+            Ok(_) => {}
         }
+        first.get_or_insert_with(|| target.device_id.clone());
+        last = Some(target.device_id);
     }
     // One event per batch, not per device: a million-device job would otherwise double the
     // writes it makes. The job's device rows say exactly which twins it changed.
-    if let (Some(first), Some(last)) = (targets.first(), targets.last()) {
+    if let (Some(first), Some(last)) = (first, last) {
         let event = json!({
             "jobId": job_id,
             "updated": updated,
-            "failed": targets.len() as u64 - updated,
-            "firstDeviceId": first.device_id,
-            "lastDeviceId": last.device_id,
+            "failed": failed,
+            "firstDeviceId": first,
+            "lastDeviceId": last,
         });
         tx.append_event(None, "job.twins_updated", &event, now_ms)?;
     }
-    Ok((targets.len(), pushed))
+    Ok(((updated + failed) as usize, pushed))
 }
 
+/// Writes merged sections if the twin is still at the version they were merged from.
+fn write(tx: &mut WriteTx<'_>, device_id: &str, applied: &Merged) -> HubResult<bool> {
+    let etag = etag_for(applied.twin_version as u64);
+    Ok(tx.update_twin_text(
+        device_id,
+        applied.tags.as_deref(),
+        applied.desired.as_deref(),
+        applied.twin_version,
+        &etag,
+    )?)
+}
+
+/// The row update that fails a device now with `error`.
+fn failed_now<'a>(now: &'a str, error: &'a Value) -> JobDeviceUpdate<'a> {
+    JobDeviceUpdate {
+        status: "failed",
+        start_time: Some(now),
+        end_time: Some(now),
+        updated_time: now,
+        outcome: None,
+        error: Some(error),
+    }
+}
+
+/// Moves a still-pending device row to `status`; `false` if it was no longer pending.
 fn mark(
     tx: &mut WriteTx<'_>,
     job_id: &str,
@@ -109,7 +223,7 @@ fn mark(
     status: &str,
     now: &str,
     error: Option<&Value>,
-) -> HubResult<()> {
+) -> HubResult<bool> {
     let update = JobDeviceUpdate {
         status,
         start_time: Some(now),
@@ -118,8 +232,7 @@ fn mark(
         outcome: None,
         error,
     };
-    tx.update_job_device(job_id, device_id, &update)?;
-    Ok(())
+    Ok(tx.update_pending_job_device(job_id, device_id, &update)?)
 }
 
 /// A twin after the job's patch: the changed sections as JSON text and the new versions.

@@ -264,12 +264,40 @@ pub trait JobReads: Reads {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Up to `limit` of a twin job's pending devices with the twin sections it needs, in id order.
+    /// One device's twin sections as a twin job needs them (`twin_version` is `None` when the
+    /// device does not exist).
+    fn twin_target(
+        &self,
+        device_id: &str,
+        want_tags: bool,
+        want_desired: bool,
+    ) -> Result<JobTwinTarget, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT CASE WHEN ?2 THEN tags END, CASE WHEN ?3 THEN desired END, twin_version
+             FROM devices WHERE device_id = ?1",
+        )?;
+        let found = stmt
+            .query_row(params![device_id, want_tags, want_desired], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        let (tags, desired, twin_version) = found.unwrap_or((None, None, None));
+        Ok(JobTwinTarget {
+            device_id: device_id.to_string(),
+            tags,
+            desired,
+            twin_version,
+        })
+    }
+
+    /// Up to `limit` of a twin job's pending devices after `after` (by id) with the twin
+    /// sections it needs, in id order.
     fn pending_twin_targets(
         &self,
         job_id: &str,
         want_tags: bool,
         want_desired: bool,
+        after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<JobTwinTarget>, StoreError> {
         // One join instead of a lookup per device; sections not asked for are never copied out.
@@ -279,11 +307,17 @@ pub trait JobReads: Reads {
                     CASE WHEN ?3 THEN d.desired END,
                     d.twin_version
              FROM job_devices AS j LEFT JOIN devices AS d ON d.device_id = j.device_id
-             WHERE j.job_id = ?1 AND j.status = 'pending'
+             WHERE j.job_id = ?1 AND j.status = 'pending' AND j.device_id > ?5
              ORDER BY j.device_id LIMIT ?4",
         )?;
         let rows = stmt.query_map(
-            params![job_id, want_tags, want_desired, sql_limit(limit)],
+            params![
+                job_id,
+                want_tags,
+                want_desired,
+                sql_limit(limit),
+                after.unwrap_or("")
+            ],
             |r| {
                 Ok(JobTwinTarget {
                     device_id: r.get(0)?,
@@ -386,6 +420,21 @@ impl WriteTx<'_> {
         Ok(self.apply_update(sql, job_id, device_id, update, None)? == 1)
     }
 
+    /// Changes one device's row in a job only if it is still `pending`; `false` otherwise (the
+    /// job was cancelled or expired, or the device was already processed).
+    pub fn update_pending_job_device(
+        &mut self,
+        job_id: &str,
+        device_id: &str,
+        update: &JobDeviceUpdate<'_>,
+    ) -> Result<bool, StoreError> {
+        let sql = concat!(
+            set_from_update!(),
+            "WHERE job_id = ?1 AND device_id = ?2 AND status = 'pending'"
+        );
+        Ok(self.apply_update(sql, job_id, device_id, update, None)? == 1)
+    }
+
     /// Moves up to `limit` of a job's devices from status `from` to `update.status` (lowest ids
     /// first); returns how many moved.
     pub fn move_job_devices(
@@ -439,8 +488,9 @@ impl WriteTx<'_> {
     }
 
     /// Replaces tags and/or desired (as already-serialized JSON text; `None` keeps a section) and
-    /// the twin version and etag of a device; `false` if it does not exist. The batch path of
-    /// twin jobs, which never decode the rest of the row.
+    /// the twin version and etag of a device, if its twin version is still `expected_version`
+    /// (`twin_version - 1`); `false` if it changed meanwhile or the device is gone. The batch
+    /// path of twin jobs, which merges on a read connection and never decodes the rest of the row.
     pub fn update_twin_text(
         &mut self,
         device_id: &str,
@@ -452,7 +502,7 @@ impl WriteTx<'_> {
         let mut stmt = self.conn.prepare_cached(
             "UPDATE devices SET tags = coalesce(?2, tags), desired = coalesce(?3, desired),
                  twin_version = ?4, twin_etag = ?5
-             WHERE device_id = ?1",
+             WHERE device_id = ?1 AND twin_version = ?4 - 1",
         )?;
         Ok(stmt.execute(params![device_id, tags, desired, twin_version, twin_etag])? == 1)
     }
