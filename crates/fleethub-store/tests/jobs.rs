@@ -282,3 +282,109 @@ async fn job_lists_filter_page_and_finished_jobs_are_pruned() {
         .unwrap();
     assert!(store.read(|r| r.get_job("a")).await.unwrap().is_none());
 }
+
+/// `job_device_counts` (kept as each write goes) against a count of the rows themselves.
+async fn counts_match_rows(store: &Store, job_id: &'static str) -> JobDeviceCounts {
+    let kept = store
+        .read(move |r| r.job_device_counts(job_id))
+        .await
+        .unwrap();
+    let counted = store
+        .read(move |r| {
+            let mut c = JobDeviceCounts::default();
+            for status in [
+                "pending",
+                "scheduled",
+                "running",
+                "completed",
+                "failed",
+                "canceled",
+            ] {
+                let n = r.job_device_ids(job_id, status, usize::MAX)?.len() as u64;
+                match status {
+                    "pending" => c.pending = n,
+                    "scheduled" => c.scheduled = n,
+                    "running" => c.running = n,
+                    "completed" => c.completed = n,
+                    "failed" => c.failed = n,
+                    _ => c.canceled = n,
+                }
+            }
+            Ok(c)
+        })
+        .await
+        .unwrap();
+    assert_eq!(kept, counted);
+    kept
+}
+
+#[tokio::test]
+async fn job_counts_follow_every_change_and_a_rolled_back_write_changes_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    seed(&store, 10).await;
+    let update = |status: &'static str| JobDeviceUpdate {
+        status,
+        start_time: Some("t"),
+        end_time: Some("t"),
+        updated_time: "t",
+        outcome: None,
+        error: None,
+    };
+    store
+        .write(|tx| {
+            let snapshot = JobSnapshot {
+                job_id: "j1",
+                job_type: "scheduleDeviceMethod",
+                created_time: "t0",
+                condition_sql: None,
+                condition_params: &[],
+            };
+            tx.snapshot_job_devices(&snapshot, None, 6)?;
+            tx.snapshot_job_devices(&snapshot, Some("d005"), 100)
+        })
+        .await
+        .unwrap();
+    assert_eq!(counts_match_rows(&store, "j1").await.pending, 10);
+
+    let seen_inside = store
+        .write(move |tx| -> Result<JobDeviceCounts, StoreError> {
+            tx.move_job_devices("j1", "pending", &update("running"), 3)?;
+            tx.update_job_device("j1", "d000", &update("completed"))?;
+            // The same status again, and a row that does not exist: no change.
+            tx.update_job_device("j1", "d000", &update("completed"))?;
+            tx.update_job_device("j1", "nope", &update("failed"))?;
+            tx.update_pending_job_device("j1", "d005", &update("failed"))?;
+            // Not pending any more: refused, not counted.
+            tx.update_pending_job_device("j1", "d001", &update("failed"))?;
+            tx.job_device_counts("j1")
+        })
+        .await
+        .unwrap();
+    let c = counts_match_rows(&store, "j1").await;
+    assert_eq!((c.pending, c.running, c.completed, c.failed), (6, 2, 1, 1));
+    // A write reading the counts sees its own changes.
+    assert_eq!(seen_inside, c);
+
+    // A write that fails after changing rows is rolled back with its counts.
+    let failed = store
+        .write(move |tx| -> Result<(), StoreError> {
+            tx.move_job_devices("j1", "pending", &update("canceled"), 100)?;
+            Err(StoreError::Other("changed my mind".into()))
+        })
+        .await;
+    assert!(failed.is_err());
+    let c = counts_match_rows(&store, "j1").await;
+    assert_eq!((c.pending, c.canceled), (6, 0));
+
+    // Pruning takes the counts with the rows.
+    store
+        .write(|tx| -> Result<(), StoreError> {
+            tx.delete_job_devices("j1", 4)?;
+            tx.delete_job_devices("j1", 100)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(counts_match_rows(&store, "j1").await.total(), 0);
+}

@@ -184,11 +184,12 @@ pub trait JobReads: Reads {
         Ok(out)
     }
 
-    /// How many of a job's devices are in each state.
+    /// How many of a job's devices are in each state (from `job_counts`, so it costs the same
+    /// for ten devices and for a million).
     fn job_device_counts(&self, job_id: &str) -> Result<JobDeviceCounts, StoreError> {
-        let mut stmt = self.conn().prepare_cached(
-            "SELECT status, count(*) FROM job_devices WHERE job_id = ?1 GROUP BY status",
-        )?;
+        let mut stmt = self
+            .conn()
+            .prepare_cached("SELECT status, n FROM job_counts WHERE job_id = ?1")?;
         let mut counts = JobDeviceCounts::default();
         let mut rows = stmt.query([job_id])?;
         while let Some(row) = rows.next()? {
@@ -402,6 +403,7 @@ impl WriteTx<'_> {
         if inserted == 0 {
             return Ok((0, None));
         }
+        self.count(snapshot.job_id, "pending", inserted as i64);
         let last: Option<String> = self
             .conn
             .prepare_cached("SELECT max(device_id) FROM job_devices WHERE job_id = ?1")?
@@ -416,8 +418,18 @@ impl WriteTx<'_> {
         device_id: &str,
         update: &JobDeviceUpdate<'_>,
     ) -> Result<bool, StoreError> {
+        let Some(from) = self
+            .get_job_device(job_id, device_id)?
+            .map(|row| row.status)
+        else {
+            return Ok(false);
+        };
         let sql = concat!(set_from_update!(), "WHERE job_id = ?1 AND device_id = ?2");
-        Ok(self.apply_update(sql, job_id, device_id, update, None)? == 1)
+        let changed = self.apply_update(sql, job_id, device_id, update, None)? == 1;
+        if changed {
+            self.count_move(job_id, &from, update.status, 1);
+        }
+        Ok(changed)
     }
 
     /// Changes one device's row in a job only if it is still `pending`; `false` otherwise (the
@@ -432,7 +444,11 @@ impl WriteTx<'_> {
             set_from_update!(),
             "WHERE job_id = ?1 AND device_id = ?2 AND status = 'pending'"
         );
-        Ok(self.apply_update(sql, job_id, device_id, update, None)? == 1)
+        let changed = self.apply_update(sql, job_id, device_id, update, None)? == 1;
+        if changed {
+            self.count_move(job_id, "pending", update.status, 1);
+        }
+        Ok(changed)
     }
 
     /// Moves up to `limit` of a job's devices from status `from` to `update.status` (lowest ids
@@ -451,7 +467,57 @@ impl WriteTx<'_> {
                  ORDER BY device_id LIMIT ?9)"
         );
         let moved = self.apply_update(sql, job_id, from, update, Some(sql_limit(limit)))?;
+        self.count_move(job_id, from, update.status, moved as i64);
         Ok(moved as u64)
+    }
+
+    /// [`JobReads::job_device_counts`] as this write sees it, its own changes included.
+    pub fn job_device_counts(&mut self, job_id: &str) -> Result<JobDeviceCounts, StoreError> {
+        self.flush_job_counts()?;
+        JobReads::job_device_counts(self, job_id)
+    }
+
+    /// Notes `delta` more devices of `job_id` in `status` (applied when the write ends).
+    fn count(&mut self, job_id: &str, status: &str, delta: i64) {
+        if delta == 0 {
+            return;
+        }
+        match self
+            .count_deltas
+            .iter_mut()
+            .find(|(j, s, _)| j == job_id && s == status)
+        {
+            Some((_, _, n)) => *n += delta,
+            None => self
+                .count_deltas
+                .push((job_id.to_string(), status.to_string(), delta)),
+        }
+    }
+
+    /// Notes `n` devices of `job_id` moving from `from` to `to`.
+    fn count_move(&mut self, job_id: &str, from: &str, to: &str, n: i64) {
+        if from != to {
+            self.count(job_id, from, -n);
+            self.count(job_id, to, n);
+        }
+    }
+
+    /// Applies the counts this write changed; the writer calls it before releasing the write's
+    /// savepoint (and drops them instead when the write is rolled back).
+    pub(crate) fn flush_job_counts(&mut self) -> rusqlite::Result<()> {
+        if self.count_deltas.is_empty() {
+            return Ok(());
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO job_counts (job_id, status, n) VALUES (?1, ?2, ?3)
+             ON CONFLICT (job_id, status) DO UPDATE SET n = n + excluded.n",
+        )?;
+        for (job_id, status, delta) in self.count_deltas.drain(..) {
+            if delta != 0 {
+                stmt.execute(params![job_id, status, delta])?;
+            }
+        }
+        Ok(())
     }
 
     /// Runs a `job_devices` update that starts with `set_from_update!()`: `?1` the job, `?2`
@@ -507,8 +573,12 @@ impl WriteTx<'_> {
         Ok(stmt.execute(params![device_id, tags, desired, twin_version, twin_etag])? == 1)
     }
 
-    /// Deletes up to `limit` device rows of a job; returns how many went.
+    /// Deletes up to `limit` device rows of a job (a finished one, being pruned: its statistics
+    /// are frozen in its document, and its counts go with the first chunk); returns how many went.
     pub fn delete_job_devices(&mut self, job_id: &str, limit: usize) -> Result<u64, StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM job_counts WHERE job_id = ?1")?
+            .execute([job_id])?;
         let mut stmt = self.conn.prepare_cached(
             "DELETE FROM job_devices WHERE job_id = ?1 AND device_id IN (
                  SELECT device_id FROM job_devices WHERE job_id = ?1 LIMIT ?2)",
@@ -518,6 +588,9 @@ impl WriteTx<'_> {
 
     /// Deletes a job row (its device rows must already be gone); `false` if it did not exist.
     pub fn delete_job(&mut self, job_id: &str) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM job_counts WHERE job_id = ?1")?
+            .execute([job_id])?;
         let mut stmt = self
             .conn
             .prepare_cached("DELETE FROM jobs WHERE job_id = ?1")?;

@@ -189,10 +189,16 @@ fn commit_batch(conn: &Connection, mut batch: Vec<Box<dyn Job>>) {
 /// `BEGIN IMMEDIATE`, each job in its savepoint, `COMMIT`. An error here dooms the whole batch.
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<()> {
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-    let mut tx = WriteTx { conn };
+    let mut tx = WriteTx {
+        conn,
+        count_deltas: Vec::new(),
+    };
     for job in batch.iter_mut() {
         conn.prepare_cached("SAVEPOINT write")?.execute([])?;
-        if !job.run(&mut tx) {
+        if job.run(&mut tx) {
+            tx.flush_job_counts()?;
+        } else {
+            tx.count_deltas.clear();
             conn.prepare_cached("ROLLBACK TO write")?.execute([])?;
         }
         conn.prepare_cached("RELEASE write")?.execute([])?;

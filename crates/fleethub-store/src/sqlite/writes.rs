@@ -10,6 +10,8 @@ use crate::{C2dRow, DeviceRow, EncodedDeviceRow, Reads, StoreError, TelemetryRow
 /// or not at all if the write returns an error.
 pub struct WriteTx<'a> {
     pub(crate) conn: &'a Connection,
+    /// Changes to `job_counts` made by this write so far: (job, status, delta).
+    pub(crate) count_deltas: Vec<(String, String, i64)>,
 }
 
 impl Reads for WriteTx<'_> {
