@@ -32,6 +32,12 @@ pub(crate) enum Func {
     Ceiling,
     Floor,
     Round,
+    Sign,
+    Square,
+    Sqrt,
+    Power,
+    Exp,
+    AsNumber,
     Semver,
 }
 
@@ -81,6 +87,12 @@ const ALL: &[(Func, &str, Arity)] = &[
     (Func::Ceiling, "CEILING", Arity::Exactly(1)),
     (Func::Floor, "FLOOR", Arity::Exactly(1)),
     (Func::Round, "ROUND", Arity::Exactly(1)),
+    (Func::Sign, "SIGN", Arity::Exactly(1)),
+    (Func::Square, "SQUARE", Arity::Exactly(1)),
+    (Func::Sqrt, "SQRT", Arity::Exactly(1)),
+    (Func::Power, "POWER", Arity::Exactly(2)),
+    (Func::Exp, "EXP", Arity::Exactly(1)),
+    (Func::AsNumber, "AS_NUMBER", Arity::Exactly(1)),
     (Func::Semver, "SEMVER", Arity::Exactly(1)),
 ];
 
@@ -153,6 +165,38 @@ fn numeric(v: Option<&Value>, f: fn(f64) -> f64) -> Option<Value> {
     }
 }
 
+/// A float result as JSON, integral ones as integers; infinities and NaN are undefined.
+fn float(x: f64) -> Option<Value> {
+    if x.is_finite() {
+        Num::Float(x).normalized().to_value()
+    } else {
+        None
+    }
+}
+
+/// `base` to the power `exp`: exact for integers while it fits, else a float.
+fn power(base: Num, exp: Num) -> Option<Value> {
+    if let (Num::Int(b), Num::Int(e)) = (base, exp) {
+        if let Some(v) = u32::try_from(e).ok().and_then(|e| b.checked_pow(e)) {
+            return Some(Value::from(v));
+        }
+    }
+    float(base.as_f64().powf(exp.as_f64()))
+}
+
+/// A number, or a string that holds one in JSON's number syntax (`'42'`, `'-1.5e3'`); anything
+/// else is undefined. Tags written as strings compare as numbers through it.
+fn as_number(v: &Value) -> Option<Value> {
+    match v {
+        Value::Number(_) => Some(v.clone()),
+        Value::String(s) => match serde_json::from_str::<Value>(s.trim()) {
+            Ok(n @ Value::Number(_)) => Some(n),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Applies `func` to evaluated arguments; `None` is undefined.
 pub(crate) fn call(func: Func, args: &[Option<&Value>]) -> Option<Value> {
     let arg = |i: usize| args.get(i).copied().flatten();
@@ -200,6 +244,27 @@ pub(crate) fn call(func: Func, args: &[Option<&Value>]) -> Option<Value> {
         Func::Ceiling => numeric(arg(0), f64::ceil),
         Func::Floor => numeric(arg(0), f64::floor),
         Func::Round => numeric(arg(0), round_half_away),
+        Func::Sign => {
+            let x = Num::of(arg(0)?)?.as_f64();
+            Some(Value::from(if x > 0.0 {
+                1
+            } else if x < 0.0 {
+                -1
+            } else {
+                0
+            }))
+        }
+        Func::Square => {
+            let n = Num::of(arg(0)?)?;
+            power(n, Num::Int(2))
+        }
+        Func::Sqrt => {
+            let x = Num::of(arg(0)?)?.as_f64();
+            (x >= 0.0).then(|| x.sqrt()).and_then(float)
+        }
+        Func::Power => power(Num::of(arg(0)?)?, Num::of(arg(1)?)?),
+        Func::Exp => float(Num::of(arg(0)?)?.as_f64().exp()),
+        Func::AsNumber => as_number(arg(0)?),
         Func::Semver => semver::parse(string(arg(0))?).map(|v| Value::String(v.canonical())),
         _ => None,
     }
@@ -213,6 +278,29 @@ mod tests {
     fn c(func: Func, args: &[Value]) -> Option<Value> {
         let refs: Vec<Option<&Value>> = args.iter().map(Some).collect();
         call(func, &refs)
+    }
+
+    #[test]
+    fn numeric_helpers_compute_exactly_or_are_undefined() {
+        assert_eq!(c(Func::Sign, &[json!(-3.5)]), Some(json!(-1)));
+        assert_eq!(c(Func::Sign, &[json!(0)]), Some(json!(0)));
+        assert_eq!(c(Func::Sign, &[json!("1")]), None);
+        assert_eq!(c(Func::Square, &[json!(-4)]), Some(json!(16)));
+        assert_eq!(c(Func::Square, &[json!(1.5)]), Some(json!(2.25)));
+        assert_eq!(c(Func::Square, &[json!(i64::MAX)]), Some(json!(8.507059173023462e37)));
+        assert_eq!(c(Func::Sqrt, &[json!(16)]), Some(json!(4)));
+        assert_eq!(c(Func::Sqrt, &[json!(-1)]), None);
+        assert_eq!(c(Func::Power, &[json!(2), json!(10)]), Some(json!(1024)));
+        assert_eq!(c(Func::Power, &[json!(2), json!(-1)]), Some(json!(0.5)));
+        assert_eq!(c(Func::Power, &[json!(10), json!(400)]), None);
+        assert_eq!(c(Func::Exp, &[json!(0)]), Some(json!(1)));
+        assert_eq!(c(Func::Exp, &[json!(1000)]), None);
+        assert_eq!(c(Func::AsNumber, &[json!("42")]), Some(json!(42)));
+        assert_eq!(c(Func::AsNumber, &[json!(" -1.5e3 ")]), Some(json!(-1500.0)));
+        assert_eq!(c(Func::AsNumber, &[json!(7)]), Some(json!(7)));
+        for not_a_number in [json!("4x"), json!("NaN"), json!("inf"), json!(""), json!(true)] {
+            assert_eq!(c(Func::AsNumber, &[not_a_number]), None);
+        }
     }
 
     #[test]

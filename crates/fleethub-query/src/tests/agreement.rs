@@ -122,8 +122,10 @@ fn operand() -> impl Strategy<Value = String> {
         1 => (path(), prop::sample::select(vec!["+", "-", "*", "/", "%"]), constant())
             .prop_map(|(p, op, c)| format!("({p} {op} {c})")),
         1 => (prop::sample::select(vec!["LOWER", "UPPER", "LENGTH", "ABS", "CEILING", "FLOOR",
-                                        "ROUND", "SEMVER", "-"]), path())
+                                        "ROUND", "SEMVER", "-", "SIGN", "SQUARE", "SQRT", "EXP",
+                                        "AS_NUMBER"]), path())
             .prop_map(|(f, p)| format!("{f}({p})")),
+        1 => (path(), constant()).prop_map(|(p, c)| format!("POWER({p}, {c})")),
         1 => (path(), constant()).prop_map(|(p, c)| format!("CONCAT({p}, {c})")),
         1 => (path(), constant(), constant())
             .prop_map(|(p, s, l)| format!("SUBSTRING({p}, {s}, {l})")),
