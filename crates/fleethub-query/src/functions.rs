@@ -287,7 +287,10 @@ mod tests {
         assert_eq!(c(Func::Sign, &[json!("1")]), None);
         assert_eq!(c(Func::Square, &[json!(-4)]), Some(json!(16)));
         assert_eq!(c(Func::Square, &[json!(1.5)]), Some(json!(2.25)));
-        assert_eq!(c(Func::Square, &[json!(i64::MAX)]), Some(json!(8.507059173023462e37)));
+        assert_eq!(
+            c(Func::Square, &[json!(i64::MAX)]),
+            Some(json!(8.507059173023462e37))
+        );
         assert_eq!(c(Func::Sqrt, &[json!(16)]), Some(json!(4)));
         assert_eq!(c(Func::Sqrt, &[json!(-1)]), None);
         assert_eq!(c(Func::Power, &[json!(2), json!(10)]), Some(json!(1024)));
@@ -296,9 +299,18 @@ mod tests {
         assert_eq!(c(Func::Exp, &[json!(0)]), Some(json!(1)));
         assert_eq!(c(Func::Exp, &[json!(1000)]), None);
         assert_eq!(c(Func::AsNumber, &[json!("42")]), Some(json!(42)));
-        assert_eq!(c(Func::AsNumber, &[json!(" -1.5e3 ")]), Some(json!(-1500.0)));
+        assert_eq!(
+            c(Func::AsNumber, &[json!(" -1.5e3 ")]),
+            Some(json!(-1500.0))
+        );
         assert_eq!(c(Func::AsNumber, &[json!(7)]), Some(json!(7)));
-        for not_a_number in [json!("4x"), json!("NaN"), json!("inf"), json!(""), json!(true)] {
+        for not_a_number in [
+            json!("4x"),
+            json!("NaN"),
+            json!("inf"),
+            json!(""),
+            json!(true),
+        ] {
             assert_eq!(c(Func::AsNumber, &[not_a_number]), None);
         }
     }

@@ -357,6 +357,7 @@ async fn job_counts_follow_every_change_and_a_rolled_back_write_changes_none() {
             tx.update_pending_job_device("j1", "d005", &update("failed"))?;
             // Not pending any more: refused, not counted.
             tx.update_pending_job_device("j1", "d001", &update("failed"))?;
+            assert!(!tx.update_job_device_from("j1", "d002", "completed", &update("failed"))?);
             tx.job_device_counts("j1")
         })
         .await

@@ -39,7 +39,7 @@ pub(super) async fn start(
                 error: None,
             };
             for id in &ids {
-                tx.update_job_device(&job_id, id, &running)?;
+                tx.update_pending_job_device(&job_id, id, &running)?;
             }
             Ok(ids)
         })
@@ -91,7 +91,8 @@ async fn call_one(hub: &Hub, job_id: &str, device_id: &str, request: MethodReque
                 outcome: outcome.as_ref(),
                 error: error.as_ref(),
             };
-            Ok(tx.update_job_device(&job, &device, &update)?)
+            // Only a row this call claimed: nothing else moves a running row while the hub runs.
+            Ok(tx.update_job_device_from(&job, &device, "running", &update)?)
         })
         .await;
     if let Err(e) = written {

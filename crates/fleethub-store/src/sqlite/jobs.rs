@@ -440,13 +440,24 @@ impl WriteTx<'_> {
         device_id: &str,
         update: &JobDeviceUpdate<'_>,
     ) -> Result<bool, StoreError> {
+        self.update_job_device_from(job_id, device_id, "pending", update)
+    }
+
+    /// Changes one device's row in a job only if its status is `from`; `false` otherwise.
+    pub fn update_job_device_from(
+        &mut self,
+        job_id: &str,
+        device_id: &str,
+        from: &str,
+        update: &JobDeviceUpdate<'_>,
+    ) -> Result<bool, StoreError> {
         let sql = concat!(
             set_from_update!(),
-            "WHERE job_id = ?1 AND device_id = ?2 AND status = 'pending'"
+            "WHERE job_id = ?1 AND device_id = ?2 AND status = ?9"
         );
-        let changed = self.apply_update(sql, job_id, device_id, update, None)? == 1;
+        let changed = self.apply_update(sql, job_id, device_id, update, Some(&from))? == 1;
         if changed {
-            self.count_move(job_id, "pending", update.status, 1);
+            self.count_move(job_id, from, update.status, 1);
         }
         Ok(changed)
     }
@@ -466,7 +477,7 @@ impl WriteTx<'_> {
                  SELECT device_id FROM job_devices WHERE job_id = ?1 AND status = ?2
                  ORDER BY device_id LIMIT ?9)"
         );
-        let moved = self.apply_update(sql, job_id, from, update, Some(sql_limit(limit)))?;
+        let moved = self.apply_update(sql, job_id, from, update, Some(&sql_limit(limit)))?;
         self.count_move(job_id, from, update.status, moved as i64);
         Ok(moved as u64)
     }
@@ -521,14 +532,15 @@ impl WriteTx<'_> {
     }
 
     /// Runs a `job_devices` update that starts with `set_from_update!()`: `?1` the job, `?2`
-    /// `key` (a device id or a status), `?3`…`?8` the update, `?9` the optional limit.
+    /// `key` (a device id or a status), `?3`…`?8` the update, `?9` the optional `extra` (a limit
+    /// or a status).
     fn apply_update(
         &mut self,
         sql: &str,
         job_id: &str,
         key: &str,
         update: &JobDeviceUpdate<'_>,
-        limit: Option<i64>,
+        extra: Option<&dyn rusqlite::ToSql>,
     ) -> Result<usize, StoreError> {
         let mut stmt = self.conn.prepare_cached(sql)?;
         let outcome = update.outcome.map(json_text).transpose()?;
@@ -543,11 +555,11 @@ impl WriteTx<'_> {
             outcome,
             error,
         ];
-        Ok(match limit {
+        Ok(match extra {
             None => stmt.execute(base)?,
-            Some(limit) => {
+            Some(extra) => {
                 let mut all = base.to_vec();
-                all.push(&limit);
+                all.push(extra);
                 stmt.execute(all.as_slice())?
             }
         })
