@@ -50,6 +50,15 @@ async fn fixture_with(jobs: JobsConfig) -> Fixture {
     }
 }
 
+/// An engine that updates one twin per step, so a test can act between two devices.
+fn one_twin_per_step() -> JobsConfig {
+    JobsConfig {
+        twin_batch: 1,
+        twin_batches_per_step: 1,
+        ..JobsConfig::default()
+    }
+}
+
 async fn fixture() -> Fixture {
     fixture_with(JobsConfig::default()).await
 }
@@ -304,12 +313,7 @@ async fn connected_devices_get_the_desired_patch_pushed_after_the_commit() {
 
 #[tokio::test]
 async fn a_device_deleted_after_the_snapshot_fails_with_device_not_found() {
-    let f = fixture_with(JobsConfig {
-        twin_batch: 1,
-        twin_batches_per_step: 1,
-        ..JobsConfig::default()
-    })
-    .await;
+    let f = fixture_with(one_twin_per_step()).await;
     f.devices("d", 3).await;
     f.hub.create_job("del", twin_job(json!({}))).await.unwrap();
     f.hub.job_engine().step().await.unwrap();
@@ -643,12 +647,7 @@ async fn the_query_condition_selects_the_snapshot_and_a_bad_one_is_refused() {
 
 #[tokio::test]
 async fn a_twin_patched_between_a_batch_read_and_its_write_keeps_both_changes() {
-    let f = fixture_with(JobsConfig {
-        twin_batch: 1,
-        twin_batches_per_step: 1,
-        ..JobsConfig::default()
-    })
-    .await;
+    let f = fixture_with(one_twin_per_step()).await;
     f.devices("d", 3).await;
     let body = json!({
         "type": "scheduleUpdateTwin",
