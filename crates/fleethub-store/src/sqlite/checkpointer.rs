@@ -25,8 +25,9 @@ use rusqlite::Connection;
 
 use crate::StoreError;
 
-/// WAL frames (pages) after which the checkpointer is asked to run: 8 MiB of 4 KiB pages.
-pub(crate) const CHECKPOINT_FRAMES: i32 = 2_000;
+/// WAL frames (pages) after which the checkpointer is asked to run: 4 MiB of 4 KiB pages, as
+/// SQLite does by default (larger checkpoints make longer fsyncs, which commits then wait behind).
+pub(crate) const CHECKPOINT_FRAMES: i32 = 1_000;
 /// WAL frames past which the writer checkpoints itself (64 MiB): under sustained writes the
 /// thread never catches up with the last frame, and only a complete checkpoint lets the next
 /// transaction restart the WAL from its beginning. By then the thread has copied most frames.
