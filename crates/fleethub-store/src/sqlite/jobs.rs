@@ -418,18 +418,10 @@ impl WriteTx<'_> {
         device_id: &str,
         update: &JobDeviceUpdate<'_>,
     ) -> Result<bool, StoreError> {
-        let Some(from) = self
-            .get_job_device(job_id, device_id)?
-            .map(|row| row.status)
-        else {
-            return Ok(false);
-        };
-        let sql = concat!(set_from_update!(), "WHERE job_id = ?1 AND device_id = ?2");
-        let changed = self.apply_update(sql, job_id, device_id, update, None)? == 1;
-        if changed {
-            self.count_move(job_id, &from, update.status, 1);
+        match self.get_job_device(job_id, device_id)? {
+            Some(row) => self.update_job_device_from(job_id, device_id, &row.status, update),
+            None => Ok(false),
         }
-        Ok(changed)
     }
 
     /// Changes one device's row in a job only if it is still `pending`; `false` otherwise (the
