@@ -82,6 +82,9 @@ if [ -z "${SKIP_RUST:-}" ]; then
     section "cargo fmt --check"
     cargo fmt --all -- --check
 
+    section "unused dependencies"
+    "$PYTHON" scripts/check-unused-deps.py
+
     section "cargo clippy (-D warnings)"
     cargo clippy --workspace --all-targets -- -D warnings
 
