@@ -37,6 +37,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(routes::statistics::routes())
         .merge(routes::certificates::routes())
         .merge(routes::messages::routes())
+        .merge(routes::events::routes())
         .merge(routes::system::routes())
         .route("/$iothub/websocket", get(websocket::upgrade))
         // Applies to the routes above, so it must come after them.

@@ -6,9 +6,10 @@ use crate::jobs::{JobsConfig, JobsState};
 use crate::messages::TelemetryEvent;
 use crate::methods::PendingMethods;
 use crate::metrics::Metrics;
+use crate::quota::{HubQuotas, QuotaConfig};
 use fleethub_core::connection_string::ConnectionString;
 use fleethub_core::{Clock, HubError, HubResult};
-use fleethub_store::{Reads, Store};
+use fleethub_store::{Reads, Store, StoreError, WriteTx};
 use parking_lot::RwLock;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -24,10 +25,14 @@ pub struct HubConfig {
     pub telemetry_retention: Duration,
     /// Most undelivered cloud-to-device messages per device (IoT Hub: 50).
     pub c2d_max_queue: u64,
-    /// How often expired messages, old telemetry and expired jobs are removed.
+    /// How long change-feed events are kept.
+    pub event_retention: Duration,
+    /// How often expired messages, old telemetry and events, and expired jobs are removed.
     pub upkeep_interval: Duration,
     /// The job engine's settings.
     pub jobs: JobsConfig,
+    /// Per-device and per-hub throttling.
+    pub quotas: QuotaConfig,
 }
 
 impl Default for HubConfig {
@@ -36,8 +41,10 @@ impl Default for HubConfig {
             host_name: "localhost".into(),
             telemetry_retention: Duration::from_secs(7 * 24 * 3600),
             c2d_max_queue: 50,
+            event_retention: Duration::from_secs(7 * 24 * 3600),
             upkeep_interval: Duration::from_secs(60),
             jobs: JobsConfig::default(),
+            quotas: QuotaConfig::default(),
         }
     }
 }
@@ -53,6 +60,7 @@ pub(crate) struct HubInner {
     pub metrics: Metrics,
     pub telemetry_tx: broadcast::Sender<Arc<TelemetryEvent>>,
     pub jobs: Arc<JobsState>,
+    pub quotas: HubQuotas,
 }
 
 /// An uploaded CA certificate that device certificates may chain to.
@@ -68,6 +76,9 @@ pub struct StoredCertificate {
 pub struct Hub {
     pub(crate) inner: Arc<HubInner>,
 }
+
+/// Rows removed per write while pruning.
+const PRUNE_BATCH: usize = 5000;
 
 const POLICIES_KEY: &str = "auth.policies";
 const CERTIFICATES_KEY: &str = "auth.ca_certificates";
@@ -85,11 +96,13 @@ impl Hub {
                 None => Vec::new(),
             };
         let (telemetry_tx, _) = broadcast::channel(4096);
+        let quotas = HubQuotas::new(&config.quotas);
         let hub = Hub {
             inner: Arc::new(HubInner {
                 store,
                 clock,
                 config,
+                quotas,
                 policies: RwLock::new(policies),
                 ca_certificates: RwLock::new(certs),
                 connections: Connections::default(),
@@ -256,20 +269,38 @@ impl Hub {
         });
     }
 
-    /// Removes expired cloud-to-device messages, telemetry past its retention and jobs past
-    /// theirs.
+    /// Removes expired cloud-to-device messages, telemetry and events past their retention and
+    /// jobs past theirs.
     pub async fn upkeep(&self) -> HubResult<()> {
         let now = self.now_ms();
         let cutoff = now - self.inner.config.telemetry_retention.as_millis() as i64;
-        self.store()
-            .write(move |tx| -> HubResult<()> {
-                tx.expire_c2d(now)?;
-                tx.prune_telemetry(cutoff)?;
-                Ok(())
-            })
+        self.store().write(move |tx| tx.expire_c2d(now)).await?;
+        self.prune_in_batches(move |tx, batch| tx.prune_telemetry(cutoff, batch))
             .await?;
+        self.prune_events().await?;
         self.prune_jobs().await?;
         Ok(())
+    }
+
+    /// Runs a bounded delete (`delete(tx, batch)` removes at most `batch` rows) one write at a
+    /// time until a batch comes back short, so other writes interleave instead of queueing behind
+    /// one huge delete. Returns how many rows went.
+    pub(crate) async fn prune_in_batches<F>(&self, delete: F) -> HubResult<u64>
+    where
+        F: Fn(&mut WriteTx<'_>, usize) -> Result<u64, StoreError> + Clone + Send + 'static,
+    {
+        let mut pruned = 0;
+        loop {
+            let delete = delete.clone();
+            let n = self
+                .store()
+                .write(move |tx| delete(tx, PRUNE_BATCH))
+                .await?;
+            pruned += n;
+            if n < PRUNE_BATCH as u64 {
+                return Ok(pruned);
+            }
+        }
     }
 
     /// Uploads a CA certificate (PEM) that `certificateAuthority` devices may chain to.

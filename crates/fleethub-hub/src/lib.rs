@@ -8,20 +8,24 @@
 pub mod auth;
 pub mod certificates;
 pub mod connections;
+pub mod events;
 pub mod hub;
 pub mod jobs;
 pub mod messages;
 pub mod methods;
 pub mod metrics;
 pub mod query;
+pub mod quota;
 pub mod registry;
 pub mod twin;
 
 pub use auth::{AuthFailure, DeviceCredentials, Policy, Right};
 pub use connections::{ConnectionHandle, DeviceCommand};
+pub use events::{ChangeEvent, EventsPage};
 pub use hub::{Hub, HubConfig};
 pub use jobs::{JobEngine, JobsConfig};
 pub use messages::{C2dRequest, TelemetryEvent, TelemetryIn};
 pub use methods::{MethodRequest, MethodResponse};
 pub use query::QueryResult;
+pub use quota::{DeviceQuota, QuotaConfig, Rate};
 pub use registry::{Authentication, AuthenticationType, Device, DeviceStatus};

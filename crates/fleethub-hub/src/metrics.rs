@@ -15,6 +15,12 @@ pub struct Metrics {
     pub c2d_delivered: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub connections_refused: AtomicU64,
+    /// Telemetry messages delayed by a quota (back-pressure; none are dropped).
+    pub throttled_telemetry: AtomicU64,
+    /// Reported-property patches answered 429 by a quota.
+    pub throttled_reported: AtomicU64,
+    /// Connection attempts refused by the hub's connection rate.
+    pub throttled_connections: AtomicU64,
 }
 
 impl Metrics {
@@ -72,6 +78,22 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let name = "fleethub_throttled_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Operations slowed (telemetry) or refused (reported, connections) by a quota\n# TYPE {name} counter"
+        );
+        for (kind, v) in [
+            ("telemetry", &self.throttled_telemetry),
+            ("reported", &self.throttled_reported),
+            ("connections", &self.throttled_connections),
+        ] {
+            let _ = writeln!(
+                out,
+                "{name}{{kind=\"{kind}\"}} {}",
                 v.load(Ordering::Relaxed)
             );
         }

@@ -2,12 +2,12 @@
 //! and delivers the hub's commands, with a single writer.
 
 use crate::codec::{CodecError, ConnAck, Connect, Packet};
-use crate::connect::{self, CONNACK_BAD_PROTOCOL};
+use crate::connect::{self, CONNACK_BAD_PROTOCOL, CONNACK_UNAVAILABLE};
 use crate::inflight::Inflight;
 use crate::subscriptions::Subscriptions;
 use crate::transport::{PacketReader, PacketWriter, ReadError};
 use crate::{ConnectionInfo, Gateway};
-use fleethub_hub::{ConnectionHandle, DeviceCommand, Hub};
+use fleethub_hub::{ConnectionHandle, DeviceCommand, DeviceQuota, Hub};
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -48,6 +48,11 @@ where
         Ok(connect) => connect,
         Err(code) => return refuse(gw.hub(), &mut writer, code).await,
     };
+    // Before authentication, which is what a connection storm costs.
+    if let Err(e) = gw.hub().admit_connection() {
+        tracing::debug!(peer = ?info.peer, "CONNECT refused: {e}");
+        return refuse(gw.hub(), &mut writer, Some(CONNACK_UNAVAILABLE)).await;
+    }
     let admitted = match connect::admit(gw.hub(), &connect, &info).await {
         Ok(admitted) => admitted,
         Err(code) => return refuse(gw.hub(), &mut writer, Some(code)).await,
@@ -66,6 +71,7 @@ where
         persistent: admitted.persistent,
         subs: admitted.subscriptions,
         handle,
+        quota: gw.hub().device_quota(),
         inflight: Inflight::default(),
         writer,
     };
@@ -136,6 +142,8 @@ struct Session<S> {
     persistent: bool,
     subs: Subscriptions,
     handle: ConnectionHandle,
+    /// This connection's per-device rate buckets.
+    quota: DeviceQuota,
     inflight: Inflight,
     writer: PacketWriter<WriteHalf<S>>,
 }
@@ -153,8 +161,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let step = tokio::select! {
                 read = reader.next() => match read {
                     Ok(Some(packet)) => {
+                        let step = self.on_packet(packet).await;
+                        // After handling: a throttled publish may wait before it is stored.
                         deadline = Instant::now() + keep_alive;
-                        self.on_packet(packet).await
+                        step
                     }
                     Ok(None) => Err(Close("the device closed the stream".into())),
                     Err(e) => Err(Close(e.to_string())),

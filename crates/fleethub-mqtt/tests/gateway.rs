@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use fleethub_core::{sas, SystemClock};
-use fleethub_hub::{C2dRequest, Hub, HubConfig, MethodRequest};
+use fleethub_hub::{C2dRequest, Hub, HubConfig, MethodRequest, QuotaConfig, Rate};
 use fleethub_mqtt::codec::{ConnAck, Connect, Packet, Publish, SubAck, Subscribe};
 use fleethub_mqtt::connect::thumbprint;
 use fleethub_mqtt::transport::{PacketReader, PacketWriter};
@@ -25,9 +25,13 @@ struct TestHub {
 }
 
 async fn test_hub() -> TestHub {
+    test_hub_with(HubConfig::default()).await
+}
+
+async fn test_hub_with(config: HubConfig) -> TestHub {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(StoreConfig::new(dir.path().join("hub.sqlite"))).unwrap();
-    let hub = Hub::open(store, Arc::new(SystemClock), HubConfig::default())
+    let hub = Hub::open(store, Arc::new(SystemClock), config)
         .await
         .unwrap();
     let gateway = Gateway::new(hub.clone(), GatewayConfig::default());
@@ -438,5 +442,119 @@ async fn silence_beyond_one_and_a_half_keepalives_closes_the_connection() {
         started.elapsed() >= Duration::from_millis(1400),
         "{:?}",
         started.elapsed()
+    );
+}
+
+/// A hub whose only quota is `set` applied to an unlimited configuration.
+async fn hub_with_quota(set: impl FnOnce(&mut QuotaConfig)) -> TestHub {
+    let mut quotas = QuotaConfig {
+        device_telemetry: None,
+        device_reported: None,
+        ..QuotaConfig::default()
+    };
+    set(&mut quotas);
+    test_hub_with(HubConfig {
+        quotas,
+        ..HubConfig::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_device_publishing_faster_than_its_quota_is_slowed_and_loses_nothing() {
+    let rate = Rate {
+        per_second: 20.0,
+        burst: 5,
+    };
+    let t = hub_with_quota(|q| q.device_telemetry = Some(rate)).await;
+    let token = t.sas_device("dev1").await;
+    let (mut d, _) = t.connected("dev1", &token).await;
+    const SENT: usize = 25;
+    let started = std::time::Instant::now();
+    let mut ids = Vec::new();
+    for n in 0..SENT {
+        let topic = format!("devices/dev1/messages/events/%24.mid=m-{n}");
+        ids.push(d.publish(&topic, b"{}").await);
+    }
+    for id in ids {
+        assert_eq!(d.recv().await, Some(Packet::PubAck(id)));
+    }
+    // The burst goes at once; the other 20 at 20 per second: at least one second in all.
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(950),
+        "{elapsed:?}: not slowed"
+    );
+    let stored = t.hub.read_telemetry(Some("dev1"), 0, 100).await.unwrap();
+    assert_eq!(stored.len(), SENT, "back-pressure must not drop messages");
+    let throttled = t.hub.metrics().throttled_telemetry.load(Ordering::Relaxed);
+    assert!(throttled >= 15, "{throttled} delayed");
+    assert!(t.hub.metrics_text().contains(&format!(
+        "fleethub_throttled_total{{kind=\"telemetry\"}} {throttled}"
+    )));
+}
+
+#[tokio::test]
+async fn a_reported_patch_flood_gets_429_on_the_twin_response_topic() {
+    // A burst of three and then one per 100 s: nothing refills during the test.
+    let rate = Rate {
+        per_second: 0.01,
+        burst: 3,
+    };
+    let t = hub_with_quota(|q| q.device_reported = Some(rate)).await;
+    let token = t.sas_device("dev1").await;
+    let (mut d, _) = t.connected("dev1", &token).await;
+    let mut statuses = Vec::new();
+    for n in 0..6 {
+        let topic = format!("$iothub/twin/PATCH/properties/reported/?$rid=r{n}");
+        let id = d
+            .publish(&topic, format!(r#"{{"n":{n}}}"#).as_bytes())
+            .await;
+        assert_eq!(d.recv().await, Some(Packet::PubAck(id)));
+        let res = d.recv_publish().await;
+        let status = res.topic.split('/').nth(3).unwrap().to_string();
+        if status == "429" {
+            assert_eq!(json_of(&res.payload)["errorCode"], 429001, "{res:?}");
+            assert!(res.topic.ends_with(&format!("?$rid=r{n}")), "{}", res.topic);
+        }
+        statuses.push(status);
+    }
+    assert_eq!(statuses, ["204", "204", "204", "429", "429", "429"]);
+    let twin = t.hub.get_twin("dev1").await.unwrap();
+    assert_eq!(
+        twin["properties"]["reported"]["n"], 2,
+        "throttled patches are not applied"
+    );
+    assert_eq!(
+        t.hub.metrics().throttled_reported.load(Ordering::Relaxed),
+        3
+    );
+}
+
+#[tokio::test]
+async fn connections_beyond_the_hub_connection_rate_are_refused_with_connack_3() {
+    let rate = Rate {
+        per_second: 0.01,
+        burst: 2,
+    };
+    let t = hub_with_quota(|q| q.hub_connections = Some(rate)).await;
+    let token = t.sas_device("dev1").await;
+    let _first = t.connected("dev1", &token).await;
+    let _second = t.connected("dev1", &token).await;
+    let mut third = t.client(ConnectionInfo::default());
+    third.send(connect("dev1", Some(&token), false)).await;
+    assert_eq!(
+        third.recv().await,
+        Some(Packet::ConnAck(ConnAck {
+            session_present: false,
+            code: 3
+        }))
+    );
+    assert_eq!(
+        t.hub
+            .metrics()
+            .throttled_connections
+            .load(Ordering::Relaxed),
+        1
     );
 }

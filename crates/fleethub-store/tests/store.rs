@@ -290,7 +290,7 @@ async fn telemetry_is_pruned_by_age_and_sequence_numbers_are_not_reused() {
                 tx.insert_telemetry(&telemetry(&format!("m-{i}"), at))?;
             }
             let newest = tx.telemetry_after(None, 0, 10)?.last().map(|t| t.seq);
-            let pruned = tx.prune_telemetry(250)?;
+            let pruned = tx.prune_telemetry(250, 100)?;
             Ok::<_, StoreError>((pruned, tx.telemetry_after(None, 0, 10)?, newest))
         })
         .await
@@ -303,7 +303,7 @@ async fn telemetry_is_pruned_by_age_and_sequence_numbers_are_not_reused() {
     // would skip the new message.
     let newest_after = store
         .write(|tx| {
-            tx.prune_telemetry(i64::MAX)?;
+            tx.prune_telemetry(i64::MAX, 100)?;
             tx.insert_telemetry(&telemetry("m-new", 400))?;
             Ok::<_, StoreError>(tx.telemetry_after(None, 0, 10)?[0].seq)
         })
@@ -593,6 +593,72 @@ async fn sessions_settings_and_events_round_trip() {
         store.read(|tx| tx.get_session("dev-1")).await.unwrap(),
         None
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_feed_pages_in_commit_order_by_cursor() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    store
+        .write(|tx| {
+            for i in 0..7 {
+                tx.append_event(
+                    Some(&format!("d{i}")),
+                    "twin.reported",
+                    &json!({ "version": i }),
+                    i,
+                )?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap();
+    let mut cursor = 0;
+    let mut seen = Vec::new();
+    loop {
+        let page = store
+            .read(move |tx| tx.events_after(cursor, 3))
+            .await
+            .unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        cursor = last.seq;
+        seen.extend(
+            page.into_iter()
+                .map(|e| e.body["version"].as_i64().unwrap()),
+        );
+    }
+    assert_eq!(seen, (0..7).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_pruning_removes_only_events_older_than_the_cutoff_in_bounded_batches() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    store
+        .write(|tx| {
+            for at in [100, 200, 300, 400, 500] {
+                tx.append_event(None, "job.created", &json!({}), at)?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap();
+    // Cutoff 350: three events are older; a batch of two leaves one for the next batch.
+    let batches = store
+        .write(|tx| {
+            Ok::<_, StoreError>([
+                tx.prune_events(350, 2)?,
+                tx.prune_events(350, 2)?,
+                tx.prune_events(350, 2)?,
+            ])
+        })
+        .await
+        .unwrap();
+    assert_eq!(batches, [2, 1, 0]);
+    let left = store.read(|tx| tx.events_after(0, 10)).await.unwrap();
+    let times: Vec<i64> = left.iter().map(|e| e.time_ms).collect();
+    assert_eq!(times, vec![400, 500]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

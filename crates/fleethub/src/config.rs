@@ -1,5 +1,6 @@
 //! `fleethub serve` settings: every one has a default, so the hub starts with no configuration.
 
+use fleethub_hub::{QuotaConfig, Rate};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
@@ -47,6 +48,64 @@ pub struct ServeConfig {
     /// Write a JSON file with the connection string, CA path and ports once listening.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// Days change-feed events (`GET /v1/events`) are kept.
+    #[arg(long, env = "FLEETHUB_EVENT_RETENTION_DAYS", default_value_t = 7)]
+    pub event_retention_days: u64,
+    /// Quotas (IoT Hub's throttling as the model): rates per second, 0 for no limit.
+    #[command(flatten)]
+    pub quotas: QuotaArgs,
+}
+
+/// Per-device and per-hub rates. Telemetry over its rate is slowed (the gateway stops reading
+/// the device's socket), a reported patch over its rate gets 429, a connection over the hub's
+/// rate gets CONNACK 3.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QuotaArgs {
+    /// Telemetry messages per second from one device.
+    #[arg(long, env = "FLEETHUB_DEVICE_TELEMETRY_RATE", default_value_t = 100.0)]
+    pub device_telemetry_rate: f64,
+    /// Reported-property updates per second from one device.
+    #[arg(long, env = "FLEETHUB_DEVICE_REPORTED_RATE", default_value_t = 100.0)]
+    pub device_reported_rate: f64,
+    /// Telemetry messages per second from all devices together.
+    #[arg(long, env = "FLEETHUB_HUB_TELEMETRY_RATE", default_value_t = 0.0)]
+    pub hub_telemetry_rate: f64,
+    /// Reported-property updates per second from all devices together.
+    #[arg(long, env = "FLEETHUB_HUB_REPORTED_RATE", default_value_t = 0.0)]
+    pub hub_reported_rate: f64,
+    /// New device connections per second.
+    #[arg(long, env = "FLEETHUB_HUB_CONNECTION_RATE", default_value_t = 0.0)]
+    pub hub_connection_rate: f64,
+    /// Each limit's burst, in seconds' worth of its rate (at least one operation).
+    #[arg(long, env = "FLEETHUB_QUOTA_BURST_SECONDS", default_value_t = 2.0)]
+    pub quota_burst_seconds: f64,
+}
+
+impl Default for QuotaArgs {
+    fn default() -> Self {
+        QuotaArgs {
+            device_telemetry_rate: 100.0,
+            device_reported_rate: 100.0,
+            hub_telemetry_rate: 0.0,
+            hub_reported_rate: 0.0,
+            hub_connection_rate: 0.0,
+            quota_burst_seconds: 2.0,
+        }
+    }
+}
+
+impl QuotaArgs {
+    /// The hub's quota settings.
+    pub fn to_config(&self) -> QuotaConfig {
+        let rate = |per_second| Rate::with_burst_seconds(per_second, self.quota_burst_seconds);
+        QuotaConfig {
+            device_telemetry: rate(self.device_telemetry_rate),
+            device_reported: rate(self.device_reported_rate),
+            hub_telemetry: rate(self.hub_telemetry_rate),
+            hub_reported: rate(self.hub_reported_rate),
+            hub_connections: rate(self.hub_connection_rate),
+        }
+    }
 }
 
 impl ServeConfig {
@@ -66,6 +125,8 @@ impl ServeConfig {
             max_concurrent_jobs: 100,
             job_method_concurrency: 100,
             ready_file: None,
+            event_retention_days: 7,
+            quotas: QuotaArgs::default(),
         }
     }
 }

@@ -76,6 +76,8 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
     let hub_config = HubConfig {
         host_name: cfg.host_name.clone(),
         telemetry_retention: Duration::from_secs(cfg.telemetry_retention_days * 24 * 3600),
+        event_retention: Duration::from_secs(cfg.event_retention_days.saturating_mul(24 * 3600)),
+        quotas: cfg.quotas.to_config(),
         jobs: JobsConfig {
             retention: Duration::from_secs(cfg.job_retention_days.saturating_mul(24 * 3600)),
             max_concurrent: usize::try_from(cfg.max_concurrent_jobs).unwrap_or(usize::MAX),

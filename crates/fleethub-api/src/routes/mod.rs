@@ -2,6 +2,7 @@
 
 pub mod certificates;
 pub mod devices;
+pub mod events;
 pub mod jobs;
 pub mod messages;
 pub mod methods;

@@ -3,6 +3,7 @@
 mod auth;
 mod devices;
 mod errors;
+mod events;
 mod jobs;
 mod query;
 mod support;

@@ -8,6 +8,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Routes one PUBLISH; QoS 1 is acknowledged only after the hub call completed.
+    ///
+    /// Quotas: telemetry over its rate waits here before it is stored, and nothing more is read
+    /// from the device meanwhile (back-pressure, nothing dropped); a reported patch over its rate
+    /// is answered 429 on the twin response topic.
     pub(super) async fn on_publish(&mut self, p: Publish) -> Step {
         if p.qos > 1 {
             return Err(Close(
@@ -19,6 +23,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let (hub, id) = (&self.hub, self.device_id.as_str());
         let reply = match route {
             Inbound::Telemetry { properties } => {
+                let delay = hub.telemetry_delay(&mut self.quota);
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 router::telemetry(hub, id, properties, p.payload).await.map_err(|e| {
                     tracing::warn!(device = %id, "telemetry not stored, closing so the device retries: {e}");
                     Close(format!("telemetry not stored: {e}"))
@@ -26,9 +34,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 None
             }
             Inbound::TwinGet { rid } => Some(router::twin_get(hub, id, &rid).await),
-            Inbound::TwinReport { rid } => {
-                Some(router::twin_report(hub, id, &rid, &p.payload).await)
-            }
+            Inbound::TwinReport { rid } => Some(match hub.admit_report(&mut self.quota) {
+                Ok(()) => router::twin_report(hub, id, &rid, &p.payload).await,
+                Err(e) => router::error_reply(id, &rid, &e),
+            }),
             Inbound::MethodResponse { status, rid } => {
                 hub.method_response(id, &rid, status, &p.payload);
                 None

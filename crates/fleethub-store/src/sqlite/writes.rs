@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection, Statement};
 use serde_json::Value;
 
-use super::reads::json_text;
+use super::reads::{json_text, sql_limit};
 use crate::{C2dRow, DeviceRow, EncodedDeviceRow, Reads, StoreError, TelemetryRow, TwinSections};
 
 /// One write's view of the writer's transaction: everything it changes commits with its batch,
@@ -157,12 +157,14 @@ impl WriteTx<'_> {
         Ok((inserted == 1).then(|| self.conn.last_insert_rowid()))
     }
 
-    /// Deletes telemetry enqueued before `older_than_ms`; returns how many messages went.
-    pub fn prune_telemetry(&mut self, older_than_ms: i64) -> Result<u64, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("DELETE FROM telemetry WHERE enqueued_ms < ?1")?;
-        Ok(stmt.execute([older_than_ms])? as u64)
+    /// Deletes up to `limit` telemetry messages enqueued before `older_than_ms` (bounded, so one
+    /// write never holds the writer for long); returns how many went.
+    pub fn prune_telemetry(&mut self, older_than_ms: i64, limit: usize) -> Result<u64, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "DELETE FROM telemetry WHERE seq IN (
+                 SELECT seq FROM telemetry WHERE enqueued_ms < ?1 LIMIT ?2)",
+        )?;
+        Ok(stmt.execute(params![older_than_ms, sql_limit(limit)])? as u64)
     }
 
     /// Queues a cloud-to-device message; returns its sequence number.
@@ -234,6 +236,14 @@ impl WriteTx<'_> {
         Ok(self.conn.last_insert_rowid())
     }
 
+    /// Deletes up to `limit` events older than `older_than_ms` (bounded, so one write never holds
+    /// the writer for long); returns how many went. Sequence numbers are never reused, so a
+    /// reader's cursor stays valid: it just finds the pruned events gone.
+    pub fn prune_events(&mut self, older_than_ms: i64, limit: usize) -> Result<u64, StoreError> {
+        let mut stmt = self.conn.prepare_cached(PRUNE_EVENTS)?;
+        Ok(stmt.execute(params![older_than_ms, sql_limit(limit)])? as u64)
+    }
+
     /// Sets a hub setting, replacing any earlier value.
     pub fn put_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
         let mut stmt = self.conn.prepare_cached(
@@ -244,6 +254,10 @@ impl WriteTx<'_> {
         Ok(())
     }
 }
+
+/// Removes a batch of old events, found through the `events_time` index.
+pub(crate) const PRUNE_EVENTS: &str = "DELETE FROM events WHERE seq IN (
+    SELECT seq FROM events WHERE time_ms < ?1 LIMIT ?2)";
 
 /// Runs an insert-style statement whose eight parameters are a device row's columns in table
 /// order; returns how many rows changed.
