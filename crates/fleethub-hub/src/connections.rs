@@ -96,6 +96,21 @@ impl Connections {
         }
     }
 
+    /// Sends a command to the device's live connection; the id of the connection it went to.
+    pub fn send_to(&self, device_id: &str, cmd: DeviceCommand) -> Option<u64> {
+        let map = self.map.lock();
+        let e = map.get(device_id)?;
+        e.tx.send(cmd).ok().map(|()| e.conn_id)
+    }
+
+    /// Whether `conn_id` is still the device's registered connection.
+    pub fn is_open(&self, device_id: &str, conn_id: u64) -> bool {
+        self.map
+            .lock()
+            .get(device_id)
+            .is_some_and(|e| e.conn_id == conn_id)
+    }
+
     /// Sends only when `wants` says the live connection subscribed to this kind of command.
     pub fn send_if(
         &self,

@@ -222,8 +222,11 @@ impl Hub {
     }
 
     pub(crate) fn connection_closed(&self, device_id: &str, conn_id: u64) {
-        if self.inner.connections.unregister(device_id, conn_id) {
-            self.fail_pending_methods(device_id);
+        let was_current = self.inner.connections.unregister(device_id, conn_id);
+        // Calls sent to this connection fail now, even when a newer connection replaced it.
+        // After unregistering: a call sent meanwhile sees the connection gone and fails itself.
+        self.fail_pending_methods(conn_id);
+        if was_current {
             self.inner.connections.notify();
         }
     }

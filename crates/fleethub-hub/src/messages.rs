@@ -184,7 +184,7 @@ impl Hub {
         };
         let max_queue = self.config().c2d_max_queue;
         let key = device_id.to_string();
-        let queued_row = row.clone();
+        let hub = self.clone();
         self.store()
             .write(move |tx| -> HubResult<()> {
                 if tx.get_device(&key)?.is_none() {
@@ -198,12 +198,15 @@ impl Hub {
                     ));
                 }
                 tx.enqueue_c2d(&row)?;
+                // Only the new message: the ones queued before went out when the device
+                // subscribed.
+                tx.on_commit(move || {
+                    hub.deliver_c2d(&key, row);
+                });
                 Ok(())
             })
             .await?;
         self.metrics().c2d_enqueued.fetch_add(1, Ordering::Relaxed);
-        // Only the new message: the ones queued before went out when the device subscribed.
-        self.deliver_c2d(device_id, queued_row);
         let expiry =
             chrono::DateTime::from_timestamp_millis(now + (ttl as i64) * 1000).unwrap_or_default();
         Ok(

@@ -38,7 +38,16 @@ pub struct MethodResponse {
 #[derive(Default)]
 pub struct PendingMethods {
     next_rid: AtomicU64,
-    waiting: Mutex<HashMap<String, (String, oneshot::Sender<MethodResponse>)>>,
+    waiting: Mutex<HashMap<String, Waiting>>,
+}
+
+/// A call sent to one connection of a device, waiting for its answer.
+struct Waiting {
+    device_id: String,
+    /// The connection the request went to, once sent: if that connection closes, even because a
+    /// newer one replaced it, the answer can never come.
+    conn_id: Option<u64>,
+    reply: oneshot::Sender<MethodResponse>,
 }
 
 struct Pending<'a> {
@@ -98,22 +107,33 @@ impl Hub {
         self.wait_for_method_subscriber(id, connect_timeout).await?;
         let pending = &self.inner.methods;
         let rid = format!("{:x}", pending.next_rid.fetch_add(1, Ordering::Relaxed) + 1);
-        let (tx, rx) = oneshot::channel();
-        pending
-            .waiting
-            .lock()
-            .insert(rid.clone(), (id.to_string(), tx));
+        let (reply, rx) = oneshot::channel();
+        let waiting = Waiting {
+            device_id: id.to_string(),
+            conn_id: None,
+            reply,
+        };
+        pending.waiting.lock().insert(rid.clone(), waiting);
         let _guard = Pending {
             pending,
             rid: rid.clone(),
         };
         let cmd = DeviceCommand::MethodRequest {
             name: req.method_name.clone(),
-            rid,
+            rid: rid.clone(),
             payload,
         };
-        if !self.inner.connections.send(id, cmd) {
-            return Err(not_online(id));
+        // Noted under the lock the close path takes, so a close cannot slip in between.
+        {
+            let mut waiting = pending.waiting.lock();
+            let Some(conn_id) = self.inner.connections.send_to(id, cmd) else {
+                return Err(not_online(id));
+            };
+            if !self.inner.connections.is_open(id, conn_id) {
+                waiting.remove(&rid);
+            } else if let Some(w) = waiting.get_mut(&rid) {
+                w.conn_id = Some(conn_id);
+            }
         }
         self.metrics()
             .methods_invoked
@@ -157,11 +177,11 @@ impl Hub {
     /// nobody waits for any more (timed out, or another device's rid) is dropped.
     pub fn method_response(&self, device_id: &str, rid: &str, status: i32, payload: &[u8]) {
         let mut waiting = self.inner.methods.waiting.lock();
-        let owned = waiting.get(rid).is_some_and(|(dev, _)| dev == device_id);
+        let owned = waiting.get(rid).is_some_and(|w| w.device_id == device_id);
         if !owned {
             return;
         }
-        if let Some((_, tx)) = waiting.remove(rid) {
+        if let Some(Waiting { reply: tx, .. }) = waiting.remove(rid) {
             let payload = if payload.is_empty() {
                 Value::Null
             } else {
@@ -173,13 +193,14 @@ impl Hub {
         }
     }
 
-    /// Fails the calls waiting on a device whose connection closed.
-    pub(crate) fn fail_pending_methods(&self, device_id: &str) {
+    /// Fails, at once, the calls sent to a connection that closed (dropping their reply
+    /// channel answers them with `DeviceConnectionClosedRemotely`).
+    pub(crate) fn fail_pending_methods(&self, conn_id: u64) {
         self.inner
             .methods
             .waiting
             .lock()
-            .retain(|_, (dev, _)| dev != device_id);
+            .retain(|_, w| w.conn_id != Some(conn_id));
     }
 }
 

@@ -221,6 +221,8 @@ pub struct ExportImportDevice {
     #[serde(default)]
     pub e_tag: Option<String>,
     #[serde(default)]
+    pub twin_e_tag: Option<String>,
+    #[serde(default)]
     pub status: Option<DeviceStatus>,
     #[serde(default)]
     pub status_reason: Option<String>,
@@ -232,6 +234,175 @@ pub struct ExportImportDevice {
     pub properties: Option<Value>,
     #[serde(default)]
     pub capabilities: Option<Capabilities>,
+}
+
+/// What a bulk entry asks for. IoT Hub's SDKs spell these differently (`createOrUpdate` in
+/// Python, `Update` and `DeleteIfMatchETag` in Node), so they are matched without case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ImportMode {
+    Create,
+    Update,
+    UpdateIfMatchETag,
+    CreateOrUpdate,
+    CreateOrUpdateIfMatchETag,
+    Delete,
+    DeleteIfMatchETag,
+    UpdateTwin,
+    UpdateTwinIfMatchETag,
+}
+
+impl ImportMode {
+    const ALL: [ImportMode; 9] = [
+        ImportMode::Create,
+        ImportMode::Update,
+        ImportMode::UpdateIfMatchETag,
+        ImportMode::CreateOrUpdate,
+        ImportMode::CreateOrUpdateIfMatchETag,
+        ImportMode::Delete,
+        ImportMode::DeleteIfMatchETag,
+        ImportMode::UpdateTwin,
+        ImportMode::UpdateTwinIfMatchETag,
+    ];
+
+    /// The mode an entry names; `createOrUpdate` when it names none.
+    fn parse(given: Option<&str>) -> HubResult<ImportMode> {
+        let Some(given) = given else {
+            return Ok(ImportMode::CreateOrUpdate);
+        };
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(given))
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|m| m.name()).collect();
+                HubError::invalid(format!(
+                    "unknown importMode '{given}'; use one of {}",
+                    names.join(", ")
+                ))
+            })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ImportMode::Create => "create",
+            ImportMode::Update => "update",
+            ImportMode::UpdateIfMatchETag => "updateIfMatchETag",
+            ImportMode::CreateOrUpdate => "createOrUpdate",
+            ImportMode::CreateOrUpdateIfMatchETag => "createOrUpdateIfMatchETag",
+            ImportMode::Delete => "delete",
+            ImportMode::DeleteIfMatchETag => "deleteIfMatchETag",
+            ImportMode::UpdateTwin => "updateTwin",
+            ImportMode::UpdateTwinIfMatchETag => "updateTwinIfMatchETag",
+        }
+    }
+
+    fn may_create(self) -> bool {
+        matches!(
+            self,
+            ImportMode::Create | ImportMode::CreateOrUpdate | ImportMode::CreateOrUpdateIfMatchETag
+        )
+    }
+}
+
+/// A submitted registry entry and which of its parts the request named. On an update, what it
+/// does not name is kept from the stored entry: a request never changes credentials, status or
+/// capabilities it did not mention.
+struct IdentityChange {
+    device: Device,
+    names_status: bool,
+    names_status_reason: bool,
+    names_authentication: bool,
+    names_capabilities: bool,
+}
+
+impl IdentityChange {
+    /// From a `PUT /devices/{id}` body.
+    fn from_body(body: Value) -> HubResult<IdentityChange> {
+        let named = |key: &str| body.get(key).is_some_and(|v| !v.is_null());
+        let (names_status, names_status_reason, names_authentication, names_capabilities) = (
+            named("status"),
+            named("statusReason"),
+            named("authentication"),
+            named("capabilities"),
+        );
+        let device: Device = serde_json::from_value(body).map_err(|e| {
+            HubError::format(format!("device body is not a valid registry entry: {e}"))
+        })?;
+        Ok(IdentityChange {
+            device,
+            names_status,
+            names_status_reason,
+            names_authentication,
+            names_capabilities,
+        })
+    }
+
+    /// From a bulk import entry.
+    fn from_import(e: &ExportImportDevice) -> HubResult<IdentityChange> {
+        let device = Device {
+            device_id: DeviceId::parse(&e.id)?.to_string(),
+            generation_id: String::new(),
+            etag: String::new(),
+            status: e.status.unwrap_or_default(),
+            status_reason: e.status_reason.clone(),
+            status_updated_time: String::new(),
+            connection_state: disconnected(),
+            connection_state_updated_time: String::new(),
+            last_activity_time: String::new(),
+            cloud_to_device_message_count: 0,
+            authentication: e.authentication.clone().unwrap_or_default(),
+            capabilities: e.capabilities.clone().unwrap_or_default(),
+            revision: 0,
+        };
+        Ok(IdentityChange {
+            device,
+            names_status: e.status.is_some(),
+            names_status_reason: e.status_reason.is_some(),
+            names_authentication: e.authentication.is_some(),
+            names_capabilities: e.capabilities.is_some(),
+        })
+    }
+
+    /// The submitted entry completed from `old` where the request was silent. Keys and
+    /// thumbprints left empty under an unchanged authentication type are kept too.
+    fn onto(self, old: &Device) -> Device {
+        let mut d = self.device;
+        if !self.names_status {
+            d.status = old.status;
+        }
+        if !self.names_status_reason {
+            d.status_reason = old.status_reason.clone();
+        }
+        if !self.names_capabilities {
+            d.capabilities = old.capabilities.clone();
+        }
+        if !self.names_authentication {
+            d.authentication = old.authentication.clone();
+        } else if d.authentication.kind == old.authentication.kind {
+            let (new, old) = (&mut d.authentication, &old.authentication);
+            let keep = |given: &mut Option<String>, stored: &Option<String>| {
+                if given.as_deref().unwrap_or("").is_empty() {
+                    *given = stored.clone();
+                }
+            };
+            keep(
+                &mut new.symmetric_key.primary_key,
+                &old.symmetric_key.primary_key,
+            );
+            keep(
+                &mut new.symmetric_key.secondary_key,
+                &old.symmetric_key.secondary_key,
+            );
+            keep(
+                &mut new.x509_thumbprint.primary_thumbprint,
+                &old.x509_thumbprint.primary_thumbprint,
+            );
+            keep(
+                &mut new.x509_thumbprint.secondary_thumbprint,
+                &old.x509_thumbprint.secondary_thumbprint,
+            );
+        }
+        d
+    }
 }
 
 impl Hub {
@@ -271,7 +442,9 @@ impl Hub {
             .collect()
     }
 
-    /// `PUT /devices/{id}`: creates the device, or with If-Match updates it.
+    /// `PUT /devices/{id}`: creates the device, or with If-Match updates it. An update keeps
+    /// whatever the body does not name (keys, thumbprints, status, capabilities), as IoT Hub does:
+    /// a status-only update never changes credentials.
     pub async fn put_device(
         &self,
         id: &str,
@@ -279,31 +452,20 @@ impl Hub {
         if_match: Option<&str>,
     ) -> HubResult<Device> {
         let id = DeviceId::parse(id)?;
-        let mut submitted: Device = serde_json::from_value(body).map_err(|e| {
-            HubError::format(format!("device body is not a valid registry entry: {e}"))
-        })?;
-        if submitted.device_id != id.as_str() {
+        let change = IdentityChange::from_body(body)?;
+        if change.device.device_id != id.as_str() {
             return Err(HubError::invalid(format!(
                 "deviceId '{}' in the body does not match '{}' in the URL",
-                submitted.device_id, id
+                change.device.device_id, id
             )));
         }
-        submitted.normalize()?;
         let now = self.now_string();
         let if_match = if_match.map(str::to_string);
         let hub = self.clone();
         let device = self
             .store()
-            .write(move |tx| hub.upsert_in(tx, submitted, if_match.as_deref(), &now))
+            .write(move |tx| hub.upsert_in(tx, change, if_match.as_deref(), &now))
             .await?;
-        if device.status == DeviceStatus::Disabled {
-            self.inner.connections.send(
-                &device.device_id,
-                crate::DeviceCommand::Disconnect {
-                    reason: "device disabled".into(),
-                },
-            );
-        }
         Ok(self.present(device))
     }
 
@@ -332,73 +494,76 @@ impl Hub {
         Ok(())
     }
 
+    /// Creates or updates one registry entry inside `tx`: the one path for `PUT /devices/{id}`
+    /// and bulk import. A device that becomes disabled is disconnected once the write commits.
     fn upsert_in(
         &self,
         tx: &mut WriteTx,
-        mut d: Device,
+        change: IdentityChange,
         if_match: Option<&str>,
         now: &str,
     ) -> HubResult<Device> {
-        let existing = tx.get_device(&d.device_id)?;
-        match existing {
-            None => {
-                self.stamp_new(&mut d, now);
-                let row = crate::twin::new_device_row(&d, now);
-                self.insert_new_in(tx, &encode(&row)?)?;
-            }
-            Some(row) => {
-                let old = Device::from_row(&row)?;
-                if if_match.is_none() {
-                    return Err(already_exists(&d.device_id));
-                }
-                if !etag_matches(if_match, &etag_for(old.revision)) {
-                    return Err(precondition_failed(
-                        "device",
-                        &d.device_id,
-                        &etag_for(old.revision),
-                    ));
-                }
-                d.generation_id = old.generation_id;
-                d.revision = old.revision + 1;
-                d.status_updated_time = if d.status != old.status {
-                    now.to_string()
-                } else {
-                    old.status_updated_time
-                };
-                d.connection_state_updated_time = old.connection_state_updated_time;
-                d.last_activity_time = old.last_activity_time;
-                d.cloud_to_device_message_count = old.cloud_to_device_message_count;
-                d.connection_state = disconnected();
-                tx.update_identity(&d.device_id, d.status.as_str(), &d.to_identity())?;
-                tx.append_event(
-                    Some(&d.device_id),
-                    "device.updated",
-                    &json!({}),
-                    self.now_ms(),
-                )?;
-            }
+        let Some(row) = tx.get_device(&change.device.device_id)? else {
+            let mut d = change.device;
+            d.normalize()?;
+            self.stamp_new(&mut d, now);
+            let row = crate::twin::new_device_row(&d, now);
+            self.insert_new_in(tx, &encode(&row)?)?;
+            return Ok(d);
+        };
+        let old = Device::from_row(&row)?;
+        let id = old.device_id.clone();
+        if if_match.is_none() {
+            return Err(already_exists(&id));
+        }
+        let current = etag_for(old.revision);
+        if !etag_matches(if_match, &current) {
+            return Err(precondition_failed("device", &id, &current));
+        }
+        let mut d = change.onto(&old);
+        d.normalize()?;
+        d.generation_id = old.generation_id;
+        d.revision = old.revision + 1;
+        d.status_updated_time = if d.status != old.status {
+            now.to_string()
+        } else {
+            old.status_updated_time
+        };
+        d.connection_state_updated_time = old.connection_state_updated_time;
+        d.last_activity_time = old.last_activity_time;
+        d.cloud_to_device_message_count = old.cloud_to_device_message_count;
+        d.connection_state = disconnected();
+        tx.update_identity(&id, d.status.as_str(), &d.to_identity())?;
+        tx.append_event(Some(&id), "device.updated", &json!({}), self.now_ms())?;
+        if d.status == DeviceStatus::Disabled {
+            self.disconnect_on_commit(tx, &id, "device disabled");
         }
         Ok(d)
     }
 
-    /// `DELETE /devices/{id}`.
-    pub async fn delete_device(&self, id: &str, if_match: Option<&str>) -> HubResult<()> {
-        let id = id.to_string();
-        let if_match = if_match.map(str::to_string);
-        let hub = self.clone();
-        let target = id.clone();
-        self.store()
-            .write(move |tx| hub.delete_in(tx, &target, if_match.as_deref()))
-            .await?;
-        self.inner.connections.send(
-            &id,
-            crate::DeviceCommand::Disconnect {
-                reason: "device deleted".into(),
-            },
-        );
-        Ok(())
+    /// Records, in `tx`, that the device's connection (if any) must close once the write commits.
+    fn disconnect_on_commit(&self, tx: &mut WriteTx, id: &str, reason: &'static str) {
+        let (hub, id) = (self.clone(), id.to_string());
+        tx.on_commit(move || {
+            hub.inner.connections.send(
+                &id,
+                crate::DeviceCommand::Disconnect {
+                    reason: reason.into(),
+                },
+            );
+        });
     }
 
+    /// `DELETE /devices/{id}`.
+    pub async fn delete_device(&self, id: &str, if_match: Option<&str>) -> HubResult<()> {
+        let (id, if_match, hub) = (id.to_string(), if_match.map(str::to_string), self.clone());
+        self.store()
+            .write(move |tx| hub.delete_in(tx, &id, if_match.as_deref()))
+            .await
+    }
+
+    /// Deletes a device inside `tx`, with its persisted MQTT session (a re-created id starts with
+    /// no subscriptions); its connection closes once the write commits.
     fn delete_in(&self, tx: &mut WriteTx, id: &str, if_match: Option<&str>) -> HubResult<()> {
         let row = tx
             .get_device(id)?
@@ -408,12 +573,15 @@ impl Hub {
             return Err(precondition_failed("device", id, &current));
         }
         tx.delete_device(id)?;
+        tx.delete_session(id)?;
         tx.append_event(Some(id), "device.deleted", &json!({}), self.now_ms())?;
+        self.disconnect_on_commit(tx, id, "device deleted");
         Ok(())
     }
 
     /// `POST /devices`: bulk create, update or delete. Every entry is checked and applied on its
-    /// own; the answer lists each failure.
+    /// own and atomically (a failed entry leaves nothing behind), through the same code and with
+    /// the same effects as the single-device routes; the answer lists each failure.
     pub async fn bulk_devices(&self, entries: Vec<ExportImportDevice>) -> HubResult<Value> {
         if entries.len() > 100 {
             return Err(HubError::invalid(format!(
@@ -425,8 +593,12 @@ impl Hub {
         let prepared: Vec<_> = entries
             .into_iter()
             .map(|e| {
-                let fresh = self.fresh_row(&e, &now);
-                (e, fresh)
+                let mode = ImportMode::parse(e.import_mode.as_deref());
+                let fresh = match &mode {
+                    Ok(mode) if mode.may_create() => Some(self.fresh_row(&e, &now)),
+                    _ => None,
+                };
+                (e, mode, fresh)
             })
             .collect();
         let hub = self.clone();
@@ -435,8 +607,11 @@ impl Hub {
             .write(move |tx| -> HubResult<Vec<Value>> {
                 let mut errors = Vec::new();
                 let mut created = Vec::new();
-                for (e, fresh) in prepared {
-                    if let Err(err) = hub.bulk_one(tx, &e, fresh, &mut created, &now) {
+                for (e, mode, fresh) in prepared {
+                    let outcome = mode.and_then(|mode| {
+                        tx.atomically(|tx| hub.bulk_one(tx, &e, mode, fresh, &mut created, &now))
+                    });
+                    if let Err(err) = outcome {
                         errors.push(json!({
                             "deviceId": e.id,
                             "errorCode": err.code.name(),
@@ -456,84 +631,88 @@ impl Hub {
         Ok(json!({ "isSuccessful": errors.is_empty(), "errors": errors, "warnings": [] }))
     }
 
-    /// The registry entry a bulk import entry describes (not yet stamped or stored).
-    fn import_identity(e: &ExportImportDevice) -> HubResult<Device> {
-        let mut d = Device {
-            device_id: DeviceId::parse(&e.id)?.to_string(),
-            generation_id: String::new(),
-            etag: String::new(),
-            status: e.status.unwrap_or_default(),
-            status_reason: e.status_reason.clone(),
-            status_updated_time: String::new(),
-            connection_state: disconnected(),
-            connection_state_updated_time: String::new(),
-            last_activity_time: String::new(),
-            cloud_to_device_message_count: 0,
-            authentication: e.authentication.clone().unwrap_or_default(),
-            capabilities: e.capabilities.clone().unwrap_or_default(),
-            revision: 0,
-        };
-        d.normalize()?;
-        Ok(d)
-    }
-
     /// For an entry that may create a device, its whole new row (identity and twin sections),
-    /// checked and encoded off the writer thread; `None` for modes that never create.
-    fn fresh_row(&self, e: &ExportImportDevice, now: &str) -> Option<HubResult<EncodedDeviceRow>> {
-        let mode = e.import_mode.as_deref().unwrap_or("createOrUpdate");
-        if !mode.starts_with("create") {
-            return None;
-        }
-        Some((|| {
-            let mut d = Self::import_identity(e)?;
-            self.stamp_new(&mut d, now);
-            let mut row = crate::twin::new_device_row(&d, now);
-            crate::twin::seed_twin(&mut row, e.tags.as_ref(), e.properties.as_ref(), now)?;
-            encode(&row)
-        })())
+    /// checked and encoded off the writer thread.
+    fn fresh_row(&self, e: &ExportImportDevice, now: &str) -> HubResult<EncodedDeviceRow> {
+        let mut d = IdentityChange::from_import(e)?.device;
+        d.normalize()?;
+        self.stamp_new(&mut d, now);
+        let mut row = crate::twin::new_device_row(&d, now);
+        crate::twin::seed_twin(&mut row, e.tags.as_ref(), e.properties.as_ref(), now)?;
+        encode(&row)
     }
 
     fn bulk_one(
         &self,
         tx: &mut WriteTx,
         e: &ExportImportDevice,
+        mode: ImportMode,
         fresh: Option<HubResult<EncodedDeviceRow>>,
         created: &mut Vec<String>,
         now: &str,
     ) -> HubResult<()> {
         let id = DeviceId::parse(&e.id)?;
-        let mode = e.import_mode.as_deref().unwrap_or("createOrUpdate");
+        let etag = || {
+            e.e_tag.as_deref().ok_or_else(|| {
+                HubError::invalid(format!(
+                    "importMode {mode:?} needs the device's eTag; read the device and send its etag"
+                ))
+            })
+        };
         let if_match = match mode {
-            "delete" => return self.delete_in(tx, id.as_str(), Some("*")),
-            "deleteIfMatchETag" => return self.delete_in(tx, id.as_str(), e.e_tag.as_deref()),
-            "create" => None,
-            "update" | "createOrUpdate" => Some("*"),
-            "updateIfMatchETag" | "createOrUpdateIfMatchETag" => e.e_tag.as_deref(),
-            other => return Err(HubError::invalid(format!("unknown importMode '{other}'"))),
+            ImportMode::Delete => return self.delete_in(tx, id.as_str(), Some("*")),
+            ImportMode::DeleteIfMatchETag => return self.delete_in(tx, id.as_str(), Some(etag()?)),
+            ImportMode::UpdateTwin | ImportMode::UpdateTwinIfMatchETag => {
+                return self.import_twin_only_in(tx, e, mode, now);
+            }
+            ImportMode::Create => None,
+            ImportMode::Update | ImportMode::CreateOrUpdate => Some("*"),
+            ImportMode::UpdateIfMatchETag | ImportMode::CreateOrUpdateIfMatchETag => Some(etag()?),
         };
         // `create` needs no lookup: the insert itself refuses an existing id.
-        let exists = mode != "create" && tx.get_device(id.as_str())?.is_some();
+        let exists = mode != ImportMode::Create && tx.get_device(id.as_str())?.is_some();
         if !exists {
-            // The caller logs one event for every device the call created.
-            let row = fresh.ok_or_else(|| HubError::device_not_found(id.as_str()))??;
+            let Some(row) = fresh else {
+                return Err(HubError::device_not_found(id.as_str()));
+            };
+            let row = row?;
             if !tx.insert_encoded_device(&row)? {
                 return Err(already_exists(&row.device_id));
             }
+            // The caller logs one event for every device the call created.
             created.push(row.device_id);
             return Ok(());
         }
-        self.upsert_in(tx, Self::import_identity(e)?, if_match.or(Some("*")), now)?;
-        if e.tags.is_some() || e.properties.is_some() {
-            crate::twin::import_twin_in(
-                self,
-                tx,
-                id.as_str(),
-                e.tags.as_ref(),
-                e.properties.as_ref(),
-                now,
-            )?;
+        self.upsert_in(tx, IdentityChange::from_import(e)?, if_match, now)?;
+        self.import_twin_in(tx, e, now)
+    }
+
+    /// `updateTwin` modes: tags and desired properties only; the identity is left as it is.
+    fn import_twin_only_in(
+        &self,
+        tx: &mut WriteTx,
+        e: &ExportImportDevice,
+        mode: ImportMode,
+        now: &str,
+    ) -> HubResult<()> {
+        let row = tx
+            .get_device(&e.id)?
+            .ok_or_else(|| HubError::device_not_found(&e.id))?;
+        if mode == ImportMode::UpdateTwinIfMatchETag {
+            let current = etag_for(row.twin_version.max(0) as u64);
+            let given = e.twin_e_tag.as_deref().or(e.e_tag.as_deref());
+            if given.is_none() || !etag_matches(given, &current) {
+                return Err(precondition_failed("twin", &e.id, &current));
+            }
         }
-        Ok(())
+        self.import_twin_in(tx, e, now)
+    }
+
+    fn import_twin_in(&self, tx: &mut WriteTx, e: &ExportImportDevice, now: &str) -> HubResult<()> {
+        if e.tags.is_none() && e.properties.is_none() {
+            return Ok(());
+        }
+        crate::twin::import_twin_in(self, tx, &e.id, e.tags.as_ref(), e.properties.as_ref(), now)
     }
 
     /// `GET /statistics/devices`.

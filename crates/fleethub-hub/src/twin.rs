@@ -219,18 +219,17 @@ impl Hub {
             if_match.map(str::to_string),
             self.clone(),
         );
-        let (twin, notify) = self
+        let twin = self
             .store()
             .write(move |tx| {
                 hub.change_twin_in(tx, &key, change, if_match.as_deref(), replace, &now)
             })
             .await?;
-        if let Some((version, body)) = notify {
-            self.push_desired(id, version, body);
-        }
         Ok(twin.to_json(self.inner.connections.is_connected(id)))
     }
 
+    /// Applies a service change to a twin inside `tx`; a desired change is pushed to the device
+    /// once the write commits, in commit order with every other push.
     fn change_twin_in(
         &self,
         tx: &mut WriteTx,
@@ -239,7 +238,7 @@ impl Hub {
         if_match: Option<&str>,
         replace: bool,
         now: &str,
-    ) -> HubResult<(TwinState, Option<(u64, Value)>)> {
+    ) -> HubResult<TwinState> {
         let row = tx
             .get_device(id)?
             .ok_or_else(|| HubError::device_not_found(id))?;
@@ -279,7 +278,7 @@ impl Hub {
             notify = Some((v, TwinProperties::patch_to_device_json(&device_patch, v)));
         }
         if change.tags.is_none() && change.desired.is_none() {
-            return Ok((twin, None));
+            return Ok(twin);
         }
         twin.version += 1;
         let tags_v = change
@@ -311,7 +310,23 @@ impl Hub {
             &json!({ "version": twin.version }),
             self.now_ms(),
         )?;
-        Ok((twin, notify))
+        if let Some((version, body)) = notify {
+            self.push_desired_on_commit(tx, id, version, body);
+        }
+        Ok(twin)
+    }
+
+    /// Records, in `tx`, the push of a desired patch at `version` to the device if it is
+    /// connected and subscribed; it runs after the commit, in commit order.
+    pub(crate) fn push_desired_on_commit(
+        &self,
+        tx: &mut WriteTx,
+        id: &str,
+        version: u64,
+        body: Value,
+    ) {
+        let (hub, id) = (self.clone(), id.to_string());
+        tx.on_commit(move || hub.push_desired(&id, version, body));
     }
 
     pub(crate) fn push_desired(&self, id: &str, version: u64, body: Value) {

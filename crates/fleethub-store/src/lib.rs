@@ -20,6 +20,6 @@ pub use rows::{
 /// The SQLite binding, for the layers that compile queries against the store's schema.
 pub use rusqlite;
 pub use sqlite::{
-    JobDeviceCounts, JobDeviceRow, JobDeviceUpdate, JobFilter, JobReads, JobRow, JobSnapshot,
-    JobTwinTarget, ReadTx, Reads, Store, WriteTx,
+    Effect, JobDeviceCounts, JobDeviceRow, JobDeviceUpdate, JobFilter, JobReads, JobRow,
+    JobSnapshot, JobTwinTarget, ReadTx, Reads, Store, WriteTx,
 };

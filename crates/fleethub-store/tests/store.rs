@@ -803,3 +803,63 @@ async fn the_checkpoint_thread_moves_the_wal_into_the_database_while_writes_go_o
     let last = reopened.read(|tx| tx.get_setting("k799")).await.unwrap();
     assert_eq!(last.map(|v| v.len()), Some(100_000));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn effects_run_after_commit_in_commit_order_and_never_for_a_rolled_back_write() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let seen = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let writes: Vec<Write<'_, ()>> = (0..50)
+        .map(|i| -> Write<'_, ()> {
+            let seen = seen.clone();
+            Box::pin(store.write(move |tx| {
+                tx.insert_device(&device(&format!("dev-{i:03}")))?;
+                let seen_in_effect = seen.clone();
+                tx.on_commit(move || seen_in_effect.lock().push(i));
+                if i == 7 {
+                    return Err(StoreError::Other("refused by the test".into()));
+                }
+                // Nothing runs before the batch commits.
+                assert!(seen.lock().is_empty());
+                Ok(())
+            }))
+        })
+        .collect();
+    let results = in_one_batch(&store, writes).await;
+    assert!(results[7].is_err());
+    let expected: Vec<i32> = (0..50).filter(|&i| i != 7).collect();
+    // Every caller hears of its commit only after the effects ran.
+    assert_eq!(*seen.lock(), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_atomic_entry_undoes_its_rows_and_effects_and_the_write_goes_on() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let seen = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let effect_log = seen.clone();
+    let outcomes = store
+        .write(move |tx| {
+            let mut outcomes = Vec::new();
+            for i in 0..3 {
+                let log = effect_log.clone();
+                let r = tx.atomically(|tx| {
+                    tx.insert_device(&device(&format!("dev-{i}")))?;
+                    tx.on_commit(move || log.lock().push(i));
+                    if i == 1 {
+                        return Err(StoreError::Other("entry 1 refused".into()));
+                    }
+                    Ok(())
+                });
+                outcomes.push(r.is_ok());
+            }
+            Ok::<_, StoreError>(outcomes)
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcomes, [true, false, true]);
+    assert!(get(&store, "dev-0").await.is_some());
+    assert!(get(&store, "dev-1").await.is_none(), "entry 1 left a row");
+    assert!(get(&store, "dev-2").await.is_some());
+    assert_eq!(*seen.lock(), [0, 2]);
+}

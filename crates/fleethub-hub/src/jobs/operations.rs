@@ -76,6 +76,7 @@ impl Hub {
             body: doc.to_value(),
         };
         let now_ms = now.timestamp_millis();
+        let hub = self.clone();
         let inserted = self
             .store()
             .write(move |tx| -> HubResult<bool> {
@@ -84,6 +85,7 @@ impl Hub {
                 }
                 let event = serde_json::json!({ "jobId": row.job_id, "type": row.job_type });
                 tx.append_event(None, "job.created", &event, now_ms)?;
+                tx.on_commit(move || hub.jobs_state().wake.notify_one());
                 Ok(true)
             })
             .await?;
@@ -97,7 +99,6 @@ impl Hub {
                 ),
             ));
         }
-        self.jobs_state().wake.notify_one();
         Ok(doc.to_response(Statistics::default()))
     }
 

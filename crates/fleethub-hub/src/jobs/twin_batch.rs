@@ -96,7 +96,7 @@ pub(super) async fn prepare(
         .map_err(HubError::from)
 }
 
-/// Writes a prepared batch; pushes the desired patch to connected devices after the commit.
+/// Writes a prepared batch; connected devices get the desired patch once it commits.
 pub(super) async fn commit(
     hub: &Hub,
     doc: &JobDocument,
@@ -104,20 +104,26 @@ pub(super) async fn commit(
     prepared: Vec<Prepared>,
 ) -> HubResult<usize> {
     let (job_id, now, now_ms) = (doc.job_id.clone(), hub.now_string(), hub.now_ms());
-    let patch = update.clone();
-    let (processed, pushed) = hub
+    let (patch, hub) = (update.clone(), hub.clone());
+    hub.clone()
         .store()
-        .write(move |tx| apply_batch(tx, &job_id, &patch, prepared, &now, now_ms))
-        .await?;
-    if let Some(desired) = &update.desired {
-        for p in pushed {
-            if hub.connections().is_connected(&p.device_id) {
-                let body = TwinProperties::patch_to_device_json(desired, p.desired_version);
-                hub.push_desired(&p.device_id, p.desired_version, body);
+        .write(move |tx| {
+            let (processed, pushed) = apply_batch(tx, &job_id, &patch, prepared, &now, now_ms)?;
+            if let Some(desired) = patch.desired.filter(|_| !pushed.is_empty()) {
+                // One effect for the batch: pushed in commit order with every other change.
+                tx.on_commit(move || {
+                    for p in pushed {
+                        if hub.connections().is_connected(&p.device_id) {
+                            let body =
+                                TwinProperties::patch_to_device_json(&desired, p.desired_version);
+                            hub.push_desired(&p.device_id, p.desired_version, body);
+                        }
+                    }
+                });
             }
-        }
-    }
-    Ok(processed)
+            Ok(processed)
+        })
+        .await
 }
 
 fn apply_batch(

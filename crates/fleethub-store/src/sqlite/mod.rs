@@ -31,7 +31,7 @@ pub use jobs::{
     JobTwinTarget,
 };
 pub use reads::{ReadTx, Reads};
-pub use writes::WriteTx;
+pub use writes::{Effect, WriteTx};
 
 /// How long a connection waits for a lock held by another process (e.g. a backup) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

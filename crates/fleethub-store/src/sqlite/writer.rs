@@ -16,7 +16,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::checkpointer::Backstop;
-use super::writes::WriteTx;
+use super::writes::{Effect, WriteTx};
 use crate::StoreError;
 
 /// A queued write, its types erased so writes of any result type share one queue.
@@ -164,10 +164,20 @@ fn write_loop(
     tracing::debug!("store writer stopped");
 }
 
-/// Runs one batch in one transaction and delivers every job's result.
+/// Runs one batch in one transaction, then the effects its writes recorded (in commit order),
+/// then delivers every job's result: a caller that hears "committed" knows its effects are
+/// already on their way.
 fn commit_batch(conn: &Connection, mut batch: Vec<Box<dyn Job>>) {
     match run_batch(conn, &mut batch) {
-        Ok(()) => {
+        Ok(effects) => {
+            for effect in effects {
+                if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(effect)) {
+                    tracing::error!(
+                        panic = panic_message(&*payload),
+                        "an effect after commit panicked"
+                    );
+                }
+            }
             for job in batch {
                 job.finish(Ok(()));
             }
@@ -186,25 +196,29 @@ fn commit_batch(conn: &Connection, mut batch: Vec<Box<dyn Job>>) {
     }
 }
 
-/// `BEGIN IMMEDIATE`, each job in its savepoint, `COMMIT`. An error here dooms the whole batch.
-fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<()> {
+/// `BEGIN IMMEDIATE`, each job in its savepoint, `COMMIT`; returns the kept writes' effects.
+/// An error here dooms the whole batch, effects included.
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<Vec<Effect>> {
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     let mut tx = WriteTx {
         conn,
         count_deltas: Vec::new(),
+        effects: Vec::new(),
     };
     for job in batch.iter_mut() {
+        let kept_effects = tx.effects.len();
         conn.prepare_cached("SAVEPOINT write")?.execute([])?;
         if job.run(&mut tx) {
             tx.flush_job_counts()?;
         } else {
             tx.count_deltas.clear();
+            tx.effects.truncate(kept_effects);
             conn.prepare_cached("ROLLBACK TO write")?.execute([])?;
         }
         conn.prepare_cached("RELEASE write")?.execute([])?;
     }
     conn.prepare_cached("COMMIT")?.execute([])?;
-    Ok(())
+    Ok(tx.effects)
 }
 
 /// The text of a panic, when it has one.

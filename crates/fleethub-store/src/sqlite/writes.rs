@@ -12,7 +12,14 @@ pub struct WriteTx<'a> {
     pub(crate) conn: &'a Connection,
     /// Changes to `job_counts` made by this write so far: (job, status, delta).
     pub(crate) count_deltas: Vec<(String, String, i64)>,
+    /// What must happen once the batch commits, in the order the writes recorded it.
+    pub(crate) effects: Vec<Effect>,
 }
+
+/// Work recorded by a write to run after its transaction commits (a push to a device, a
+/// disconnect, an engine wake). The writer runs effects in commit order on its own thread, so
+/// they must be quick and must not wait on the store.
+pub type Effect = Box<dyn FnOnce() + Send + 'static>;
 
 impl Reads for WriteTx<'_> {
     fn conn(&self) -> &Connection {
@@ -21,6 +28,39 @@ impl Reads for WriteTx<'_> {
 }
 
 impl WriteTx<'_> {
+    /// Records `effect` to run once this write's transaction has committed, after the effects of
+    /// every write committed before it. Dropped, never run, if the write is rolled back.
+    pub fn on_commit(&mut self, effect: impl FnOnce() + Send + 'static) {
+        self.effects.push(Box::new(effect));
+    }
+
+    /// Runs `f` in a nested savepoint: if it fails, what it wrote (rows, job counts, effects) is
+    /// undone and the rest of the write goes on. Bulk operations use it to keep each entry atomic.
+    pub fn atomically<T, E>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let (effects, counts) = (self.effects.len(), self.count_deltas.len());
+        self.conn
+            .prepare_cached("SAVEPOINT entry")
+            .and_then(|mut s| s.execute([]))
+            .map_err(|e| E::from(StoreError::from(e)))?;
+        let result = f(self);
+        if result.is_err() {
+            self.effects.truncate(effects);
+            self.count_deltas.truncate(counts);
+            self.conn
+                .prepare_cached("ROLLBACK TO entry")
+                .and_then(|mut s| s.execute([]))
+                .map_err(|e| E::from(StoreError::from(e)))?;
+        }
+        self.conn
+            .prepare_cached("RELEASE entry")
+            .and_then(|mut s| s.execute([]))
+            .map_err(|e| E::from(StoreError::from(e)))?;
+        result
+    }
+
     /// Adds a new device; `false` (and nothing written) if the id is taken.
     pub fn insert_device(&mut self, row: &DeviceRow) -> Result<bool, StoreError> {
         self.insert_encoded_device(&row.encode()?)

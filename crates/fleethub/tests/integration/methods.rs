@@ -114,3 +114,37 @@ async fn out_of_range_timeouts_are_400_with_the_allowed_range() {
         .unwrap()
         .contains("between 5 and 300"));
 }
+
+#[tokio::test]
+async fn a_call_to_a_connection_that_was_replaced_fails_at_once() {
+    let hub = TestHub::start().await;
+    let (_old, mut events, key) = hub.online_device("m-replaced").await;
+    let started = std::time::Instant::now();
+    let call = tokio::spawn({
+        let (base, http, token) = (hub.base.clone(), hub.http.clone(), hub.token("service"));
+        async move {
+            let r = http
+                .post(format!("{base}/twins/m-replaced/methods"))
+                .header("Authorization", token)
+                .json(&json!({"methodName": "reboot", "responseTimeoutInSeconds": 120}))
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    });
+    next_event(&mut events, "method request on the old connection", |e| {
+        matches!(e, DeviceEvent::MethodRequest { .. }).then_some(())
+    })
+    .await;
+    // The device reconnects (a new link after a network change) before it answered.
+    let (_new, _new_events) = hub.device("m-replaced", &key).await;
+    let (status, body) = call.await.unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "the call waited {:?}, near its 120 s timeout",
+        started.elapsed()
+    );
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["errorCode"], 404104, "{body}");
+}

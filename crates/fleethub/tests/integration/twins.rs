@@ -140,3 +140,48 @@ async fn oversized_reported_patch_gets_an_error_status_over_mqtt() {
         "the connection keeps working after a refused patch"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_desired_patches_reach_the_device_in_version_order() {
+    let hub = TestHub::start().await;
+    let (_dev, mut events, _) = hub.online_device("des-order").await;
+    let first = hub.call(Method::GET, "/twins/des-order", None).await;
+    let start = first.body["properties"]["desired"]["$version"]
+        .as_u64()
+        .unwrap();
+    const PATCHES: u64 = 60;
+    let calls: Vec<_> = (0..PATCHES)
+        .map(|i| {
+            let (http, base, token) = (hub.http.clone(), hub.base.clone(), hub.token("service"));
+            tokio::spawn(async move {
+                let r = http
+                    .patch(format!("{base}/twins/des-order"))
+                    .header("Authorization", token)
+                    .json(&json!({"properties": {"desired": {"n": i}}}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap();
+    }
+    // A device that drops stale versions (as the simulator's and many firmwares do) must still
+    // see every one: each $version once, in order.
+    let mut seen = Vec::new();
+    while seen.len() < PATCHES as usize {
+        let v = next_event(&mut events, "desired patch", |e| match e {
+            DeviceEvent::DesiredPatch { version, body } => {
+                assert_eq!(body["$version"], version);
+                Some(version)
+            }
+            _ => None,
+        })
+        .await;
+        seen.push(v);
+    }
+    let expected: Vec<u64> = (start + 1..=start + PATCHES).collect();
+    assert_eq!(seen, expected);
+}
