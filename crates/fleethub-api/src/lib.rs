@@ -9,11 +9,13 @@
 mod auth;
 pub mod error;
 mod extract;
+mod paths;
 mod routes;
 pub mod websocket;
 
 use axum::routing::get;
 use axum::Router;
+use tower::Layer;
 
 pub use error::ApiError;
 
@@ -26,8 +28,15 @@ pub struct ApiState {
     pub gateway: fleethub_mqtt::Gateway,
 }
 
-/// The whole HTTP surface, ready to serve.
+/// The whole HTTP surface, ready to serve. Paths are normalized before routing (see
+/// [`paths::trim_trailing_slash`]), so every route also answers with a trailing slash.
 pub fn router(state: ApiState) -> Router {
+    let routes = routes(state);
+    Router::new()
+        .fallback_service(axum::middleware::map_request(paths::trim_trailing_slash).layer(routes))
+}
+
+fn routes(state: ApiState) -> Router {
     Router::new()
         .merge(routes::devices::routes())
         .merge(routes::twins::routes())
@@ -40,6 +49,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(routes::events::routes())
         .merge(routes::system::routes())
         .route("/$iothub/websocket", get(websocket::upgrade))
+        .route("/$servicebus/websocket", get(websocket::amqp_not_supported))
         // Applies to the routes above, so it must come after them.
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::route_not_found)

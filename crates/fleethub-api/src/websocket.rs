@@ -9,7 +9,7 @@ use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::Extensions;
 use axum::response::{IntoResponse, Response};
-use fleethub_core::HubError;
+use fleethub_core::{ErrorCode, HubError};
 use fleethub_mqtt::ConnectionInfo;
 use futures_util::{Sink, Stream};
 use std::io;
@@ -17,6 +17,9 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The only WebSocket subprotocol served: MQTT 3.1.1, as the device SDKs ask for it.
+const MQTT_SUBPROTOCOL: &str = "mqtt";
 
 /// How many largest-possible MQTT packets one WebSocket message may carry before it is refused.
 const PACKETS_PER_MESSAGE: usize = 4;
@@ -37,13 +40,29 @@ pub async fn upgrade(
             return ApiError(HubError::invalid(message)).into_response();
         }
     };
+    if !upgrade.requested_protocols().any(|p| p == MQTT_SUBPROTOCOL) {
+        let offered: Vec<&str> = upgrade
+            .requested_protocols()
+            .filter_map(|p| p.to_str().ok())
+            .collect();
+        let message = format!(
+            "/$iothub/websocket carries MQTT only: offer the WebSocket subprotocol 'mqtt' \
+             (offered: {})",
+            if offered.is_empty() {
+                "none".to_string()
+            } else {
+                offered.join(", ")
+            }
+        );
+        return ApiError(HubError::invalid(message)).into_response();
+    }
     // Present when the server was started with connect info; the binary's own accept loop may not be.
     let peer = extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0);
     let limit = state.gateway.config().max_packet_size * PACKETS_PER_MESSAGE;
     upgrade
-        .protocols(["mqtt"])
+        .protocols([MQTT_SUBPROTOCOL])
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| async move {
@@ -56,6 +75,19 @@ pub async fn upgrade(
                 .serve_connection(WsByteStream::new(socket), info)
                 .await;
         })
+}
+
+/// `GET /$servicebus/websocket` (AMQP over WebSocket, subprotocol `AMQPWSB10`): refused with 501
+/// until the hub speaks AMQP, so a client fails at once with a reason instead of being upgraded
+/// and dropped.
+pub async fn amqp_not_supported() -> Response {
+    ApiError(HubError::new(
+        ErrorCode::NotImplemented,
+        "AMQP (and AMQP over WebSocket, /$servicebus/websocket) is not supported by this hub; \
+         connect devices with MQTT (port 8883) or MQTT over WebSocket (/$iothub/websocket, \
+         subprotocol 'mqtt'), and use the REST API for service calls",
+    ))
+    .into_response()
 }
 
 /// A WebSocket seen as a byte stream: each write is sent as one binary message; reads return the

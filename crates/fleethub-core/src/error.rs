@@ -94,6 +94,8 @@ error_codes! {
     ThrottlingMaxActiveJobCountExceeded = (429004, 429),
     /// Something failed inside the hub; the message says what.
     ServerError = (500001, 500),
+    /// The request asks for something this hub does not implement (AMQP).
+    NotImplemented = (501000, 501),
     /// The hub is shutting down or its store is unavailable.
     ServiceUnavailable = (503001, 503),
     /// The device did not answer a direct method in time.
@@ -116,15 +118,34 @@ impl HubError {
         }
     }
 
-    /// The IoT Hub-style JSON body: `{"errorCode":…, "message":…}` (plus the name for people).
+    /// The IoT Hub-style JSON body: `{"errorCode":…, "message":…}` (plus the name for people),
+    /// and IoT Hub's own `Message` (`ErrorCode:{Name};{message}`) and `ExceptionMessage`, which the
+    /// service SDKs parse to pick an error class (Node's `DeviceNotFoundError`, …).
     pub fn to_json(&self) -> serde_json::Value {
+        let now = chrono::Utc::now();
+        let tracking_id = "";
         serde_json::json!({
             "errorCode": self.code.code(),
             "message": self.message,
-            "trackingId": "",
-            "timestampUtc": crate::time::format_timestamp(chrono::Utc::now()),
+            "trackingId": tracking_id,
+            "timestampUtc": crate::time::format_timestamp(now),
             "info": { "name": self.code.name() },
+            "Message": self.sdk_message(),
+            "ExceptionMessage": format!(
+                "Tracking ID:{tracking_id}-TimeStamp:{}",
+                now.format("%m/%d/%Y %H:%M:%S")
+            ),
         })
+    }
+
+    /// `ErrorCode:{Name};{message}`. The Node SDK splits on `;` and keeps only the second part as
+    /// the message, so any `;` in the message becomes `,`.
+    pub fn sdk_message(&self) -> String {
+        format!(
+            "ErrorCode:{};{}",
+            self.code.name(),
+            self.message.replace(';', ",")
+        )
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -168,6 +189,31 @@ pub type HubResult<T> = Result<T, HubError>;
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    /// Node's `azure-iothub` reads `Message`, takes the code between `ErrorCode:` and the first
+    /// `;` and the text up to the next `;`; without it every failure was a bare `Error`.
+    #[test]
+    fn error_body_carries_iot_hubs_message_for_the_node_sdk() {
+        let e = HubError::new(
+            ErrorCode::DeviceNotFound,
+            "device 'x' does not exist; create it first",
+        );
+        let body = e.to_json();
+        let message = body["Message"].as_str().unwrap();
+        let parts: Vec<&str> = message.split(';').collect();
+        assert_eq!(parts[0].split(':').nth(1), Some("DeviceNotFound"));
+        assert_eq!(parts[1], "device 'x' does not exist, create it first");
+        assert_eq!(parts.len(), 2, "a ';' in the message would cut it short");
+        assert!(body["ExceptionMessage"]
+            .as_str()
+            .unwrap()
+            .starts_with("Tracking ID:"));
+        assert_eq!(body["errorCode"], 404001, "today's fields stay");
+        assert_eq!(
+            body["message"],
+            "device 'x' does not exist; create it first"
+        );
+    }
 
     #[test]
     fn codes_are_unique_and_match_their_status() {

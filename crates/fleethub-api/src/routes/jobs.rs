@@ -1,13 +1,14 @@
 //! Jobs v2: `PUT/GET /jobs/v2/{id}`, `POST /jobs/v2/{id}/cancel` and `GET /jobs/v2/query`.
 
+use super::paging::{self, MAX_ITEM_COUNT};
 use crate::auth::{Authorized, RegistryRead, ServiceConnect};
 use crate::extract::{HubJson, HubQuery, PathId};
 use crate::{ApiError, ApiState};
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use fleethub_core::HubError;
 use fleethub_hub::jobs::JobQuery;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -56,43 +57,37 @@ struct QueryParams {
 }
 
 /// Answers an object `{"type":"jobResponse","items":[…],"continuationToken":…}` (the service
-/// SDK fails on a bare array). The page size and token may also come in the `x-ms-max-item-count`
-/// and `x-ms-continuation` headers, as on `POST /devices/query`.
+/// SDK fails on a bare array), with the token also in the `x-ms-continuation` header, which is
+/// what the Node SDK pages by. The page size and token may come as query parameters or in the
+/// `x-ms-max-item-count` and `x-ms-continuation` headers, as on `POST /devices/query`.
 async fn query(
     _: Authorized<RegistryRead>,
     State(state): State<ApiState>,
     HubQuery(params): HubQuery<QueryParams>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+) -> Result<Response, ApiError> {
+    let page_size = match params.page_size.as_deref() {
+        Some(size) => paging::page_size("pageSize", Some(size))?,
+        None => paging::page_size(MAX_ITEM_COUNT, paging::header(&headers, MAX_ITEM_COUNT)?)?,
     };
-    let page_size = params
-        .page_size
-        .or_else(|| header("x-ms-max-item-count"))
-        .map(|s| {
-            s.trim().parse::<usize>().map_err(|_| {
-                HubError::invalid(format!(
-                    "pageSize '{s}' must be a whole number from 1 to 1000"
-                ))
-            })
-        })
-        .transpose()?;
+    let continuation_token = match params.continuation_token.filter(|t| !t.is_empty()) {
+        Some(token) => Some(token),
+        None => paging::continuation(&headers)?,
+    };
     let request = JobQuery {
         job_type: params.job_type,
         job_status: params.job_status,
         page_size,
-        continuation_token: params
-            .continuation_token
-            .or_else(|| header("x-ms-continuation")),
+        continuation_token,
     };
     let page = state.hub.query_jobs(request).await?;
-    Ok(Json(json!({
+    let next = page.continuation_token;
+    let mut response = Json(json!({
         "type": "jobResponse",
         "items": page.items,
-        "continuationToken": page.continuation_token,
-    })))
+        "continuationToken": &next,
+    }))
+    .into_response();
+    paging::set_continuation(&mut response, next.as_deref())?;
+    Ok(response)
 }

@@ -6,6 +6,7 @@ pub mod events;
 pub mod jobs;
 pub mod messages;
 pub mod methods;
+mod paging;
 pub mod query;
 pub mod statistics;
 pub mod system;

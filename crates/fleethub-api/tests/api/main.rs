@@ -5,6 +5,7 @@ mod devices;
 mod errors;
 mod events;
 mod jobs;
+mod node_sdk;
 mod query;
 mod support;
 mod system;

@@ -79,6 +79,18 @@ impl TestApi {
         }
     }
 
+    /// Serves the router on a real listener (WebSocket upgrades need one); returns its address
+    /// and the server task.
+    pub async fn serve(&self) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = self.app.clone();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (addr, server)
+    }
+
     /// A token for `policy` valid for an hour, as the service SDK builds it.
     pub fn token(&self, policy: &str) -> String {
         self.token_expiring(policy, now_unix() + 3600)

@@ -17,10 +17,7 @@ async fn device_connects_over_websocket_with_subprotocol_mqtt() {
         .unwrap()
         .to_string();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = api.app.clone();
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (addr, server) = api.serve().await;
 
     let mut request = format!("ws://{addr}/$iothub/websocket")
         .into_client_request()
