@@ -2,6 +2,7 @@
 
 use crate::registry::{AuthenticationType, DeviceStatus};
 use crate::Hub;
+use chrono::{DateTime, Utc};
 use fleethub_core::sas::{self, SasToken};
 use fleethub_core::{DeviceId, ErrorCode, HubError, HubResult};
 use serde::{Deserialize, Serialize};
@@ -96,11 +97,24 @@ impl AuthFailure {
     }
 }
 
-/// The `{host}/devices/{id}` resource a device token must name (host part ignored).
+/// A device the hub let in, and until when the credential it presented is good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    /// The device id, exactly as registered (ids are case-sensitive).
+    pub device_id: DeviceId,
+    /// The SAS token's `se`, or the certificate's notAfter, by the hub's clock: the gateway
+    /// closes the connection then, as IoT Hub does. None when the credential carries no expiry
+    /// the hub can read.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Whether a device token's resource, `{host}/devices/{id}` (URL-decoded), names exactly this
+/// device: ids are case-sensitive, as in IoT Hub. The host part is not compared.
 fn token_names_device(resource: &str, device_id: &str) -> bool {
-    let lower = resource.to_ascii_lowercase();
-    let want = format!("/devices/{}", device_id.to_ascii_lowercase());
-    lower.ends_with(&want) || lower.ends_with(&format!("{want}/"))
+    let path = resource.trim_end_matches('/');
+    path.strip_suffix(device_id)
+        .and_then(|rest| rest.strip_suffix("/devices/"))
+        .is_some_and(|host| !host.contains('/'))
 }
 
 impl Hub {
@@ -150,11 +164,11 @@ impl Hub {
         Ok(policy)
     }
 
-    /// Decides whether a device may connect, and as which device.
+    /// Decides whether a device may connect, as which device, and until when.
     pub async fn authenticate_device(
         &self,
         creds: &DeviceCredentials,
-    ) -> Result<DeviceId, AuthFailure> {
+    ) -> Result<Authenticated, AuthFailure> {
         let id = DeviceId::parse(&creds.client_id)
             .map_err(|e| AuthFailure::IdentifierRejected(e.message))?;
         let device = match self.load_device(id.as_str()).await {
@@ -171,18 +185,22 @@ impl Hub {
                 "device '{id}' is disabled"
             )));
         }
-        match &creds.password {
+        let expires_at = match &creds.password {
             Some(password) if !password.is_empty() => self.check_device_token(&device, password)?,
             _ => self.check_device_certificate(&device, creds)?,
-        }
-        Ok(id)
+        };
+        Ok(Authenticated {
+            device_id: id,
+            expires_at,
+        })
     }
 
+    /// Ok is the token's expiry.
     fn check_device_token(
         &self,
         device: &crate::Device,
         password: &str,
-    ) -> Result<(), AuthFailure> {
+    ) -> Result<Option<DateTime<Utc>>, AuthFailure> {
         let bad = |m: String| AuthFailure::BadCredentials(m);
         let token = sas::parse(password).map_err(|e| bad(e.message))?;
         if !token_names_device(&token.resource, &device.device_id) {
@@ -208,7 +226,10 @@ impl Hub {
             }
         };
         if ok {
-            Ok(())
+            Ok(DateTime::from_timestamp(
+                i64::try_from(token.expiry).unwrap_or(i64::MAX),
+                0,
+            ))
         } else {
             Err(bad(format!(
                 "token signature does not match the keys of device '{}'",
@@ -217,11 +238,12 @@ impl Hub {
         }
     }
 
+    /// Ok is the certificate's notAfter, when it can be read.
     fn check_device_certificate(
         &self,
         device: &crate::Device,
         creds: &DeviceCredentials,
-    ) -> Result<(), AuthFailure> {
+    ) -> Result<Option<DateTime<Utc>>, AuthFailure> {
         let auth = &device.authentication;
         match auth.kind {
             AuthenticationType::SelfSigned => {
@@ -235,23 +257,28 @@ impl Hub {
                     .into_iter()
                     .flatten()
                     .any(|want| want.eq_ignore_ascii_case(presented));
-                if matches {
-                    Ok(())
-                } else {
-                    Err(AuthFailure::BadCredentials(format!(
+                if !matches {
+                    return Err(AuthFailure::BadCredentials(format!(
                         "certificate thumbprint {presented} is not registered"
-                    )))
+                    )));
                 }
-            }
-            AuthenticationType::CertificateAuthority => {
-                if self.chain_is_trusted(&creds.client_cert_chain, &device.device_id) {
-                    Ok(())
-                } else {
-                    Err(AuthFailure::BadCredentials(
-                        "client certificate does not chain to an uploaded CA".into(),
-                    ))
+                // The thumbprint pins the certificate; its validity period still holds.
+                let not_after = creds
+                    .client_cert_chain
+                    .first()
+                    .and_then(|leaf| crate::certificates::not_after(leaf));
+                if let Some(t) = not_after.filter(|t| *t <= self.inner.clock.now()) {
+                    return Err(AuthFailure::BadCredentials(format!(
+                        "client certificate expired at {}",
+                        fleethub_core::time::format_timestamp(t)
+                    )));
                 }
+                Ok(not_after)
             }
+            AuthenticationType::CertificateAuthority => self
+                .verify_device_chain(&creds.client_cert_chain, &device.device_id)
+                .map(Some)
+                .map_err(AuthFailure::BadCredentials),
             _ => Err(AuthFailure::NotAuthorized(format!(
                 "device '{}' uses SAS keys; send a SharedAccessSignature as the MQTT password",
                 device.device_id

@@ -12,6 +12,7 @@ use fleethub_core::{Clock, HubError, HubResult};
 use fleethub_store::{Reads, Store, StoreError, WriteTx};
 use parking_lot::RwLock;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
@@ -54,7 +55,10 @@ pub(crate) struct HubInner {
     pub clock: Arc<dyn Clock>,
     pub config: HubConfig,
     pub policies: RwLock<Vec<Policy>>,
-    pub ca_certificates: RwLock<Vec<StoredCertificate>>,
+    /// The uploaded CAs, with the generation of the write that produced this copy.
+    pub ca_certificates: RwLock<(u64, Vec<StoredCertificate>)>,
+    /// Bumped by each CA write, inside it (writes run one at a time in commit order).
+    pub ca_generation: AtomicU64,
     pub connections: Connections,
     pub methods: PendingMethods,
     pub metrics: Metrics,
@@ -88,13 +92,7 @@ impl Hub {
     /// starts background upkeep.
     pub async fn open(store: Store, clock: Arc<dyn Clock>, config: HubConfig) -> HubResult<Hub> {
         let policies = load_or_create_policies(&store).await?;
-        let certs: Vec<StoredCertificate> =
-            match store.read(|r| r.get_setting(CERTIFICATES_KEY)).await? {
-                Some(text) => {
-                    serde_json::from_str(&text).map_err(|e| HubError::server(e.to_string()))?
-                }
-                None => Vec::new(),
-            };
+        let certs = parse_certificates(store.read(|r| r.get_setting(CERTIFICATES_KEY)).await?)?;
         let (telemetry_tx, _) = broadcast::channel(4096);
         let quotas = HubQuotas::new(&config.quotas);
         let hub = Hub {
@@ -104,7 +102,8 @@ impl Hub {
                 config,
                 quotas,
                 policies: RwLock::new(policies),
-                ca_certificates: RwLock::new(certs),
+                ca_certificates: RwLock::new((0, certs)),
+                ca_generation: AtomicU64::new(0),
                 connections: Connections::default(),
                 methods: PendingMethods::default(),
                 metrics: Metrics::default(),
@@ -306,35 +305,61 @@ impl Hub {
         }
     }
 
-    /// Uploads a CA certificate (PEM) that `certificateAuthority` devices may chain to.
+    /// Uploads a CA certificate (PEM) that `certificateAuthority` devices may chain to. The list
+    /// is read, changed and written in one store write, so concurrent uploads all stay.
     pub async fn put_certificate(&self, name: &str, pem: &str) -> HubResult<Value> {
-        let der = crate::certificates::pem_to_der(pem)?;
+        let der = crate::certificates::ca_pem_to_der(pem)?;
         let thumbprint = crate::certificates::thumbprint(&der);
-        let mut all = self.inner.ca_certificates.read().clone();
-        all.retain(|c| c.name != name);
-        all.push(StoredCertificate {
+        let cert = StoredCertificate {
             name: name.to_string(),
             pem: pem.to_string(),
             der,
-        });
-        let text = serde_json::to_string(&all).map_err(|e| HubError::server(e.to_string()))?;
-        self.store()
+        };
+        let inner = self.inner.clone();
+        let (generation, all) = self
+            .store()
             .write(move |tx| {
-                tx.put_setting(CERTIFICATES_KEY, &text)
-                    .map_err(HubError::from)
+                let mut all = parse_certificates(tx.get_setting(CERTIFICATES_KEY)?)?;
+                all.retain(|c| c.name != cert.name);
+                all.push(cert);
+                let text =
+                    serde_json::to_string(&all).map_err(|e| HubError::server(e.to_string()))?;
+                tx.put_setting(CERTIFICATES_KEY, &text)?;
+                // Writes run one at a time in commit order: the generation orders the copies.
+                let generation = inner.ca_generation.fetch_add(1, Ordering::SeqCst) + 1;
+                Ok::<_, HubError>((generation, all))
             })
             .await?;
-        *self.inner.ca_certificates.write() = all;
+        let mut current = self.inner.ca_certificates.write();
+        if generation > current.0 {
+            *current = (generation, all);
+        }
         Ok(json!({ "name": name, "properties": { "thumbprint": thumbprint, "isVerified": true } }))
     }
 
-    pub(crate) fn chain_is_trusted(&self, chain: &[Vec<u8>], device_id: &str) -> bool {
+    /// Validates a `certificateAuthority` device's chain against the uploaded CAs at the hub's
+    /// time; Ok is the leaf's notAfter.
+    pub(crate) fn verify_device_chain(
+        &self,
+        chain: &[Vec<u8>],
+        device_id: &str,
+    ) -> Result<chrono::DateTime<chrono::Utc>, String> {
         let cas = self.inner.ca_certificates.read();
-        crate::certificates::chain_is_trusted(
+        crate::certificates::verify_device_chain(
             chain,
             device_id,
-            cas.iter().map(|c| c.der.as_slice()),
+            cas.1.iter().map(|c| c.der.as_slice()),
+            self.inner.clock.now(),
         )
+    }
+}
+
+/// The uploaded CA certificates from their stored setting.
+fn parse_certificates(text: Option<String>) -> HubResult<Vec<StoredCertificate>> {
+    match text {
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| HubError::server(format!("stored CA certificates unreadable: {e}"))),
+        None => Ok(Vec::new()),
     }
 }
 

@@ -19,7 +19,7 @@ pub mod quota;
 pub mod registry;
 pub mod twin;
 
-pub use auth::{AuthFailure, DeviceCredentials, Policy, Right};
+pub use auth::{AuthFailure, Authenticated, DeviceCredentials, Policy, Right};
 pub use connections::{ConnectionHandle, DeviceCommand};
 pub use events::{ChangeEvent, EventsPage};
 pub use hub::{Hub, HubConfig};

@@ -79,7 +79,7 @@ pub struct Admitted {
 pub async fn admit(hub: &Hub, connect: &Connect, info: &ConnectionInfo) -> Result<Admitted, u8> {
     let creds = credentials(connect, info)?;
     let device_id = match hub.authenticate_device(&creds).await {
-        Ok(id) => id.as_str().to_string(),
+        Ok(authenticated) => authenticated.device_id.as_str().to_string(),
         Err(failure) => {
             tracing::warn!(client_id = %connect.client_id, peer = ?info.peer, "CONNECT refused: {failure:?}");
             return Err(failure.connack_code());

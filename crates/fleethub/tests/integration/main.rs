@@ -15,3 +15,4 @@ mod sessions;
 mod simulate;
 mod tls;
 mod twins;
+mod x509;
