@@ -149,6 +149,11 @@ impl Hub {
         &self.inner.connections
     }
 
+    /// Now, by the hub's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.inner.clock.now()
+    }
+
     pub(crate) fn now_string(&self) -> String {
         fleethub_core::time::format_timestamp(self.inner.clock.now())
     }

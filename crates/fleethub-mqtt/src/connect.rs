@@ -3,6 +3,7 @@
 use crate::codec::Connect;
 use crate::subscriptions::Subscriptions;
 use crate::ConnectionInfo;
+use chrono::{DateTime, Utc};
 use fleethub_hub::{DeviceCredentials, Hub};
 use sha1::{Digest, Sha1};
 
@@ -73,13 +74,16 @@ pub struct Admitted {
     pub subscriptions: Subscriptions,
     /// CONNACK's session-present flag.
     pub session_present: bool,
+    /// When the credential (SAS token or certificate) expires by the hub's clock; the session
+    /// closes then.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// Authenticates a CONNECT and restores or clears its session; Err is the CONNACK code.
 pub async fn admit(hub: &Hub, connect: &Connect, info: &ConnectionInfo) -> Result<Admitted, u8> {
     let creds = credentials(connect, info)?;
-    let device_id = match hub.authenticate_device(&creds).await {
-        Ok(authenticated) => authenticated.device_id.as_str().to_string(),
+    let (device_id, expires_at) = match hub.authenticate_device(&creds).await {
+        Ok(a) => (a.device_id.as_str().to_string(), a.expires_at),
         Err(failure) => {
             tracing::warn!(client_id = %connect.client_id, peer = ?info.peer, "CONNECT refused: {failure:?}");
             return Err(failure.connack_code());
@@ -98,6 +102,7 @@ pub async fn admit(hub: &Hub, connect: &Connect, info: &ConnectionInfo) -> Resul
             persistent: false,
             subscriptions: Subscriptions::default(),
             session_present: false,
+            expires_at,
         });
     }
     let stored = hub
@@ -113,6 +118,7 @@ pub async fn admit(hub: &Hub, connect: &Connect, info: &ConnectionInfo) -> Resul
         persistent: true,
         subscriptions,
         session_present: stored.is_some(),
+        expires_at,
     })
 }
 

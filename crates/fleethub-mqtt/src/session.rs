@@ -7,6 +7,7 @@ use crate::inflight::Inflight;
 use crate::subscriptions::Subscriptions;
 use crate::transport::{PacketReader, PacketWriter, ReadError};
 use crate::{ConnectionInfo, Gateway};
+use chrono::{DateTime, Utc};
 use fleethub_hub::{ConnectionHandle, DeviceCommand, DeviceQuota, Hub};
 use std::fmt;
 use std::sync::atomic::Ordering;
@@ -72,6 +73,7 @@ where
         subs: admitted.subscriptions,
         handle,
         quota: gw.hub().device_quota(),
+        expires_at: admitted.expires_at,
         inflight: Inflight::default(),
         writer,
     };
@@ -144,6 +146,8 @@ struct Session<S> {
     handle: ConnectionHandle,
     /// This connection's per-device rate buckets.
     quota: DeviceQuota,
+    /// When the credential the device connected with expires (hub's clock).
+    expires_at: Option<DateTime<Utc>>,
     inflight: Inflight,
     writer: PacketWriter<WriteHalf<S>>,
 }
@@ -158,10 +162,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut deadline = Instant::now() + keep_alive;
         loop {
             let resend_at = self.inflight.next_due();
+            let expiry = self.expiry_instant();
             let step = tokio::select! {
                 read = reader.next() => match read {
                     Ok(Some(packet)) => {
-                        let step = self.on_packet(packet).await;
+                        // The clock may have passed the expiry without the timer seeing it
+                        // (a manual clock, or a suspended host).
+                        let step = match self.check_expiry() {
+                            Ok(()) => self.on_packet(packet).await,
+                            Err(close) => Err(close),
+                        };
                         // After handling: a throttled publish may wait before it is stored.
                         deadline = Instant::now() + keep_alive;
                         step
@@ -175,6 +185,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 },
                 _ = sleep_until(deadline) => Err(Close(format!("nothing received for {keep_alive:?} (keepalive)"))),
                 _ = sleep_until(resend_at.unwrap_or(deadline)), if resend_at.is_some() => self.retransmit().await,
+                _ = sleep_until(expiry.unwrap_or(deadline)), if expiry.is_some() => self.check_expiry(),
             };
             if let Err(close) = step {
                 return close;
@@ -191,6 +202,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Packet::PingReq => Ok(self.writer.send(&Packet::PingResp).await?),
             Packet::Disconnect => Err(Close("DISCONNECT".into())),
             other => Err(Close(format!("unexpected packet from a device: {other:?}"))),
+        }
+    }
+
+    /// When, in monotonic time, the credential's expiry is due by the hub's clock now.
+    fn expiry_instant(&self) -> Option<Instant> {
+        let left = self.expires_at? - self.hub.now();
+        Some(Instant::now() + left.to_std().unwrap_or_default())
+    }
+
+    /// Closes the session once the hub's clock reaches the credential's expiry, as IoT Hub does.
+    fn check_expiry(&self) -> Step {
+        match self.expires_at {
+            Some(at) if self.hub.now() >= at => Err(Close(format!(
+                "the device's credential expired at {}",
+                fleethub_core::time::format_timestamp(at)
+            ))),
+            _ => Ok(()),
         }
     }
 

@@ -3,7 +3,7 @@
 #![cfg(feature = "gateway")]
 
 use bytes::Bytes;
-use fleethub_core::{sas, SystemClock};
+use fleethub_core::{sas, Clock, ManualClock, SystemClock};
 use fleethub_hub::{C2dRequest, Hub, HubConfig, MethodRequest, QuotaConfig, Rate};
 use fleethub_mqtt::codec::{ConnAck, Connect, Packet, Publish, SubAck, Subscribe};
 use fleethub_mqtt::connect::thumbprint;
@@ -29,11 +29,14 @@ async fn test_hub() -> TestHub {
 }
 
 async fn test_hub_with(config: HubConfig) -> TestHub {
+    test_hub_on(config, Arc::new(SystemClock)).await
+}
+
+/// A hub whose time is `clock`'s.
+async fn test_hub_on(config: HubConfig, clock: Arc<dyn Clock>) -> TestHub {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(StoreConfig::new(dir.path().join("hub.sqlite"))).unwrap();
-    let hub = Hub::open(store, Arc::new(SystemClock), config)
-        .await
-        .unwrap();
+    let hub = Hub::open(store, clock, config).await.unwrap();
     let gateway = Gateway::new(hub.clone(), GatewayConfig::default());
     TestHub {
         hub,
@@ -43,19 +46,20 @@ async fn test_hub_with(config: HubConfig) -> TestHub {
 }
 
 impl TestHub {
-    /// Registers a SAS device and returns a valid token for it.
+    /// Registers a SAS device and returns a token for it valid for an hour.
     async fn sas_device(&self, id: &str) -> String {
+        let expiry = self.hub.now().timestamp() as u64 + 3600;
+        self.sas_device_until(id, expiry).await
+    }
+
+    /// Registers a SAS device and returns a token for it that expires at `expiry` (Unix seconds).
+    async fn sas_device_until(&self, id: &str, expiry: u64) -> String {
         let key = sas::generate_key();
         let body = json!({
             "deviceId": id,
             "authentication": {"type": "sas", "symmetricKey": {"primaryKey": key, "secondaryKey": sas::generate_key()}},
         });
         self.hub.put_device(id, body, None).await.unwrap();
-        let expiry = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 3600;
         sas::generate_token(&format!("localhost/devices/{id}"), &key, None, expiry).unwrap()
     }
 
@@ -557,4 +561,142 @@ async fn connections_beyond_the_hub_connection_rate_are_refused_with_connack_3()
             .load(Ordering::Relaxed),
         1
     );
+}
+
+/// A hub on a manual clock at 2026-06-01T00:00:00Z.
+async fn hub_on_manual_clock() -> (TestHub, ManualClock) {
+    let clock = ManualClock::new("2026-06-01T00:00:00Z".parse().unwrap());
+    let t = test_hub_on(HubConfig::default(), Arc::new(clock.clone())).await;
+    (t, clock)
+}
+
+impl TestHub {
+    /// The CONNACK code a CONNECT as `id` (clean_session=0) gets.
+    async fn connack(&self, info: ConnectionInfo, id: &str, token: Option<&str>) -> u8 {
+        let mut d = self.client(info);
+        d.send(connect(id, token, false)).await;
+        match d.recv().await {
+            Some(Packet::ConnAck(ack)) => ack.code,
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+}
+
+impl Device {
+    /// Whether the connection still answers a PINGREQ (false once the gateway closed it).
+    async fn alive(&mut self) -> bool {
+        self.send(Packet::PingReq).await;
+        match self.recv().await {
+            Some(Packet::PingResp) => true,
+            None => false,
+            other => panic!("expected PINGRESP or close, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_sas_session_is_closed_when_its_token_expires_by_the_hub_clock() {
+    let (t, clock) = hub_on_manual_clock().await;
+    let se = clock.unix() + 600;
+    let token = t.sas_device_until("dev1", se).await;
+    let (mut d, _) = t.connected("dev1", &token).await;
+    clock.advance(chrono::Duration::seconds(599));
+    assert!(d.alive().await, "one second before se the session stays");
+    clock.advance(chrono::Duration::seconds(1));
+    assert!(!d.alive().await, "at se the hub closes the session");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while t.hub.connections().is_connected("dev1") {
+        assert!(tokio::time::Instant::now() < deadline, "still registered");
+        tokio::task::yield_now().await;
+    }
+    // And the same token is now refused.
+    assert_eq!(
+        t.connack(ConnectionInfo::default(), "dev1", Some(&token))
+            .await,
+        4
+    );
+}
+
+#[tokio::test]
+async fn a_silent_sas_session_is_closed_at_expiry_without_any_packet() {
+    let t = test_hub().await;
+    let token = t
+        .sas_device_until("dev1", t.hub.now().timestamp() as u64 + 2)
+        .await;
+    let (mut d, _) = t.connected("dev1", &token).await;
+    // Keepalive is 90 s; the close comes from the token's expiry, within 2 s.
+    assert_eq!(d.recv().await, None);
+}
+
+#[tokio::test]
+async fn a_token_naming_the_device_id_in_another_case_is_refused() {
+    let t = test_hub().await;
+    let key = sas::generate_key();
+    let body = json!({
+        "deviceId": "Dev1",
+        "authentication": {"type": "sas", "symmetricKey": {"primaryKey": key, "secondaryKey": sas::generate_key()}},
+    });
+    t.hub.put_device("Dev1", body, None).await.unwrap();
+    let expiry = t.hub.now().timestamp() as u64 + 600;
+    for resource in ["localhost/devices/dev1", "localhost/devices/DEV1"] {
+        let token = sas::generate_token(resource, &key, None, expiry).unwrap();
+        let code = t
+            .connack(ConnectionInfo::default(), "Dev1", Some(&token))
+            .await;
+        assert_eq!(code, 4, "{resource}");
+    }
+    let token = sas::generate_token("localhost/devices/Dev1", &key, None, expiry).unwrap();
+    t.connected("Dev1", &token).await;
+}
+
+/// A CA uploaded to the hub and a leaf for `device_id` it issued, valid until `not_after`.
+async fn ca_device(t: &TestHub, device_id: &str, not_after: (i32, u8, u8)) -> Vec<u8> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let params = |cn: &str, ca: bool| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = if ca {
+            IsCa::Ca(BasicConstraints::Unconstrained)
+        } else {
+            IsCa::ExplicitNoCa
+        };
+        p.not_before = rcgen::date_time_ymd(2025, 1, 1);
+        p.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+        p
+    };
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let ca = params("fleet CA", true);
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    t.hub.put_certificate("fleet", &ca_pem).await.unwrap();
+    let body = json!({"deviceId": device_id, "authentication": {"type": "certificateAuthority"}});
+    t.hub.put_device(device_id, body, None).await.unwrap();
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let leaf = params(device_id, false)
+        .signed_by(&key, &Issuer::new(ca, ca_key))
+        .unwrap();
+    leaf.der().to_vec()
+}
+
+#[tokio::test]
+async fn a_certificate_session_is_closed_at_the_leaf_not_after_and_then_refused() {
+    let (t, clock) = hub_on_manual_clock().await;
+    let leaf = ca_device(&t, "cert1", (2026, 6, 2)).await;
+    let info = ConnectionInfo {
+        peer: None,
+        client_cert_chain: vec![leaf],
+    };
+    // Valid by the hub's clock (2026-06-01), whatever the machine's clock says.
+    let mut d = t.client(info.clone());
+    d.send(connect("cert1", None, false)).await;
+    assert!(matches!(
+        d.recv().await,
+        Some(Packet::ConnAck(ConnAck { code: 0, .. }))
+    ));
+    clock.advance(chrono::Duration::hours(23));
+    assert!(d.alive().await);
+    clock.advance(chrono::Duration::hours(1));
+    assert!(!d.alive().await, "at notAfter the hub closes the session");
+    // Expired by the hub's clock: refused at CONNECT.
+    clock.advance(chrono::Duration::seconds(1));
+    assert_eq!(t.connack(info, "cert1", None).await, 4);
 }
