@@ -37,6 +37,10 @@ pub struct StoreConfig {
     pub max_batch: usize,
     /// Run on every connection as it opens; `None` registers nothing.
     pub connection_init: Option<ConnectionInit>,
+    /// The most bytes the database file may grow to (SQLite's `max_page_count`); a write that
+    /// needs more fails as [`crate::StoreError::Full`], as on a full disk. `None`: the disk is
+    /// the limit. A limit below the current size holds the database at its current size.
+    pub max_size_bytes: Option<u64>,
 }
 
 impl StoreConfig {
@@ -47,6 +51,7 @@ impl StoreConfig {
             read_connections: 4,
             max_batch: 1024,
             connection_init: None,
+            max_size_bytes: None,
         }
     }
 }

@@ -863,3 +863,67 @@ async fn a_failed_atomic_entry_undoes_its_rows_and_effects_and_the_write_goes_on
     assert!(get(&store, "dev-2").await.is_some());
     assert_eq!(*seen.lock(), [0, 2]);
 }
+
+/// A full disk was a 500 ServerError. With the database held at its size limit (SQLite's
+/// `max_page_count`, which fails like a full disk with SQLITE_FULL), every write that does not
+/// fit fails as `StoreError::Full` (also its neighbours in the same group commit), what was
+/// committed stays readable, and writes succeed again once space is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_fails_writes_as_full_and_takes_them_again_once_space_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        max_size_bytes: Some(256 * 1024),
+        ..StoreConfig::new(dir.path().join("fleethub.db"))
+    };
+    let store = Store::open(cfg).unwrap();
+    let big = |id: &str| {
+        let mut row = device(id);
+        row.tags = json!({ "blob": "x".repeat(6_000) });
+        row
+    };
+    let mut stored = Vec::new();
+    let mut full = 0;
+    for round in 0..40 {
+        // Sixteen writes at once, so some share a batch with the one that fills the store.
+        let writes: Vec<_> = (0..16)
+            .map(|i| {
+                let (store, row) = (store.clone(), big(&format!("d{round}-{i}")));
+                tokio::spawn(async move {
+                    let id = row.device_id.clone();
+                    (id, store.write(move |tx| tx.insert_device(&row)).await)
+                })
+            })
+            .collect();
+        for write in writes {
+            match write.await.unwrap() {
+                (id, Ok(_)) => stored.push(id),
+                (_, Err(StoreError::Full(_))) => full += 1,
+                (id, Err(e)) => panic!("write {id} failed with {e:?}, not Full"),
+            }
+        }
+        if full > 0 {
+            break;
+        }
+    }
+    assert!(
+        full > 0,
+        "the store never filled ({} devices)",
+        stored.len()
+    );
+    for id in &stored {
+        assert!(
+            get(&store, id).await.is_some(),
+            "{id} was acknowledged but is gone"
+        );
+    }
+
+    for id in &stored[..stored.len() / 2] {
+        let id = id.clone();
+        store.write(move |tx| tx.delete_device(&id)).await.unwrap();
+    }
+    let row = big("after-delete");
+    store
+        .write(move |tx| tx.insert_device(&row))
+        .await
+        .expect("a write fits again once space is freed");
+}

@@ -51,6 +51,10 @@ pub struct ServeConfig {
     /// Days change-feed events (`GET /v1/events`) are kept.
     #[arg(long, env = "FLEETHUB_EVENT_RETENTION_DAYS", default_value_t = 7)]
     pub event_retention_days: u64,
+    /// The most megabytes the database may grow to; a write beyond it answers 503 "store is
+    /// full", as on a full disk. Unset: the disk is the limit.
+    #[arg(long, env = "FLEETHUB_STORE_MAX_MB")]
+    pub store_max_mb: Option<u64>,
     /// Quotas (IoT Hub's throttling as the model): rates per second, 0 for no limit.
     #[command(flatten)]
     pub quotas: QuotaArgs,
@@ -126,6 +130,7 @@ impl ServeConfig {
             job_method_concurrency: 100,
             ready_file: None,
             event_retention_days: 7,
+            store_max_mb: None,
             quotas: QuotaArgs::default(),
         }
     }

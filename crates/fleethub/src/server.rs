@@ -71,8 +71,11 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
     let supplied = cfg.tls_cert.clone().zip(cfg.tls_key.clone());
     let certs = tls::ensure_certificates(&data_dir, &cfg.host_name, supplied)?;
 
-    let store =
-        Store::open(StoreConfig::new(data_dir.join("fleethub.db"))).context("opening the store")?;
+    let store_config = StoreConfig {
+        max_size_bytes: cfg.store_max_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
+        ..StoreConfig::new(data_dir.join("fleethub.db"))
+    };
+    let store = Store::open(store_config).context("opening the store")?;
     let hub_config = HubConfig {
         host_name: cfg.host_name.clone(),
         telemetry_retention: Duration::from_secs(cfg.telemetry_retention_days * 24 * 3600),

@@ -39,6 +39,15 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements kept per connection; more than the store has, so none is re-prepared.
 const STATEMENT_CACHE: usize = 64;
 
+/// Caps the database at `bytes` on the writer's connection, the only one that writes
+/// (`max_page_count` is per connection and never below the current size).
+fn limit_size(conn: &Connection, bytes: u64) -> Result<(), StoreError> {
+    let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    let pages = (bytes / page_size.max(1).unsigned_abs()).clamp(1, i64::MAX as u64);
+    conn.pragma_update(None, "max_page_count", pages as i64)?;
+    Ok(())
+}
+
 /// The SQLite store; cheap to clone, and every clone is the same store.
 #[derive(Clone)]
 pub struct Store {
@@ -56,7 +65,7 @@ impl Store {
     pub fn open(cfg: StoreConfig) -> Result<Store, StoreError> {
         if let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Other(format!("cannot create directory {}: {e}", dir.display()))
+                StoreError::io(&format!("cannot create directory {}", dir.display()), &e)
             })?;
         }
         let mut conn = open_connection(&cfg.path, cfg.connection_init.as_ref())?;
@@ -70,6 +79,9 @@ impl Store {
             )));
         }
         schema::migrate(&mut conn)?;
+        if let Some(bytes) = cfg.max_size_bytes {
+            limit_size(&conn, bytes)?;
+        }
         let readers = Arc::new(ReadPool::open(
             cfg.path.clone(),
             cfg.read_connections,

@@ -39,9 +39,20 @@ impl TestHub {
     }
 
     pub async fn start_in(dir: tempfile::TempDir) -> TestHub {
-        let running = fleethub::start(ServeConfig::ephemeral(dir.path()))
-            .await
-            .expect("hub starts");
+        let cfg = ServeConfig::ephemeral(dir.path());
+        Self::start_configured(dir, cfg).await
+    }
+
+    /// A hub with settings of the test's choosing (start from `ServeConfig::ephemeral`).
+    pub async fn start_with(configure: impl FnOnce(&mut ServeConfig)) -> TestHub {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = ServeConfig::ephemeral(dir.path());
+        configure(&mut cfg);
+        Self::start_configured(dir, cfg).await
+    }
+
+    async fn start_configured(dir: tempfile::TempDir, cfg: ServeConfig) -> TestHub {
+        let running = fleethub::start(cfg).await.expect("hub starts");
         let ca = std::fs::read(running.ca_file.as_ref().unwrap()).unwrap();
         let http = reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())

@@ -13,6 +13,7 @@ mod query_cli;
 mod registry;
 mod sessions;
 mod simulate;
+mod store_full;
 mod tls;
 mod twins;
 mod x509;
