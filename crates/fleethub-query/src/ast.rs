@@ -88,8 +88,10 @@ pub(crate) enum Expr {
     Path(Path),
     Not(Box<Expr>),
     Neg(Box<Expr>),
-    And(Box<Expr>, Box<Expr>),
-    Or(Box<Expr>, Box<Expr>),
+    /// `a AND b AND ...`: a chain is one node, so its length never deepens the tree.
+    And(Vec<Expr>),
+    /// `a OR b OR ...`, flat like `And`.
+    Or(Vec<Expr>),
     Cmp(CmpOp, Box<Expr>, Box<Expr>),
     Arith(ArithOp, Box<Expr>, Box<Expr>),
     /// `expr IN [...]`, or `NIN` when `negated`.
@@ -105,6 +107,28 @@ impl Expr {
     /// Whether this is a `SEMVER(...)` call, which makes a comparison semantic-version typed.
     pub(crate) fn is_semver(&self) -> bool {
         matches!(self, Expr::Call(Func::Semver, _))
+    }
+
+    /// How many nodes deep the tree is (a leaf is 1), measured without recursion so that it is
+    /// safe on any tree; the parser refuses trees deeper than [`crate::limits::MAX_DEPTH`].
+    pub(crate) fn height(&self) -> usize {
+        let mut deepest = 0;
+        let mut stack = vec![(self, 1)];
+        while let Some((e, h)) = stack.pop() {
+            deepest = deepest.max(h);
+            match e {
+                Expr::Const(_) | Expr::Undefined | Expr::Path(_) => {}
+                Expr::Not(x) | Expr::Neg(x) | Expr::In { expr: x, .. } => stack.push((x, h + 1)),
+                Expr::Cmp(_, x, y) | Expr::Arith(_, x, y) => {
+                    stack.push((x, h + 1));
+                    stack.push((y, h + 1));
+                }
+                Expr::And(xs) | Expr::Or(xs) | Expr::Call(_, xs) => {
+                    stack.extend(xs.iter().map(|x| (x, h + 1)));
+                }
+            }
+        }
+        deepest
     }
 }
 
@@ -243,6 +267,18 @@ pub(crate) fn write_const(f: &mut fmt::Formatter<'_>, v: &Value) -> fmt::Result 
     }
 }
 
+/// `(a OP b OP c)`.
+fn write_chain(f: &mut fmt::Formatter<'_>, xs: &[Expr], op: &str) -> fmt::Result {
+    f.write_str("(")?;
+    for (i, x) in xs.iter().enumerate() {
+        if i > 0 {
+            f.write_str(op)?;
+        }
+        write!(f, "{x}")?;
+    }
+    f.write_str(")")
+}
+
 impl fmt::Display for Expr {
     /// Fully parenthesised, so the rendering shows how the parser grouped operators.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -252,8 +288,8 @@ impl fmt::Display for Expr {
             Expr::Path(p) => write!(f, "{p}"),
             Expr::Not(e) => write!(f, "(NOT {e})"),
             Expr::Neg(e) => write!(f, "(-{e})"),
-            Expr::And(a, b) => write!(f, "({a} AND {b})"),
-            Expr::Or(a, b) => write!(f, "({a} OR {b})"),
+            Expr::And(xs) => write_chain(f, xs, " AND "),
+            Expr::Or(xs) => write_chain(f, xs, " OR "),
             Expr::Cmp(op, a, b) => write!(f, "({a} {} {b})", op.symbol()),
             Expr::Arith(op, a, b) => write!(f, "({a} {} {b})", op.symbol()),
             Expr::In {

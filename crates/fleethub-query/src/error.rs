@@ -43,6 +43,9 @@ impl Pos {
     };
 }
 
+/// The most characters of a query line an error shows.
+const SHOWN_CHARS: usize = 120;
+
 impl QueryError {
     /// An error at `pos` in `source`: "`message` at line L, column C", the line and a caret.
     pub(crate) fn at(
@@ -55,11 +58,25 @@ impl QueryError {
         let message = message.into();
         let line_text = source.lines().nth(pos.line.saturating_sub(1)).unwrap_or("");
         // Tabs become one space each so the caret, counted in characters, lines up.
-        let shown: String = line_text
+        let chars: Vec<char> = line_text
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
-        let caret = " ".repeat(pos.column.saturating_sub(1));
+        // A long line is shown as a window around the spot, so a message stays short whatever
+        // the query's size.
+        let at = pos.column.saturating_sub(1).min(chars.len());
+        let start = at.saturating_sub(SHOWN_CHARS / 2);
+        let end = (start + SHOWN_CHARS).min(chars.len());
+        let mut shown: String = chars[start..end].iter().collect();
+        let mut caret_at = at - start;
+        if start > 0 {
+            shown.insert(0, '…');
+            caret_at += 1;
+        }
+        if end < chars.len() {
+            shown.push('…');
+        }
+        let caret = " ".repeat(caret_at);
         let rendered = format!(
             "{message} at line {}, column {}\n{shown}\n{caret}^",
             pos.line, pos.column
@@ -78,6 +95,19 @@ impl QueryError {
     pub(crate) fn expected(source: &str, pos: Pos, expected: &str, found: &str) -> QueryError {
         let message = format!("expected {expected}, found {found}");
         QueryError::at(source, pos, found, expected, message)
+    }
+
+    /// An error about the whole query that shows none of it (its size, for one).
+    pub(crate) fn whole(expected: &str, message: impl Into<String>) -> QueryError {
+        let message = message.into();
+        QueryError {
+            line: 1,
+            column: 1,
+            found: String::new(),
+            expected: expected.into(),
+            rendered: message.clone(),
+            message,
+        }
     }
 
     /// An error about the whole query or a continuation token, reported at line 1, column 1.

@@ -42,8 +42,8 @@ pub(crate) fn eval<'d>(source: Source, e: &Expr, doc: &'d Value) -> Val<'d> {
         Expr::Undefined => None,
         Expr::Path(p) => lookup(source, p, doc).map(std::borrow::Cow::Borrowed),
         Expr::Not(x) => b(!truth(source, x, doc)),
-        Expr::And(x, y) => b(truth(source, x, doc) && truth(source, y, doc)),
-        Expr::Or(x, y) => b(truth(source, x, doc) || truth(source, y, doc)),
+        Expr::And(xs) => b(xs.iter().all(|x| truth(source, x, doc))),
+        Expr::Or(xs) => b(xs.iter().any(|x| truth(source, x, doc))),
         Expr::Neg(x) => owned(value::negate(eval(source, x, doc).as_deref())),
         Expr::Arith(op, x, y) => {
             let (x, y) = (eval(source, x, doc), eval(source, y, doc));

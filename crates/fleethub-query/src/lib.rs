@@ -16,6 +16,7 @@ mod error;
 mod eval;
 mod functions;
 mod lexer;
+pub mod limits;
 mod parser;
 mod paths;
 mod semver;

@@ -9,7 +9,9 @@ use crate::ast::{AggFunc, ArithOp, CmpOp, Expr, ItemExpr, Select, SelectItem, So
 use crate::error::{Pos, QueryError};
 use crate::functions::Func;
 use crate::lexer::{tokenize, Tok, Token};
+use crate::limits::{MAX_DEPTH, MAX_LIST, MAX_NESTING, MAX_QUERY_CHARS};
 use crate::paths;
+use fleethub_core::twin::limits::thousands;
 
 const RESERVED: &[&str] = &[
     "SELECT",
@@ -41,6 +43,8 @@ pub(crate) struct Parser<'a> {
     toks: Vec<Token>,
     i: usize,
     source: Source,
+    /// How many levels deep the parser is now (see [`MAX_NESTING`]).
+    nesting: usize,
 }
 
 /// Parses a whole `SELECT` statement.
@@ -62,12 +66,76 @@ pub(crate) fn parse_condition(src: &str, source: Source) -> Result<Expr, QueryEr
 
 impl<'a> Parser<'a> {
     fn new(src: &'a str, source: Source) -> Result<Parser<'a>, QueryError> {
+        let chars = src.chars().count();
+        if chars > MAX_QUERY_CHARS {
+            return Err(QueryError::whole(
+                "a shorter query",
+                format!(
+                    "query is {} characters long; at most {} are allowed (IoT Hub's limit)",
+                    thousands(chars as u64),
+                    thousands(MAX_QUERY_CHARS as u64)
+                ),
+            ));
+        }
+        let toks = tokenize(src)?;
+        check_brackets(src, &toks)?;
         Ok(Parser {
             src,
-            toks: tokenize(src)?,
+            toks,
             i: 0,
             source,
+            nesting: 0,
         })
+    }
+
+    /// Goes one level deeper, refusing to pass [`MAX_NESTING`]; pair with [`Parser::leave`].
+    fn enter(&mut self) -> Result<(), QueryError> {
+        self.nesting += 1;
+        if self.nesting <= MAX_NESTING {
+            return Ok(());
+        }
+        Err(self.limit_here(
+            "a shallower query",
+            nesting_message(&format!("more than {MAX_NESTING}")),
+        ))
+    }
+
+    /// A limit refused at the current token.
+    fn limit_here(&self, expected: &str, message: String) -> QueryError {
+        let t = self.peek();
+        QueryError::at(self.src, t.pos, t.describe(), expected, message)
+    }
+
+    fn leave(&mut self) {
+        self.nesting -= 1;
+    }
+
+    /// Refuses an expression tree deeper than [`MAX_DEPTH`], reported at `pos`.
+    fn check_depth(&self, depth: usize, pos: Pos) -> Result<(), QueryError> {
+        if depth <= MAX_DEPTH {
+            return Ok(());
+        }
+        Err(QueryError::at(
+            self.src,
+            pos,
+            "",
+            "a shallower expression",
+            format!(
+                "query expression is {depth} levels deep; at most {MAX_DEPTH} are allowed \
+                 (each nesting level, and each operator of a chain like a + b + c, adds one)"
+            ),
+        ))
+    }
+
+    /// Refuses a list (select items, GROUP BY, arguments) longer than [`MAX_LIST`].
+    fn check_list(&self, what: &str, len: usize) -> Result<(), QueryError> {
+        if len <= MAX_LIST {
+            return Ok(());
+        }
+        Err(self.limit_here(
+            "a shorter list",
+            format!("query has more than {MAX_LIST} {what}; at most {MAX_LIST} are allowed"),
+        ))
     }
 
     fn peek(&self) -> &Token {
@@ -183,6 +251,7 @@ impl<'a> Parser<'a> {
                 if !self.eat_sym(",") {
                     break;
                 }
+                self.check_list("GROUP BY expressions", group_by.len() + 1)?;
             }
         }
         let select = Select {
@@ -289,6 +358,7 @@ impl<'a> Parser<'a> {
             if !self.eat_sym(",") {
                 return Ok(items);
             }
+            self.check_list("select items", items.len() + 1)?;
         }
     }
 
@@ -362,27 +432,47 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
+    /// A whole expression, one nesting level deeper than the caller.
     pub(crate) fn expr(&mut self) -> Result<Expr, QueryError> {
-        let mut left = self.and()?;
-        while self.eat_keyword("OR") {
-            let right = self.and()?;
-            left = Expr::Or(Box::new(left), Box::new(right));
+        let start = self.peek().pos;
+        self.enter()?;
+        let e = self.or();
+        self.leave();
+        let e = e?;
+        self.check_depth(e.height(), start)?;
+        Ok(e)
+    }
+
+    fn or(&mut self) -> Result<Expr, QueryError> {
+        let first = self.and()?;
+        if !self.is_keyword("OR") {
+            return Ok(first);
         }
-        Ok(left)
+        let mut terms = vec![first];
+        while self.eat_keyword("OR") {
+            terms.push(self.and()?);
+        }
+        Ok(Expr::Or(terms))
     }
 
     fn and(&mut self) -> Result<Expr, QueryError> {
-        let mut left = self.not()?;
-        while self.eat_keyword("AND") {
-            let right = self.not()?;
-            left = Expr::And(Box::new(left), Box::new(right));
+        let first = self.not()?;
+        if !self.is_keyword("AND") {
+            return Ok(first);
         }
-        Ok(left)
+        let mut terms = vec![first];
+        while self.eat_keyword("AND") {
+            terms.push(self.not()?);
+        }
+        Ok(Expr::And(terms))
     }
 
     fn not(&mut self) -> Result<Expr, QueryError> {
         if self.eat_keyword("NOT") {
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            self.enter()?;
+            let inner = self.not();
+            self.leave();
+            return Ok(Expr::Not(Box::new(inner?)));
         }
         self.comparison()
     }
@@ -428,20 +518,25 @@ impl<'a> Parser<'a> {
 
     fn additive(&mut self) -> Result<Expr, QueryError> {
         let mut left = self.multiplicative()?;
+        // A chain deepens the tree by one per operator without recursing: track its depth.
+        let mut depth = left.height();
         loop {
             let op = match self.peek().tok {
                 Tok::Sym("+") => ArithOp::Add,
                 Tok::Sym("-") => ArithOp::Sub,
                 _ => return Ok(left),
             };
-            self.advance();
+            let at = self.advance().pos;
             let right = self.multiplicative()?;
+            depth = depth.max(right.height()) + 1;
+            self.check_depth(depth, at)?;
             left = Expr::Arith(op, Box::new(left), Box::new(right));
         }
     }
 
     fn multiplicative(&mut self) -> Result<Expr, QueryError> {
         let mut left = self.unary()?;
+        let mut depth = left.height();
         loop {
             let op = match self.peek().tok {
                 Tok::Sym("*") => ArithOp::Mul,
@@ -449,26 +544,36 @@ impl<'a> Parser<'a> {
                 Tok::Sym("%") => ArithOp::Rem,
                 _ => return Ok(left),
             };
-            self.advance();
+            let at = self.advance().pos;
             let right = self.unary()?;
+            depth = depth.max(right.height()) + 1;
+            self.check_depth(depth, at)?;
             left = Expr::Arith(op, Box::new(left), Box::new(right));
         }
     }
 
     fn unary(&mut self) -> Result<Expr, QueryError> {
-        if self.eat_sym("-") {
-            return Ok(match self.unary()? {
-                Expr::Const(v) => match crate::value::negate(Some(&v)) {
-                    Some(n) => Expr::Const(n),
-                    None => Expr::Neg(Box::new(Expr::Const(v))),
-                },
-                e => Expr::Neg(Box::new(e)),
-            });
+        let negate = if self.eat_sym("-") {
+            true
+        } else if self.eat_sym("+") {
+            false
+        } else {
+            return self.primary();
+        };
+        self.enter()?;
+        let inner = self.unary();
+        self.leave();
+        let inner = inner?;
+        if !negate {
+            return Ok(inner);
         }
-        if self.eat_sym("+") {
-            return self.unary();
-        }
-        self.primary()
+        Ok(match inner {
+            Expr::Const(v) => match crate::value::negate(Some(&v)) {
+                Some(n) => Expr::Const(n),
+                None => Expr::Neg(Box::new(Expr::Const(v))),
+            },
+            e => Expr::Neg(Box::new(e)),
+        })
     }
 
     fn primary(&mut self) -> Result<Expr, QueryError> {
@@ -533,6 +638,7 @@ impl<'a> Parser<'a> {
                 if !self.eat_sym(",") {
                     break;
                 }
+                self.check_list("arguments in one function call", args.len() + 1)?;
             }
             self.expect_sym(")")?;
         }
@@ -590,8 +696,19 @@ impl<'a> Parser<'a> {
             })
     }
 
-    /// A constant: string, number, true/false/null, or an array of constants.
+    /// A constant: string, number, true/false/null, or an array of constants. Signs and
+    /// brackets each nest one level deeper.
     fn constant(&mut self) -> Result<Value, QueryError> {
+        if matches!(self.peek().tok, Tok::Sym("-" | "[")) {
+            self.enter()?;
+            let c = self.constant_inner();
+            self.leave();
+            return c;
+        }
+        self.constant_inner()
+    }
+
+    fn constant_inner(&mut self) -> Result<Value, QueryError> {
         let t = self.advance();
         match t.tok {
             Tok::Str(s) => Ok(Value::String(s)),
@@ -628,5 +745,44 @@ impl<'a> Parser<'a> {
                 &t.describe(),
             )),
         }
+    }
+}
+
+/// "query nests N levels deep; at most …", the message for every nesting refusal.
+fn nesting_message(levels: &str) -> String {
+    format!(
+        "query nests {levels} levels deep; at most {MAX_NESTING} are allowed (each parenthesis, \
+         bracket, function call, NOT and sign adds a level)"
+    )
+}
+
+/// Refuses brackets nested past [`MAX_NESTING`] before any parsing recurses, naming how deep
+/// they go (the top level is level 1, so 800 parentheses nest 801 levels).
+fn check_brackets(src: &str, toks: &[Token]) -> Result<(), QueryError> {
+    let mut depth = 0usize;
+    let mut deepest = 0usize;
+    let mut first_too_deep = None;
+    for t in toks {
+        match t.tok {
+            Tok::Sym("(" | "[") => {
+                depth += 1;
+                if depth + 1 > MAX_NESTING && first_too_deep.is_none() {
+                    first_too_deep = Some(t);
+                }
+                deepest = deepest.max(depth);
+            }
+            Tok::Sym(")" | "]") => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    match first_too_deep {
+        None => Ok(()),
+        Some(t) => Err(QueryError::at(
+            src,
+            t.pos,
+            t.describe(),
+            "a shallower query",
+            nesting_message(&thousands(deepest as u64 + 1)),
+        )),
     }
 }

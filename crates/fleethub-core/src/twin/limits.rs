@@ -176,7 +176,8 @@ fn check_number(n: &serde_json::Number, path: &str) -> Result<(), HubError> {
 }
 
 /// `33012` as `33,012`, the way our limit messages print sizes.
-fn thousands(n: u64) -> String {
+/// `12345` as `12,345`, for messages that name sizes and limits.
+pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {

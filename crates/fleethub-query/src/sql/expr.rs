@@ -255,8 +255,8 @@ pub(crate) fn condition(ctx: &mut Ctx, e: &Expr) -> String {
 fn condition_parts(ctx: &mut Ctx, e: &Expr) -> String {
     match e {
         Expr::Not(x) => format!("(NOT {})", condition(ctx, x)),
-        Expr::And(x, y) => format!("({} AND {})", condition(ctx, x), condition(ctx, y)),
-        Expr::Or(x, y) => format!("({} OR {})", condition(ctx, x), condition(ctx, y)),
+        Expr::And(xs) => chain(ctx, xs, " AND "),
+        Expr::Or(xs) => chain(ctx, xs, " OR "),
         Expr::Cmp(op, x, y) => comparison(ctx, *op, x, y),
         Expr::In {
             expr,
@@ -266,6 +266,26 @@ fn condition_parts(ctx: &mut Ctx, e: &Expr) -> String {
         other => {
             let sv = value_of(ctx, other);
             truth(&sv)
+        }
+    }
+}
+
+/// An AND/OR chain. SQLite nests `a OR b OR c` one level per operator and refuses expressions
+/// deeper than 1,000 levels, so the terms are grouped as a balanced tree: a chain of n terms
+/// nests about log2(n) levels. The terms are 0 or 1, never NULL, so grouping keeps the meaning.
+fn chain(ctx: &mut Ctx, xs: &[Expr], op: &str) -> String {
+    let terms: Vec<String> = xs.iter().map(|x| condition(ctx, x)).collect();
+    balanced(&terms, op)
+}
+
+fn balanced(terms: &[String], op: &str) -> String {
+    match terms {
+        // An empty AND is true and an empty OR false (the parser never makes either).
+        [] => bool_lit(op == " AND "),
+        [one] => one.clone(),
+        _ => {
+            let (left, right) = terms.split_at(terms.len() / 2);
+            format!("({}{op}{})", balanced(left, op), balanced(right, op))
         }
     }
 }

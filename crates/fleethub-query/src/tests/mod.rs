@@ -1,6 +1,7 @@
 //! Crate tests: parser snapshots, store-backed SQL behaviour, and executor agreement.
 
 mod agreement;
+mod limits;
 mod parse;
 mod store;
 
