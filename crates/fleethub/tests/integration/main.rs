@@ -10,6 +10,7 @@ mod jobs;
 mod messages;
 mod methods;
 mod query_cli;
+mod query_limits;
 mod registry;
 mod sessions;
 mod simulate;
