@@ -283,6 +283,26 @@ mod tests {
         assert!(e.message.contains("at most 10"), "{}", e.message);
     }
 
+    /// Regression: the checks stop at level 11 before recursing further, so a patch as deep as
+    /// serde_json parses (127 levels) is refused on a small stack, over MQTT or REST alike.
+    #[test]
+    fn patches_as_deep_as_json_allows_are_refused_without_deep_recursion() {
+        let text = format!("{}1{}", "{\"a\":".repeat(126), "}".repeat(126));
+        let patch: Map<String, Value> = serde_json::from_str(&text).unwrap();
+        std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(move || {
+                for section in [Section::Tags, Section::Desired, Section::Reported] {
+                    let e = validate_section(section, &patch).unwrap_err();
+                    assert_eq!(e.code, ErrorCode::TwinDepthExceeded);
+                }
+                std::mem::forget(patch);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
     #[test]
     fn objects_inside_arrays_count_for_depth() {
         // nested(9)'s innermost object (inside l8) is level 9: an array there is level 10 and
