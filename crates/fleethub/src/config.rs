@@ -17,8 +17,10 @@ pub struct ServeConfig {
     #[arg(long, env = "FLEETHUB_MQTT_PORT", default_value_t = 8883)]
     pub mqtt_port: u16,
     /// HTTPS: REST API, MQTT over WebSocket, /metrics, /healthz. 0 picks a free port.
-    #[arg(long, env = "FLEETHUB_HTTPS_PORT", default_value_t = 8443)]
-    pub https_port: u16,
+    /// [default: 443, which the Node.js service SDK and every WebSocket transport hard-code,
+    /// when this process may bind it; else 8443, with a note saying why]
+    #[arg(long, env = "FLEETHUB_HTTPS_PORT")]
+    pub https_port: Option<u16>,
     /// Plain (unencrypted) MQTT, off unless a port is given.
     #[arg(long, env = "FLEETHUB_PLAIN_MQTT_PORT")]
     pub plain_mqtt_port: Option<u16>,
@@ -119,7 +121,7 @@ impl ServeConfig {
             data_dir: data_dir.into(),
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             mqtt_port: 0,
-            https_port: 0,
+            https_port: Some(0),
             plain_mqtt_port: Some(0),
             host_name: "localhost".into(),
             tls_cert: None,

@@ -20,7 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the hub: MQTT/TLS on 8883, HTTPS (REST, WebSocket, metrics) on 8443.
+    /// Run the hub: MQTT/TLS on 8883, HTTPS (REST, WebSocket, metrics) on 443 (8443 when 443
+    /// cannot be bound).
     Serve(ServeConfig),
     /// Run a benchmark against a fresh hub on this machine and print its figures.
     Bench(fleethub::bench::BenchArgs),
@@ -96,6 +97,9 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
         "  device connection   HostName={};DeviceId=<id>;SharedAccessKey=<device key>",
         running.host_name
     );
+    if let Some(note) = &running.https_note {
+        println!("\n  note: {note}");
+    }
     stop_signal().await?;
     eprintln!("shutting down: committing queued writes");
     running.shutdown();

@@ -30,6 +30,8 @@ pub struct RunningHub {
     /// `HostName=…;SharedAccessKeyName=iothubowner;SharedAccessKey=…` for the REST API.
     pub owner_connection_string: String,
     pub host_name: String,
+    /// Why HTTPS is not on 443 when the port was left to the hub (shown to the operator).
+    pub https_note: Option<String>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -61,6 +63,60 @@ async fn bind(cfg: &ServeConfig, port: u16, what: &str) -> Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| {
         format!("binding {what} on {addr} (is another hub running? choose another port)")
     })
+}
+
+/// Where HTTPS goes when `--https-port` is not given: the port every official SDK can reach,
+/// else one an unprivileged process may bind.
+#[derive(Debug, Clone, Copy)]
+struct HttpsPorts {
+    preferred: u16,
+    fallback: u16,
+}
+
+/// 443, which the Node.js service SDK and every SDK's MQTT over WebSocket hard-code; 8443 when
+/// this process may not bind 443 (not root, no CAP_NET_BIND_SERVICE) or something holds it.
+const HTTPS_DEFAULT_PORTS: HttpsPorts = HttpsPorts {
+    preferred: 443,
+    fallback: 8443,
+};
+
+/// Binds HTTPS on `--https-port`, or on the preferred port with the fallback; the note says why
+/// the fallback was taken and what that costs.
+async fn bind_https(cfg: &ServeConfig, ports: HttpsPorts) -> Result<(TcpListener, Option<String>)> {
+    if let Some(port) = cfg.https_port {
+        return Ok((bind(cfg, port, "HTTPS").await?, None));
+    }
+    let error = match TcpListener::bind(SocketAddr::new(cfg.bind, ports.preferred)).await {
+        Ok(listener) => return Ok((listener, None)),
+        Err(e) => e,
+    };
+    let why = match error.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            "this process may not bind it (it is not root and lacks CAP_NET_BIND_SERVICE)".into()
+        }
+        std::io::ErrorKind::AddrInUse => "another program listens there".into(),
+        _ => error.to_string(),
+    };
+    let note = format!(
+        "HTTPS is on {fallback}, not {preferred}: {why}. The Python SDKs and the fleethub CLI \
+         work with the port in the connection string; the Node.js service SDK and MQTT over \
+         WebSocket (every device SDK) only use {preferred}. To serve them, let the binary bind \
+         {preferred} (`sudo setcap cap_net_bind_service=+ep $(command -v fleethub)`) or pass \
+         --https-port; see docs/operations.md",
+        fallback = ports.fallback,
+        preferred = ports.preferred,
+    );
+    tracing::warn!("{note}");
+    Ok((bind(cfg, ports.fallback, "HTTPS").await?, Some(note)))
+}
+
+/// The host name service clients are given: no port on 443, since IoT Hub's connection strings
+/// carry none (the Node.js service SDK refuses one).
+fn public_host(host_name: &str, https_port: u16) -> String {
+    match https_port {
+        443 => host_name.to_string(),
+        port => format!("{host_name}:{port}"),
+    }
 }
 
 /// Starts everything; returns once every listener is bound.
@@ -98,7 +154,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
     let gateway = Gateway::new(hub.clone(), GatewayConfig::default());
 
     let mqtt = bind(&cfg, cfg.mqtt_port, "MQTT/TLS").await?;
-    let https = bind(&cfg, cfg.https_port, "HTTPS").await?;
+    let (https, https_note) = bind_https(&cfg, HTTPS_DEFAULT_PORTS).await?;
     let plain = match cfg.plain_mqtt_port {
         Some(p) => Some(bind(&cfg, p, "plain MQTT").await?),
         None => None,
@@ -123,12 +179,11 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
     let https_tls = TlsAcceptor::from(tls::https_server_config(&certs)?);
     tasks.push(tokio::spawn(serve_https(https, https_tls, router)));
 
-    let public_host = match https_addr.port() {
-        443 => cfg.host_name.clone(),
-        p => format!("{}:{p}", cfg.host_name),
-    };
     let owner_connection_string = hub
-        .service_connection_string("iothubowner", &public_host)
+        .service_connection_string(
+            "iothubowner",
+            &public_host(&cfg.host_name, https_addr.port()),
+        )
         .context("the iothubowner policy is missing from the store")?;
     let running = RunningHub {
         hub,
@@ -139,6 +194,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
         ca_file: certs.ca,
         owner_connection_string,
         host_name: cfg.host_name.clone(),
+        https_note,
         tasks,
     };
     if let Some(path) = &cfg.ready_file {
@@ -178,5 +234,38 @@ async fn serve_https(listener: TcpListener, tls: TlsAcceptor, router: axum::Rout
                 tracing::debug!(%peer, "HTTPS connection ended: {e}");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_string_host_has_no_port_on_443() {
+        assert_eq!(public_host("hub.example.com", 443), "hub.example.com");
+        assert_eq!(public_host("localhost", 8443), "localhost:8443");
+    }
+
+    /// When the preferred port cannot be had, HTTPS takes the fallback and says why; a port the
+    /// operator chose is used as given.
+    #[tokio::test]
+    async fn https_falls_back_with_a_note_when_the_preferred_port_is_taken() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ports = HttpsPorts {
+            preferred: taken.local_addr().unwrap().port(),
+            fallback: 0,
+        };
+        let mut cfg = ServeConfig::ephemeral("unused");
+        cfg.https_port = None;
+        let (listener, note) = bind_https(&cfg, ports).await.unwrap();
+        assert_ne!(listener.local_addr().unwrap().port(), ports.preferred);
+        let note = note.expect("the fallback is explained");
+        assert!(note.contains("another program listens there"), "{note}");
+        assert!(note.contains("Node.js"), "{note}");
+
+        cfg.https_port = Some(0);
+        let (_, note) = bind_https(&cfg, ports).await.unwrap();
+        assert_eq!(note, None);
     }
 }

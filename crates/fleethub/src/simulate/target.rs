@@ -25,7 +25,7 @@ pub struct HubArgs {
     /// The hub's MQTT/TLS port [default: the ready file's, else 8883].
     #[arg(long)]
     pub mqtt_port: Option<u16>,
-    /// The hub's HTTPS (REST) port [default: the port in HostName, else 8443].
+    /// The hub's HTTPS (REST) port [default: the port in HostName, else 443].
     #[arg(long)]
     pub https_port: Option<u16>,
     /// The address devices dial [default: HostName's host; localhost dials 127.0.0.1].
@@ -92,7 +92,7 @@ impl HubTarget {
     ) -> Result<HubTarget> {
         let cs = ConnectionString::parse(conn).map_err(|e| anyhow!("--hub: {e}"))?;
         let (host, port_in_name) = split_host(&cs.host_name);
-        let https_port = args.https_port.or(port_in_name).unwrap_or(8443);
+        let https_port = args.https_port.or(port_in_name).unwrap_or(443);
         let Some(ca) = ca else {
             bail!("no CA to trust the hub with: pass --ca <pem> (`fleethub serve` prints its CA path)");
         };
