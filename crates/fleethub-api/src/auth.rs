@@ -52,7 +52,9 @@ impl<R: Requires> FromRequestParts<ApiState> for Authorized<R> {
                 })
             })
             .transpose()?;
-        state.hub.authorize_service(header, R::RIGHT)?;
+        state
+            .hub
+            .authorize_service(header, R::RIGHT, parts.uri.path())?;
         Ok(Authorized(PhantomData))
     }
 }

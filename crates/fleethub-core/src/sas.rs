@@ -137,6 +137,60 @@ impl SasToken {
     pub fn is_expired(&self, now_unix: u64) -> bool {
         now_unix >= self.expiry
     }
+
+    /// The resource's host (as written, port included) and path (`""` for the whole hub, else
+    /// `/devices/…` without a trailing slash).
+    pub fn host_and_path(&self) -> (&str, &str) {
+        let resource = self.resource.trim_end_matches('/');
+        match resource.find('/') {
+            Some(i) => resource.split_at(i),
+            None => (resource, ""),
+        }
+    }
+
+    /// Whether the resource names one of `host_names` (ASCII case and any port ignored, `*.`
+    /// matching one label), as IoT Hub compares hosts.
+    pub fn names_host<'a>(&self, mut host_names: impl Iterator<Item = &'a str>) -> bool {
+        let (host, _) = self.host_and_path();
+        let host = strip_port(host);
+        host_names.any(|name| host_matches(host, name))
+    }
+
+    /// Whether the resource's path is a segment prefix of `request_path` (percent-encoded, as
+    /// in a request line): a token for `hub/devices/d1` serves `/devices/d1` and
+    /// `/devices/d1/…`, never `/devices/d10` or `/devices/d2`. Case-sensitive, as device ids are.
+    pub fn covers_path(&self, request_path: &str) -> bool {
+        let (_, prefix) = self.host_and_path();
+        let Ok(path) = percent_decode_str(request_path).decode_utf8() else {
+            return false;
+        };
+        prefix.is_empty()
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+}
+
+/// `host` without a `:port` suffix (IPv6 literals in brackets keep their colons).
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i)
+            if !host[i..].contains(']') && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            &host[..i]
+        }
+        _ => host,
+    }
+}
+
+fn host_matches(host: &str, name: &str) -> bool {
+    let name = strip_port(name);
+    match name.strip_prefix("*.") {
+        Some(domain) => host
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(domain)),
+        None => host.eq_ignore_ascii_case(name),
+    }
 }
 
 /// Builds a token as the Azure SDKs do: URL-encodes the resource, signs the encoded form.
@@ -165,6 +219,39 @@ pub fn generate_key() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_token_names_hosts_without_case_or_port_and_covers_path_segments() {
+        let token = |sr: &str| {
+            let t = generate_token(sr, "AAAA", Some("p"), 1).unwrap();
+            parse(&t).unwrap()
+        };
+        let hub = ["localhost", "Hub.Example.com", "*.fleet.example"];
+        for sr in [
+            "localhost",
+            "LOCALHOST:8443",
+            "hub.example.com/",
+            "a.fleet.example:443",
+        ] {
+            assert!(token(sr).names_host(hub.into_iter()), "{sr}");
+        }
+        for sr in [
+            "evil.example",
+            "localhost.evil",
+            "fleet.example",
+            "x.y.fleet.example",
+        ] {
+            assert!(!token(sr).names_host(hub.into_iter()), "{sr}");
+        }
+        assert!(token("[::1]:8443").names_host(["[::1]"].into_iter()));
+        let scoped = token("localhost/devices/d 1");
+        assert!(scoped.covers_path("/devices/d%201"));
+        assert!(scoped.covers_path("/devices/d%201/twin"));
+        assert!(!scoped.covers_path("/devices/d%2010"));
+        assert!(!scoped.covers_path("/devices/D%201"));
+        assert!(!scoped.covers_path("/twins/d%201"));
+        assert!(token("localhost:8443/").covers_path("/anything"));
+    }
+
     use super::*;
 
     // Computed independently with Python's hmac/hashlib/base64/urllib.parse.quote(safe='').

@@ -110,19 +110,22 @@ pub struct Authenticated {
 
 /// Whether a device token's resource, `{host}/devices/{id}` (URL-decoded), names exactly this
 /// device: ids are case-sensitive, as in IoT Hub. The host part is not compared.
-fn token_names_device(resource: &str, device_id: &str) -> bool {
-    let path = resource.trim_end_matches('/');
-    path.strip_suffix(device_id)
-        .and_then(|rest| rest.strip_suffix("/devices/"))
-        .is_some_and(|host| !host.contains('/'))
+fn token_names_device(token: &SasToken, device_id: &str) -> bool {
+    token
+        .host_and_path()
+        .1
+        .strip_prefix("/devices/")
+        .is_some_and(|id| id == device_id)
 }
 
 impl Hub {
-    /// Checks an `Authorization` header for a service call needing `right`.
+    /// Checks an `Authorization` header for a service call to `request_path` (as in the request
+    /// line, percent-encoded) needing `right`.
     pub fn authorize_service(
         &self,
         authorization: Option<&str>,
         right: Right,
+        request_path: &str,
     ) -> HubResult<Policy> {
         let header = authorization.ok_or_else(|| {
             HubError::new(
@@ -155,6 +158,7 @@ impl Hub {
                 "token has expired (se is in the past)",
             ));
         }
+        self.check_token_scope(&token, request_path)?;
         if !policy.grants(right) {
             return Err(HubError::new(
                 ErrorCode::IotHubUnauthorized,
@@ -162,6 +166,34 @@ impl Hub {
             ));
         }
         Ok(policy)
+    }
+
+    /// A service token's `sr` must name this hub and a resource prefix of the request path.
+    fn check_token_scope(&self, token: &SasToken, request_path: &str) -> HubResult<()> {
+        let config = &self.inner.config;
+        let names = std::iter::once(&config.host_name).chain(&config.host_aliases);
+        if !token.names_host(names.clone().map(String::as_str)) {
+            let known: Vec<&str> = names.map(String::as_str).collect();
+            return Err(HubError::new(
+                ErrorCode::IotHubUnauthorized,
+                format!(
+                    "token resource sr='{}' names another hub; this hub answers to {}",
+                    token.resource,
+                    known.join(", ")
+                ),
+            ));
+        }
+        if !token.covers_path(request_path) {
+            return Err(HubError::new(
+                ErrorCode::IotHubUnauthorized,
+                format!(
+                    "token resource sr='{}' is scoped to '{}', which does not cover '{request_path}'",
+                    token.resource,
+                    token.host_and_path().1
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Decides whether a device may connect, as which device, and until when.
@@ -203,7 +235,7 @@ impl Hub {
     ) -> Result<Option<DateTime<Utc>>, AuthFailure> {
         let bad = |m: String| AuthFailure::BadCredentials(m);
         let token = sas::parse(password).map_err(|e| bad(e.message))?;
-        if !token_names_device(&token.resource, &device.device_id) {
+        if !token_names_device(&token, &device.device_id) {
             return Err(bad(format!(
                 "token resource '{}' does not name device '{}'",
                 token.resource, device.device_id

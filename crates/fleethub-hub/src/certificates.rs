@@ -60,6 +60,38 @@ fn may_sign_certificates(cert: &X509Certificate<'_>) -> bool {
     }
 }
 
+/// The DNS names and IP addresses a certificate's subject alternative names list (`*.` wildcards
+/// kept), e.g. to know every name a server certificate lets clients use.
+pub fn subject_alt_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(dns.to_string()),
+            GeneralName::IPAddress(bytes) => ip_text(bytes),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ip_text(bytes: &[u8]) -> Option<String> {
+    let ip = match bytes.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+        _ => return None,
+    };
+    Some(match ip {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    })
+}
+
 /// The leaf's notAfter, when the leaf parses as X.509.
 pub fn not_after(der: &[u8]) -> Option<DateTime<Utc>> {
     let (_, cert) = X509Certificate::from_der(der).ok()?;
@@ -275,6 +307,24 @@ mod tests {
         let mut p = leaf_params("dev1");
         p.extended_key_usages = vec![];
         assert!(verify(&[&issue(p, Some(&ca))], "dev1", &[&ca]).is_ok());
+    }
+
+    #[test]
+    fn subject_alt_names_lists_dns_names_and_ip_addresses() {
+        let mut p = CertificateParams::new(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+            "*.fleet.example".to_string(),
+        ])
+        .unwrap();
+        p.distinguished_name.push(DnType::CommonName, "hub");
+        let server = issue(p, None);
+        assert_eq!(
+            subject_alt_names(&server.der),
+            ["localhost", "127.0.0.1", "[::1]", "*.fleet.example"]
+        );
+        assert!(subject_alt_names(b"not DER").is_empty());
     }
 
     #[test]

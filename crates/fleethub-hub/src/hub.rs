@@ -22,6 +22,9 @@ use tokio::sync::{broadcast, mpsc};
 pub struct HubConfig {
     /// The host name devices and services use (`HostName=` in connection strings).
     pub host_name: String,
+    /// Other names the hub answers to (the server certificate's other subject alternative names);
+    /// a service token's `sr` must name `host_name` or one of these.
+    pub host_aliases: Vec<String>,
     /// How long telemetry is kept.
     pub telemetry_retention: Duration,
     /// Most undelivered cloud-to-device messages per device (IoT Hub: 50).
@@ -40,6 +43,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             host_name: "localhost".into(),
+            host_aliases: Vec::new(),
             telemetry_retention: Duration::from_secs(7 * 24 * 3600),
             c2d_max_queue: 50,
             event_retention: Duration::from_secs(7 * 24 * 3600),

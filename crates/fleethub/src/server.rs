@@ -134,6 +134,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
     let store = Store::open(store_config).context("opening the store")?;
     let hub_config = HubConfig {
         host_name: cfg.host_name.clone(),
+        host_aliases: tls::server_names(&certs)?,
         telemetry_retention: Duration::from_secs(cfg.telemetry_retention_days * 24 * 3600),
         event_retention: Duration::from_secs(cfg.event_retention_days.saturating_mul(24 * 3600)),
         quotas: cfg.quotas.to_config(),

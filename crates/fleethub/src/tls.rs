@@ -127,6 +127,13 @@ fn load(
     Ok((certs, key))
 }
 
+/// Every name the server certificate is valid for (its subject alternative names): the names
+/// clients can reach the hub by, so the names service tokens may carry.
+pub fn server_names(paths: &CertificatePaths) -> Result<Vec<String>> {
+    let (certs, _) = load(paths)?;
+    Ok(fleethub_hub::certificates::subject_alt_names(&certs[0]))
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

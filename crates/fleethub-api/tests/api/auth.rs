@@ -115,3 +115,64 @@ async fn auth_is_checked_before_the_body_is_parsed() {
         .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
 }
+
+/// An owner-policy token for resource `sr`.
+fn owner_token_for(api: &TestApi, sr: &str) -> String {
+    let key = api.hub.policy("iothubowner").unwrap().primary_key;
+    fleethub_core::sas::generate_token(sr, &key, Some("iothubowner"), now_unix() + 3600).unwrap()
+}
+
+#[tokio::test]
+async fn a_service_token_whose_sr_names_another_hub_is_401() {
+    let api = TestApi::start().await;
+    api.create_device("dev1").await;
+    for sr in [
+        "other-hub.example",
+        "localhost.evil.example:8443/devices/dev1",
+    ] {
+        let reply = api
+            .call(
+                Method::GET,
+                "/devices/dev1",
+                Some(&owner_token_for(&api, sr)),
+                None,
+                &[],
+            )
+            .await;
+        reply.assert_error(401, 401003, "IotHubUnauthorized");
+        let message = reply.json()["message"].as_str().unwrap().to_string();
+        assert!(message.contains("names another hub"), "{message}");
+        assert!(message.contains("localhost"), "{message}");
+    }
+    // The hub's own name, in any case and with a port, as the SDKs send it.
+    for sr in ["localhost", "LocalHost:8443"] {
+        let reply = api
+            .call(
+                Method::GET,
+                "/devices/dev1",
+                Some(&owner_token_for(&api, sr)),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{sr}: {}", reply.text);
+    }
+}
+
+#[tokio::test]
+async fn a_service_token_scoped_to_one_device_is_401_for_another() {
+    let api = TestApi::start().await;
+    api.create_device("dev1").await;
+    api.create_device("dev10").await;
+    let scoped = owner_token_for(&api, "localhost/devices/dev1");
+    let own = api
+        .call(Method::GET, "/devices/dev1", Some(&scoped), None, &[])
+        .await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.text);
+    for path in ["/devices/dev10", "/devices", "/twins/dev1"] {
+        let reply = api.call(Method::GET, path, Some(&scoped), None, &[]).await;
+        reply.assert_error(401, 401003, "IotHubUnauthorized");
+        let message = reply.json()["message"].as_str().unwrap().to_string();
+        assert!(message.contains("does not cover"), "{path}: {message}");
+    }
+}
