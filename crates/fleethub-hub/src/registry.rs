@@ -218,7 +218,8 @@ pub struct ExportImportDevice {
     pub id: String,
     #[serde(default)]
     pub import_mode: Option<String>,
-    #[serde(default)]
+    /// IoT Hub's schema spells it `eTag`; the Node service SDK sends the device's own `etag`.
+    #[serde(default, alias = "etag")]
     pub e_tag: Option<String>,
     #[serde(default)]
     pub twin_e_tag: Option<String>,

@@ -207,6 +207,48 @@ async fn bulk_import_modes_are_matched_without_case_as_the_node_sdk_sends_them()
 }
 
 #[tokio::test]
+async fn bulk_if_match_modes_take_the_node_sdks_lowercase_etag() {
+    // The Node SDK's updateDevices/removeDevices send the device as read, so its `etag`, where
+    // IoT Hub's schema says `eTag`: the hub answered "needs the device's eTag" to every entry.
+    let hub = TestHub::start().await;
+    for id in ["le-1", "le-2"] {
+        hub.create_device(id).await;
+    }
+    let etag = |r: &crate::harness::Reply| r.body["etag"].as_str().unwrap().to_string();
+    let e1 = etag(&hub.call(Method::GET, "/devices/le-1", None).await);
+    let e2 = etag(&hub.call(Method::GET, "/devices/le-2", None).await);
+    let r = bulk(
+        &hub,
+        json!([
+            {"id": "le-1", "importMode": "UpdateIfMatchETag", "etag": e1, "status": "disabled"},
+            {"id": "le-2", "importMode": "DeleteIfMatchETag", "etag": e2},
+        ]),
+    )
+    .await;
+    assert_eq!(r.body["isSuccessful"], true, "{}", r.body);
+    let d = hub.call(Method::GET, "/devices/le-1", None).await;
+    assert_eq!(d.body["status"], "disabled");
+    let gone = hub.call(Method::GET, "/devices/le-2", None).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    // The lowercase spelling is compared, not just accepted: a stale one is refused.
+    let stale = bulk(
+        &hub,
+        json!([{"id": "le-1", "importMode": "DeleteIfMatchETag", "etag": e1}]),
+    )
+    .await;
+    assert_eq!(stale.body["isSuccessful"], false, "{}", stale.body);
+    assert_eq!(
+        stale.body["errors"][0]["deviceId"], "le-1",
+        "{}",
+        stale.body
+    );
+    assert_eq!(
+        hub.call(Method::GET, "/devices/le-1", None).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
 async fn bulk_entry_without_keys_or_status_keeps_the_existing_ones() {
     let hub = TestHub::start().await;
     hub.create_device("bk-keep").await;
