@@ -1,8 +1,14 @@
 'use strict';
 // What every Node compatibility test needs: the hub's owner connection string and CA (from the
-// environment the pytest wrapper sets), fresh device ids, and waiting on a condition.
+// environment the pytest wrapper sets), fresh device ids, waiting on a condition, and the deadline
+// every test is given.
 const fs = require('node:fs');
 const crypto = require('node:crypto');
+
+// `test(name, deadline, fn)`: a test fails by name after this long instead of hanging the run
+// (node 18 has no --test-timeout). It must still close what it opened, or its file's process
+// never exits.
+const deadline = { timeout: 30000 };
 
 const connectionString = process.env.FLEETHUB_CONNECTION_STRING;
 if (!connectionString) {
@@ -32,4 +38,4 @@ async function eventually(what, check, deadlineMs = 15000) {
   }
 }
 
-module.exports = { connectionString, caPem, hostName, newId, deviceConnectionString, eventually };
+module.exports = { deadline, connectionString, caPem, hostName, newId, deviceConnectionString, eventually };
