@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Runs every check FleetHub has, as CI does: formatting, lints, the Rust tests, a release build,
-# and the compatibility suite (the unmodified Azure IoT Python SDKs against a real hub on 8883).
+# and the compatibility suite (the unmodified Azure IoT Python and Node.js SDKs against a real hub
+# on 8883 and, when the hub may bind it, 443).
 #
 # Works on a fresh Debian machine with only the Rust toolchain and Python 3.11: it installs what
-# the tests need (a venv at .venv from tests/compat/requirements.txt, python3-venv if missing).
-# Re-running reuses the venv while the requirements are unchanged.
+# the tests need (a venv at .venv from tests/compat/requirements.txt, python3-venv if missing;
+# nodejs and npm if missing, and tests/compat-node/node_modules by `npm ci`). Re-running reuses
+# the venv while the requirements are unchanged, and node_modules while package-lock.json and
+# node's version are.
 #
 #   scripts/test.sh            everything
 #   SKIP_RUST=1 scripts/test.sh    only build the binary and run the compatibility suite
@@ -77,6 +80,21 @@ else
     echo "$want" >"$STAMP"
 fi
 "$VENV/bin/python" -m pip freeze | grep -iE '^(azure-iot-hub|azure-iot-device|paho-mqtt|pytest)=='
+
+section "node environment (tests/compat-node)"
+NODE_SUITE="$ROOT/tests/compat-node"
+NODE_STAMP="$NODE_SUITE/node_modules/.lock.sha256"
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    apt_install nodejs npm
+fi
+node --version
+want=$( { cat "$NODE_SUITE/package-lock.json"; node --version; } | sha256sum | cut -d' ' -f1)
+if [ -f "$NODE_STAMP" ] && [ "$(cat "$NODE_STAMP")" = "$want" ]; then
+    echo "reusing tests/compat-node/node_modules (package-lock.json and node unchanged)"
+else
+    (cd "$NODE_SUITE" && npm ci --no-audit --no-fund)
+    echo "$want" >"$NODE_STAMP"
+fi
 
 if [ -z "${SKIP_RUST:-}" ]; then
     section "cargo fmt --check"
