@@ -365,4 +365,23 @@ mod tests {
         let text = serde_json::to_string(&p).unwrap();
         assert_eq!(serde_json::from_str::<TwinProperties>(&text).unwrap(), p);
     }
+
+    /// Found by the twin_patch fuzz target: without serde_json's `float_roundtrip`, a number
+    /// such as `4503599627370E97` parsed one ULP off what its stored text parses to, so a
+    /// reported value changed each time the twin was stored and loaded.
+    #[test]
+    fn reported_floats_survive_the_store_unchanged() {
+        for patch in [
+            r#"{"big": 4503599627370E97}"#,
+            r#"{"n": 111111111111111111111111}"#,
+            r#"{"x": 4503599627333333333333333333370497}"#,
+        ] {
+            let mut p = TwinProperties::default();
+            let patch: Map<String, Value> = serde_json::from_str(patch).unwrap();
+            p.apply_patch(Section::Reported, &patch, T1).unwrap();
+            let stored = serde_json::to_string(&p).unwrap();
+            let loaded: TwinProperties = serde_json::from_str(&stored).unwrap();
+            assert_eq!(loaded, p, "{stored}");
+        }
+    }
 }
