@@ -115,15 +115,14 @@ impl Hub {
                 jobs: Arc::default(),
             }),
         };
-        // The writer's connection lives as long as the store: give it the query functions once,
-        // so job conditions compiled to SQL (connectionState, SEMVER, …) run inside writes.
-        // Reads register them per query (read connections are replaced when they fail).
+        // Every store connection gets the query functions once (the writer's now, each reader's
+        // before its next read), so compiled queries and job conditions (connectionState,
+        // SEMVER, …) run on any of them without re-registering per query.
         let presence = hub.presence();
         hub.store()
-            .write(move |tx| {
-                fleethub_query::register_sql_functions(tx.conn(), presence)
-                    .map_err(fleethub_store::StoreError::from)
-            })
+            .add_connection_init(fleethub_store::ConnectionInit(Arc::new(move |conn| {
+                fleethub_query::register_sql_functions(conn, Arc::clone(&presence))
+            })))
             .await?;
         // Before anything runs: method calls a crash left in flight are failed, never repeated.
         hub.job_engine().recover().await?;

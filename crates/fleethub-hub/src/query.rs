@@ -4,9 +4,7 @@
 use crate::twin::TwinState;
 use crate::Hub;
 use fleethub_core::{ErrorCode, HubError, HubResult};
-use fleethub_query::{
-    register_sql_functions, Page, Query, QueryError, ResultRow, Source, DEVICE_COLUMNS, JOB_COLUMNS,
-};
+use fleethub_query::{Page, Query, QueryError, ResultRow, Source, DEVICE_COLUMNS, JOB_COLUMNS};
 use fleethub_store::rusqlite::types::Value as SqlValue;
 use fleethub_store::{DeviceRow, Reads};
 use serde_json::{json, Map, Value};
@@ -67,13 +65,9 @@ impl Hub {
                 continuation,
             })
             .map_err(|e| invalid_query(&e))?;
-        let presence = self.presence();
         let page = self
             .store()
-            .read(move |r| {
-                register_sql_functions(r.conn(), presence)?;
-                Ok(compiled.execute(r.conn())?)
-            })
+            .read(move |r| Ok(compiled.execute(r.conn())?))
             .await?;
         let source = query.source();
         let items = page

@@ -927,3 +927,63 @@ async fn a_full_store_fails_writes_as_full_and_takes_them_again_once_space_is_fr
         .await
         .expect("a write fits again once space is freed");
 }
+
+/// A function registered after the store opened is there for every read, and each connection
+/// registers it once: registering per read would make SQLite expire the connection's prepared
+/// statements every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_init_added_after_open_runs_once_per_connection_not_per_read() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = StoreConfig::new(dir.path().join("data/fleethub.db"));
+    cfg.read_connections = 2;
+    let store = Store::open(cfg).unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    store
+        .add_connection_init(fleethub_store::ConnectionInit(Arc::new(move |conn| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            conn.create_scalar_function(
+                "fh_answer",
+                0,
+                rusqlite::functions::FunctionFlags::SQLITE_UTF8,
+                |_| Ok(42_i64),
+            )
+        })))
+        .await
+        .unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the writer ran it at once");
+
+    let reads = (0..40).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .read(|tx| {
+                    Ok(tx
+                        .conn()
+                        .query_row("SELECT fh_answer()", [], |r| r.get::<_, i64>(0))?)
+                })
+                .await
+        })
+    });
+    for read in reads.collect::<Vec<_>>() {
+        assert_eq!(read.await.unwrap().unwrap(), 42);
+    }
+    let answer = store
+        .write(|tx| {
+            Ok::<_, StoreError>(
+                tx.conn()
+                    .query_row("SELECT fh_answer()", [], |r| r.get::<_, i64>(0))?,
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(answer, 42, "the writer has it too");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        3,
+        "once on the writer and once on each of the two read connections, over 40 reads"
+    );
+}

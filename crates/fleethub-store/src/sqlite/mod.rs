@@ -145,6 +145,15 @@ impl Store {
         })
     }
 
+    /// Adds `init` to every connection of the store, for a layer that can only build it once
+    /// the store is open (the hub's query functions need the hub): it runs on the writer's
+    /// connection now, and once on each read connection before that connection's next read.
+    /// Resolves once the writer has run it.
+    pub async fn add_connection_init(&self, init: ConnectionInit) -> Result<(), StoreError> {
+        self.inner.readers.add_init(init.clone());
+        self.write(move |tx| Ok((init.0)(tx.conn())?)).await
+    }
+
     /// Stops the store: refuses new work, commits the writes already queued, and waits for the
     /// writer to finish (so call it from shutdown code, not a latency-sensitive task).
     pub fn close(&self) {

@@ -4,7 +4,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
@@ -17,8 +17,18 @@ use crate::StoreError;
 pub(crate) struct ReadPool {
     path: PathBuf,
     init: Option<ConnectionInit>,
-    idle: Mutex<Vec<Connection>>,
+    /// Inits added after the store opened ([`ReadPool::add_init`]), in order. Each idle
+    /// connection remembers how many of them it has run, and runs the rest when next lent, so
+    /// every init runs once per connection, never per read.
+    added: RwLock<Vec<ConnectionInit>>,
+    idle: Mutex<Vec<Pooled>>,
     permits: Arc<Semaphore>,
+}
+
+/// An idle connection and how many of the pool's added inits it has run.
+struct Pooled {
+    conn: Connection,
+    inits_run: usize,
 }
 
 impl ReadPool {
@@ -30,11 +40,14 @@ impl ReadPool {
     ) -> Result<ReadPool, StoreError> {
         let size = size.max(1);
         let idle = (0..size)
-            .map(|_| open_read_connection(&path, init.as_ref()))
+            .map(|_| {
+                open_read_connection(&path, init.as_ref()).map(|conn| Pooled { conn, inits_run: 0 })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ReadPool {
             path,
             init,
+            added: RwLock::new(Vec::new()),
             idle: Mutex::new(idle),
             permits: Arc::new(Semaphore::new(size)),
         })
@@ -80,6 +93,12 @@ impl ReadPool {
         }
     }
 
+    /// Adds an init that every read connection runs once, before its next read (and every
+    /// connection opened later runs at open).
+    pub(crate) fn add_init(&self, init: ConnectionInit) {
+        self.added.write().push(init);
+    }
+
     /// Stops lending connections and closes the idle ones (busy ones close when returned).
     pub(crate) fn close(&self) {
         self.permits.close();
@@ -90,22 +109,35 @@ impl ReadPool {
         &self,
         f: impl FnOnce(&ReadTx<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let conn = self.idle.lock().pop().ok_or(StoreError::Closed)?;
-        let result = read_in_transaction(&conn, f);
+        let mut pooled = self.idle.lock().pop().ok_or(StoreError::Closed)?;
+        let result = self
+            .run_added_inits(&mut pooled)
+            .and_then(|()| read_in_transaction(&pooled.conn, f));
         // A connection left inside a transaction would pin an old snapshot: replace it instead.
-        let conn = if conn.is_autocommit() {
-            Some(conn)
+        let pooled = if pooled.conn.is_autocommit() {
+            Some(pooled)
         } else {
-            drop(conn);
+            drop(pooled);
             open_read_connection(&self.path, self.init.as_ref())
+                .map(|conn| Pooled { conn, inits_run: 0 })
                 .inspect_err(|e| tracing::error!(error = %e, "cannot reopen a read connection"))
                 .ok()
         };
         let mut idle = self.idle.lock();
-        if let (Some(conn), false) = (conn, self.permits.is_closed()) {
-            idle.push(conn);
+        if let (Some(pooled), false) = (pooled, self.permits.is_closed()) {
+            idle.push(pooled);
         }
         result
+    }
+
+    /// Runs the added inits `pooled` has not run yet.
+    fn run_added_inits(&self, pooled: &mut Pooled) -> Result<(), StoreError> {
+        let added = self.added.read();
+        for init in &added[pooled.inits_run.min(added.len())..] {
+            (init.0)(&pooled.conn)?;
+            pooled.inits_run += 1;
+        }
+        Ok(())
     }
 }
 
