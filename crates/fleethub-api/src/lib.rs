@@ -31,9 +31,14 @@ pub struct ApiState {
 /// The whole HTTP surface, ready to serve. Paths are normalized before routing (see
 /// [`paths::trim_trailing_slash`]), so every route also answers with a trailing slash.
 pub fn router(state: ApiState) -> Router {
+    let hub = state.hub.clone();
     let routes = routes(state);
     Router::new()
         .fallback_service(axum::middleware::map_request(paths::trim_trailing_slash).layer(routes))
+        .layer(axum::middleware::map_response_with_state(
+            hub,
+            error::render_error_bodies,
+        ))
 }
 
 fn routes(state: ApiState) -> Router {

@@ -120,9 +120,9 @@ impl HubError {
 
     /// The IoT Hub-style JSON body: `{"errorCode":…, "message":…}` (plus the name for people),
     /// and IoT Hub's own `Message` (`ErrorCode:{Name};{message}`) and `ExceptionMessage`, which the
-    /// service SDKs parse to pick an error class (Node's `DeviceNotFoundError`, …).
-    pub fn to_json(&self) -> serde_json::Value {
-        let now = chrono::Utc::now();
+    /// service SDKs parse to pick an error class (Node's `DeviceNotFoundError`, …). `now` is the
+    /// hub clock's time, stamped as `timestampUtc`.
+    pub fn to_json(&self, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
         let tracking_id = "";
         serde_json::json!({
             "errorCode": self.code.code(),
@@ -198,7 +198,19 @@ mod tests {
             ErrorCode::DeviceNotFound,
             "device 'x' does not exist; create it first",
         );
-        let body = e.to_json();
+        let now = chrono::DateTime::parse_from_rfc3339("2031-05-06T07:08:09Z")
+            .unwrap()
+            .to_utc();
+        let body = e.to_json(now);
+        assert_eq!(
+            body["timestampUtc"],
+            crate::time::format_timestamp(now),
+            "stamped with the time it is given (the hub clock's), not the system's"
+        );
+        assert!(body["ExceptionMessage"]
+            .as_str()
+            .unwrap()
+            .ends_with("TimeStamp:05/06/2031 07:08:09"));
         let message = body["Message"].as_str().unwrap();
         let parts: Vec<&str> = message.split(';').collect();
         assert_eq!(parts[0].split(':').nth(1), Some("DeviceNotFound"));

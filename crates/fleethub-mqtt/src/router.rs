@@ -44,7 +44,7 @@ pub async fn twin_get(hub: &Hub, device_id: &str, rid: &str) -> Reply {
             topic: topics::twin_response(200, rid, None),
             payload: json_bytes(&twin),
         },
-        Err(e) => error_reply(device_id, rid, &e),
+        Err(e) => error_reply(device_id, rid, &e, hub.now()),
     }
 }
 
@@ -55,16 +55,22 @@ pub async fn twin_report(hub: &Hub, device_id: &str, rid: &str, patch: &[u8]) ->
             topic: topics::twin_response(204, rid, Some(version)),
             payload: Bytes::new(),
         },
-        Err(e) => error_reply(device_id, rid, &e),
+        Err(e) => error_reply(device_id, rid, &e, hub.now()),
     }
 }
 
-/// The twin response for a failed request: the error's HTTP status and IoT Hub error body.
-pub fn error_reply(device_id: &str, rid: &str, e: &HubError) -> Reply {
+/// The twin response for a failed request: the error's HTTP status and IoT Hub error body,
+/// stamped `now` (the hub clock's time).
+pub fn error_reply(
+    device_id: &str,
+    rid: &str,
+    e: &HubError,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Reply {
     tracing::debug!(device = %device_id, rid, "twin request failed: {e}");
     Reply {
         topic: topics::twin_response(e.code.http_status(), rid, None),
-        payload: json_bytes(&e.to_json()),
+        payload: json_bytes(&e.to_json(now)),
     }
 }
 
@@ -100,7 +106,7 @@ mod tests {
     #[test]
     fn errors_answer_with_their_status_and_body() {
         let e = HubError::new(ErrorCode::DeviceNotFound, "device 'd' does not exist");
-        let reply = error_reply("d", "r1", &e);
+        let reply = error_reply("d", "r1", &e, chrono::Utc::now());
         assert_eq!(
             reply.topic,
             format!("$iothub/twin/res/{}/?$rid=r1", e.code.http_status())

@@ -80,3 +80,35 @@ async fn websocket_path_without_an_upgrade_is_400_json() {
         .await;
     reply.assert_error(400, 400004, "ArgumentInvalid");
 }
+
+/// Error bodies are stamped by the hub's clock (the one tokens, jobs and retention use), not the
+/// system's: on a hub whose clock is half an hour behind, the body says the hub's time.
+#[tokio::test]
+async fn error_bodies_carry_the_hub_clocks_time() {
+    let hub_time = chrono::Utc::now() - chrono::Duration::minutes(30);
+    let clock = fleethub_core::ManualClock::new(hub_time);
+    let api = TestApi::start_with_clock(std::sync::Arc::new(clock)).await;
+    for reply in [
+        api.owner(Method::GET, "/devices/nobody", None).await,
+        api.owner(Method::GET, "/no/such/route", None).await,
+        api.owner(Method::DELETE, "/statistics/devices", None).await,
+    ] {
+        let body = reply.json();
+        assert_eq!(
+            body["timestampUtc"],
+            fleethub_core::time::format_timestamp(hub_time),
+            "{}",
+            reply.text
+        );
+        assert!(body["ExceptionMessage"]
+            .as_str()
+            .unwrap()
+            .ends_with(&hub_time.format("%m/%d/%Y %H:%M:%S").to_string()));
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/json"),
+            "{}",
+            reply.text
+        );
+    }
+}

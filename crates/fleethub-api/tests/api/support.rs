@@ -54,18 +54,17 @@ impl Reply {
 impl TestApi {
     /// A fresh hub over an empty store in a temporary directory, behind the full router.
     pub async fn start() -> TestApi {
+        Self::start_with_clock(Arc::new(fleethub_core::SystemClock)).await
+    }
+
+    /// Like [`TestApi::start`], on the given clock.
+    pub async fn start_with_clock(clock: Arc<dyn fleethub_core::Clock>) -> TestApi {
         let dir = tempfile::tempdir().unwrap();
         let store = fleethub_store::Store::open(fleethub_store::StoreConfig::new(
             dir.path().join("hub.db"),
         ))
         .unwrap();
-        let hub = Hub::open(
-            store,
-            Arc::new(fleethub_core::SystemClock),
-            HubConfig::default(),
-        )
-        .await
-        .unwrap();
+        let hub = Hub::open(store, clock, HubConfig::default()).await.unwrap();
         let gateway =
             fleethub_mqtt::Gateway::new(hub.clone(), fleethub_mqtt::GatewayConfig::default());
         let app = router(ApiState {

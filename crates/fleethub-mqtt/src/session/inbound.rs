@@ -36,7 +36,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Inbound::TwinGet { rid } => Some(router::twin_get(hub, id, &rid).await),
             Inbound::TwinReport { rid } => Some(match hub.admit_report(&mut self.quota) {
                 Ok(()) => router::twin_report(hub, id, &rid, &p.payload).await,
-                Err(e) => router::error_reply(id, &rid, &e),
+                Err(e) => router::error_reply(id, &rid, &e, hub.now()),
             }),
             Inbound::MethodResponse { status, rid } => {
                 hub.method_response(id, &rid, status, &p.payload);
