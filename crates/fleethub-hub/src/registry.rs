@@ -482,7 +482,7 @@ impl Hub {
     }
 
     /// Inserts a new device's row and its creation event; an existing id is refused.
-    fn insert_new_in(&self, tx: &mut WriteTx, row: &EncodedDeviceRow) -> HubResult<()> {
+    fn insert_new_in(&self, tx: &mut WriteTx<'_>, row: &EncodedDeviceRow) -> HubResult<()> {
         if !tx.insert_encoded_device(row)? {
             return Err(already_exists(&row.device_id));
         }
@@ -499,7 +499,7 @@ impl Hub {
     /// and bulk import. A device that becomes disabled is disconnected once the write commits.
     fn upsert_in(
         &self,
-        tx: &mut WriteTx,
+        tx: &mut WriteTx<'_>,
         change: IdentityChange,
         if_match: Option<&str>,
         now: &str,
@@ -543,7 +543,7 @@ impl Hub {
     }
 
     /// Records, in `tx`, that the device's connection (if any) must close once the write commits.
-    fn disconnect_on_commit(&self, tx: &mut WriteTx, id: &str, reason: &'static str) {
+    fn disconnect_on_commit(&self, tx: &mut WriteTx<'_>, id: &str, reason: &'static str) {
         let (hub, id) = (self.clone(), id.to_string());
         tx.on_commit(move || {
             hub.inner.connections.send(
@@ -565,7 +565,7 @@ impl Hub {
 
     /// Deletes a device inside `tx`, with its persisted MQTT session (a re-created id starts with
     /// no subscriptions); its connection closes once the write commits.
-    fn delete_in(&self, tx: &mut WriteTx, id: &str, if_match: Option<&str>) -> HubResult<()> {
+    fn delete_in(&self, tx: &mut WriteTx<'_>, id: &str, if_match: Option<&str>) -> HubResult<()> {
         let row = tx
             .get_device(id)?
             .ok_or_else(|| HubError::device_not_found(id))?;
@@ -645,7 +645,7 @@ impl Hub {
 
     fn bulk_one(
         &self,
-        tx: &mut WriteTx,
+        tx: &mut WriteTx<'_>,
         e: &ExportImportDevice,
         mode: ImportMode,
         fresh: Option<HubResult<EncodedDeviceRow>>,
@@ -691,7 +691,7 @@ impl Hub {
     /// `updateTwin` modes: tags and desired properties only; the identity is left as it is.
     fn import_twin_only_in(
         &self,
-        tx: &mut WriteTx,
+        tx: &mut WriteTx<'_>,
         e: &ExportImportDevice,
         mode: ImportMode,
         now: &str,
@@ -709,7 +709,12 @@ impl Hub {
         self.import_twin_in(tx, e, now)
     }
 
-    fn import_twin_in(&self, tx: &mut WriteTx, e: &ExportImportDevice, now: &str) -> HubResult<()> {
+    fn import_twin_in(
+        &self,
+        tx: &mut WriteTx<'_>,
+        e: &ExportImportDevice,
+        now: &str,
+    ) -> HubResult<()> {
         if e.tags.is_none() && e.properties.is_none() {
             return Ok(());
         }

@@ -232,7 +232,7 @@ impl Hub {
     /// once the write commits, in commit order with every other push.
     fn change_twin_in(
         &self,
-        tx: &mut WriteTx,
+        tx: &mut WriteTx<'_>,
         id: &str,
         change: ServiceTwinChange,
         if_match: Option<&str>,
@@ -320,7 +320,7 @@ impl Hub {
     /// connected and subscribed; it runs after the commit, in commit order.
     pub(crate) fn push_desired_on_commit(
         &self,
-        tx: &mut WriteTx,
+        tx: &mut WriteTx<'_>,
         id: &str,
         version: u64,
         body: Value,
@@ -375,7 +375,7 @@ impl Hub {
 
     fn report_in(
         &self,
-        tx: &mut WriteTx,
+        tx: &mut WriteTx<'_>,
         id: &str,
         patch: &Map<String, Value>,
         now: &str,
@@ -404,7 +404,7 @@ impl Hub {
 /// Bulk import: sets tags and desired properties given with a registry entry.
 pub(crate) fn import_twin_in(
     hub: &Hub,
-    tx: &mut WriteTx,
+    tx: &mut WriteTx<'_>,
     id: &str,
     tags: Option<&Map<String, Value>>,
     properties: Option<&Value>,

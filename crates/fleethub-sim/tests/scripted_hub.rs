@@ -1,6 +1,7 @@
 //! The device client against a scripted MQTT peer built on fleethub-mqtt's codec: no hub, but
 //! real sockets (plain TCP and TLS), so connect, correlation, acks and keepalive are exercised
 //! exactly as against a hub. The lead's end-to-end test covers a real hub.
+#![allow(clippy::unwrap_used)] // a panic here fails a test or a probe; it never reaches the hub
 
 use bytes::Bytes;
 use fleethub_mqtt::codec::{ConnAck, Packet, Publish, SubAck};

@@ -1,4 +1,5 @@
 //! Job rows and device snapshots against a real database file.
+#![allow(clippy::unwrap_used)] // a panic here fails a test or a probe; it never reaches the hub
 
 use fleethub_store::rusqlite::types::Value as SqlValue;
 use fleethub_store::{

@@ -143,7 +143,7 @@ impl TwinProperties {
 
 /// Updates `meta` for the paths `patch` touched: deleted keys lose their metadata, objects and
 /// their parents are stamped, leaves get fresh metadata.
-fn touch(meta: &mut Map<String, Value>, patch: &Map<String, Value>, stamp: &Stamp) {
+fn touch(meta: &mut Map<String, Value>, patch: &Map<String, Value>, stamp: &Stamp<'_>) {
     stamp.write(meta);
     for (key, value) in patch {
         match value {
@@ -169,7 +169,7 @@ fn touch(meta: &mut Map<String, Value>, patch: &Map<String, Value>, stamp: &Stam
 }
 
 /// Metadata for `values` with every node stamped.
-fn rebuild(values: &Map<String, Value>, stamp: &Stamp) -> Map<String, Value> {
+fn rebuild(values: &Map<String, Value>, stamp: &Stamp<'_>) -> Map<String, Value> {
     let mut meta = Map::new();
     stamp.write(&mut meta);
     for (key, value) in values {

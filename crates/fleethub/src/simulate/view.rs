@@ -30,7 +30,7 @@ fn versions(s: &StatsSnapshot) -> String {
 }
 
 /// The multi-line terminal frame.
-pub fn render(f: &Frame) -> Vec<String> {
+pub fn render(f: &Frame<'_>) -> Vec<String> {
     let s = f.stats;
     let mut lines = vec![
         format!(
@@ -57,7 +57,7 @@ pub fn render(f: &Frame) -> Vec<String> {
 }
 
 /// One line for logs.
-pub fn render_line(f: &Frame) -> String {
+pub fn render_line(f: &Frame<'_>) -> String {
     let s = f.stats;
     format!(
         "[sim {} real {:.0}s] devices {} connected {} reporting {} updating {} failed {} rolled_back {} versions {}",
@@ -94,7 +94,7 @@ impl LiveView {
         Duration::from_millis(500)
     }
 
-    pub fn draw(&mut self, f: &Frame) {
+    pub fn draw(&mut self, f: &Frame<'_>) {
         let mut err = std::io::stderr().lock();
         if self.tty {
             let lines = render(f);
