@@ -4,11 +4,11 @@
 use std::fmt;
 
 macro_rules! error_codes {
-    ($( $(#[$doc:meta])* $variant:ident = ($code:expr, $status:expr) ),+ $(,)?) => {
+    ($( $(#[doc = $doc:literal])* $variant:ident = ($code:expr, $status:expr) ),+ $(,)?) => {
         /// A numeric error code with its HTTP status; names follow IoT Hub's where one exists.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum ErrorCode {
-            $( $(#[$doc])* $variant, )+
+            $( $(#[doc = $doc])* $variant, )+
         }
 
         impl ErrorCode {
@@ -28,6 +28,11 @@ macro_rules! error_codes {
             /// The name, as in the `iothub-errorcode` header.
             pub fn name(self) -> &'static str {
                 match self { $(ErrorCode::$variant => stringify!($variant),)+ }
+            }
+
+            /// What the code means: its doc comment, as docs/rest-api.md shows it.
+            pub fn meaning(self) -> &'static str {
+                match self { $(ErrorCode::$variant => concat!($($doc),*).trim_ascii(),)+ }
             }
         }
     };
@@ -100,6 +105,24 @@ error_codes! {
     ServiceUnavailable = (503001, 503),
     /// The device did not answer a direct method in time.
     GatewayTimeout = (504101, 504),
+}
+
+impl ErrorCode {
+    /// The whole table as Markdown, one row per code: the table docs/rest-api.md shows (a test
+    /// keeps the two the same).
+    pub fn markdown_table() -> String {
+        let mut table = String::from("| code | HTTP | name | meaning |\n|---|---|---|---|\n");
+        for c in Self::ALL {
+            table.push_str(&format!(
+                "| {} | {} | `{}` | {} |\n",
+                c.code(),
+                c.http_status(),
+                c.name(),
+                c.meaning()
+            ));
+        }
+        table
+    }
 }
 
 /// An error a user sees: a code from the table and a message a person can act on.
@@ -224,6 +247,39 @@ mod tests {
         assert_eq!(
             body["message"],
             "device 'x' does not exist; create it first"
+        );
+    }
+
+    /// docs/rest-api.md shows the error table between two markers; it must be this table, so
+    /// the documentation never names a code the hub does not send or misses one it does.
+    /// `UPDATE_DOCS=1 cargo test -p fleethub-core` rewrites it.
+    #[test]
+    fn the_error_table_in_the_rest_docs_is_the_one_the_hub_answers_from() {
+        const START: &str = "<!-- error-table: generated from ErrorCode; UPDATE_DOCS=1 cargo test -p fleethub-core -->\n";
+        const END: &str = "<!-- error-table end -->";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/rest-api.md");
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let (Some(start), Some(end)) = (doc.find(START), doc.find(END)) else {
+            panic!("{} lacks the error-table markers", path.display());
+        };
+        let shown = &doc[start + START.len()..end];
+        let table = ErrorCode::markdown_table();
+        if shown != table {
+            if std::env::var_os("UPDATE_DOCS").is_some() {
+                let updated = format!("{}{table}{}", &doc[..start + START.len()], &doc[end..]);
+                std::fs::write(&path, updated).unwrap();
+            } else {
+                panic!(
+                    "docs/rest-api.md shows another error table; run \
+                     `UPDATE_DOCS=1 cargo test -p fleethub-core` to rewrite it.\n\
+                     expected:\n{table}\nshown:\n{shown}"
+                );
+            }
+        }
+        assert!(ErrorCode::ALL.iter().all(|c| !c.meaning().is_empty()));
+        assert_eq!(
+            ErrorCode::DeviceNotFound.meaning(),
+            "No device with this id."
         );
     }
 

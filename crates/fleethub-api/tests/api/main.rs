@@ -8,6 +8,7 @@ mod events;
 mod jobs;
 mod node_sdk;
 mod query;
+mod snapshots;
 mod support;
 mod system;
 mod twins;
