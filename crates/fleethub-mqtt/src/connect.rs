@@ -5,7 +5,6 @@ use crate::subscriptions::Subscriptions;
 use crate::ConnectionInfo;
 use chrono::{DateTime, Utc};
 use fleethub_hub::{DeviceCredentials, Hub};
-use sha1::{Digest, Sha1};
 
 /// CONNACK 1: unacceptable protocol version.
 pub const CONNACK_BAD_PROTOCOL: u8 = 1;
@@ -38,10 +37,9 @@ pub fn parse_username(username: &str) -> Username {
     }
 }
 
-/// SHA-1 thumbprint of a DER certificate, uppercase hex, as IoT Hub registers them.
-pub fn thumbprint(der: &[u8]) -> String {
-    hex::encode_upper(Sha1::digest(der))
-}
+/// SHA-1 thumbprint of a DER certificate, uppercase hex, as IoT Hub registers them (the hub's
+/// one definition, re-exported for the gateway's callers).
+pub use fleethub_hub::certificates::thumbprint;
 
 /// What the hub needs to decide on a CONNECT, or the CONNACK code refusing it outright.
 pub fn credentials(connect: &Connect, info: &ConnectionInfo) -> Result<DeviceCredentials, u8> {
