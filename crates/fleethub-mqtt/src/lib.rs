@@ -27,3 +27,5 @@ pub mod subscriptions;
 
 #[cfg(feature = "gateway")]
 pub use gateway::{ConnectionInfo, Gateway, GatewayConfig};
+#[cfg(feature = "gateway")]
+pub use listener::Acceptor;
