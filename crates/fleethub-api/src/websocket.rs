@@ -56,7 +56,7 @@ pub async fn upgrade(
         );
         return ApiError(HubError::invalid(message)).into_response();
     }
-    // Present when the server was started with connect info; the binary's own accept loop may not be.
+    // Present when the server adds connect info, as the binary's HTTPS listener does.
     let peer = extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0);

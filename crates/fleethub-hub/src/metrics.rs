@@ -21,6 +21,26 @@ pub struct Metrics {
     pub throttled_reported: AtomicU64,
     /// Connection attempts refused by the hub's connection rate.
     pub throttled_connections: AtomicU64,
+    /// What the HTTPS listener refused or closed, and what it holds.
+    pub https: HttpsMetrics,
+}
+
+/// The HTTPS listener's connection limits at work: connections it would not keep, and how many it
+/// holds. A connection upgraded to MQTT over WebSocket is a device connection and leaves these.
+#[derive(Default, Debug)]
+pub struct HttpsMetrics {
+    /// Closed at accept, before TLS: their source address already held its share.
+    pub refused_address_cap: AtomicU64,
+    /// Closed at accept, before TLS: the hub already held its share of file descriptors.
+    pub refused_connection_cap: AtomicU64,
+    /// Closed for not finishing the TLS handshake in time.
+    pub handshake_timeouts: AtomicU64,
+    /// Closed for not finishing a request's headers within the header timeout.
+    pub header_timeouts: AtomicU64,
+    /// Closed for having no request in flight for the idle timeout.
+    pub idle_timeouts: AtomicU64,
+    /// HTTPS connections open now (a gauge), handshakes included.
+    pub open: AtomicU64,
 }
 
 impl Metrics {
@@ -81,25 +101,58 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
-        let name = "fleethub_throttled_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Operations slowed (telemetry) or refused (reported, connections) by a quota\n# TYPE {name} counter"
+        labeled_counter(
+            &mut out,
+            "fleethub_throttled_total",
+            "Operations slowed (telemetry) or refused (reported, connections) by a quota",
+            "kind",
+            &[
+                ("telemetry", &self.throttled_telemetry),
+                ("reported", &self.throttled_reported),
+                ("connections", &self.throttled_connections),
+            ],
         );
-        for (kind, v) in [
-            ("telemetry", &self.throttled_telemetry),
-            ("reported", &self.throttled_reported),
-            ("connections", &self.throttled_connections),
-        ] {
-            let _ = writeln!(
-                out,
-                "{name}{{kind=\"{kind}\"}} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
-        for (name, help, v) in gauges {
+        let https = &self.https;
+        labeled_counter(
+            &mut out,
+            "fleethub_https_connections_closed_total",
+            "HTTPS connections refused at accept or closed by a timeout",
+            "reason",
+            &[
+                ("address_cap", &https.refused_address_cap),
+                ("connection_cap", &https.refused_connection_cap),
+                ("handshake_timeout", &https.handshake_timeouts),
+                ("header_timeout", &https.header_timeouts),
+                ("idle_timeout", &https.idle_timeouts),
+            ],
+        );
+        let https_open = https.open.load(Ordering::Relaxed);
+        let open = [(
+            "fleethub_https_connections",
+            "HTTPS connections open, not counting those upgraded to MQTT over WebSocket",
+            https_open,
+        )];
+        for (name, help, v) in gauges.iter().chain(&open) {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
         out
+    }
+}
+
+/// One counter with a label, a line per label value.
+fn labeled_counter(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[(&str, &AtomicU64)],
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (value, v) in values {
+        let _ = writeln!(
+            out,
+            "{name}{{{label}=\"{value}\"}} {}",
+            v.load(Ordering::Relaxed)
+        );
     }
 }

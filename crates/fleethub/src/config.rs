@@ -3,6 +3,7 @@
 use fleethub_hub::{QuotaConfig, Rate};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// How to run the hub.
 #[derive(Debug, Clone, clap::Args)]
@@ -60,6 +61,62 @@ pub struct ServeConfig {
     /// Quotas (IoT Hub's throttling as the model): rates per second, 0 for no limit.
     #[command(flatten)]
     pub quotas: QuotaArgs,
+    /// How long HTTPS clients may idle and how many connections they may hold.
+    #[command(flatten)]
+    pub https_limits: HttpsLimitArgs,
+}
+
+/// Limits on HTTPS connections, so that idle, slow or hostile HTTPS clients can never take the
+/// file descriptors device connections need. A connection upgraded to MQTT over WebSocket is a
+/// device connection: none of these apply to it once it is upgraded.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpsLimitArgs {
+    /// Seconds a client has to send a complete request head, counted from the connection
+    /// opening (whatever the protocol) and, on HTTP/1, from the previous response.
+    #[arg(long = "https-header-timeout-seconds", env = "FLEETHUB_HTTPS_HEADER_TIMEOUT_SECONDS",
+          default_value = "20", value_parser = parse_seconds)]
+    pub header_timeout: Duration,
+    /// Seconds an HTTPS connection may stay open with no request in flight after its first
+    /// request (HTTP/1 connections between requests are held to the header timeout too).
+    #[arg(long = "https-idle-timeout-seconds", env = "FLEETHUB_HTTPS_IDLE_TIMEOUT_SECONDS",
+          default_value = "60", value_parser = parse_seconds)]
+    pub idle_timeout: Duration,
+    /// HTTPS connections one source address (an IPv6 /64) may hold at once; over it, a new one
+    /// is closed before TLS. 0 for no limit (behind a reverse proxy, all clients are one address).
+    #[arg(
+        long = "https-connections-per-address",
+        env = "FLEETHUB_HTTPS_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 64
+    )]
+    pub per_address: u32,
+    /// HTTPS connections open at once, WebSocket devices not counted; over it, a new one is
+    /// closed before TLS. [default: a tenth of the open-file limit, between 16 and 4,096, so that
+    /// most file descriptors stay for devices]
+    #[arg(long = "https-max-connections", env = "FLEETHUB_HTTPS_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+}
+
+impl Default for HttpsLimitArgs {
+    fn default() -> Self {
+        HttpsLimitArgs {
+            header_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            per_address: 64,
+            max_connections: None,
+        }
+    }
+}
+
+/// A positive number of seconds, fractions allowed ("0.5").
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() => Duration::try_from_secs_f64(secs)
+            .map_err(|e| format!("{text} seconds is out of range: {e}")),
+        _ => Err(format!(
+            "expected a positive number of seconds, got '{text}'"
+        )),
+    }
 }
 
 /// Per-device and per-hub rates. Telemetry over its rate is slowed (the gateway stops reading
@@ -134,6 +191,7 @@ impl ServeConfig {
             event_retention_days: 7,
             store_max_mb: None,
             quotas: QuotaArgs::default(),
+            https_limits: HttpsLimitArgs::default(),
         }
     }
 }

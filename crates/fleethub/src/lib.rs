@@ -3,6 +3,8 @@
 
 pub mod bench;
 pub mod config;
+pub mod fd_budget;
+pub mod https;
 pub mod query_cli;
 pub mod server;
 pub mod simulate;

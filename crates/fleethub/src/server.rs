@@ -1,14 +1,15 @@
 //! Wiring: opens the store, the hub, and the MQTT and HTTPS listeners.
 
 use crate::config::ServeConfig;
+use crate::fd_budget::FdBudget;
+use crate::https::admission::Caps;
+use crate::https::HttpsLimits;
 use crate::tls;
 use anyhow::{Context, Result};
 use fleethub_api::ApiState;
 use fleethub_hub::{Hub, HubConfig, JobsConfig};
 use fleethub_mqtt::{Gateway, GatewayConfig};
 use fleethub_store::{Store, StoreConfig};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ pub struct RunningHub {
     pub host_name: String,
     /// Why HTTPS is not on 443 when the port was left to the hub (shown to the operator).
     pub https_note: Option<String>,
+    /// How the open-file limit is shared between HTTPS and devices.
+    pub fd_budget: FdBudget,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -119,6 +122,19 @@ fn public_host(host_name: &str, https_port: u16) -> String {
     }
 }
 
+/// The HTTPS listener's limits from the settings and the descriptor budget.
+fn https_limits(cfg: &ServeConfig, budget: &FdBudget) -> HttpsLimits {
+    let args = &cfg.https_limits;
+    HttpsLimits {
+        header_timeout: args.header_timeout,
+        idle_timeout: args.idle_timeout,
+        caps: Caps {
+            per_address: args.per_address,
+            total: budget.https_connections,
+        },
+    }
+}
+
 /// Starts everything; returns once every listener is bound.
 pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
     std::fs::create_dir_all(&cfg.data_dir)
@@ -153,6 +169,16 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
     )
     .await?;
     let gateway = Gateway::new(hub.clone(), GatewayConfig::default());
+    let fd_budget = FdBudget::raise_and_plan(cfg.https_limits.max_connections);
+    tracing::info!("{fd_budget}");
+    if fd_budget.devices < fd_budget.https_connections {
+        tracing::warn!(
+            "HTTPS may hold more connections ({}) than are left for devices ({}): lower \
+             --https-max-connections or raise the open-file limit (ulimit -n, LimitNOFILE=)",
+            fd_budget.https_connections,
+            fd_budget.devices
+        );
+    }
 
     let mqtt = bind(&cfg, cfg.mqtt_port, "MQTT/TLS").await?;
     let (https, https_note) = bind_https(&cfg, HTTPS_DEFAULT_PORTS).await?;
@@ -178,7 +204,14 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
         gateway,
     });
     let https_tls = TlsAcceptor::from(tls::https_server_config(&certs)?);
-    tasks.push(tokio::spawn(serve_https(https, https_tls, router)));
+    let limits = https_limits(&cfg, &fd_budget);
+    tasks.push(tokio::spawn(crate::https::serve(
+        https,
+        https_tls,
+        router,
+        hub.clone(),
+        limits,
+    )));
 
     let owner_connection_string = hub
         .service_connection_string(
@@ -196,6 +229,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
         owner_connection_string,
         host_name: cfg.host_name.clone(),
         https_note,
+        fd_budget,
         tasks,
     };
     if let Some(path) = &cfg.ready_file {
@@ -205,37 +239,6 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
         std::fs::rename(&tmp, path)?;
     }
     Ok(running)
-}
-
-async fn serve_https(listener: TcpListener, tls: TlsAcceptor, router: axum::Router) {
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("HTTPS accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let (tls, router) = (tls.clone(), router.clone());
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return tracing::debug!(%peer, "HTTPS handshake failed: {e}"),
-                Err(_) => return tracing::debug!(%peer, "HTTPS handshake timed out"),
-            };
-            let service = TowerToHyperService::new(router);
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, "HTTPS connection ended: {e}");
-            }
-        });
-    }
 }
 
 #[cfg(test)]

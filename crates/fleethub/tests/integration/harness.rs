@@ -240,22 +240,42 @@ impl Drop for Proc {
 
 /// Starts the hub binary over `dir` (port 0 = ephemeral) and waits for its ready file.
 pub fn spawn_hub(dir: &std::path::Path, https_port: u16, mqtt_port: u16) -> Proc {
+    let (https, mqtt) = (https_port.to_string(), mqtt_port.to_string());
+    spawn_hub_with(dir, &["--https-port", &https, "--mqtt-port", &mqtt], None)
+}
+
+/// Starts the hub binary over `dir` with more `serve` arguments and, when given, the open-file
+/// limit (soft, hard) a shell's `ulimit` would set; waits for its ready file. Its log goes to
+/// `dir/hub.log`.
+pub fn spawn_hub_with(
+    dir: &std::path::Path,
+    args: &[&str],
+    open_files: Option<(u64, u64)>,
+) -> Proc {
     let ready_file = dir.join("ready.json");
     let _ = std::fs::remove_file(&ready_file);
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_fleethub"))
+    let hub = env!("CARGO_BIN_EXE_fleethub");
+    let mut command = match open_files {
+        None => std::process::Command::new(hub),
+        Some((soft, hard)) => {
+            let mut sh = std::process::Command::new("sh");
+            sh.arg("-c")
+                .arg(format!(
+                    "ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" \"$@\""
+                ))
+                .arg(hub);
+            sh
+        }
+    };
+    let child = command
         .args(["serve", "--bind", "127.0.0.1"])
         .arg("--data-dir")
         .arg(dir.join("data"))
-        .args([
-            "--https-port",
-            &https_port.to_string(),
-            "--mqtt-port",
-            &mqtt_port.to_string(),
-        ])
+        .args(args)
         .arg("--ready-file")
         .arg(&ready_file)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("hub.log")).unwrap())
         .spawn()
         .expect("hub binary starts");
     let mut proc = Proc {
@@ -276,5 +296,55 @@ pub fn spawn_hub(dir: &std::path::Path, https_port: u16, mqtt_port: u16) -> Proc
             "hub did not become ready"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A REST client for a `fleethub serve` child process, as iothubowner.
+pub struct Rest {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl Rest {
+    /// A client with a fresh connection pool.
+    pub fn for_hub(ready: &Value) -> Rest {
+        let ca = std::fs::read(ready["caFile"].as_str().unwrap()).unwrap();
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let cs = fleethub_core::connection_string::ConnectionString::parse(
+            ready["ownerConnectionString"].as_str().unwrap(),
+        )
+        .unwrap();
+        let token = fleethub_core::sas::generate_token(
+            &cs.host_name,
+            cs.shared_access_key.as_deref().unwrap(),
+            Some("iothubowner"),
+            unix_now() + 3600,
+        )
+        .unwrap();
+        let base = format!("https://localhost:{}", ready["httpsPort"]);
+        Rest { http, base, token }
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("Authorization", &self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
     }
 }

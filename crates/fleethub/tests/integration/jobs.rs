@@ -1,11 +1,10 @@
 //! Jobs v2 end to end: twin jobs reach online devices over MQTT and offline ones on their next
 //! twin GET, method jobs call online devices and fail offline ones, and a job survives `kill -9`.
 
-use crate::harness::{eventually, next_event, spawn_hub, unix_now, TestHub};
+use crate::harness::{eventually, next_event, spawn_hub, Rest, TestHub};
 use fleethub_sim::DeviceEvent;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use std::time::Duration;
 
 async fn job_status(hub: &TestHub, id: &str) -> Value {
     let r = hub.call(Method::GET, &format!("/jobs/v2/{id}"), None).await;
@@ -111,49 +110,6 @@ async fn a_method_job_calls_online_devices_and_fails_offline_ones() {
         row.outcome.unwrap(),
         json!({ "deviceMethodResponse": { "status": 200, "payload": { "ran": "reboot" } } })
     );
-}
-
-struct Rest {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Rest {
-    fn for_hub(ready: &Value) -> Rest {
-        let ca = std::fs::read(ready["caFile"].as_str().unwrap()).unwrap();
-        let http = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        let cs = fleethub_core::connection_string::ConnectionString::parse(
-            ready["ownerConnectionString"].as_str().unwrap(),
-        )
-        .unwrap();
-        let token = fleethub_core::sas::generate_token(
-            &cs.host_name,
-            cs.shared_access_key.as_deref().unwrap(),
-            Some("iothubowner"),
-            unix_now() + 3600,
-        )
-        .unwrap();
-        let base = format!("https://localhost:{}", ready["httpsPort"]);
-        Rest { http, base, token }
-    }
-
-    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("Authorization", &self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request sent");
-        let status = resp.status();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

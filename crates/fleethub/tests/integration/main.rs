@@ -7,6 +7,7 @@ mod harness;
 mod bad_input;
 mod crash;
 mod fleet;
+mod https_limits;
 mod jobs;
 mod messages;
 mod methods;
