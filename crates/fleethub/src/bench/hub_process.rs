@@ -32,6 +32,10 @@ impl HubProcess {
                 "0",
                 "--https-port",
                 "0",
+                // The load generators are one trusted address with up to 128 requests in flight;
+                // the per-address cap is for strangers.
+                "--https-connections-per-address",
+                "0",
             ])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
