@@ -11,6 +11,7 @@
 #
 #   scripts/test.sh            everything
 #   SKIP_RUST=1 scripts/test.sh    only build the binary and run the compatibility suite
+#   SKIP_FUZZ=1 scripts/test.sh    without the short fuzz run (FUZZ_SECONDS=N: N s per target)
 #   PYTEST_ARGS="-k twin -x" scripts/test.sh
 set -euo pipefail
 
@@ -99,6 +100,7 @@ fi
 if [ -z "${SKIP_RUST:-}" ]; then
     section "cargo fmt --check"
     cargo fmt --all -- --check
+    cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
     section "unused dependencies"
     "$PYTHON" scripts/check-unused-deps.py
@@ -113,6 +115,13 @@ if [ -z "${SKIP_RUST:-}" ]; then
     else
         cargo test --workspace
     fi
+fi
+
+if [ -z "${SKIP_RUST:-}" ] && [ -z "${SKIP_FUZZ:-}" ]; then
+    # Every fuzz target for a few seconds: replays the kept corpus and looks a little further.
+    # Installs cargo-afl the first time (docs/fuzzing.md).
+    section "fuzz (short)"
+    scripts/fuzz.sh --seconds "${FUZZ_SECONDS:-20}"
 fi
 
 section "cargo build --release -p fleethub"
