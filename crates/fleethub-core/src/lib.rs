@@ -6,6 +6,7 @@ pub mod clock;
 pub mod connection_string;
 pub mod error;
 pub mod ids;
+pub mod jobs;
 pub mod sas;
 pub mod time;
 pub mod twin;

@@ -20,6 +20,6 @@ pub use rows::{
 /// The SQLite binding, for the layers that compile queries against the store's schema.
 pub use rusqlite;
 pub use sqlite::{
-    Effect, JobDeviceCounts, JobDeviceRow, JobDeviceUpdate, JobFilter, JobReads, JobRow,
-    JobSnapshot, JobTwinTarget, ReadTx, Reads, Store, WriteTx,
+    DeviceJobStatus, Effect, JobDeviceCounts, JobDeviceRow, JobDeviceUpdate, JobFilter, JobReads,
+    JobRow, JobSnapshot, JobStatus, JobTwinTarget, ReadTx, Reads, Store, WriteTx,
 };

@@ -3,8 +3,8 @@
 
 use fleethub_store::rusqlite::types::Value as SqlValue;
 use fleethub_store::{
-    DeviceRow, JobDeviceCounts, JobDeviceUpdate, JobFilter, JobReads, JobRow, JobSnapshot, Store,
-    StoreConfig, StoreError,
+    DeviceJobStatus, DeviceRow, JobDeviceCounts, JobDeviceUpdate, JobFilter, JobReads, JobRow,
+    JobSnapshot, JobStatus, Store, StoreConfig, StoreError,
 };
 use serde_json::json;
 use tempfile::TempDir;
@@ -30,7 +30,7 @@ fn job(id: &str, job_type: &str, status: &str, created_ms: i64) -> JobRow {
     JobRow {
         job_id: id.into(),
         job_type: job_type.into(),
-        status: status.into(),
+        status: JobStatus::parse(status).unwrap(),
         created_ms,
         start_ms: created_ms,
         end_ms: None,
@@ -65,7 +65,7 @@ async fn a_job_id_is_taken_once_and_its_document_round_trips() {
         .unwrap();
     assert!(first && !again);
     store
-        .write(|tx| tx.update_job("j1", "completed", Some(9), &json!({"done": true})))
+        .write(|tx| tx.update_job("j1", JobStatus::Completed, Some(9), &json!({"done": true})))
         .await
         .unwrap();
     let row = store.read(|r| r.get_job("j1")).await.unwrap().unwrap();
@@ -113,7 +113,7 @@ async fn snapshots_are_taken_in_chunks_with_a_condition_and_its_parameters() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(row.status, "pending");
+    assert_eq!(row.status, DeviceJobStatus::Pending);
     assert_eq!(row.created_time, row.updated_time);
     assert_eq!((row.start_time, row.outcome), (None, None));
 }
@@ -140,14 +140,14 @@ async fn device_rows_move_in_bounded_chunks_and_count_by_status() {
     let moved = store
         .write(move |tx| {
             let cancel = JobDeviceUpdate {
-                status: "canceled",
+                status: DeviceJobStatus::Canceled,
                 start_time: None,
                 end_time: Some("t1"),
                 updated_time: "t1",
                 outcome: None,
                 error: Some(&error),
             };
-            tx.move_job_devices("j1", "pending", &cancel, 4)
+            tx.move_job_devices("j1", DeviceJobStatus::Pending, &cancel, 4)
         })
         .await
         .unwrap();
@@ -156,7 +156,7 @@ async fn device_rows_move_in_bounded_chunks_and_count_by_status() {
     store
         .write(move |tx| {
             let done = JobDeviceUpdate {
-                status: "completed",
+                status: DeviceJobStatus::Completed,
                 start_time: Some("t2"),
                 end_time: Some("t3"),
                 updated_time: "t3",
@@ -174,7 +174,7 @@ async fn device_rows_move_in_bounded_chunks_and_count_by_status() {
     );
     assert_eq!(counts.total(), 6);
     let pending = store
-        .read(|r| r.job_device_ids("j1", "pending", 10))
+        .read(|r| r.job_device_ids("j1", DeviceJobStatus::Pending, 10))
         .await
         .unwrap();
     assert_eq!(pending, vec!["d004".to_string()]);
@@ -227,7 +227,7 @@ async fn job_lists_filter_page_and_finished_jobs_are_pruned() {
             tx.insert_job(&job("a", "scheduleUpdateTwin", "completed", 1))?;
             tx.insert_job(&job("b", "scheduleDeviceMethod", "running", 2))?;
             tx.insert_job(&job("c", "scheduleUpdateTwin", "running", 3))?;
-            tx.update_job("a", "completed", Some(10), &json!({}))?;
+            tx.update_job("a", JobStatus::Completed, Some(10), &json!({}))?;
             Ok(())
         })
         .await
@@ -254,7 +254,7 @@ async fn job_lists_filter_page_and_finished_jobs_are_pruned() {
         .read(|r| {
             let filter = JobFilter {
                 job_type: Some("scheduleUpdateTwin"),
-                status: Some("running"),
+                status: Some(JobStatus::Running),
                 ..Default::default()
             };
             r.list_jobs(&filter, 10)
@@ -263,7 +263,7 @@ async fn job_lists_filter_page_and_finished_jobs_are_pruned() {
         .unwrap();
     assert_eq!(twins.len(), 1);
     let unfinished = store
-        .read(|r| r.unfinished_jobs(&["running", "completed"]))
+        .read(|r| r.unfinished_jobs(&[JobStatus::Running, JobStatus::Completed]))
         .await
         .unwrap();
     assert_eq!(unfinished.len(), 2, "a finished job is not unfinished");
@@ -293,23 +293,8 @@ async fn counts_match_rows(store: &Store, job_id: &'static str) -> JobDeviceCoun
     let counted = store
         .read(move |r| {
             let mut c = JobDeviceCounts::default();
-            for status in [
-                "pending",
-                "scheduled",
-                "running",
-                "completed",
-                "failed",
-                "canceled",
-            ] {
-                let n = r.job_device_ids(job_id, status, usize::MAX)?.len() as u64;
-                match status {
-                    "pending" => c.pending = n,
-                    "scheduled" => c.scheduled = n,
-                    "running" => c.running = n,
-                    "completed" => c.completed = n,
-                    "failed" => c.failed = n,
-                    _ => c.canceled = n,
-                }
+            for status in DeviceJobStatus::ALL {
+                *c.of_mut(status) = r.job_device_ids(job_id, status, usize::MAX)?.len() as u64;
             }
             Ok(c)
         })
@@ -324,7 +309,7 @@ async fn job_counts_follow_every_change_and_a_rolled_back_write_changes_none() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     seed(&store, 10).await;
-    let update = |status: &'static str| JobDeviceUpdate {
+    let update = |status: DeviceJobStatus| JobDeviceUpdate {
         status,
         start_time: Some("t"),
         end_time: Some("t"),
@@ -350,15 +335,25 @@ async fn job_counts_follow_every_change_and_a_rolled_back_write_changes_none() {
 
     let seen_inside = store
         .write(move |tx| -> Result<JobDeviceCounts, StoreError> {
-            tx.move_job_devices("j1", "pending", &update("running"), 3)?;
-            tx.update_job_device("j1", "d000", &update("completed"))?;
+            tx.move_job_devices(
+                "j1",
+                DeviceJobStatus::Pending,
+                &update(DeviceJobStatus::Running),
+                3,
+            )?;
+            tx.update_job_device("j1", "d000", &update(DeviceJobStatus::Completed))?;
             // The same status again, and a row that does not exist: no change.
-            tx.update_job_device("j1", "d000", &update("completed"))?;
-            tx.update_job_device("j1", "nope", &update("failed"))?;
-            tx.update_pending_job_device("j1", "d005", &update("failed"))?;
+            tx.update_job_device("j1", "d000", &update(DeviceJobStatus::Completed))?;
+            tx.update_job_device("j1", "nope", &update(DeviceJobStatus::Failed))?;
+            tx.update_pending_job_device("j1", "d005", &update(DeviceJobStatus::Failed))?;
             // Not pending any more: refused, not counted.
-            tx.update_pending_job_device("j1", "d001", &update("failed"))?;
-            assert!(!tx.update_job_device_from("j1", "d002", "completed", &update("failed"))?);
+            tx.update_pending_job_device("j1", "d001", &update(DeviceJobStatus::Failed))?;
+            assert!(!tx.update_job_device_from(
+                "j1",
+                "d002",
+                DeviceJobStatus::Completed,
+                &update(DeviceJobStatus::Failed)
+            )?);
             tx.job_device_counts("j1")
         })
         .await
@@ -371,7 +366,12 @@ async fn job_counts_follow_every_change_and_a_rolled_back_write_changes_none() {
     // A write that fails after changing rows is rolled back with its counts.
     let failed = store
         .write(move |tx| -> Result<(), StoreError> {
-            tx.move_job_devices("j1", "pending", &update("canceled"), 100)?;
+            tx.move_job_devices(
+                "j1",
+                DeviceJobStatus::Pending,
+                &update(DeviceJobStatus::Canceled),
+                100,
+            )?;
             Err(StoreError::Other("changed my mind".into()))
         })
         .await;

@@ -7,58 +7,7 @@ use fleethub_store::{JobDeviceCounts, JobRow};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-/// A job's lifecycle, with IoT Hub's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum JobStatus {
-    /// Waiting for its start time.
-    Scheduled,
-    /// Ready to start, waiting for a free slot (`maxConcurrentJobs`).
-    Queued,
-    /// Working through its devices.
-    Running,
-    /// Every device was processed (some may have failed; see the statistics).
-    Completed,
-    /// The job itself could not run (`failureReason` says why).
-    Failed,
-    /// Cancelled; devices not yet processed were canceled.
-    Cancelled,
-}
-
-impl JobStatus {
-    /// IoT Hub's name, also the `jobs.status` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Scheduled => "scheduled",
-            JobStatus::Queued => "queued",
-            JobStatus::Running => "running",
-            JobStatus::Completed => "completed",
-            JobStatus::Failed => "failed",
-            JobStatus::Cancelled => "cancelled",
-        }
-    }
-
-    /// Parses IoT Hub's name (`enqueued` is IoT Hub's other word for queued).
-    pub fn parse(s: &str) -> Option<JobStatus> {
-        Some(match s {
-            "scheduled" => JobStatus::Scheduled,
-            "queued" | "enqueued" => JobStatus::Queued,
-            "running" => JobStatus::Running,
-            "completed" => JobStatus::Completed,
-            "failed" => JobStatus::Failed,
-            "cancelled" => JobStatus::Cancelled,
-            _ => return None,
-        })
-    }
-
-    /// Whether the job will do nothing more on its own.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
-        )
-    }
-}
+pub use fleethub_core::jobs::JobStatus;
 
 /// A method job's call, checked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

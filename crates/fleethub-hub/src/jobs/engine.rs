@@ -14,6 +14,7 @@ use crate::hub::HubInner;
 use crate::Hub;
 use chrono::{DateTime, Utc};
 use fleethub_core::HubResult;
+use fleethub_store::DeviceJobStatus;
 use fleethub_store::{JobDeviceUpdate, JobReads, JobSnapshot, StoreError, WriteTx};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -22,7 +23,12 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// Statuses of jobs that may still have work.
-const UNFINISHED: &[&str] = &["running", "cancelled", "scheduled", "queued"];
+const UNFINISHED: &[JobStatus] = &[
+    JobStatus::Running,
+    JobStatus::Cancelled,
+    JobStatus::Scheduled,
+    JobStatus::Queued,
+];
 /// Device rows moved (canceled, expired, interrupted) per write.
 const MOVE_CHUNK: usize = 50_000;
 /// The longest the background loop sleeps without a reason to wake.
@@ -89,7 +95,10 @@ impl JobEngine {
         runtimes.retain(|id, _| jobs.iter().any(|j| &j.job_id == id));
         let now = self.hub.inner.clock.now();
         let max_running = self.hub.config().jobs.max_concurrent;
-        let mut running = jobs.iter().filter(|j| j.status == "running").count();
+        let mut running = jobs
+            .iter()
+            .filter(|j| j.status == JobStatus::Running)
+            .count();
         let mut out = StepOutcome::default();
         for row in jobs {
             let doc = match JobDocument::from_row(&row) {
@@ -148,7 +157,7 @@ impl JobEngine {
         let id = doc.job_id.clone();
         self.hub
             .store()
-            .write(move |tx| tx.update_job(&id, "running", None, &body))
+            .write(move |tx| tx.update_job(&id, JobStatus::Running, None, &body))
             .await?;
         tracing::info!(job = %doc.job_id, "job started");
         Ok(doc)
@@ -305,7 +314,7 @@ impl JobEngine {
                     next.snapshot_after = last;
                 }
                 next.snapshot_done = added < chunk as u64;
-                tx.update_job(&next.job_id, "running", None, &next.to_value())?;
+                tx.update_job(&next.job_id, JobStatus::Running, None, &next.to_value())?;
                 Ok(Ok(next))
             })
             .await?;
@@ -331,7 +340,7 @@ impl JobEngine {
             .write(move |tx| -> HubResult<JobDocument> {
                 let error = device_error("JobFailed", reason);
                 let update = failed_update(&now, &error);
-                tx.move_job_devices(&next.job_id, "pending", &update, usize::MAX)?;
+                tx.move_job_devices(&next.job_id, DeviceJobStatus::Pending, &update, usize::MAX)?;
                 finish_in(tx, &mut next, JobStatus::Failed, &now, now_ms)?;
                 Ok(next)
             })
@@ -358,9 +367,9 @@ impl JobEngine {
                     ),
                 );
                 let update = failed_update(&now, &error);
-                let moved = tx.move_job_devices(&next.job_id, "pending", &update, MOVE_CHUNK)?;
+                let moved = tx.move_job_devices(&next.job_id, DeviceJobStatus::Pending, &update, MOVE_CHUNK)?;
                 if !was_done {
-                    tx.update_job(&next.job_id, "running", None, &next.to_value())?;
+                    tx.update_job(&next.job_id, JobStatus::Running, None, &next.to_value())?;
                 }
                 Ok(moved)
             })
@@ -371,14 +380,14 @@ impl JobEngine {
     /// Finishes a job whose devices are all processed; returns whether it did.
     async fn finish_if_done(&self, doc: JobDocument) -> HubResult<bool> {
         let id = doc.job_id.clone();
-        let busy =
-            self.hub
-                .store()
-                .read_point(move |r| {
-                    Ok(r.job_has_devices_in(&id, "pending")?
-                        || r.job_has_devices_in(&id, "running")?)
-                })
-                .await?;
+        let busy = self
+            .hub
+            .store()
+            .read_point(move |r| {
+                Ok(r.job_has_devices_in(&id, DeviceJobStatus::Pending)?
+                    || r.job_has_devices_in(&id, DeviceJobStatus::Running)?)
+            })
+            .await?;
         if busy {
             return Ok(false);
         }
@@ -389,8 +398,8 @@ impl JobEngine {
             .store()
             .write(move |tx| -> HubResult<bool> {
                 let id = doc.job_id.clone();
-                if tx.job_has_devices_in(&id, "pending")?
-                    || tx.job_has_devices_in(&id, "running")?
+                if tx.job_has_devices_in(&id, DeviceJobStatus::Pending)?
+                    || tx.job_has_devices_in(&id, DeviceJobStatus::Running)?
                 {
                     return Ok(false);
                 }
@@ -412,7 +421,9 @@ impl JobEngine {
             .store()
             .write(move |tx| -> HubResult<bool> {
                 let moved = cancel_pending_in(tx, &doc.job_id, &now, MOVE_CHUNK)?;
-                if moved as usize >= MOVE_CHUNK || tx.job_has_devices_in(&doc.job_id, "running")? {
+                if moved as usize >= MOVE_CHUNK
+                    || tx.job_has_devices_in(&doc.job_id, DeviceJobStatus::Running)?
+                {
                     return Ok(moved > 0);
                 }
                 finish_in(tx, &mut doc, JobStatus::Cancelled, &now, now_ms)?;
@@ -448,7 +459,12 @@ impl JobEngine {
                              it was not called again, so it cannot run twice",
                         );
                         let update = failed_update(&now, &error);
-                        Ok(tx.move_job_devices(&id, "running", &update, MOVE_CHUNK)?)
+                        Ok(tx.move_job_devices(
+                            &id,
+                            DeviceJobStatus::Running,
+                            &update,
+                            MOVE_CHUNK,
+                        )?)
                     })
                     .await?;
                 failed += moved;
@@ -485,10 +501,10 @@ pub(super) fn cancel_pending_in(
         "the job was cancelled before it reached this device",
     );
     let update = JobDeviceUpdate {
-        status: "canceled",
+        status: DeviceJobStatus::Canceled,
         ..failed_update(now, &error)
     };
-    Ok(tx.move_job_devices(job_id, "pending", &update, limit)?)
+    Ok(tx.move_job_devices(job_id, DeviceJobStatus::Pending, &update, limit)?)
 }
 
 /// Writes a job's final state: status, end time and the statistics its rows add up to.
@@ -504,7 +520,7 @@ pub(super) fn finish_in(
     doc.snapshot_done = true;
     doc.end_time = Some(now.to_string());
     doc.final_statistics = Some(Statistics::from(counts));
-    tx.update_job(&doc.job_id, status.as_str(), Some(now_ms), &doc.to_value())?;
+    tx.update_job(&doc.job_id, status, Some(now_ms), &doc.to_value())?;
     tx.append_event(
         None,
         "job.finished",
@@ -559,7 +575,7 @@ pub(crate) fn spawn(inner: Weak<HubInner>, state: Arc<JobsState>) {
 /// The update that fails a device's row at `now` with `error`.
 fn failed_update<'a>(now: &'a str, error: &'a Value) -> JobDeviceUpdate<'a> {
     JobDeviceUpdate {
-        status: "failed",
+        status: DeviceJobStatus::Failed,
         start_time: None,
         end_time: Some(now),
         updated_time: now,

@@ -7,6 +7,7 @@ use super::engine::device_error;
 use crate::methods::MethodRequest;
 use crate::Hub;
 use fleethub_core::{HubError, HubResult};
+use fleethub_store::DeviceJobStatus;
 use fleethub_store::{JobDeviceUpdate, JobReads};
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,9 +30,9 @@ pub(super) async fn start(
     let claimed = hub
         .store()
         .write(move |tx| -> HubResult<Vec<String>> {
-            let ids = tx.job_device_ids(&job_id, "pending", limit)?;
+            let ids = tx.job_device_ids(&job_id, DeviceJobStatus::Pending, limit)?;
             let running = JobDeviceUpdate {
-                status: "running",
+                status: DeviceJobStatus::Running,
                 start_time: Some(&now),
                 end_time: None,
                 updated_time: &now,
@@ -77,11 +78,11 @@ async fn call_one(hub: &Hub, job_id: &str, device_id: &str, request: MethodReque
         .write(move |tx| -> HubResult<bool> {
             let (status, outcome, error) = match result {
                 Ok(r) => (
-                    "completed",
+                    DeviceJobStatus::Completed,
                     Some(json!({ "deviceMethodResponse": { "status": r.status, "payload": r.payload } })),
                     None,
                 ),
-                Err(e) => ("failed", None, Some(device_error(e.code.name(), e.message))),
+                Err(e) => (DeviceJobStatus::Failed, None, Some(device_error(e.code.name(), e.message))),
             };
             let update = JobDeviceUpdate {
                 status,
@@ -92,7 +93,7 @@ async fn call_one(hub: &Hub, job_id: &str, device_id: &str, request: MethodReque
                 error: error.as_ref(),
             };
             // Only a row this call claimed: nothing else moves a running row while the hub runs.
-            Ok(tx.update_job_device_from(&job, &device, "running", &update)?)
+            Ok(tx.update_job_device_from(&job, &device, DeviceJobStatus::Running, &update)?)
         })
         .await;
     if let Err(e) = written {

@@ -5,6 +5,7 @@ use super::engine::{cancel_pending_in, finish_in};
 use super::request::{parse_job_request, JobId, JobType};
 use crate::Hub;
 use fleethub_core::{ErrorCode, HubError, HubResult};
+use fleethub_store::DeviceJobStatus;
 use fleethub_store::{JobDeviceRow, JobFilter, JobReads, JobRow};
 use serde_json::Value;
 
@@ -69,7 +70,7 @@ impl Hub {
         let row = JobRow {
             job_id: doc.job_id.clone(),
             job_type: doc.job_type.as_str().to_string(),
-            status: status.as_str().to_string(),
+            status,
             created_ms: now.timestamp_millis(),
             start_ms: start.timestamp_millis(),
             end_ms: None,
@@ -143,10 +144,10 @@ impl Hub {
                 doc.end_time = Some(now.clone());
                 doc.status_message = Some("cancelled on request".into());
                 let moved = cancel_pending_in(tx, &key, &now, CANCEL_CHUNK)?;
-                let busy =
-                    moved as usize >= CANCEL_CHUNK || tx.job_has_devices_in(&key, "running")?;
+                let busy = moved as usize >= CANCEL_CHUNK
+                    || tx.job_has_devices_in(&key, DeviceJobStatus::Running)?;
                 if busy {
-                    tx.update_job(&key, "cancelled", None, &doc.to_value())?;
+                    tx.update_job(&key, JobStatus::Cancelled, None, &doc.to_value())?;
                 } else {
                     finish_in(tx, &mut doc, JobStatus::Cancelled, &now, now_ms)?;
                 }
@@ -203,7 +204,7 @@ impl Hub {
             .read(move |r| {
                 let filter = JobFilter {
                     job_type: job_type.map(JobType::as_str),
-                    status: status.map(JobStatus::as_str),
+                    status,
                     after: after.as_ref().map(|(ms, id)| (*ms, id.as_str())),
                 };
                 let rows = r.list_jobs(&filter, page + 1)?;

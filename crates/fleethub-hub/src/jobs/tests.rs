@@ -4,6 +4,7 @@ use super::*;
 use crate::{DeviceCommand, Hub, HubConfig};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use fleethub_core::{ErrorCode, ManualClock};
+use fleethub_store::DeviceJobStatus;
 use fleethub_store::{JobDeviceUpdate, JobReads, Store, StoreConfig};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -158,7 +159,7 @@ async fn a_scheduled_job_waits_for_its_start_time_then_updates_every_twin() {
         assert_eq!(twin["tags"]["ring"], 1);
     }
     let row = f.hub.job_device("j1", "d001").await.unwrap();
-    assert_eq!(row.status, "completed");
+    assert_eq!(row.status, DeviceJobStatus::Completed);
     assert_eq!(row.job_type, "scheduleUpdateTwin");
     assert!(row.start_time.is_some() && row.end_time.is_some());
     assert_eq!((row.outcome, row.error), (None, None));
@@ -231,7 +232,7 @@ async fn devices_not_reached_within_max_execution_time_fail_with_a_timeout() {
     assert_eq!(job["status"], "completed", "{job}");
     assert_eq!(f.stats("slow").await, (10, 4, 6, 0, 0));
     let row = f.hub.job_device("slow", "d009").await.unwrap();
-    assert_eq!(row.status, "failed");
+    assert_eq!(row.status, DeviceJobStatus::Failed);
     let error = row.error.unwrap();
     assert_eq!(error["code"], "JobTimedOut");
     assert!(
@@ -265,7 +266,7 @@ async fn cancel_stops_a_running_job_and_cancels_its_pending_devices() {
         "nothing ran after the cancel"
     );
     let row = f.hub.job_device("c", "d009").await.unwrap();
-    assert_eq!(row.status, "canceled");
+    assert_eq!(row.status, DeviceJobStatus::Canceled);
     assert!(f.desired("d009").await.get("fw").is_none());
     let again = f.hub.cancel_job("c").await.unwrap();
     assert_eq!(again["status"], "cancelled", "cancelling twice is harmless");
@@ -321,7 +322,7 @@ async fn a_device_deleted_after_the_snapshot_fails_with_device_not_found() {
     f.run().await;
     assert_eq!(f.stats("del").await, (3, 2, 1, 0, 0));
     let row = f.hub.job_device("del", "d002").await.unwrap();
-    assert_eq!(row.status, "failed");
+    assert_eq!(row.status, DeviceJobStatus::Failed);
     assert_eq!(row.error.unwrap()["code"], "DeviceNotFound");
 }
 
@@ -385,13 +386,13 @@ async fn a_method_job_records_answers_and_fails_offline_devices() {
     assert_eq!(job["status"], "completed", "{job}");
     assert_eq!(f.stats("m").await, (3, 2, 1, 0, 0));
     let row = f.hub.job_device("m", "m001").await.unwrap();
-    assert_eq!(row.status, "completed");
+    assert_eq!(row.status, DeviceJobStatus::Completed);
     assert_eq!(
         row.outcome.unwrap(),
         json!({ "deviceMethodResponse": { "status": 200, "payload": { "device": "m001", "method": "reboot" } } })
     );
     let offline = f.hub.job_device("m", "m002").await.unwrap();
-    assert_eq!(offline.status, "failed");
+    assert_eq!(offline.status, DeviceJobStatus::Failed);
     assert_eq!(offline.error.unwrap()["code"], "DeviceNotOnline");
 }
 
@@ -412,7 +413,7 @@ async fn method_rows_left_running_by_a_crash_are_failed_not_called_again() {
     f.store
         .write(|tx| {
             let running = JobDeviceUpdate {
-                status: "running",
+                status: DeviceJobStatus::Running,
                 start_time: Some("t"),
                 end_time: None,
                 updated_time: "t",
@@ -426,7 +427,7 @@ async fn method_rows_left_running_by_a_crash_are_failed_not_called_again() {
     let failed = f.hub.job_engine().recover().await.unwrap();
     assert_eq!(failed, 1);
     let row = f.hub.job_device("crash", "m001").await.unwrap();
-    assert_eq!(row.status, "failed");
+    assert_eq!(row.status, DeviceJobStatus::Failed);
     assert_eq!(row.error.unwrap()["code"], "JobInterrupted");
 }
 

@@ -11,6 +11,7 @@ use crate::Hub;
 use fleethub_core::twin::patch::apply_tags_patch;
 use fleethub_core::twin::{Section, TwinProperties};
 use fleethub_core::{HubError, HubResult};
+use fleethub_store::DeviceJobStatus;
 use fleethub_store::{JobDeviceUpdate, JobReads, JobTwinTarget, WriteTx};
 use serde_json::{json, Map, Value};
 
@@ -142,13 +143,20 @@ fn apply_batch(
         match merged {
             Err(e) => {
                 let error = device_error(e.code.name(), e.message);
-                if mark(tx, job_id, device_id, "failed", now, Some(&error))? {
+                if mark(
+                    tx,
+                    job_id,
+                    device_id,
+                    DeviceJobStatus::Failed,
+                    now,
+                    Some(&error),
+                )? {
                     failed += 1;
                 }
             }
             // Only a row still pending is processed: the job may have been cancelled or expired
             // since the batch was read.
-            Ok(applied) if mark(tx, job_id, device_id, "completed", now, None)? => {
+            Ok(applied) if mark(tx, job_id, device_id, DeviceJobStatus::Completed, now, None)? => {
                 let applied = if write(tx, device_id, &applied)? {
                     Ok(applied)
                 } else {
@@ -212,7 +220,7 @@ fn write(tx: &mut WriteTx<'_>, device_id: &str, applied: &Merged) -> HubResult<b
 /// The row update that fails a device now with `error`.
 fn failed_now<'a>(now: &'a str, error: &'a Value) -> JobDeviceUpdate<'a> {
     JobDeviceUpdate {
-        status: "failed",
+        status: DeviceJobStatus::Failed,
         start_time: Some(now),
         end_time: Some(now),
         updated_time: now,
@@ -226,7 +234,7 @@ fn mark(
     tx: &mut WriteTx<'_>,
     job_id: &str,
     device_id: &str,
-    status: &str,
+    status: DeviceJobStatus,
     now: &str,
     error: Option<&Value>,
 ) -> HubResult<bool> {

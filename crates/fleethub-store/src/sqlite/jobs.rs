@@ -8,6 +8,8 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, OptionalExtension, Row};
 use serde_json::Value;
 
+pub use fleethub_core::jobs::{DeviceJobStatus, JobStatus};
+
 use super::reads::{json_text, sql_limit};
 use crate::{Reads, StoreError, WriteTx};
 
@@ -28,8 +30,8 @@ pub struct JobRow {
     pub job_id: String,
     /// `scheduleUpdateTwin` or `scheduleDeviceMethod`.
     pub job_type: String,
-    /// The hub's status for the job (`scheduled`, `queued`, `running`, `completed`, …).
-    pub status: String,
+    /// The job's status.
+    pub status: JobStatus,
     /// When the job was created, in Unix milliseconds.
     pub created_ms: i64,
     /// When the job may start, in Unix milliseconds.
@@ -49,8 +51,8 @@ pub struct JobDeviceRow {
     pub device_id: String,
     /// The job's type.
     pub job_type: String,
-    /// `pending`, `scheduled`, `running`, `completed`, `failed` or `canceled`.
-    pub status: String,
+    /// Where the device's part in the job stands.
+    pub status: DeviceJobStatus,
     /// When the device joined the job's snapshot (IoT Hub timestamp).
     pub created_time: String,
     /// When work on the device started.
@@ -87,6 +89,18 @@ impl JobDeviceCounts {
     pub fn total(&self) -> u64 {
         self.pending + self.scheduled + self.running + self.completed + self.failed + self.canceled
     }
+
+    /// The count of devices in `status`.
+    pub fn of_mut(&mut self, status: DeviceJobStatus) -> &mut u64 {
+        match status {
+            DeviceJobStatus::Pending => &mut self.pending,
+            DeviceJobStatus::Scheduled => &mut self.scheduled,
+            DeviceJobStatus::Running => &mut self.running,
+            DeviceJobStatus::Completed => &mut self.completed,
+            DeviceJobStatus::Failed => &mut self.failed,
+            DeviceJobStatus::Canceled => &mut self.canceled,
+        }
+    }
 }
 
 /// A device a twin job is about to update: the twin sections it asked for, as stored text.
@@ -107,7 +121,7 @@ pub struct JobTwinTarget {
 #[derive(Debug, Clone, Copy)]
 pub struct JobDeviceUpdate<'a> {
     /// The new status.
-    pub status: &'a str,
+    pub status: DeviceJobStatus,
     /// Sets `start_time` when given (kept otherwise).
     pub start_time: Option<&'a str>,
     /// Sets `end_time` when given (kept otherwise).
@@ -126,7 +140,7 @@ pub struct JobFilter<'a> {
     /// Only jobs of this type.
     pub job_type: Option<&'a str>,
     /// Only jobs with this status.
-    pub status: Option<&'a str>,
+    pub status: Option<JobStatus>,
     /// Only jobs after this `(created_ms, job_id)` position.
     pub after: Option<(i64, &'a str)>,
 }
@@ -157,7 +171,7 @@ pub trait JobReads: Reads {
         let rows = stmt.query_map(
             params![
                 filter.job_type,
-                filter.status,
+                filter.status.map(JobStatus::as_str),
                 after_ms,
                 after_id,
                 sql_limit(limit)
@@ -168,7 +182,7 @@ pub trait JobReads: Reads {
     }
 
     /// The jobs with work left: not yet finished (`end_ms` unset) and in one of `statuses`.
-    fn unfinished_jobs(&self, statuses: &[&str]) -> Result<Vec<JobRow>, StoreError> {
+    fn unfinished_jobs(&self, statuses: &[JobStatus]) -> Result<Vec<JobRow>, StoreError> {
         let mut out = Vec::new();
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE status = ?1 AND end_ms IS NULL
@@ -176,7 +190,7 @@ pub trait JobReads: Reads {
         );
         let mut stmt = self.conn().prepare_cached(&sql)?;
         for status in statuses {
-            let rows = stmt.query_map([status], job_row)?;
+            let rows = stmt.query_map([status.as_str()], job_row)?;
             for row in rows {
                 out.push(row?);
             }
@@ -193,41 +207,39 @@ pub trait JobReads: Reads {
         let mut counts = JobDeviceCounts::default();
         let mut rows = stmt.query([job_id])?;
         while let Some(row) = rows.next()? {
-            let status: String = row.get(0)?;
+            let status = device_job_status(row, 0)?;
             let n = u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0);
-            match status.as_str() {
-                "pending" => counts.pending += n,
-                "scheduled" => counts.scheduled += n,
-                "running" => counts.running += n,
-                "completed" => counts.completed += n,
-                "failed" => counts.failed += n,
-                "canceled" => counts.canceled += n,
-                _ => {}
-            }
+            *counts.of_mut(status) += n;
         }
         Ok(counts)
     }
 
     /// Whether any of the job's devices is in `status`.
-    fn job_has_devices_in(&self, job_id: &str, status: &str) -> Result<bool, StoreError> {
+    fn job_has_devices_in(
+        &self,
+        job_id: &str,
+        status: DeviceJobStatus,
+    ) -> Result<bool, StoreError> {
         let mut stmt = self.conn().prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM job_devices WHERE job_id = ?1 AND status = ?2)",
         )?;
-        Ok(stmt.query_row([job_id, status], |r| r.get(0))?)
+        Ok(stmt.query_row([job_id, status.as_str()], |r| r.get(0))?)
     }
 
     /// Up to `limit` ids of the job's devices in `status`, in id order.
     fn job_device_ids(
         &self,
         job_id: &str,
-        status: &str,
+        status: DeviceJobStatus,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         let mut stmt = self.conn().prepare_cached(
             "SELECT device_id FROM job_devices WHERE job_id = ?1 AND status = ?2
              ORDER BY device_id LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![job_id, status, sql_limit(limit)], |r| r.get(0))?;
+        let rows = stmt.query_map(params![job_id, status.as_str(), sql_limit(limit)], |r| {
+            r.get(0)
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -345,7 +357,7 @@ impl WriteTx<'_> {
         let inserted = stmt.execute(params![
             row.job_id,
             row.job_type,
-            row.status,
+            row.status.as_str(),
             row.created_ms,
             row.start_ms,
             row.end_ms,
@@ -358,14 +370,14 @@ impl WriteTx<'_> {
     pub fn update_job(
         &mut self,
         job_id: &str,
-        status: &str,
+        status: JobStatus,
         end_ms: Option<i64>,
         body: &Value,
     ) -> Result<bool, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "UPDATE jobs SET status = ?2, end_ms = ?3, body = ?4 WHERE job_id = ?1",
         )?;
-        Ok(stmt.execute(params![job_id, status, end_ms, json_text(body)?])? == 1)
+        Ok(stmt.execute(params![job_id, status.as_str(), end_ms, json_text(body)?])? == 1)
     }
 
     /// Adds up to `limit` devices to a job's snapshot as `pending` rows: those whose id sorts
@@ -403,7 +415,7 @@ impl WriteTx<'_> {
         if inserted == 0 {
             return Ok((0, None));
         }
-        self.count(snapshot.job_id, "pending", inserted as i64);
+        self.count(snapshot.job_id, DeviceJobStatus::Pending, inserted as i64);
         let last: Option<String> = self
             .conn
             .prepare_cached("SELECT max(device_id) FROM job_devices WHERE job_id = ?1")?
@@ -419,7 +431,7 @@ impl WriteTx<'_> {
         update: &JobDeviceUpdate<'_>,
     ) -> Result<bool, StoreError> {
         match self.get_job_device(job_id, device_id)? {
-            Some(row) => self.update_job_device_from(job_id, device_id, &row.status, update),
+            Some(row) => self.update_job_device_from(job_id, device_id, row.status, update),
             None => Ok(false),
         }
     }
@@ -432,7 +444,7 @@ impl WriteTx<'_> {
         device_id: &str,
         update: &JobDeviceUpdate<'_>,
     ) -> Result<bool, StoreError> {
-        self.update_job_device_from(job_id, device_id, "pending", update)
+        self.update_job_device_from(job_id, device_id, DeviceJobStatus::Pending, update)
     }
 
     /// Changes one device's row in a job only if its status is `from`; `false` otherwise.
@@ -440,14 +452,14 @@ impl WriteTx<'_> {
         &mut self,
         job_id: &str,
         device_id: &str,
-        from: &str,
+        from: DeviceJobStatus,
         update: &JobDeviceUpdate<'_>,
     ) -> Result<bool, StoreError> {
         let sql = concat!(
             set_from_update!(),
             "WHERE job_id = ?1 AND device_id = ?2 AND status = ?9"
         );
-        let changed = self.apply_update(sql, job_id, device_id, update, Some(&from))? == 1;
+        let changed = self.apply_update(sql, job_id, device_id, update, Some(&from.as_str()))? == 1;
         if changed {
             self.count_move(job_id, from, update.status, 1);
         }
@@ -459,7 +471,7 @@ impl WriteTx<'_> {
     pub fn move_job_devices(
         &mut self,
         job_id: &str,
-        from: &str,
+        from: DeviceJobStatus,
         update: &JobDeviceUpdate<'_>,
         limit: usize,
     ) -> Result<u64, StoreError> {
@@ -469,7 +481,8 @@ impl WriteTx<'_> {
                  SELECT device_id FROM job_devices WHERE job_id = ?1 AND status = ?2
                  ORDER BY device_id LIMIT ?9)"
         );
-        let moved = self.apply_update(sql, job_id, from, update, Some(&sql_limit(limit)))?;
+        let moved =
+            self.apply_update(sql, job_id, from.as_str(), update, Some(&sql_limit(limit)))?;
         self.count_move(job_id, from, update.status, moved as i64);
         Ok(moved as u64)
     }
@@ -481,24 +494,22 @@ impl WriteTx<'_> {
     }
 
     /// Notes `delta` more devices of `job_id` in `status` (applied when the write ends).
-    fn count(&mut self, job_id: &str, status: &str, delta: i64) {
+    fn count(&mut self, job_id: &str, status: DeviceJobStatus, delta: i64) {
         if delta == 0 {
             return;
         }
         match self
             .count_deltas
             .iter_mut()
-            .find(|(j, s, _)| j == job_id && s == status)
+            .find(|(j, s, _)| j == job_id && *s == status)
         {
             Some((_, _, n)) => *n += delta,
-            None => self
-                .count_deltas
-                .push((job_id.to_string(), status.to_string(), delta)),
+            None => self.count_deltas.push((job_id.to_string(), status, delta)),
         }
     }
 
     /// Notes `n` devices of `job_id` moving from `from` to `to`.
-    fn count_move(&mut self, job_id: &str, from: &str, to: &str, n: i64) {
+    fn count_move(&mut self, job_id: &str, from: DeviceJobStatus, to: DeviceJobStatus, n: i64) {
         if from != to {
             self.count(job_id, from, -n);
             self.count(job_id, to, n);
@@ -517,7 +528,7 @@ impl WriteTx<'_> {
         )?;
         for (job_id, status, delta) in self.count_deltas.drain(..) {
             if delta != 0 {
-                stmt.execute(params![job_id, status, delta])?;
+                stmt.execute(params![job_id, status.as_str(), delta])?;
             }
         }
         Ok(())
@@ -540,7 +551,7 @@ impl WriteTx<'_> {
         let base = params![
             job_id,
             key,
-            update.status,
+            update.status.as_str(),
             update.start_time,
             update.end_time,
             update.updated_time,
@@ -635,7 +646,7 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
     Ok(JobRow {
         job_id: r.get(0)?,
         job_type: r.get(1)?,
-        status: r.get(2)?,
+        status: job_status(r, 2)?,
         created_ms: r.get(3)?,
         start_ms: r.get(4)?,
         end_ms: r.get(5)?,
@@ -648,7 +659,7 @@ fn job_device_row(r: &Row<'_>) -> rusqlite::Result<JobDeviceRow> {
         job_id: r.get(0)?,
         device_id: r.get(1)?,
         job_type: r.get(2)?,
-        status: r.get(3)?,
+        status: device_job_status(r, 3)?,
         created_time: r.get(4)?,
         start_time: r.get(5)?,
         end_time: r.get(6)?,
@@ -656,6 +667,24 @@ fn job_device_row(r: &Row<'_>) -> rusqlite::Result<JobDeviceRow> {
         outcome: optional_json(r, 8)?,
         error: optional_json(r, 9)?,
     })
+}
+
+fn job_status(r: &Row<'_>, index: usize) -> rusqlite::Result<JobStatus> {
+    let text = r.get_ref(index)?.as_str()?;
+    JobStatus::parse(text).ok_or_else(|| unknown_status(index, text))
+}
+
+fn device_job_status(r: &Row<'_>, index: usize) -> rusqlite::Result<DeviceJobStatus> {
+    let text = r.get_ref(index)?.as_str()?;
+    DeviceJobStatus::parse(text).ok_or_else(|| unknown_status(index, text))
+}
+
+fn unknown_status(index: usize, text: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        index,
+        rusqlite::types::Type::Text,
+        format!("'{text}' is not a status this version of FleetHub knows").into(),
+    )
 }
 
 fn json_value(r: &Row<'_>, index: usize) -> rusqlite::Result<Value> {

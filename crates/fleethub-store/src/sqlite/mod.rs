@@ -27,8 +27,8 @@ use read_pool::ReadPool;
 use writer::{WriteJob, Writer};
 
 pub use jobs::{
-    JobDeviceCounts, JobDeviceRow, JobDeviceUpdate, JobFilter, JobReads, JobRow, JobSnapshot,
-    JobTwinTarget,
+    DeviceJobStatus, JobDeviceCounts, JobDeviceRow, JobDeviceUpdate, JobFilter, JobReads, JobRow,
+    JobSnapshot, JobStatus, JobTwinTarget,
 };
 pub use reads::{ReadTx, Reads};
 pub use writes::{Effect, WriteTx};

@@ -11,7 +11,7 @@ use crate::{C2dRow, DeviceRow, EncodedDeviceRow, Reads, StoreError, TelemetryRow
 pub struct WriteTx<'a> {
     pub(crate) conn: &'a Connection,
     /// Changes to `job_counts` made by this write so far: (job, status, delta).
-    pub(crate) count_deltas: Vec<(String, String, i64)>,
+    pub(crate) count_deltas: Vec<(String, fleethub_core::jobs::DeviceJobStatus, i64)>,
     /// What must happen once the batch commits, in the order the writes recorded it.
     pub(crate) effects: Vec<Effect>,
 }
