@@ -957,11 +957,15 @@ async fn an_init_added_after_open_runs_once_per_connection_not_per_read() {
         .unwrap();
     assert_eq!(runs.load(Ordering::SeqCst), 1, "the writer ran it at once");
 
-    let reads = (0..40).map(|_| {
-        let store = store.clone();
+    // Two reads that meet at a barrier hold both connections at once, so each runs the init;
+    // the 38 reads after them find it already run.
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let both = (0..2).map(|_| {
+        let (store, barrier) = (store.clone(), Arc::clone(&barrier));
         tokio::spawn(async move {
             store
-                .read(|tx| {
+                .read(move |tx| {
+                    barrier.wait();
                     Ok(tx
                         .conn()
                         .query_row("SELECT fh_answer()", [], |r| r.get::<_, i64>(0))?)
@@ -969,8 +973,19 @@ async fn an_init_added_after_open_runs_once_per_connection_not_per_read() {
                 .await
         })
     });
-    for read in reads.collect::<Vec<_>>() {
+    for read in both.collect::<Vec<_>>() {
         assert_eq!(read.await.unwrap().unwrap(), 42);
+    }
+    for _ in 0..38 {
+        let answer = store
+            .read(|tx| {
+                Ok(tx
+                    .conn()
+                    .query_row("SELECT fh_answer()", [], |r| r.get::<_, i64>(0))?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(answer, 42);
     }
     let answer = store
         .write(|tx| {
