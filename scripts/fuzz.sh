@@ -75,7 +75,9 @@ export PATH="$AFL_BIN:$PATH"
 HOST=$(rustc -vV | sed -n 's/^host: //p')
 RELEASE="$FUZZ/target/$HOST/release"
 echo "building the fuzz targets (${RELEASE#"$ROOT/"})"
-(cd "$FUZZ" && cargo afl build --release --locked --bins --target "$HOST")
+# Not --locked: fuzz/Cargo.lock follows the crates' manifests, which change without anyone
+# thinking of fuzz/; a dependency they add resolves here on the next build (commit the lock).
+(cd "$FUZZ" && cargo afl build --release --bins --target "$HOST")
 
 export AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_NO_AFFINITY=1 AFL_QUIET=1
 # afl wants crashes to dump core rather than go to a handler; without root (or in a container)
