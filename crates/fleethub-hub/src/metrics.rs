@@ -39,6 +39,8 @@ pub struct HttpsMetrics {
     pub header_timeouts: AtomicU64,
     /// Closed for having no request in flight for the idle timeout.
     pub idle_timeouts: AtomicU64,
+    /// Requests ended for a body that sent nothing for the idle timeout while it was awaited.
+    pub body_timeouts: AtomicU64,
     /// HTTPS connections open now (a gauge), handshakes included.
     pub open: AtomicU64,
 }
@@ -124,6 +126,7 @@ impl Metrics {
                 ("handshake_timeout", &https.handshake_timeouts),
                 ("header_timeout", &https.header_timeouts),
                 ("idle_timeout", &https.idle_timeouts),
+                ("body_timeout", &https.body_timeouts),
             ],
         );
         let https_open = https.open.load(Ordering::Relaxed);

@@ -7,6 +7,7 @@
 
 use axum::body::{Body, Bytes, HttpBody};
 use hyper::body::{Frame, SizeHint};
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -123,6 +124,75 @@ impl Drop for Busy {
             drop(state);
             self.0.went_idle.notify_waiters();
         }
+    }
+}
+
+/// A request body that fails once its client has sent nothing for a while as the handler waits
+/// for it, so a client that drips a body (a slowloris past the header) ends its own request with
+/// a 400 instead of holding it in flight forever.
+pub struct StallLimit<B> {
+    inner: B,
+    limit: Duration,
+    /// Set while the handler waits for data that has not come.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    on_stall: Option<Box<dyn FnOnce() + Send + Sync>>,
+    failed: bool,
+}
+
+impl<B> StallLimit<B> {
+    /// Fails `inner` after `limit` without data; `on_stall` runs when it does.
+    pub fn new(inner: B, limit: Duration, on_stall: impl FnOnce() + Send + Sync + 'static) -> Self {
+        StallLimit {
+            inner,
+            limit,
+            stall: None,
+            on_stall: Some(Box::new(on_stall)),
+            failed: false,
+        }
+    }
+}
+
+impl<B> HttpBody for StallLimit<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
+        let this = self.get_mut();
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.stall = None;
+            return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
+        }
+        let limit = this.limit;
+        let stall = this
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        std::task::ready!(stall.as_mut().poll(cx));
+        this.failed = true;
+        if let Some(on_stall) = this.on_stall.take() {
+            on_stall();
+        }
+        let message = format!("the request body sent nothing for {limit:?}");
+        Poll::Ready(Some(Err(
+            io::Error::new(io::ErrorKind::TimedOut, message).into()
+        )))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -8,7 +8,7 @@
 pub mod activity;
 pub mod admission;
 
-use activity::{Activity, BusyBody, Counted, IdleTimeouts};
+use activity::{Activity, BusyBody, Counted, IdleTimeouts, StallLimit};
 use admission::{Admission, Admitted, Caps};
 use axum::extract::ConnectInfo;
 use fleethub_hub::Hub;
@@ -104,11 +104,17 @@ impl Server {
         let activity = Activity::new();
         let stream = Counted::new(stream, activity.clone());
         let service = hyper::service::service_fn({
-            let (router, activity) = (self.router.clone(), activity.clone());
+            let (router, activity, hub) = (self.router.clone(), activity.clone(), self.hub.clone());
+            let body_limit = self.limits.idle_timeout;
             move |mut request: Request<Incoming>| {
                 let busy = activity.begin();
                 // For the WebSocket bridge, which gives the gateway the device's address.
                 request.extensions_mut().insert(ConnectInfo(peer));
+                let hub = hub.clone();
+                let request = request.map(|body| {
+                    let stalled = move || count(&hub.metrics().https.body_timeouts);
+                    axum::body::Body::new(StallLimit::new(body, body_limit, stalled))
+                });
                 let response = router.clone().oneshot(request);
                 async move {
                     let response = response.await?;

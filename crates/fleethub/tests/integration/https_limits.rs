@@ -302,6 +302,37 @@ async fn a_websocket_device_outlives_the_idle_timeout_and_gives_back_its_https_p
         .expect("the address's one HTTPS place is free again");
 }
 
+/// Past the header, a slowloris can drip the body instead: the request it starts must not stay in
+/// flight forever. A body that sends nothing for the idle timeout fails, and the request ends.
+#[tokio::test]
+async fn a_request_body_that_stalls_ends_its_request_after_the_idle_timeout() {
+    let idle_timeout = Duration::from_millis(400);
+    let hub = hub_with(|limits| limits.idle_timeout = idle_timeout).await;
+    let mut conn = tls_from(&hub.tls, loopback(20), hub.running.https_addr)
+        .await
+        .unwrap();
+    let head = format!(
+        "PUT /devices/stalled HTTP/1.1\r\nhost: localhost\r\nauthorization: {}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"deviceId\"",
+        hub.token("iothubowner")
+    );
+    let start = Instant::now();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(DEADLINE, conn.read(&mut buf)).await {
+            Err(_) => panic!("the stalled request was still in flight after {DEADLINE:?}"),
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => response.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert!(start.elapsed() >= idle_timeout, "{:?}", start.elapsed());
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert_eq!(count(&hub, |m| &m.body_timeouts), 1);
+}
+
 /// A request in flight is never idle, however long it takes: a direct method waiting on a slow
 /// device, and a live telemetry stream that sends nothing for a while, outlast both timeouts.
 #[tokio::test]
