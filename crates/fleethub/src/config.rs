@@ -77,7 +77,8 @@ pub struct HttpsLimitArgs {
           default_value = "20", value_parser = parse_seconds)]
     pub header_timeout: Duration,
     /// Seconds an HTTPS connection may stay open with no request in flight after its first
-    /// request (HTTP/1 connections between requests are held to the header timeout too).
+    /// request (HTTP/1 connections between requests are held to the header timeout too), and a
+    /// request body may send nothing while the hub waits for it.
     #[arg(long = "https-idle-timeout-seconds", env = "FLEETHUB_HTTPS_IDLE_TIMEOUT_SECONDS",
           default_value = "60", value_parser = parse_seconds)]
     pub idle_timeout: Duration,
