@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 use crate::aggregate::Accumulator;
 use crate::ast::{Expr, ItemExpr, Path, Select, Source};
 use crate::functions::{self, Func};
-use crate::semver;
 use crate::value::{self, group_key};
+use fleethub_core::semver;
 
 /// The value at `path` in `doc`.
 pub(crate) fn lookup<'d>(source: Source, path: &Path, doc: &'d Value) -> Option<&'d Value> {

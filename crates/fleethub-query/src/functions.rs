@@ -5,8 +5,8 @@
 
 use serde_json::Value;
 
-use crate::semver;
 use crate::value::{json_type, Num};
+use fleethub_core::semver;
 
 /// A built-in scalar function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,6 @@ mod lexer;
 pub mod limits;
 mod parser;
 mod paths;
-mod semver;
 mod sql;
 mod value;
 
@@ -30,7 +29,8 @@ use std::fmt;
 
 pub use ast::Source;
 pub use error::QueryError;
-pub use semver::semver_key;
+/// The sort key `SEMVER()` compares by; semantic versions live in core.
+pub use fleethub_core::semver::semver_key;
 pub use sql::query::{DEVICE_COLUMNS, JOB_COLUMNS};
 pub use sql::register::register_sql_functions;
 

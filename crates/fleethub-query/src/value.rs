@@ -114,7 +114,7 @@ pub(crate) fn compare(op: CmpOp, a: Option<&Value>, b: Option<&Value>) -> bool {
     }
 }
 
-/// Comparison of two semantic-version sort keys (from [`crate::semver`]).
+/// Comparison of two semantic-version sort keys (from [`fleethub_core::semver`]).
 pub(crate) fn compare_keys(op: CmpOp, a: Option<&str>, b: Option<&str>) -> bool {
     let (Some(a), Some(b)) = (a, b) else {
         return false;

@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use crate::ast::{CmpOp, Expr, Path, Source};
 use crate::functions::Func;
-use crate::semver;
 use crate::value::{self, json_type};
+use fleethub_core::semver;
 
 /// Compilation state: the parameters collected so far.
 pub(crate) struct Ctx {

@@ -126,7 +126,7 @@ pub fn register_sql_functions(
         Ok(json_arg(ctx, 0)
             .as_ref()
             .and_then(Value::as_str)
-            .and_then(crate::semver::semver_key))
+            .and_then(fleethub_core::semver::semver_key))
     })?;
     conn.create_scalar_function("fh_cmp", 3, det, |ctx| {
         let (a, b) = (json_arg(ctx, 1), json_arg(ctx, 2));

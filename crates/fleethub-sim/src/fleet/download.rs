@@ -160,9 +160,3 @@ pub fn http_client(tls: Option<&Arc<rustls::ClientConfig>>) -> reqwest::Result<r
     }
     builder.build()
 }
-
-/// The SHA-256 of an image as `desired.firmware.sha256` carries it: 64 lowercase hex digits.
-pub fn sha256_hex(image: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(image))
-}

@@ -2,12 +2,10 @@
 //! `ota_0`/`ota_1`), the boot record (`otadata`), the partly written download, and NVS
 //! (settings, the firmware status the device reports, the version it rolled back from).
 
-use serde_json::{json, Value};
+use fleethub_core::firmware::{DesiredFirmware, ReportedFirmware, UpdateStatus};
+use serde_json::Value;
 use sha2::Sha256;
 use std::collections::BTreeMap;
-
-/// Largest firmware image accepted: ESP32 app slots are at most a few MiB; 64 MiB leaves room.
-pub(crate) const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What the OTA state of one app slot is (ESP-IDF's `esp_ota_img_states_t`, simplified).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,44 +67,20 @@ pub(crate) struct FirmwareTarget {
 }
 
 impl FirmwareTarget {
-    /// `desired.firmware` read from the desired properties: None when absent or null, an error
-    /// naming the bad field when present but unusable.
+    /// `desired.firmware` read from the desired properties (the contract in `fleethub-core`):
+    /// None when absent or null, an error naming the bad field when present but unusable.
     pub(crate) fn from_desired(desired: &Value) -> Result<Option<FirmwareTarget>, String> {
-        let fw = match desired.get("firmware") {
-            None | Some(Value::Null) => return Ok(None),
-            Some(fw @ Value::Object(_)) => fw,
-            Some(_) => return Err("desired.firmware is not an object".into()),
+        let Some(fw) = DesiredFirmware::from_desired(desired).map_err(|e| e.to_string())? else {
+            return Ok(None);
         };
-        let text = |key: &str| {
-            fw.get(key)
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty() && s.len() <= 2048)
-                .ok_or_else(|| format!("desired.firmware.{key} is missing or not a string"))
-        };
-        let version = text("version")?.to_string();
-        let url = text("url")?.to_string();
-        if !url.starts_with("https://") && !url.starts_with("http://") {
-            return Err(format!(
-                "desired.firmware.url '{url}' is not an http(s) URL"
-            ));
-        }
-        let mut sha256 = [0u8; 32];
-        hex::decode_to_slice(text("sha256")?, &mut sha256)
-            .map_err(|_| "desired.firmware.sha256 is not 64 hex digits".to_string())?;
-        let size = fw
-            .get("size")
-            .and_then(Value::as_u64)
-            .filter(|s| (1..=MAX_IMAGE_BYTES).contains(s))
-            .ok_or_else(|| {
-                format!(
-                    "desired.firmware.size is not a whole number of bytes in 1..={MAX_IMAGE_BYTES}"
-                )
-            })?;
+        let sha256 = fw
+            .sha256_bytes()
+            .ok_or_else(|| "desired.firmware.sha256 is not 64 hex digits".to_string())?;
         Ok(Some(FirmwareTarget {
-            version,
-            url,
+            version: fw.version,
+            url: fw.url,
             sha256,
-            size,
+            size: fw.size,
         }))
     }
 }
@@ -121,66 +95,10 @@ pub(crate) struct PartialDownload {
     pub hasher: Sha256,
 }
 
-/// The firmware status a device reports; kept in NVS so it survives reboots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FirmwareStatus {
-    Idle,
-    Downloading,
-    Downloaded,
-    Verifying,
-    Applying,
-    Rebooting,
-    Success,
-    Failed,
-    RolledBack,
-}
-
-impl FirmwareStatus {
-    /// Every status, in the order an update passes through them.
-    pub const ALL: [FirmwareStatus; 9] = [
-        FirmwareStatus::Idle,
-        FirmwareStatus::Downloading,
-        FirmwareStatus::Downloaded,
-        FirmwareStatus::Verifying,
-        FirmwareStatus::Applying,
-        FirmwareStatus::Rebooting,
-        FirmwareStatus::Success,
-        FirmwareStatus::Failed,
-        FirmwareStatus::RolledBack,
-    ];
-
-    /// The value in `reported.firmware.status`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FirmwareStatus::Idle => "idle",
-            FirmwareStatus::Downloading => "downloading",
-            FirmwareStatus::Downloaded => "downloaded",
-            FirmwareStatus::Verifying => "verifying",
-            FirmwareStatus::Applying => "applying",
-            FirmwareStatus::Rebooting => "rebooting",
-            FirmwareStatus::Success => "success",
-            FirmwareStatus::Failed => "failed",
-            FirmwareStatus::RolledBack => "rolled_back",
-        }
-    }
-
-    /// Whether an update is under way (downloading … rebooting, or a self-test pending).
-    pub fn is_updating(self) -> bool {
-        matches!(
-            self,
-            FirmwareStatus::Downloading
-                | FirmwareStatus::Downloaded
-                | FirmwareStatus::Verifying
-                | FirmwareStatus::Applying
-                | FirmwareStatus::Rebooting
-        )
-    }
-}
-
 /// `reported.firmware`, less `current_version` (which is the running slot's).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct FirmwareReport {
-    pub status: FirmwareStatus,
+    pub status: UpdateStatus,
     pub progress: u8,
     pub target_version: Option<String>,
     pub error: Option<String>,
@@ -190,7 +108,7 @@ pub(crate) struct FirmwareReport {
 impl Default for FirmwareReport {
     fn default() -> Self {
         FirmwareReport {
-            status: FirmwareStatus::Idle,
+            status: UpdateStatus::Idle,
             progress: 0,
             target_version: None,
             error: None,
@@ -202,14 +120,15 @@ impl Default for FirmwareReport {
 impl FirmwareReport {
     /// `{"firmware":{…}}` as a reported-properties patch.
     pub(crate) fn to_patch(&self, current_version: &str) -> Value {
-        json!({"firmware": {
-            "current_version": current_version,
-            "status": self.status.as_str(),
-            "progress": self.progress,
-            "target_version": self.target_version,
-            "last_update_time": self.last_update_time,
-            "error": self.error,
-        }})
+        ReportedFirmware {
+            current_version: current_version.to_string(),
+            status: self.status,
+            progress: Some(self.progress),
+            target_version: self.target_version.clone(),
+            last_update_time: self.last_update_time.clone(),
+            error: self.error.clone(),
+        }
+        .reported_patch()
     }
 }
 

@@ -23,11 +23,10 @@ mod telemetry;
 mod model_tests;
 
 pub use clock::SimClock;
-pub use download::{http_client, sha256_hex};
+pub use download::http_client;
 pub use faults::device_seed;
-pub use flash::FirmwareStatus;
 pub use methods::METHODS;
-pub use stats::{FleetStats, StatsSnapshot};
+pub use stats::{in_version_order, FleetStats, StatsSnapshot};
 
 use crate::load::ConnectTemplate;
 use serde::{Deserialize, Serialize};

@@ -3,12 +3,12 @@
 //! image is always there to boot.
 
 use super::faults::SwitchCut;
-use super::flash::{FirmwareStatus, SlotState};
+use super::flash::SlotState;
 use super::methods::AfterMethod;
 use super::model::{Boot, Cut, Model, NextStep, Now, OtaCommand, StepEnd, Written};
 use super::{BadFirmware, Behavior, Faults, FirmwareFailure};
+use fleethub_core::firmware::{sha256_hex, DesiredFirmware, UpdateStatus};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -24,12 +24,16 @@ fn image(len: usize) -> Vec<u8> {
 }
 
 fn desired(version: &str, blob: &[u8]) -> Value {
-    json!({"firmware": {
-        "version": version,
-        "url": format!("https://fw.example/{version}.bin"),
-        "sha256": hex::encode(Sha256::digest(blob)),
-        "size": blob.len(),
-    }, "$version": 2})
+    let mut desired = DesiredFirmware {
+        version: version.into(),
+        url: format!("https://fw.example/{version}.bin"),
+        sha256: sha256_hex(blob),
+        size: blob.len() as u64,
+        signature: None,
+    }
+    .desired_section();
+    desired["$version"] = json!(2);
+    desired
 }
 
 fn device(faults: Faults, seed: u64) -> Model {
@@ -54,10 +58,10 @@ impl Log {
     fn note(&mut self, m: &mut Model) {
         if let Some(report) = m.take_report() {
             let status = report["firmware"]["status"].as_str().unwrap_or("?");
-            let status = FirmwareStatus::ALL
+            let status = UpdateStatus::ALL
                 .into_iter()
                 .find(|s| s.as_str() == status)
-                .map_or("?", FirmwareStatus::as_str);
+                .map_or("?", UpdateStatus::as_str);
             if self.statuses.last() != Some(&status) {
                 self.statuses.push(status);
             }
@@ -120,7 +124,7 @@ fn drive(m: &mut Model, want: &Value, blob: &[u8], chunk: usize) -> Log {
                 }
             }
             log.note(m);
-            m.mark(FirmwareStatus::Verifying, &now());
+            m.mark(UpdateStatus::Verifying, &now());
             log.note(m);
             match m.verify(&now()) {
                 StepEnd::Done => {}
@@ -134,7 +138,7 @@ fn drive(m: &mut Model, want: &Value, blob: &[u8], chunk: usize) -> Log {
                     continue;
                 }
             }
-            m.mark(FirmwareStatus::Applying, &now());
+            m.mark(UpdateStatus::Applying, &now());
             log.note(m);
             let applied = m.apply(&now());
             log.note(m);
@@ -150,7 +154,7 @@ fn drive(m: &mut Model, want: &Value, blob: &[u8], chunk: usize) -> Log {
 
 fn assert_updated(m: &Model, version: &str) {
     assert_eq!(m.running_version(), version);
-    assert_eq!(m.status(), FirmwareStatus::Success);
+    assert_eq!(m.status(), UpdateStatus::Success);
     assert_eq!(m.flash.slot(m.ram.running).state, SlotState::Valid);
     let report = m.report_patch();
     assert_eq!(report["firmware"]["current_version"], version);
@@ -255,7 +259,7 @@ fn a_corrupt_download_fails_then_a_full_download_succeeds() {
                 Some(true)
             );
         }
-        if m.status() == FirmwareStatus::Success {
+        if m.status() == UpdateStatus::Success {
             assert_updated(&m, "2.0.0");
         }
     }
@@ -272,7 +276,7 @@ fn a_download_that_is_always_corrupt_gives_up_on_the_old_version() {
     let mut m = device(faults, 3);
     let log = drive(&mut m, &desired("2.0.0", &blob), &blob, 1000);
     assert_eq!(m.running_version(), "1.0.0");
-    assert_eq!(m.status(), FirmwareStatus::Failed);
+    assert_eq!(m.status(), UpdateStatus::Failed);
     assert_eq!(log.offsets.len(), 5);
     let error = m.report_patch()["firmware"]["error"]
         .as_str()
@@ -308,7 +312,7 @@ fn each_bad_firmware_kind_rolls_back_to_the_old_version() {
         let want = desired("2.0.0", &blob);
         let log = drive(&mut m, &want, &blob, 1000);
         assert_eq!(m.running_version(), "1.0.0", "{failure:?}");
-        assert_eq!(m.status(), FirmwareStatus::RolledBack, "{failure:?}");
+        assert_eq!(m.status(), UpdateStatus::RolledBack, "{failure:?}");
         let report = m.report_patch();
         let error = report["firmware"]["error"].as_str().unwrap();
         assert!(error.contains("2.0.0"), "{failure:?}: {error}");
@@ -354,7 +358,7 @@ fn factory_reset_returns_to_the_factory_image_in_slot_a() {
     assert_eq!(m.ram.running, 0);
     assert_eq!(m.flash.slot(1).state, SlotState::Empty);
     assert!(m.flash.nvs.settings.is_empty());
-    assert_eq!(m.status(), FirmwareStatus::Idle);
+    assert_eq!(m.status(), UpdateStatus::Idle);
 }
 
 #[test]
@@ -385,7 +389,7 @@ fn unusable_desired_firmware_is_reported_failed_naming_the_field() {
     ];
     for case in cases {
         assert_eq!(m.set_desired(case.clone(), 2, &now()), OtaCommand::Nothing);
-        assert_eq!(m.status(), FirmwareStatus::Failed, "{case}");
+        assert_eq!(m.status(), UpdateStatus::Failed, "{case}");
         let error = m.report_patch()["firmware"]["error"]
             .as_str()
             .unwrap()

@@ -2,7 +2,7 @@
 //! [`StatsHandle`] that remembers what this device contributes, so a change moves counts
 //! instead of recounting the fleet.
 
-use super::flash::FirmwareStatus;
+use fleethub_core::firmware::UpdateStatus;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +44,13 @@ pub struct StatsSnapshot {
     pub versions: BTreeMap<String, u64>,
     /// Group → running version → device count.
     pub group_versions: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// Version counts in semantic-version order (`2.9.1` before `2.10.0`), for people to read.
+pub fn in_version_order(counts: &BTreeMap<String, u64>) -> Vec<(&str, u64)> {
+    let mut list: Vec<(&str, u64)> = counts.iter().map(|(v, n)| (v.as_str(), *n)).collect();
+    list.sort_by(|a, b| fleethub_core::semver::compare(a.0, b.0));
+    list
 }
 
 impl FleetStats {
@@ -102,10 +109,10 @@ enum Phase {
 }
 
 impl Phase {
-    fn of(status: FirmwareStatus) -> Phase {
+    fn of(status: UpdateStatus) -> Phase {
         match status {
-            FirmwareStatus::Failed => Phase::Failed,
-            FirmwareStatus::RolledBack => Phase::RolledBack,
+            UpdateStatus::Failed => Phase::Failed,
+            UpdateStatus::RolledBack => Phase::RolledBack,
             s if s.is_updating() => Phase::Updating,
             _ => Phase::Settled,
         }
@@ -161,7 +168,7 @@ impl StatsHandle {
         }
     }
 
-    pub(crate) fn set_status(&mut self, status: FirmwareStatus) {
+    pub(crate) fn set_status(&mut self, status: UpdateStatus) {
         let phase = Phase::of(status);
         if phase == self.phase {
             return;
@@ -205,7 +212,7 @@ impl Drop for StatsHandle {
     fn drop(&mut self) {
         self.set_connected(false);
         if self.phase == Phase::Updating {
-            self.set_status(FirmwareStatus::Idle);
+            self.set_status(UpdateStatus::Idle);
         }
     }
 }
@@ -223,22 +230,35 @@ mod tests {
         b.set_version("1.0.0");
         a.set_connected(true);
         a.set_reporting(true);
-        a.set_status(FirmwareStatus::Downloading);
-        a.set_status(FirmwareStatus::Applying);
+        a.set_status(UpdateStatus::Downloading);
+        a.set_status(UpdateStatus::Applying);
         let s = stats.snapshot();
         assert_eq!(
             (s.devices, s.connected, s.reporting, s.updating),
             (2, 1, 1, 1)
         );
         a.set_version("2.0.0");
-        a.set_status(FirmwareStatus::RolledBack);
+        a.set_status(UpdateStatus::RolledBack);
         a.set_version("1.0.0");
-        b.set_status(FirmwareStatus::Failed);
+        b.set_status(UpdateStatus::Failed);
         drop(a);
         let s = stats.snapshot();
         assert_eq!((s.connected, s.reporting, s.updating), (0, 0, 0));
         assert_eq!((s.failed, s.rolled_back), (1, 1));
         assert_eq!(s.versions, BTreeMap::from([("1.0.0".to_string(), 2)]));
         assert_eq!(s.group_versions["canary"]["1.0.0"], 1);
+    }
+
+    #[test]
+    fn versions_read_in_semver_order() {
+        let counts = BTreeMap::from([
+            ("2.10.0".to_string(), 1),
+            ("2.9.1".to_string(), 2),
+            ("10.0.0".to_string(), 3),
+        ]);
+        assert_eq!(
+            in_version_order(&counts),
+            [("2.9.1", 2), ("2.10.0", 1), ("10.0.0", 3)]
+        );
     }
 }

@@ -4,6 +4,9 @@
 use super::hub_process::{cpu_seconds, HubProcess};
 use super::scenarios::figure;
 use anyhow::{bail, Result};
+use fleethub_core::firmware::{
+    DesiredFirmware, ReportedFirmware, UpdateStatus, REPORTED_VERSION_PATH,
+};
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -14,6 +17,17 @@ const CITIES: [&str; 10] = [
 const VERSIONS: [&str; 6] = ["1.0.0", "1.1.0", "2.0.0", "2.1.0", "2.9.1", "2.10.0"];
 /// Buildings per fleet: one building holds 1% of the devices (the selective-query case).
 pub const BUILDINGS: usize = 100;
+
+/// The image every benchmark device is asked to run (served nowhere: no device downloads it).
+fn desired_firmware(version: &str) -> DesiredFirmware {
+    DesiredFirmware {
+        version: version.into(),
+        url: format!("https://firmware.example.com/aq-sensor/{version}.bin"),
+        sha256: "9f2c4a7e1b3d5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8".into(),
+        size: 1_048_576,
+        signature: None,
+    }
+}
 
 /// One device's bulk-import entry with a realistic twin of about 1 KB: location and ownership
 /// tags, a desired firmware and configuration, and what the firmware reports back.
@@ -35,20 +49,17 @@ pub fn fleet_entry(prefix: &str, i: usize, key: &str) -> Value {
         },
         "properties": {
             "desired": {
-                "firmware": {
-                    "version": version,
-                    "url": format!("https://firmware.example.com/aq-sensor/{version}.bin"),
-                    "sha256": "9f2c4a7e1b3d5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8",
-                    "size": 1_048_576,
-                },
+                "firmware": desired_firmware(version),
                 "config": {"telemetryIntervalSeconds": 60, "pm25Alarm": 35, "ledBrightness": 40},
             },
             "reported": {
-                "firmware": {
-                    "current_version": version,
-                    "status": "success",
-                    "progress": 100,
-                    "last_update_time": "2026-11-01T02:00:00.0000000Z",
+                "firmware": ReportedFirmware {
+                    current_version: version.into(),
+                    status: UpdateStatus::Success,
+                    progress: Some(100),
+                    target_version: None,
+                    last_update_time: Some("2026-11-01T02:00:00.0000000Z".into()),
+                    error: None,
                 },
                 "sensors": {"pm25": (i % 90) as f64 / 2.0, "temperature": 18.5, "humidity": 41},
                 "network": {"rssi": -40 - (i % 50) as i64, "ip": format!("10.{}.{}.{}", i % 250, (i / 250) % 250, i % 200), "ssid": "fleet-iot"},
@@ -145,6 +156,10 @@ pub async fn query(devices: Option<usize>) -> Result<()> {
     let secs = register_fleet(&hub, "bench-", count, super::scenarios::KEY, 8).await?;
     println!("  registered in {secs:.1} s");
     let token = hub.token()?;
+    let group_by = format!(
+        "SELECT {REPORTED_VERSION_PATH} AS fw, COUNT() AS n \
+         FROM devices GROUP BY {REPORTED_VERSION_PATH}"
+    );
     let cases = [
         (
             "selective tag equality (1% of rows), first page of 100",
@@ -162,8 +177,7 @@ pub async fn query(devices: Option<usize>) -> Result<()> {
         ),
         (
             "GROUP BY firmware version with COUNT",
-            "SELECT properties.reported.firmware.current_version AS fw, COUNT() AS n \
-             FROM devices GROUP BY properties.reported.firmware.current_version",
+            group_by.as_str(),
             "query_group_by_firmware_p50_ms",
             "<= 1500",
             5,
@@ -243,7 +257,7 @@ pub async fn jobs(args: &super::BenchArgs) -> Result<()> {
         "jobId": "bench-twin",
         "type": "scheduleUpdateTwin",
         "queryCondition": "*",
-        "updateTwin": {"etag": "*", "properties": {"desired": {"firmware": {"version": "2.11.0"}}}},
+        "updateTwin": {"etag": "*", "properties": desired_firmware("2.11.0").twin_patch()["properties"]},
         "maxExecutionTimeInSeconds": 3600,
     });
     let (received, outcome) = super::scenarios::holding(

@@ -2,13 +2,9 @@
 //! against the simulator's own counters.
 
 use super::scenario::{Amount, Expectation, Matcher, Quantity, Target};
+use fleethub_core::firmware::ReportedFirmware;
 use serde::Serialize;
 use serde_json::Value;
-
-/// Where a device reports the firmware it runs (`reported.firmware.current_version`).
-pub const FIRMWARE_VERSION_PATH: &str = "properties.reported.firmware.current_version";
-/// Where a device reports its OTA state (`reported.firmware.status`, e.g. `rolled_back`).
-pub const FIRMWARE_STATUS_PATH: &str = "properties.reported.firmware.status";
 
 /// The value at a dotted path from the twin's root.
 pub fn lookup<'a>(twin: &'a Value, path: &str) -> Option<&'a Value> {
@@ -17,11 +13,13 @@ pub fn lookup<'a>(twin: &'a Value, path: &str) -> Option<&'a Value> {
 
 /// Whether one twin counts for the matcher.
 pub fn matches(matcher: &Matcher, twin: &Value) -> bool {
-    let is = |path: &str, want: &str| lookup(twin, path).and_then(Value::as_str) == Some(want);
+    let reported = || ReportedFirmware::from_twin(twin);
     match matcher {
-        Matcher::ReportedFirmware(v) => is(FIRMWARE_VERSION_PATH, v),
-        Matcher::Status(s) => is(FIRMWARE_STATUS_PATH, s),
-        Matcher::Connected(c) => is("connectionState", "Connected") == *c,
+        Matcher::ReportedFirmware(v) => reported().is_some_and(|r| &r.current_version == v),
+        Matcher::Status(s) => reported().is_some_and(|r| r.status == *s),
+        Matcher::Connected(c) => {
+            (lookup(twin, "connectionState").and_then(Value::as_str) == Some("Connected")) == *c
+        }
         Matcher::Path { path, equals } => lookup(twin, path) == Some(equals),
     }
 }
@@ -135,6 +133,7 @@ pub fn describe(e: &Expectation) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fleethub_core::firmware::UpdateStatus;
     use serde_json::json;
 
     fn twin(version: &str, status: &str, state: &str) -> Value {
@@ -151,8 +150,8 @@ mod tests {
 
     fn fleet() -> Vec<Option<Value>> {
         vec![
-            Some(twin("2.1.0", "updated", "Connected")),
-            Some(twin("2.1.0", "updated", "Connected")),
+            Some(twin("2.1.0", "success", "Connected")),
+            Some(twin("2.1.0", "success", "Connected")),
             Some(twin("1.0.0", "rolled_back", "Disconnected")),
             Some(json!({"deviceId": "new", "properties": {"reported": {}}})),
             None,
@@ -173,7 +172,11 @@ mod tests {
                 total: 5
             }
         );
-        assert_eq!(measure(Matcher::Status("rolled_back".into())).matched, 1);
+        assert_eq!(
+            measure(Matcher::Status(UpdateStatus::RolledBack)).matched,
+            1
+        );
+        assert_eq!(measure(Matcher::Status(UpdateStatus::Success)).matched, 2);
         assert_eq!(measure(Matcher::Connected(true)).matched, 2);
         // A missing twin is neither connected nor disconnected as far as counting goes.
         assert_eq!(measure(Matcher::Connected(false)).matched, 2);

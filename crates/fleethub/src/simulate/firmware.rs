@@ -11,26 +11,16 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use fleethub_core::firmware::{sha256_hex, DesiredFirmware};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
-
-/// What a device needs to fetch and check one version: `desired.firmware`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Artifact {
-    pub version: String,
-    pub url: String,
-    pub sha256: String,
-    pub size: u64,
-}
 
 /// The deterministic content of a generated artifact: the same seed and version always give
 /// the same bytes.
@@ -45,14 +35,6 @@ pub fn blob(seed: u64, version: &str, size: u64) -> Vec<u8> {
     }
     out.truncate(size as usize);
     out
-}
-
-/// Lowercase hex SHA-256.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// A requested byte range, resolved against the blob's length.
@@ -128,24 +110,26 @@ impl Drop for FirmwareServer {
 pub async fn prepare(
     seed: u64,
     firmware: &[Firmware],
-) -> Result<(Vec<Artifact>, Option<FirmwareServer>)> {
+) -> Result<(Vec<DesiredFirmware>, Option<FirmwareServer>)> {
     let mut artifacts = Vec::new();
     let mut blobs = BTreeMap::new();
     for f in firmware {
         match &f.source {
-            FirmwareSource::External { url, sha256, size } => artifacts.push(Artifact {
+            FirmwareSource::External { url, sha256, size } => artifacts.push(DesiredFirmware {
                 version: f.version.clone(),
                 url: url.clone(),
                 sha256: sha256.clone(),
                 size: *size,
+                signature: None,
             }),
             FirmwareSource::Generated(g) => {
                 let bytes = blob(seed, &f.version, g.size);
-                artifacts.push(Artifact {
+                artifacts.push(DesiredFirmware {
                     version: f.version.clone(),
                     url: String::new(),
                     sha256: sha256_hex(&bytes),
                     size: g.size,
+                    signature: None,
                 });
                 blobs.insert(f.version.clone(), Arc::new(bytes));
             }
@@ -302,10 +286,6 @@ mod tests {
         assert_ne!(a, blob(8, "2.1.0", 1000));
         assert_ne!(a, blob(7, "2.1.1", 1000));
         assert_eq!(&blob(7, "2.1.0", 10)[..], &a[..10]);
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
     }
 
     #[test]

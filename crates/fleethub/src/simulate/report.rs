@@ -3,7 +3,7 @@
 
 use super::duration::SimDuration;
 use super::timeline::{Outcome, StepRecord};
-use fleethub_sim::fleet::StatsSnapshot;
+use fleethub_sim::fleet::{in_version_order, StatsSnapshot};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -134,7 +134,10 @@ impl Report {
         }
         let width = s.group_versions.keys().map(String::len).max().unwrap_or(0);
         for (group, versions) in &s.group_versions {
-            let list: Vec<String> = versions.iter().map(|(v, n)| format!("{v}: {n}")).collect();
+            let list: Vec<String> = in_version_order(versions)
+                .into_iter()
+                .map(|(v, n)| format!("{v}: {n}"))
+                .collect();
             writeln!(o, "  {group:<width$}  {}", list.join("  "))?;
         }
 

@@ -3,6 +3,7 @@
 //! once, so a run never starts on a file that would fail halfway.
 
 use super::duration::SimDuration;
+use fleethub_core::firmware::{is_sha256_hex, UpdateStatus};
 use fleethub_sim::fleet::Behavior;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -272,7 +273,7 @@ pub struct Expectation {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Matcher {
     ReportedFirmware(String),
-    Status(String),
+    Status(UpdateStatus),
     Connected(bool),
     /// A dotted path from the twin's root (`properties.reported.firmware.status`).
     Path {
@@ -467,7 +468,7 @@ fn check_firmware(f: FirmwareFile) -> Result<Firmware, String> {
             FirmwareSource::Generated(g)
         }
         (None, Some(url), Some(sha256), Some(size)) => {
-            let hex_ok = sha256.len() == 64 && sha256.chars().all(|c| c.is_ascii_hexdigit());
+            let hex_ok = is_sha256_hex(&sha256);
             if !hex_ok {
                 return Err(format!(
                     "firmware '{}': sha256 must be 64 hex digits, got '{sha256}'",
@@ -607,7 +608,14 @@ fn check_expectation(
         matchers.push(Matcher::ReportedFirmware(v));
     }
     if let Some(s) = e.status {
-        matchers.push(Matcher::Status(s));
+        let status = UpdateStatus::parse(&s).ok_or_else(|| {
+            let known: Vec<&str> = UpdateStatus::ALL.iter().map(|s| s.as_str()).collect();
+            format!(
+                "status = \"{s}\" is not a firmware status; one of {}",
+                known.join(", ")
+            )
+        })?;
+        matchers.push(Matcher::Status(status));
     }
     if let Some(c) = e.connected {
         matchers.push(Matcher::Connected(c));
@@ -755,7 +763,7 @@ count = 12
         assert_eq!(e[0].quantity, Quantity::AtLeast(Amount::Percent(99.0)));
         assert_eq!(e[0].after.as_deref(), Some("canary"));
         assert_eq!(e[1].quantity, Quantity::AtMost(Amount::Devices(2)));
-        assert_eq!(e[1].matcher, Matcher::Status("rolled_back".into()));
+        assert_eq!(e[1].matcher, Matcher::Status(UpdateStatus::RolledBack));
         assert_eq!(e[2].target, Target::All);
         assert_eq!(e[2].quantity, Quantity::Exactly(12));
     }

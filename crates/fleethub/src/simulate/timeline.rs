@@ -3,11 +3,11 @@
 
 use super::duration::SimDuration;
 use super::expect::{decides_early, describe, satisfied, Measure};
-use super::firmware::Artifact;
 use super::rest::HubRest;
 use super::roster::Roster;
 use super::scenario::{Action, Expectation, Step, Target};
 use anyhow::{anyhow, Result};
+use fleethub_core::firmware::DesiredFirmware;
 use fleethub_sim::fleet::SimClock;
 use futures_util::StreamExt;
 use reqwest::Method;
@@ -22,7 +22,7 @@ use tokio::sync::watch;
 pub struct Operator {
     pub rest: HubRest,
     pub roster: Arc<Roster>,
-    pub artifacts: Vec<Artifact>,
+    pub artifacts: Vec<DesiredFirmware>,
     pub clock: SimClock,
     /// When the run started in real time.
     pub started: Instant,
@@ -196,8 +196,7 @@ impl Operator {
                     .iter()
                     .find(|a| &a.version == v)
                     .ok_or_else(|| anyhow!("no artifact for {v}"))?;
-                let patch = json!({"properties": {"desired": {"firmware": a}}});
-                (Method::PATCH, format!("/twins/{id}"), patch)
+                (Method::PATCH, format!("/twins/{id}"), a.twin_patch())
             }
             Action::TwinPatch(p) => (Method::PATCH, format!("/twins/{id}"), p.clone()),
             Action::Method(m) => (

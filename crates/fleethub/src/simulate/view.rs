@@ -2,7 +2,7 @@
 //! seconds otherwise (logs, CI).
 
 use super::duration::SimDuration;
-use fleethub_sim::fleet::StatsSnapshot;
+use fleethub_sim::fleet::{in_version_order, StatsSnapshot};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
@@ -22,8 +22,8 @@ fn versions(s: &StatsSnapshot) -> String {
     if s.versions.is_empty() {
         return "-".into();
     }
-    s.versions
-        .iter()
+    in_version_order(&s.versions)
+        .into_iter()
         .map(|(v, n)| format!("{v}: {n}"))
         .collect::<Vec<_>>()
         .join("  ")

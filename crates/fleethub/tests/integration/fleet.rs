@@ -5,9 +5,10 @@ use crate::harness::TestHub;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use fleethub_core::firmware::{sha256_hex, DesiredFirmware};
 use fleethub_sim::fleet::{
-    device_seed, sha256_hex, spawn_device, BadFirmware, Behavior, DeviceSpec, Faults,
-    FirmwareFailure, FleetStats, SimClock, StatsSnapshot,
+    device_seed, spawn_device, BadFirmware, Behavior, DeviceSpec, Faults, FirmwareFailure,
+    FleetStats, SimClock, StatsSnapshot,
 };
 use fleethub_sim::ConnectTemplate;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -310,12 +311,14 @@ fn resident_kib() -> u64 {
 }
 
 fn desired_firmware(version: &str, url: &str, blob: &[u8]) -> Value {
-    json!({"properties": {"desired": {"firmware": {
-        "version": version,
-        "url": url,
-        "sha256": sha256_hex(blob),
-        "size": blob.len(),
-    }}}})
+    DesiredFirmware {
+        version: version.into(),
+        url: url.into(),
+        sha256: sha256_hex(blob),
+        size: blob.len() as u64,
+        signature: None,
+    }
+    .twin_patch()
 }
 
 async fn set_desired(hub: &TestHub, ids: &[String], patch: &Value) {

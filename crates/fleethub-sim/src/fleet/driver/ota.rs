@@ -3,8 +3,8 @@
 
 use super::{Driver, Flow};
 use crate::fleet::download::{self, Fetched};
-use crate::fleet::flash::FirmwareStatus;
 use crate::fleet::model::{NextStep, StepEnd, Written};
+use fleethub_core::firmware::UpdateStatus;
 
 impl Driver {
     pub(super) async fn start_download(&mut self) -> Flow {
@@ -85,13 +85,13 @@ impl Driver {
 
     async fn verify_and_apply(&mut self) -> Flow {
         let now = self.now();
-        self.model.mark(FirmwareStatus::Verifying, &now);
+        self.model.mark(UpdateStatus::Verifying, &now);
         self.flush_report().await;
         match self.model.verify(&now) {
             StepEnd::Done => {}
             end => return self.after_failure(end).await,
         }
-        self.model.mark(FirmwareStatus::Applying, &now);
+        self.model.mark(UpdateStatus::Applying, &now);
         self.flush_report().await;
         match self.model.apply(&now) {
             StepEnd::Done => {

@@ -5,9 +5,10 @@
 mod ota;
 
 use super::faults::{DeviceRng, SwitchCut};
-use super::flash::{other, FirmwareReport, FirmwareStatus, FirmwareTarget, Flash, Slot, SlotState};
+use super::flash::{other, FirmwareReport, FirmwareTarget, Flash, Slot, SlotState};
 use super::telemetry::Telemetry;
 use super::{BadFirmware, Behavior, FirmwareFailure};
+use fleethub_core::firmware::UpdateStatus;
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -166,7 +167,7 @@ impl Model {
         &self.flash.slot(self.ram.running).version
     }
 
-    pub(crate) fn status(&self) -> FirmwareStatus {
+    pub(crate) fn status(&self) -> UpdateStatus {
         self.flash.nvs.report.status
     }
 
@@ -233,7 +234,7 @@ impl Model {
         self.ram.pending = true;
         let version = self.running_version().to_string();
         let report = &mut self.flash.nvs.report;
-        report.status = FirmwareStatus::Verifying;
+        report.status = UpdateStatus::Verifying;
         report.target_version = Some(version.clone());
         match self.bad_firmware(&version) {
             None => Boot::Running {
@@ -298,7 +299,7 @@ impl Model {
         self.flash.nvs.rejected = Some(bad.clone());
         self.flash.nvs.last_error = Some(error.clone());
         self.flash.nvs.report = FirmwareReport {
-            status: FirmwareStatus::RolledBack,
+            status: UpdateStatus::RolledBack,
             progress: 0,
             target_version: Some(bad),
             error: Some(error),
@@ -316,7 +317,7 @@ impl Model {
         self.flash.slot_mut(self.ram.running).state = SlotState::Valid;
         self.flash.boot.attempts = 0;
         self.flash.nvs.report = FirmwareReport {
-            status: FirmwareStatus::Success,
+            status: UpdateStatus::Success,
             progress: 100,
             target_version: Some(self.running_version().to_string()),
             error: None,
@@ -364,7 +365,7 @@ impl Model {
             Ok(None) => return OtaCommand::Nothing,
             Err(error) => {
                 if !running_ota && self.flash.nvs.report.error.as_deref() != Some(&error) {
-                    self.set_status(FirmwareStatus::Failed, Some(error), now);
+                    self.set_status(UpdateStatus::Failed, Some(error), now);
                 }
                 return OtaCommand::Nothing;
             }
@@ -383,7 +384,7 @@ impl Model {
         if target.version == self.running_version() {
             self.ram.ota = None;
             if self.status().is_updating() {
-                self.set_status(FirmwareStatus::Idle, None, now);
+                self.set_status(UpdateStatus::Idle, None, now);
             }
             return stop();
         }
@@ -405,7 +406,7 @@ impl Model {
     }
 
     /// Sets the reported status of the step about to run, so it is reported before it runs.
-    pub(crate) fn mark(&mut self, status: FirmwareStatus, now: &Now) {
+    pub(crate) fn mark(&mut self, status: UpdateStatus, now: &Now) {
         self.set_status(status, None, now);
     }
 
@@ -414,7 +415,7 @@ impl Model {
         self.dirty = true;
     }
 
-    fn set_status(&mut self, status: FirmwareStatus, error: Option<String>, now: &Now) {
+    fn set_status(&mut self, status: UpdateStatus, error: Option<String>, now: &Now) {
         let time = self.device_time(now);
         let report = &mut self.flash.nvs.report;
         report.status = status;
@@ -427,7 +428,7 @@ impl Model {
         report.error = error;
         if matches!(
             status,
-            FirmwareStatus::Failed | FirmwareStatus::Success | FirmwareStatus::RolledBack
+            UpdateStatus::Failed | UpdateStatus::Success | UpdateStatus::RolledBack
         ) {
             report.last_update_time = Some(time);
         }

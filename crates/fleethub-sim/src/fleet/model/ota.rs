@@ -4,7 +4,8 @@
 use super::{percent, Cut, Model, NextStep, Now, StepEnd, Written};
 use super::{FIRST_RETRY_WAIT, MAX_OTA_ATTEMPTS, MAX_RETRY_WAIT};
 use crate::fleet::faults::SwitchCut;
-use crate::fleet::flash::{other, FirmwareStatus, PartialDownload, Slot, SlotState};
+use crate::fleet::flash::{other, PartialDownload, Slot, SlotState};
+use fleethub_core::firmware::UpdateStatus;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -48,7 +49,7 @@ impl Model {
             ota.reported_progress = progress;
         }
         self.flash.nvs.report.progress = progress;
-        self.set_status(FirmwareStatus::Downloading, None, now);
+        self.set_status(UpdateStatus::Downloading, None, now);
         Some(NextStep::Download {
             url: target.url,
             offset: written,
@@ -85,7 +86,7 @@ impl Model {
         let complete = partial.written >= size;
         self.flash.nvs.report.progress = progress;
         if complete {
-            self.set_status(FirmwareStatus::Downloaded, None, now);
+            self.set_status(UpdateStatus::Downloaded, None, now);
             return Written::Complete;
         }
         if progress >= ota.reported_progress.saturating_add(10) {
@@ -103,7 +104,7 @@ impl Model {
 
     fn attempt_failed(&mut self, error: String, now: &Now) -> Option<Duration> {
         self.ram.failures += 1;
-        self.set_status(FirmwareStatus::Failed, Some(error), now);
+        self.set_status(UpdateStatus::Failed, Some(error), now);
         if self.ram.failures >= MAX_OTA_ATTEMPTS {
             self.ram.gave_up = self.ram.ota.take().map(|ota| ota.target);
             return None;
@@ -124,7 +125,7 @@ impl Model {
         };
         let target = partial.target.clone();
         let mut digest: [u8; 32] = partial.hasher.clone().finalize().into();
-        self.set_status(FirmwareStatus::Verifying, None, now);
+        self.set_status(UpdateStatus::Verifying, None, now);
         let faults = self.behavior.clone();
         let faults = &faults.faults;
         if self.rng.ota_chance(faults.power_loss) || self.take_injected(Cut::Verify) {
@@ -152,7 +153,7 @@ impl Model {
         let Some(partial) = self.flash.download.clone() else {
             return StepEnd::Failed(None);
         };
-        self.set_status(FirmwareStatus::Applying, None, now);
+        self.set_status(UpdateStatus::Applying, None, now);
         let mut cut = self
             .rng
             .ota_chance(self.behavior.faults.power_loss)
@@ -174,7 +175,7 @@ impl Model {
         self.flash.boot.attempts = 0;
         self.flash.download = None;
         self.flash.nvs.report.progress = 100;
-        self.set_status(FirmwareStatus::Rebooting, None, now);
+        self.set_status(UpdateStatus::Rebooting, None, now);
         if cut == Some(SwitchCut::AfterBootRecord) {
             return StepEnd::PowerCut;
         }

@@ -1,4 +1,5 @@
-//! Semantic versions, as `SEMVER(expr)` compares them.
+//! Semantic versions: one parse and one sort key, used by the query language's `SEMVER(expr)`
+//! (in both of its executors), the simulator and the firmware contract.
 //!
 //! A version maps to a sort key string whose byte order is semantic-version precedence, so the
 //! evaluator and SQLite (through the registered `fh_semver`) compare them the same way:
@@ -9,15 +10,19 @@
 
 /// A parsed version; build metadata is dropped because it never affects precedence.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Version {
+pub struct Version {
+    /// MAJOR, MINOR, PATCH.
     pub core: [u64; 3],
+    /// Prerelease identifiers, empty for a release.
     pub pre: Vec<Ident>,
 }
 
 /// One prerelease identifier.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Ident {
+pub enum Ident {
+    /// An identifier of digits only, compared numerically.
     Num(u64),
+    /// Any other identifier, compared as ASCII text.
     Text(String),
 }
 
@@ -33,7 +38,7 @@ fn number(s: &str) -> Option<u64> {
 }
 
 /// Parses `[v]MAJOR[.MINOR[.PATCH]][-prerelease][+build]`; missing MINOR/PATCH are 0.
-pub(crate) fn parse(text: &str) -> Option<Version> {
+pub fn parse(text: &str) -> Option<Version> {
     let s = text
         .strip_prefix('v')
         .or_else(|| text.strip_prefix('V'))
@@ -83,7 +88,7 @@ pub(crate) fn parse(text: &str) -> Option<Version> {
 
 impl Version {
     /// The sort key (see the module documentation).
-    pub(crate) fn key(&self) -> String {
+    pub fn key(&self) -> String {
         let [a, b, c] = self.core;
         let mut key = format!("{a:020}.{b:020}.{c:020}");
         if self.pre.is_empty() {
@@ -107,7 +112,7 @@ impl Version {
     }
 
     /// `MAJOR.MINOR.PATCH[-prerelease]`, the value `SEMVER(x)` yields.
-    pub(crate) fn canonical(&self) -> String {
+    pub fn canonical(&self) -> String {
         let [a, b, c] = self.core;
         let mut s = format!("{a}.{b}.{c}");
         for (i, id) in self.pre.iter().enumerate() {
@@ -124,6 +129,17 @@ impl Version {
 /// The sort key of a version string, or `None` if it does not parse.
 pub fn semver_key(text: &str) -> Option<String> {
     parse(text).map(|v| v.key())
+}
+
+/// Orders version strings by semantic-version precedence; strings that do not parse come after
+/// every version, in text order, so any list of reported versions sorts the same way everywhere.
+pub fn compare(a: &str, b: &str) -> std::cmp::Ordering {
+    match (semver_key(a), semver_key(b)) {
+        (Some(x), Some(y)) => x.cmp(&y).then_with(|| a.cmp(b)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.cmp(b),
+    }
 }
 
 #[cfg(test)]
@@ -190,5 +206,31 @@ mod tests {
         ] {
             assert_eq!(semver_key(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn compare_orders_versions_by_precedence_and_text_last() {
+        let mut v = vec![
+            "2.10.0",
+            "junk",
+            "2.9.1",
+            "1.0.0-rc.1",
+            "v1.0.0",
+            "1.0.0",
+            "abc",
+        ];
+        v.sort_by(|a, b| compare(a, b));
+        assert_eq!(
+            v,
+            [
+                "1.0.0-rc.1",
+                "1.0.0",
+                "v1.0.0",
+                "2.9.1",
+                "2.10.0",
+                "abc",
+                "junk"
+            ]
+        );
     }
 }
