@@ -3,7 +3,7 @@
 
 use super::hub_process::{cpu_seconds, HubProcess};
 use super::scenarios::figure;
-use anyhow::{bail, Result};
+use anyhow::{anyhow, Result};
 use fleethub_core::firmware::{
     DesiredFirmware, ReportedFirmware, UpdateStatus, REPORTED_VERSION_PATH,
 };
@@ -118,31 +118,14 @@ fn median_p90(mut samples: Vec<f64>) -> (f64, f64) {
 }
 
 /// Times `POST /devices/query` for `text` (first page, default page size) `runs` times.
-async fn time_query(
-    hub: &HubProcess,
-    token: &str,
-    text: &str,
-    runs: usize,
-) -> Result<(f64, f64, usize)> {
-    let url = format!("{}/devices/query", hub.base());
+async fn time_query(hub: &HubProcess, text: &str, runs: usize) -> Result<(f64, f64, usize)> {
     let mut samples = Vec::with_capacity(runs);
     let mut items = 0;
     for _ in 0..runs {
         let started = Instant::now();
-        let resp = hub
-            .http
-            .post(&url)
-            .header("Authorization", token)
-            .json(&json!({ "query": text }))
-            .send()
-            .await?;
-        let status = resp.status();
-        let body: Value = resp.json().await?;
+        let page = hub.client.query_page(text, None, None).await?;
         samples.push(started.elapsed().as_secs_f64() * 1e3);
-        if !status.is_success() {
-            bail!("query failed: {status} {body}");
-        }
-        items = body.as_array().map_or(0, Vec::len);
+        items = page.items.len();
     }
     let (p50, p90) = median_p90(samples);
     Ok((p50, p90, items))
@@ -155,7 +138,6 @@ pub async fn query(devices: Option<usize>) -> Result<()> {
     let hub = HubProcess::start()?;
     let secs = register_fleet(&hub, "bench-", count, super::scenarios::KEY, 8).await?;
     println!("  registered in {secs:.1} s");
-    let token = hub.token()?;
     let group_by = format!(
         "SELECT {REPORTED_VERSION_PATH} AS fw, COUNT() AS n \
          FROM devices GROUP BY {REPORTED_VERSION_PATH}"
@@ -184,7 +166,7 @@ pub async fn query(devices: Option<usize>) -> Result<()> {
         ),
     ];
     for (what, text, name, target, runs) in cases {
-        let (p50, p90, items) = time_query(&hub, &token, text, runs).await?;
+        let (p50, p90, items) = time_query(&hub, text, runs).await?;
         println!("  {what}: p50 {p50:.1} ms, p90 {p90:.1} ms over {runs} runs ({items} items)");
         figure(name, p50, "ms", target);
     }
@@ -192,16 +174,13 @@ pub async fn query(devices: Option<usize>) -> Result<()> {
 }
 
 /// Polls a job until it leaves queued/scheduled/running; returns the final document.
-async fn wait_for_job(hub: &HubProcess, token: &str, id: &str) -> Result<Value> {
+async fn wait_for_job(hub: &HubProcess, id: &str) -> Result<Value> {
     loop {
-        let job: Value = hub
-            .http
-            .get(format!("{}/jobs/v2/{id}", hub.base()))
-            .header("Authorization", token)
-            .send()
+        let job = hub
+            .client
+            .job(id)
             .await?
-            .json()
-            .await?;
+            .ok_or_else(|| anyhow!("job {id} is gone"))?;
         match job["status"].as_str() {
             // Once a second, as a dashboard would: each GET counts the job's device rows.
             Some("queued" | "scheduled" | "running") => {
@@ -224,22 +203,9 @@ fn job_seconds(job: &Value) -> Option<f64> {
     Some((ended - created).num_microseconds()? as f64 / 1e6)
 }
 
-async fn create_job(hub: &HubProcess, token: &str, body: &Value) -> Result<()> {
+async fn create_job(hub: &HubProcess, body: &Value) -> Result<()> {
     let id = body["jobId"].as_str().unwrap_or_default();
-    let resp = hub
-        .http
-        .put(format!("{}/jobs/v2/{id}", hub.base()))
-        .header("Authorization", token)
-        .json(body)
-        .send()
-        .await?;
-    if !resp.status().is_success() {
-        bail!(
-            "creating job {id}: {} {}",
-            resp.status(),
-            resp.text().await?
-        );
-    }
+    hub.client.create_job(id, body).await?;
     Ok(())
 }
 
@@ -252,7 +218,6 @@ pub async fn jobs(args: &super::BenchArgs) -> Result<()> {
     let hub = HubProcess::start()?;
     let secs = register_fleet(&hub, "bench-", count, super::scenarios::KEY, 8).await?;
     println!("  registered in {secs:.1} s");
-    let token = hub.token()?;
     let twin_job = json!({
         "jobId": "bench-twin",
         "type": "scheduleUpdateTwin",
@@ -267,8 +232,8 @@ pub async fn jobs(args: &super::BenchArgs) -> Result<()> {
         connected,
         || async {
             let started = Instant::now();
-            create_job(&hub, &token, &twin_job).await?;
-            let job = wait_for_job(&hub, &token, "bench-twin").await?;
+            create_job(&hub, &twin_job).await?;
+            let job = wait_for_job(&hub, "bench-twin").await?;
             // Let the last pushes land before the workers stop counting.
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
             anyhow::Ok((job, started.elapsed().as_secs_f64()))
@@ -303,7 +268,6 @@ pub async fn method_job(args: &super::BenchArgs) -> Result<()> {
     println!("== jobs: scheduleDeviceMethod over {connected} connected devices");
     let hub = HubProcess::start()?;
     register_fleet(&hub, "bench-", connected, super::scenarios::KEY, 8).await?;
-    let token = hub.token()?;
     let method_job = json!({
         "jobId": "bench-method",
         "type": "scheduleDeviceMethod",
@@ -319,8 +283,8 @@ pub async fn method_job(args: &super::BenchArgs) -> Result<()> {
         connected,
         || async {
             let started = Instant::now();
-            create_job(&hub, &token, &method_job).await?;
-            let job = wait_for_job(&hub, &token, "bench-method").await?;
+            create_job(&hub, &method_job).await?;
+            let job = wait_for_job(&hub, "bench-method").await?;
             anyhow::Ok((job, started.elapsed().as_secs_f64()))
         },
     )

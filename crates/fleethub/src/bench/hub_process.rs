@@ -1,7 +1,9 @@
-//! The hub under test, as a child process with its own data directory and ephemeral ports.
+//! The hub under test, as a child process with its own data directory and ephemeral ports, and
+//! a REST client for it.
 
 use anyhow::{anyhow, bail, Context, Result};
-use futures_util::StreamExt;
+use fleethub_client::{Credentials, HubClient, BULK_LIMIT};
+use fleethub_core::connection_string::ConnectionString;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,10 +13,12 @@ use std::time::{Duration, Instant};
 pub struct HubProcess {
     child: Child,
     pub mqtt_port: u16,
-    pub https_port: u16,
     pub ca_file: PathBuf,
-    pub owner_connection_string: String,
+    /// Raw HTTP for load generators, which pre-sign one token and must not queue behind the
+    /// client's concurrency limit.
     pub http: reqwest::Client,
+    /// The hub's REST API as `iothubowner`.
+    pub client: HubClient,
     _dir: tempfile::TempDir,
 }
 
@@ -57,16 +61,23 @@ impl HubProcess {
             .pool_max_idle_per_host(256)
             .timeout(Duration::from_secs(120))
             .build()?;
+        let owner = info["ownerConnectionString"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let credentials = Credentials::from_connection_string(&ConnectionString::parse(&owner)?)?;
+        let https_port = info["httpsPort"].as_u64().unwrap_or_default() as u16;
+        let client = HubClient::new(
+            http.clone(),
+            format!("https://localhost:{https_port}"),
+            credentials,
+        );
         Ok(HubProcess {
             child,
             mqtt_port: info["mqttPort"].as_u64().unwrap_or_default() as u16,
-            https_port: info["httpsPort"].as_u64().unwrap_or_default() as u16,
             ca_file,
-            owner_connection_string: info["ownerConnectionString"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
             http,
+            client,
             _dir: dir,
         })
     }
@@ -78,23 +89,11 @@ impl HubProcess {
 
     /// A fresh owner SAS token.
     pub fn token(&self) -> Result<String> {
-        let cs = fleethub_core::connection_string::ConnectionString::parse(
-            &self.owner_connection_string,
-        )?;
-        let key = cs
-            .shared_access_key
-            .ok_or_else(|| anyhow!("no key in the owner connection string"))?;
-        let expiry = fleethub_core::Clock::unix(&fleethub_core::SystemClock) + 6 * 3600;
-        Ok(fleethub_core::sas::generate_token(
-            &cs.host_name,
-            &key,
-            Some("iothubowner"),
-            expiry,
-        )?)
+        Ok(self.client.token()?)
     }
 
     pub fn base(&self) -> String {
-        format!("https://localhost:{}", self.https_port)
+        self.client.base().to_string()
     }
 
     /// Registers `count` devices named `{prefix}{n}`, all with `key`, 100 per bulk call.
@@ -107,39 +106,21 @@ impl HubProcess {
         Ok(())
     }
 
-    /// Registers devices `0..count` through bulk import, `entry(i)` being device i's entry, 100
-    /// per call with `concurrency` calls in flight; returns the elapsed seconds.
+    /// Registers devices `0..count` through bulk import, `entry(i)` being device i's entry,
+    /// [`BULK_LIMIT`] per call with `concurrency` calls in flight; returns the elapsed seconds.
     pub async fn register_with(
         &self,
         count: usize,
         concurrency: usize,
         entry: impl Fn(usize) -> Value,
     ) -> Result<f64> {
-        let token = self.token()?;
-        let url = format!("{}/devices", self.base());
         let started = Instant::now();
-        let mut calls = futures_util::stream::iter((0..count).step_by(100))
-            .map(|first| {
-                let body: Vec<Value> = (first..(first + 100).min(count)).map(&entry).collect();
-                let req = self
-                    .http
-                    .post(&url)
-                    .header("Authorization", &token)
-                    .json(&body);
-                async move {
-                    let resp = req.send().await?;
-                    let status = resp.status();
-                    let text = resp.text().await.unwrap_or_default();
-                    anyhow::Ok((status, text))
-                }
-            })
-            .buffer_unordered(concurrency);
-        while let Some(result) = calls.next().await {
-            let (status, text) = result?;
-            if !status.is_success() || text.contains("\"isSuccessful\":false") {
-                bail!("bulk registration failed: {status} {text}");
-            }
-        }
+        let chunks = (0..count).step_by(BULK_LIMIT).map(|first| {
+            (first..(first + BULK_LIMIT).min(count))
+                .map(&entry)
+                .collect()
+        });
+        self.client.bulk_each(chunks, concurrency).await?;
         Ok(started.elapsed().as_secs_f64())
     }
 

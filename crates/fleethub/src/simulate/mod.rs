@@ -13,7 +13,6 @@ pub mod expect;
 pub mod firmware;
 pub mod fleet;
 pub mod report;
-pub mod rest;
 pub mod roster;
 pub mod scenario;
 pub mod target;
@@ -176,7 +175,7 @@ pub async fn run(args: SimulateArgs) -> Result<bool> {
             roster.len(),
             target.description
         );
-        target.rest.register(&roster).await?;
+        roster.register(&target.rest).await?;
     }
 
     let clock = SimClock::new(sim.time_scale);

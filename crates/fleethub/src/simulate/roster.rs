@@ -3,9 +3,10 @@
 
 use super::scenario::Scenario;
 use base64::Engine;
+use fleethub_client::{ClientError, HubClient, BULK_LIMIT};
 use fleethub_sim::fleet::{Behavior, DeviceSpec};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::ops::Range;
 use std::sync::Arc;
@@ -33,6 +34,33 @@ pub struct Roster {
 }
 
 impl Roster {
+    /// Creates (or updates) every device of the roster with its derived key and its group's
+    /// tags, a bulk call per [`BULK_LIMIT`] devices, four calls in flight.
+    pub async fn register(&self, client: &HubClient) -> Result<(), ClientError> {
+        let chunks = self.groups.iter().flat_map(|g| {
+            let ids: Vec<String> = (g.first..g.first + g.count)
+                .map(|i| self.device_id(i))
+                .collect();
+            ids.chunks(BULK_LIMIT)
+                .map(|chunk| {
+                    chunk
+                        .iter()
+                        .map(|id| {
+                            let key = self.key(id);
+                            json!({
+                                "id": id,
+                                "importMode": "createOrUpdate",
+                                "authentication": {"type": "sas", "symmetricKey": {"primaryKey": key, "secondaryKey": key}},
+                                "tags": g.tags,
+                            })
+                        })
+                        .collect::<Vec<Value>>()
+                })
+                .collect::<Vec<_>>()
+        });
+        client.bulk_each(chunks, 4).await
+    }
+
     /// Lays the groups out one after another; with one group and `bare_ids` the ids are
     /// `{prefix}{n}` (the flag-driven fleet), otherwise `{prefix}{group}-{n}`.
     pub fn new(scenario: &Scenario, bare_ids: bool) -> Roster {

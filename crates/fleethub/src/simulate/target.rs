@@ -2,8 +2,8 @@
 //! `serve --ready-file` we read, or a hub started in this process on ephemeral ports.
 
 use super::fleet::ConnectPlan;
-use super::rest::HubRest;
 use anyhow::{anyhow, bail, Context, Result};
+use fleethub_client::HubClient;
 use fleethub_core::connection_string::ConnectionString;
 use std::path::{Path, PathBuf};
 
@@ -35,7 +35,7 @@ pub struct HubArgs {
 
 /// The hub a run talks to.
 pub struct HubTarget {
-    pub rest: HubRest,
+    pub rest: HubClient,
     /// Where devices connect (trusting only the hub's CA so far).
     pub connect: ConnectPlan,
     /// For the report: `embedded hub` or the HostName.
@@ -98,7 +98,11 @@ impl HubTarget {
         };
         let ca_pem =
             std::fs::read(ca).with_context(|| format!("reading the CA {}", ca.display()))?;
-        let rest = HubRest::new(&cs, format!("https://{host}:{https_port}"), Some(&ca_pem))?;
+        let rest = HubClient::from_connection_string(
+            &cs,
+            format!("https://{host}:{https_port}"),
+            Some(&ca_pem),
+        )?;
         let connect = ConnectPlan {
             host: args.mqtt_host.clone().unwrap_or_else(|| dial_host(&host)),
             port: args.mqtt_port.or(mqtt_port).unwrap_or(8883),
@@ -135,7 +139,7 @@ impl HubTarget {
             Some(&ca_file),
             None,
         )?;
-        target.description = format!("embedded hub ({})", target.rest.base);
+        target.description = format!("embedded hub ({})", target.rest.base());
         target.embedded = true;
         target.hub = Some((running, dir));
         Ok(target)

@@ -3,10 +3,10 @@
 
 use super::duration::SimDuration;
 use super::expect::{decides_early, describe, satisfied, Measure};
-use super::rest::HubRest;
 use super::roster::Roster;
 use super::scenario::{Action, Expectation, Step, Target};
 use anyhow::{anyhow, Result};
+use fleethub_client::HubClient;
 use fleethub_core::firmware::DesiredFirmware;
 use fleethub_sim::fleet::SimClock;
 use futures_util::StreamExt;
@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 /// What the timeline acts with.
 pub struct Operator {
-    pub rest: HubRest,
+    pub rest: HubClient,
     pub roster: Arc<Roster>,
     pub artifacts: Vec<DesiredFirmware>,
     pub clock: SimClock,
@@ -151,12 +151,15 @@ impl Operator {
             let body = h.body.clone().map(|b| self.with_artifacts(b));
             let reply = self.rest.call(method, &h.path, body.as_ref()).await;
             let what = format!("{} {}", h.method, h.path);
-            return Ok(vec![reply.and_then(|r| r.ok(&what)).map(|_| ())]);
+            return Ok(vec![reply
+                .and_then(|r| r.ok(&what))
+                .map(|_| ())
+                .map_err(Into::into)]);
         }
         let ids = self.resolve(&step.target).await?;
         let results = futures_util::stream::iter(ids)
             .map(|id| async move { self.per_device(&step.action, &id).await })
-            .buffer_unordered(super::rest::FAN_OUT)
+            .buffer_unordered(fleethub_client::FAN_OUT)
             .collect()
             .await;
         Ok(results)

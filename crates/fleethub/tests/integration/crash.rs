@@ -1,44 +1,12 @@
 //! Durability: writes under load, `kill -9`, restart — every acknowledged write survives.
 
-use crate::harness::{spawn_hub, unix_now};
+use crate::harness::spawn_hub;
 use fleethub_sim::{ConnectOptions, DeviceAuth, DeviceClient};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-fn owner_token(ready: &Value) -> String {
-    let cs = fleethub_core::connection_string::ConnectionString::parse(
-        ready["ownerConnectionString"].as_str().unwrap(),
-    )
-    .unwrap();
-    fleethub_core::sas::generate_token(
-        &cs.host_name,
-        cs.shared_access_key.as_deref().unwrap(),
-        Some("iothubowner"),
-        unix_now() + 3600,
-    )
-    .unwrap()
-}
-
-async fn get_twin(http: &reqwest::Client, base: &str, token: &str, id: &str) -> Value {
-    let resp = http
-        .get(format!("{base}/twins/{id}"))
-        .header("Authorization", token)
-        .send()
-        .await
-        .unwrap();
-    resp.json().await.unwrap()
-}
-
-fn http_client(ready: &Value) -> reqwest::Client {
-    let ca = std::fs::read(ready["caFile"].as_str().unwrap()).unwrap();
-    reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .build()
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_write_survives_kill_dash_nine() {
@@ -48,22 +16,16 @@ async fn every_acknowledged_write_survives_kill_dash_nine() {
         hub.ready["httpsPort"].as_u64().unwrap() as u16,
         hub.ready["mqttPort"].as_u64().unwrap() as u16,
     );
-    let base = format!("https://localhost:{https}");
-    let (http, token) = (http_client(&hub.ready), owner_token(&hub.ready));
+    let rest = hub.client();
     let ca = std::fs::read(hub.ready["caFile"].as_str().unwrap()).unwrap();
     let tls = fleethub_sim::tls_config_trusting(&ca).unwrap();
 
     let devices = 20;
     let mut keys = Vec::new();
     for i in 0..devices {
-        let r: Value = http
-            .put(format!("{base}/devices/crash-{i}"))
-            .header("Authorization", &token)
-            .json(&json!({"deviceId": format!("crash-{i}")}))
-            .send()
-            .await
-            .unwrap()
-            .json()
+        let id = format!("crash-{i}");
+        let r = rest
+            .put_device(&id, &json!({ "deviceId": id }))
             .await
             .unwrap();
         keys.push(
@@ -112,22 +74,17 @@ async fn every_acknowledged_write_survives_kill_dash_nine() {
     }
     // Service-side writes too: desired patches through REST.
     let desired_writer = {
-        let (http, base, token, stop) = (http.clone(), base.clone(), token.clone(), stop.clone());
+        let (rest, stop) = (rest.clone(), stop.clone());
         tokio::spawn(async move {
             let mut acked = 0u64;
             for n in 1.. {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let r = http
-                    .patch(format!("{base}/twins/crash-0"))
-                    .header("Authorization", &token)
-                    .json(&json!({"properties": {"desired": {"seq": n}}}))
-                    .send()
-                    .await;
-                match r {
-                    Ok(resp) if resp.status().is_success() => acked = n,
-                    _ => break,
+                let patch = json!({"properties": {"desired": {"seq": n}}});
+                match rest.patch_twin("crash-0", &patch).await {
+                    Ok(_) => acked = n,
+                    Err(_) => break,
                 }
             }
             acked
@@ -149,7 +106,7 @@ async fn every_acknowledged_write_survives_kill_dash_nine() {
 
     let mut hub2 = spawn_hub(dir.path(), https, mqtt);
     for (i, want) in acked.iter().enumerate() {
-        let twin = get_twin(&http, &base, &token, &format!("crash-{i}")).await;
+        let twin = rest.twin(&format!("crash-{i}")).await.unwrap().unwrap();
         let got = twin["properties"]["reported"]["counter"]
             .as_u64()
             .unwrap_or(0);
@@ -158,7 +115,7 @@ async fn every_acknowledged_write_survives_kill_dash_nine() {
             "crash-{i}: acknowledged counter {want} but the store has {got}"
         );
     }
-    let twin = get_twin(&http, &base, &token, "crash-0").await;
+    let twin = rest.twin("crash-0").await.unwrap().unwrap();
     let seq = twin["properties"]["desired"]["seq"].as_u64().unwrap_or(0);
     assert!(
         seq >= desired_acked,
@@ -173,16 +130,10 @@ async fn sigterm_stops_the_hub_cleanly_and_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
     let mut hub = spawn_hub(dir.path(), 0, 0);
     let https = hub.ready["httpsPort"].as_u64().unwrap() as u16;
-    let base = format!("https://localhost:{https}");
-    let (http, token) = (http_client(&hub.ready), owner_token(&hub.ready));
-    let r = http
-        .put(format!("{base}/devices/term-1"))
-        .header("Authorization", &token)
-        .json(&json!({"deviceId": "term-1"}))
-        .send()
+    let rest = hub.client();
+    rest.put_device("term-1", &json!({"deviceId": "term-1"}))
         .await
         .unwrap();
-    assert!(r.status().is_success());
     let pid = hub.child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
@@ -199,6 +150,6 @@ async fn sigterm_stops_the_hub_cleanly_and_keeps_everything() {
     };
     assert!(status.success(), "graceful stop exits 0, got {status}");
     let _hub2 = spawn_hub(dir.path(), https, 0);
-    let twin = get_twin(&http, &base, &token, "term-1").await;
+    let twin = rest.twin("term-1").await.unwrap().unwrap();
     assert_eq!(twin["deviceId"], "term-1");
 }

@@ -1,6 +1,7 @@
 //! A real hub per test, plus a REST client and device clients that speak to it.
 
 use fleethub::{RunningHub, ServeConfig};
+use fleethub_client::{Credentials, HubClient};
 use fleethub_sim::{ConnectOptions, DeviceAuth, DeviceClient, DeviceEvent, DeviceEvents};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -13,24 +14,17 @@ pub const DEADLINE: Duration = Duration::from_secs(15);
 
 pub struct TestHub {
     pub running: RunningHub,
+    /// Raw HTTP, for requests the client would not send (malformed bodies).
     pub http: reqwest::Client,
+    /// The REST API as iothubowner.
+    pub client: HubClient,
     pub base: String,
     pub tls: Arc<rustls::ClientConfig>,
     _dir: tempfile::TempDir,
 }
 
 /// A REST answer: status, headers and JSON body (Null when empty).
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: reqwest::header::HeaderMap,
-    pub body: Value,
-}
-
-impl Reply {
-    pub fn error_code(&self) -> u64 {
-        self.body["errorCode"].as_u64().unwrap_or_default()
-    }
-}
+pub use fleethub_client::Reply;
 
 impl TestHub {
     pub async fn start() -> TestHub {
@@ -61,9 +55,16 @@ impl TestHub {
             .unwrap();
         let base = format!("https://localhost:{}", running.https_addr.port());
         let tls = fleethub_sim::tls_config_trusting(&ca).unwrap();
+        let credentials = Credentials {
+            host_name: format!("localhost:{}", running.https_addr.port()),
+            key_name: "iothubowner".into(),
+            key: running.hub.policy("iothubowner").unwrap().primary_key,
+        };
+        let client = HubClient::new(http.clone(), base.clone(), credentials);
         TestHub {
             running,
             http,
+            client,
             base,
             tls,
             _dir: dir,
@@ -90,29 +91,10 @@ impl TestHub {
         headers: &[(&str, &str)],
         token: Option<&str>,
     ) -> Reply {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.header("Authorization", t);
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request sent");
-        let (status, headers) = (resp.status(), resp.headers().clone());
-        let bytes = resp.bytes().await.unwrap();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-        };
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        self.client
+            .call_as(method, path, body.as_ref(), headers, token)
+            .await
+            .expect("request sent")
     }
 
     /// Registers a SAS device and returns its primary key.
@@ -229,6 +211,17 @@ pub struct Proc {
     pub child: std::process::Child,
     /// The ready file the hub wrote.
     pub ready: Value,
+}
+
+impl Proc {
+    /// The hub's REST API as iothubowner, as its ready file describes it.
+    pub fn client(&self) -> HubClient {
+        let ca = std::fs::read(self.ready["caFile"].as_str().unwrap()).unwrap();
+        let owner = self.ready["ownerConnectionString"].as_str().unwrap();
+        let cs = fleethub_core::connection_string::ConnectionString::parse(owner).unwrap();
+        let base = format!("https://localhost:{}", self.ready["httpsPort"]);
+        HubClient::from_connection_string(&cs, base, Some(&ca)).unwrap()
+    }
 }
 
 impl Drop for Proc {

@@ -1,7 +1,7 @@
 //! Jobs v2 end to end: twin jobs reach online devices over MQTT and offline ones on their next
 //! twin GET, method jobs call online devices and fail offline ones, and a job survives `kill -9`.
 
-use crate::harness::{eventually, next_event, spawn_hub, Rest, TestHub};
+use crate::harness::{eventually, next_event, spawn_hub, TestHub};
 use fleethub_sim::DeviceEvent;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -117,16 +117,14 @@ async fn a_twin_job_killed_mid_run_resumes_and_bumps_every_device_exactly_once()
     let dir = tempfile::tempdir().unwrap();
     let hub = spawn_hub(dir.path(), 0, 0);
     let https = hub.ready["httpsPort"].as_u64().unwrap() as u16;
-    let rest = Rest::for_hub(&hub.ready);
+    let rest = hub.client();
     let devices = 2000;
     for chunk in 0..devices / 100 {
         let entries: Vec<Value> = (chunk * 100..(chunk + 1) * 100)
             .map(|i| json!({ "id": format!("kj-{i:04}"), "importMode": "create" }))
             .collect();
-        let (status, body) = rest
-            .send(Method::POST, "/devices", Some(Value::Array(entries)))
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        let result = rest.bulk(&entries).await.unwrap();
+        assert!(result.is_successful, "{:?}", result.errors);
     }
     let job = json!({
         "type": "scheduleUpdateTwin",
@@ -134,14 +132,11 @@ async fn a_twin_job_killed_mid_run_resumes_and_bumps_every_device_exactly_once()
         "updateTwin": { "properties": { "desired": { "mark": "job-1" } } },
         "rateControl": { "maxPerSecond": 400 },
     });
-    let (status, body) = rest
-        .send(Method::PUT, "/jobs/v2/crash-job", Some(job))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    rest.create_job("crash-job", &job).await.unwrap();
 
     let mut hub = hub;
     let before = eventually("the job to be part-way", || async {
-        let (_, job) = rest.send(Method::GET, "/jobs/v2/crash-job", None).await;
+        let job = rest.job("crash-job").await.ok().flatten()?;
         let done = job["deviceJobStatistics"]["succeededCount"].as_u64()?;
         (done >= 200).then_some(done)
     })
@@ -154,9 +149,9 @@ async fn a_twin_job_killed_mid_run_resumes_and_bumps_every_device_exactly_once()
     );
 
     let _hub2 = spawn_hub(dir.path(), https, 0);
-    let rest = Rest::for_hub(&_hub2.ready);
+    let rest = _hub2.client();
     let job = eventually("the resumed job to complete", || async {
-        let (_, job) = rest.send(Method::GET, "/jobs/v2/crash-job", None).await;
+        let job = rest.job("crash-job").await.ok().flatten()?;
         (job["status"] == "completed").then_some(job)
     })
     .await;
@@ -164,9 +159,7 @@ async fn a_twin_job_killed_mid_run_resumes_and_bumps_every_device_exactly_once()
     assert_eq!(stats["deviceCount"], devices, "{job}");
     assert_eq!(stats["succeededCount"], devices, "{job}");
     for i in 0..devices {
-        let (_, twin) = rest
-            .send(Method::GET, &format!("/twins/kj-{i:04}"), None)
-            .await;
+        let twin = rest.twin(&format!("kj-{i:04}")).await.unwrap().unwrap();
         let desired = &twin["properties"]["desired"];
         assert_eq!(desired["mark"], "job-1", "kj-{i:04} was skipped: {desired}");
         assert_eq!(
