@@ -26,6 +26,9 @@ impl PartialEq for ConnectionInit {
 
 impl Eq for ConnectionInit {}
 
+/// The node name of a store opened without one: a single hub.
+pub const DEFAULT_NODE: &str = "local";
+
 /// Where the SQLite store lives and how much concurrency it gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
@@ -41,6 +44,11 @@ pub struct StoreConfig {
     /// needs more fails as [`crate::StoreError::Full`], as on a full disk. `None`: the disk is
     /// the limit. A limit below the current size holds the database at its current size.
     pub max_size_bytes: Option<u64>,
+    /// Names the process that opens the store. A job device row moved to `running` (a method
+    /// call in flight) is owned by its node, and recovery after a crash fails only the rows its
+    /// own node owns, so a second node sharing the store never fails the first one's calls.
+    /// Keep it the same across restarts of one node.
+    pub node: String,
 }
 
 impl StoreConfig {
@@ -52,6 +60,7 @@ impl StoreConfig {
             max_batch: 1024,
             connection_init: None,
             max_size_bytes: None,
+            node: DEFAULT_NODE.to_string(),
         }
     }
 }

@@ -390,3 +390,86 @@ async fn job_counts_follow_every_change_and_a_rolled_back_write_changes_none() {
         .unwrap();
     assert_eq!(counts_match_rows(&store, "j1").await.total(), 0);
 }
+
+/// Two nodes share one store; each has method calls in flight. When node "a" restarts and fails
+/// its interrupted calls, node "b"'s calls stay running: b is still waiting for their answers.
+#[tokio::test]
+async fn recovery_fails_only_the_running_rows_its_own_node_owns() {
+    let dir = tempfile::tempdir().unwrap();
+    let open_as = |node: &str| {
+        let mut cfg = StoreConfig::new(dir.path().join("fleethub.db"));
+        cfg.node = node.to_string();
+        Store::open(cfg).unwrap()
+    };
+    let (a, b) = (open_as("a"), open_as("b"));
+    seed(&a, 6).await;
+    a.write(|tx| {
+        tx.insert_job(&job("j1", "scheduleDeviceMethod", "running", 1))?;
+        let snapshot = JobSnapshot {
+            job_id: "j1",
+            job_type: "scheduleDeviceMethod",
+            created_time: "t0",
+            condition_sql: None,
+            condition_params: &[],
+        };
+        tx.snapshot_job_devices(&snapshot, None, 100)
+    })
+    .await
+    .unwrap();
+    let running = JobDeviceUpdate {
+        status: DeviceJobStatus::Running,
+        start_time: Some("t1"),
+        end_time: None,
+        updated_time: "t1",
+        outcome: None,
+        error: None,
+    };
+    // Each node starts calls on its own devices, as the engine does: pending → running.
+    for (store, ids) in [
+        (&a, ["d000", "d001", "d002"]),
+        (&b, ["d003", "d004", "d005"]),
+    ] {
+        store
+            .write(move |tx| -> Result<(), StoreError> {
+                for id in ids {
+                    assert!(tx.update_pending_job_device("j1", id, &running)?);
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+    let interrupted = json!({"code": "JobInterrupted"});
+    let failed = a
+        .write(move |tx| {
+            let fail = JobDeviceUpdate {
+                status: DeviceJobStatus::Failed,
+                start_time: None,
+                end_time: Some("t2"),
+                updated_time: "t2",
+                outcome: None,
+                error: Some(&interrupted),
+            };
+            tx.move_own_running_job_devices("j1", &fail, 100)
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed, 3, "a fails its own three calls");
+    for (id, status) in [
+        ("d000", DeviceJobStatus::Failed),
+        ("d002", DeviceJobStatus::Failed),
+        ("d003", DeviceJobStatus::Running),
+        ("d005", DeviceJobStatus::Running),
+    ] {
+        let row = b
+            .read(move |r| r.get_job_device("j1", id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.status, status, "{id}");
+    }
+    let counts = b.read(|r| r.job_device_counts("j1")).await.unwrap();
+    assert_eq!((counts.failed, counts.running), (3, 3));
+    a.close();
+    b.close();
+}

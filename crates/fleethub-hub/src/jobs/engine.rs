@@ -459,12 +459,9 @@ impl JobEngine {
                              it was not called again, so it cannot run twice",
                         );
                         let update = failed_update(&now, &error);
-                        Ok(tx.move_job_devices(
-                            &id,
-                            DeviceJobStatus::Running,
-                            &update,
-                            MOVE_CHUNK,
-                        )?)
+                        // Only this node's calls: another node sharing the store is still
+                        // waiting for its own.
+                        Ok(tx.move_own_running_job_devices(&id, &update, MOVE_CHUNK)?)
                     })
                     .await?;
                 failed += moved;

@@ -14,12 +14,14 @@ use super::reads::{json_text, sql_limit};
 use crate::{Reads, StoreError, WriteTx};
 
 /// The SET clause of every `job_devices` update: `?3` status, `?4` start, `?5` end, `?6` updated,
-/// `?7` outcome, `?8` error (start and end keep their value when not given).
+/// `?7` outcome, `?8` error (start and end keep their value when not given), `?9` owner (this
+/// store's node for a row moved to `running`, NULL otherwise).
 /// (A macro, so the statements below are built with `concat!` at compile time.)
 macro_rules! set_from_update {
     () => {
         "UPDATE job_devices SET status = ?3, start_time = coalesce(?4, start_time), \
-         end_time = coalesce(?5, end_time), updated_time = ?6, outcome = ?7, error = ?8 "
+         end_time = coalesce(?5, end_time), updated_time = ?6, outcome = ?7, error = ?8, \
+         owner = ?9 "
     };
 }
 
@@ -457,7 +459,7 @@ impl WriteTx<'_> {
     ) -> Result<bool, StoreError> {
         let sql = concat!(
             set_from_update!(),
-            "WHERE job_id = ?1 AND device_id = ?2 AND status = ?9"
+            "WHERE job_id = ?1 AND device_id = ?2 AND status = ?10"
         );
         let changed = self.apply_update(sql, job_id, device_id, update, Some(&from.as_str()))? == 1;
         if changed {
@@ -479,10 +481,34 @@ impl WriteTx<'_> {
             set_from_update!(),
             "WHERE job_id = ?1 AND device_id IN (
                  SELECT device_id FROM job_devices WHERE job_id = ?1 AND status = ?2
-                 ORDER BY device_id LIMIT ?9)"
+                 ORDER BY device_id LIMIT ?10)"
         );
         let moved =
             self.apply_update(sql, job_id, from.as_str(), update, Some(&sql_limit(limit)))?;
+        self.count_move(job_id, from, update.status, moved as i64);
+        Ok(moved as u64)
+    }
+
+    /// Moves up to `limit` of a job's `running` devices that this store's node owns (or that no
+    /// node owns: rows from before owners were kept) to `update.status`; returns how many
+    /// moved. Recovery after a crash uses it, so it never touches another node's calls.
+    pub fn move_own_running_job_devices(
+        &mut self,
+        job_id: &str,
+        update: &JobDeviceUpdate<'_>,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let sql = concat!(
+            set_from_update!(),
+            "WHERE job_id = ?1 AND device_id IN (
+                 SELECT device_id FROM job_devices
+                 WHERE job_id = ?1 AND status = ?2 AND (owner IS NULL OR owner = ?11)
+                 ORDER BY device_id LIMIT ?10)"
+        );
+        let from = DeviceJobStatus::Running;
+        let node = self.node.to_string();
+        let extra: [&dyn rusqlite::ToSql; 2] = [&sql_limit(limit), &node];
+        let moved = self.apply_update_with(sql, job_id, from.as_str(), update, &extra)?;
         self.count_move(job_id, from, update.status, moved as i64);
         Ok(moved as u64)
     }
@@ -535,8 +561,8 @@ impl WriteTx<'_> {
     }
 
     /// Runs a `job_devices` update that starts with `set_from_update!()`: `?1` the job, `?2`
-    /// `key` (a device id or a status), `?3`…`?8` the update, `?9` the optional `extra` (a limit
-    /// or a status).
+    /// `key` (a device id or a status), `?3`…`?9` the update, `?10` the optional `extra` (a
+    /// limit or a status).
     fn apply_update(
         &mut self,
         sql: &str,
@@ -545,9 +571,22 @@ impl WriteTx<'_> {
         update: &JobDeviceUpdate<'_>,
         extra: Option<&dyn rusqlite::ToSql>,
     ) -> Result<usize, StoreError> {
+        self.apply_update_with(sql, job_id, key, update, extra.as_slice())
+    }
+
+    /// [`WriteTx::apply_update`] with any number of extra parameters, `?10` onwards.
+    fn apply_update_with(
+        &mut self,
+        sql: &str,
+        job_id: &str,
+        key: &str,
+        update: &JobDeviceUpdate<'_>,
+        extra: &[&dyn rusqlite::ToSql],
+    ) -> Result<usize, StoreError> {
         let mut stmt = self.conn.prepare_cached(sql)?;
         let outcome = update.outcome.map(json_text).transpose()?;
         let error = update.error.map(json_text).transpose()?;
+        let owner = (update.status == DeviceJobStatus::Running).then_some(self.node);
         let base = params![
             job_id,
             key,
@@ -557,15 +596,11 @@ impl WriteTx<'_> {
             update.updated_time,
             outcome,
             error,
+            owner,
         ];
-        Ok(match extra {
-            None => stmt.execute(base)?,
-            Some(extra) => {
-                let mut all = base.to_vec();
-                all.push(extra);
-                stmt.execute(all.as_slice())?
-            }
-        })
+        let mut all = base.to_vec();
+        all.extend_from_slice(extra);
+        Ok(stmt.execute(all.as_slice())?)
     }
 
     /// Replaces tags and/or desired (as already-serialized JSON text; `None` keeps a section) and

@@ -91,7 +91,7 @@ impl Store {
             open_connection(&cfg.path, cfg.connection_init.as_ref())?,
             &mut conn,
         )?;
-        let writer = Writer::spawn(conn, cfg.max_batch, backstop)?;
+        let writer = Writer::spawn(conn, cfg.max_batch, backstop, cfg.node.clone())?;
         Ok(Store {
             inner: Arc::new(Inner {
                 writer,

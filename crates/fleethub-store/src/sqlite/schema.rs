@@ -164,6 +164,12 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX events_time ON events (time_ms);
     "#,
+    // 5: who owns a device's part in a job while it runs (a method call in flight): the
+    // node that started it, so recovery after a crash fails only its own node's calls. NULL
+    // for rows that are not running (and for rows written before this migration).
+    r#"
+    ALTER TABLE job_devices ADD COLUMN owner TEXT;
+    "#,
 ];
 
 /// Brings the database up to the newest schema this build knows.

@@ -94,12 +94,13 @@ impl Writer {
         conn: Connection,
         max_batch: usize,
         backstop: Backstop,
+        node: String,
     ) -> Result<Writer, StoreError> {
         let (queue, jobs) = mpsc::channel();
         let max_batch = max_batch.max(1);
         let thread = thread::Builder::new()
             .name("fleethub-store-writer".into())
-            .spawn(move || write_loop(&conn, &jobs, max_batch, &backstop))
+            .spawn(move || write_loop(&conn, &node, &jobs, max_batch, &backstop))
             .map_err(|e| StoreError::Other(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             queue: Mutex::new(Some(queue)),
@@ -139,6 +140,7 @@ impl Writer {
 /// The writer thread's body: batch, commit, answer, until the queue is closed and empty.
 fn write_loop(
     conn: &Connection,
+    node: &str,
     jobs: &mpsc::Receiver<Box<dyn Job>>,
     max_batch: usize,
     backstop: &Backstop,
@@ -153,7 +155,7 @@ fn write_loop(
         }
         // Only a bug in the store itself can panic here (callers' panics are caught per job);
         // the writer stays up, and the batch's callers learn of it through their dropped replies.
-        if panic::catch_unwind(AssertUnwindSafe(|| commit_batch(conn, batch))).is_err() {
+        if panic::catch_unwind(AssertUnwindSafe(|| commit_batch(conn, node, batch))).is_err() {
             tracing::error!("store writer panicked while committing a batch");
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
@@ -167,8 +169,8 @@ fn write_loop(
 /// Runs one batch in one transaction, then the effects its writes recorded (in commit order),
 /// then delivers every job's result: a caller that hears "committed" knows its effects are
 /// already on their way.
-fn commit_batch(conn: &Connection, mut batch: Vec<Box<dyn Job>>) {
-    match run_batch(conn, &mut batch) {
+fn commit_batch(conn: &Connection, node: &str, mut batch: Vec<Box<dyn Job>>) {
+    match run_batch(conn, node, &mut batch) {
         Ok(effects) => {
             for effect in effects {
                 if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(effect)) {
@@ -198,10 +200,15 @@ fn commit_batch(conn: &Connection, mut batch: Vec<Box<dyn Job>>) {
 
 /// `BEGIN IMMEDIATE`, each job in its savepoint, `COMMIT`; returns the kept writes' effects.
 /// An error here dooms the whole batch, effects included.
-fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<Vec<Effect>> {
+fn run_batch(
+    conn: &Connection,
+    node: &str,
+    batch: &mut [Box<dyn Job>],
+) -> rusqlite::Result<Vec<Effect>> {
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     let mut tx = WriteTx {
         conn,
+        node,
         count_deltas: Vec::new(),
         effects: Vec::new(),
     };

@@ -10,6 +10,9 @@ use crate::{C2dRow, DeviceRow, EncodedDeviceRow, Reads, StoreError, TelemetryRow
 /// or not at all if the write returns an error.
 pub struct WriteTx<'a> {
     pub(crate) conn: &'a Connection,
+    /// The node this store was opened by ([`crate::StoreConfig::node`]): the owner of the job
+    /// rows this write moves to `running`.
+    pub(crate) node: &'a str,
     /// Changes to `job_counts` made by this write so far: (job, status, delta).
     pub(crate) count_deltas: Vec<(String, fleethub_core::jobs::DeviceJobStatus, i64)>,
     /// What must happen once the batch commits, in the order the writes recorded it.
