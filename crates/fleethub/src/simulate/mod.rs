@@ -2,24 +2,15 @@
 //! fault injection, an operator timeline and expectations checked against what the hub serves,
 //! to rehearse a rollout before it touches hardware.
 //!
-//! The pieces: [`scenario`] (the TOML file, checked up front), [`roster`] (ids, keys and seeds
-//! derived from the run's seed), [`target`] (which hub; or one started in-process),
-//! [`firmware`] (generated artifacts served over HTTPS with Range), [`fleet`] (devices in this
-//! process or in `simulate-worker` children), [`timeline`] (steps and expectations),
-//! [`view`] and [`report`].
+//! The runner lives in `fleethub-scenario` (scenario files, roster, firmware server, device
+//! processes, timeline, expectations, report); here are the flags, [`target`] (which hub; or
+//! one started in-process) and the live [`view`].
 
-pub mod duration;
-pub mod expect;
-pub mod firmware;
-pub mod fleet;
-pub mod report;
-pub mod roster;
-pub mod scenario;
 pub mod target;
-pub mod timeline;
 pub mod view;
 
-pub use fleet::run_worker;
+pub use fleethub_scenario::processes::run_worker;
+use fleethub_scenario::{duration, firmware, processes, report, roster, scenario, timeline};
 
 use anyhow::{Context, Result};
 use duration::SimDuration;
@@ -181,7 +172,7 @@ pub async fn run(args: SimulateArgs) -> Result<bool> {
     let clock = SimClock::new(sim.time_scale);
     let started = Instant::now();
     let processes = args.processes.max(1);
-    let fleet = fleet::Fleet::start(&roster, &connect, &clock, processes).await?;
+    let fleet = processes::RunningDevices::start(&roster, &connect, &clock, processes).await?;
     let operator = Operator {
         rest: target.rest.clone(),
         roster: roster.clone(),
@@ -229,7 +220,7 @@ pub async fn run(args: SimulateArgs) -> Result<bool> {
 async fn drive(
     scenario: &Scenario,
     operator: &Operator,
-    fleet: &fleet::Fleet,
+    fleet: &processes::RunningDevices,
     clock: &SimClock,
     started: Instant,
 ) -> (Vec<timeline::Outcome>, Vec<timeline::StepRecord>, String) {

@@ -1,10 +1,10 @@
 //! Which hub the simulation runs against: one named by a service connection string, one whose
 //! `serve --ready-file` we read, or a hub started in this process on ephemeral ports.
 
-use super::fleet::ConnectPlan;
 use anyhow::{anyhow, bail, Context, Result};
 use fleethub_client::HubClient;
 use fleethub_core::connection_string::ConnectionString;
+use fleethub_scenario::processes::ConnectPlan;
 use std::path::{Path, PathBuf};
 
 /// Flags that say where the hub is.

@@ -1,7 +1,7 @@
 //! The live view on stderr: redrawn in place twice a second on a terminal, one line every ten
 //! seconds otherwise (logs, CI).
 
-use super::duration::SimDuration;
+use fleethub_scenario::duration::SimDuration;
 use fleethub_sim::fleet::{in_version_order, StatsSnapshot};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Who is in the fleet: every device's id, key, group and seed, derived from the run's seed and
 //! the device's index, so every process (and every rerun) agrees without being told.
 
-use super::scenario::Scenario;
+use crate::scenario::Scenario;
 use base64::Engine;
 use fleethub_client::{ClientError, HubClient, BULK_LIMIT};
 use fleethub_sim::fleet::{Behavior, DeviceSpec};

@@ -1,8 +1,8 @@
 //! The report a run ends with: the timeline as it happened, each expectation's verdict with
 //! what was measured, and the fleet's final counters; as text for people or JSON for scripts.
 
-use super::duration::SimDuration;
-use super::timeline::{Outcome, StepRecord};
+use crate::duration::SimDuration;
+use crate::timeline::{Outcome, StepRecord};
 use fleethub_sim::fleet::{in_version_order, StatsSnapshot};
 use serde::Serialize;
 use std::fmt::Write;
@@ -165,7 +165,7 @@ fn plural(n: usize) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulate::expect::Measure;
+    use crate::expect::Measure;
 
     fn sample() -> Report {
         let stats = StatsSnapshot {

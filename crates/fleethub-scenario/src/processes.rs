@@ -2,7 +2,7 @@
 //! `fleethub simulate-worker` child processes (one process may hold at most ~19,000
 //! connections here). Either way the caller sees one summed [`StatsSnapshot`].
 
-use super::roster::Roster;
+use crate::roster::Roster;
 use anyhow::{Context, Result};
 use fleethub_sim::fleet::{spawn_device, FleetStats, SimClock, StatsSnapshot};
 use fleethub_sim::ConnectTemplate;
@@ -134,23 +134,23 @@ struct WorkerProcess {
 }
 
 /// The running fleet.
-pub struct Fleet {
+pub struct RunningDevices {
     local: Option<LocalDevices>,
     workers: Vec<WorkerProcess>,
     slots: SnapshotSlots,
 }
 
-impl Fleet {
+impl RunningDevices {
     /// Starts every device: here when `processes` ≤ 1, else in that many worker processes.
     pub async fn start(
         roster: &Roster,
         connect: &ConnectPlan,
         clock: &SimClock,
         processes: usize,
-    ) -> Result<Fleet> {
+    ) -> Result<RunningDevices> {
         if processes <= 1 {
             let local = LocalDevices::start(roster, 0..roster.len(), connect, clock)?;
-            return Ok(Fleet {
+            return Ok(RunningDevices {
                 local: Some(local),
                 workers: Vec::new(),
                 slots: SnapshotSlots::new(0),
@@ -168,7 +168,7 @@ impl Fleet {
             };
             workers.push(spawn_worker(&plan, slots.clone(), i).await?);
         }
-        Ok(Fleet {
+        Ok(RunningDevices {
             local: None,
             workers,
             slots,
@@ -323,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_worker_plan_crosses_the_pipe_intact() {
-        let scenario = super::super::scenario::Scenario::parse(
+        let scenario = crate::scenario::Scenario::parse(
             "[[group]]\nname = \"g\"\ncount = 3\n[group.behavior.faults]\npower_loss = 0.5\n",
         )
         .unwrap();

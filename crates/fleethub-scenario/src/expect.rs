@@ -1,7 +1,7 @@
 //! Judging expectations against twins as the hub serves them (what an operator sees), not
 //! against the simulator's own counters.
 
-use super::scenario::{Amount, Expectation, Matcher, Quantity, Target};
+use crate::scenario::{Amount, Expectation, Matcher, Quantity, Target};
 use fleethub_core::firmware::ReportedFirmware;
 use serde::Serialize;
 use serde_json::Value;

@@ -2,7 +2,7 @@
 //! timeline (`[[step]]`) and what must come true (`[[expect]]`), parsed from TOML and checked
 //! once, so a run never starts on a file that would fail halfway.
 
-use super::duration::SimDuration;
+use crate::duration::SimDuration;
 use fleethub_core::firmware::{is_sha256_hex, UpdateStatus};
 use fleethub_sim::fleet::Behavior;
 use serde::Deserialize;

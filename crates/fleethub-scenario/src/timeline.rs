@@ -1,16 +1,16 @@
 //! The operator's timeline: each step runs at its simulated time as REST calls, and
 //! expectations are judged against the twins the hub serves.
 
-use super::duration::SimDuration;
-use super::expect::{decides_early, describe, satisfied, Measure};
-use super::roster::Roster;
-use super::scenario::{Action, Expectation, Step, Target};
+use crate::duration::SimDuration;
+use crate::expect::{decides_early, describe, satisfied, Measure};
+use crate::roster::Roster;
+use crate::scenario::{Action, Expectation, Step, Target};
 use anyhow::{anyhow, Result};
 use fleethub_client::HubClient;
+use fleethub_client::Method;
 use fleethub_core::firmware::DesiredFirmware;
 use fleethub_sim::fleet::SimClock;
 use futures_util::StreamExt;
-use reqwest::Method;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -317,7 +317,7 @@ impl Serialize for SimDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulate::scenario::Scenario;
+    use crate::scenario::Scenario;
 
     #[test]
     fn steps_summarize_in_one_line() {

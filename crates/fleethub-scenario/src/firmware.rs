@@ -2,8 +2,8 @@
 //! blobs over HTTPS with Range requests, under a CA generated for the run that the virtual
 //! devices are told to trust.
 
-use super::roster::splitmix64;
-use super::scenario::{Firmware, FirmwareSource};
+use crate::roster::splitmix64;
+use crate::scenario::{Firmware, FirmwareSource};
 use anyhow::{Context, Result};
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -308,7 +308,7 @@ mod tests {
     async fn the_server_answers_ranges_over_tls_that_its_ca_vouches_for() {
         let fw = Firmware {
             version: "2.1.0".into(),
-            source: FirmwareSource::Generated(super::super::scenario::Generate { size: 5000 }),
+            source: FirmwareSource::Generated(crate::scenario::Generate { size: 5000 }),
         };
         let (artifacts, server) = prepare(3, &[fw]).await.unwrap();
         let server = server.unwrap();
