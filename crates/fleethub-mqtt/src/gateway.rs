@@ -2,7 +2,9 @@
 
 use fleethub_hub::Hub;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 /// Limits of the device gateway.
@@ -12,13 +14,23 @@ pub struct GatewayConfig {
     pub max_packet_size: usize,
     /// Longest keepalive honoured, in seconds (IoT Hub: 1740); 0 or longer requests get this.
     pub max_keep_alive: u16,
+    /// The most MQTT connections (TLS and plain) that may be open at once before their CONNECT
+    /// is authenticated. A connection over it is closed at accept, before its TLS handshake: a
+    /// client that keeps opening connections and never authenticates can hold at most this many
+    /// file descriptors, and devices that authenticate never count against it.
+    pub max_pending_connections: usize,
 }
+
+/// [`GatewayConfig::max_pending_connections`] by default: an honest device authenticates in
+/// milliseconds, so 1,024 at once admits reconnect storms of tens of thousands of devices.
+pub const DEFAULT_MAX_PENDING_CONNECTIONS: usize = 1024;
 
 impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             max_packet_size: 256 * 1024 + 1024,
             max_keep_alive: 1740,
+            max_pending_connections: DEFAULT_MAX_PENDING_CONNECTIONS,
         }
     }
 }
@@ -37,12 +49,25 @@ pub struct ConnectionInfo {
 pub struct Gateway {
     hub: Hub,
     config: GatewayConfig,
+    /// One permit per connection accepted and not yet authenticated.
+    pending: Arc<Semaphore>,
+}
+
+/// A place among the connections waiting to authenticate; given back when dropped, which is
+/// when the connection's CONNECT is decided (or the connection ends).
+pub struct Pending {
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Gateway {
     /// A gateway that admits devices into `hub`.
     pub fn new(hub: Hub, cfg: GatewayConfig) -> Gateway {
-        Gateway { hub, config: cfg }
+        let pending = Arc::new(Semaphore::new(cfg.max_pending_connections.max(1)));
+        Gateway {
+            hub,
+            config: cfg,
+            pending,
+        }
     }
 
     /// The hub devices are admitted into.
@@ -55,6 +80,15 @@ impl Gateway {
         &self.config
     }
 
+    /// A place for a newly accepted connection among those waiting to authenticate, or `None`
+    /// when [`GatewayConfig::max_pending_connections`] are already waiting (close it then).
+    pub fn admit_pending(&self) -> Option<Pending> {
+        Arc::clone(&self.pending)
+            .try_acquire_owned()
+            .ok()
+            .map(|permit| Pending { _permit: permit })
+    }
+
     /// Serves one device connection over any byte stream (TLS, plain TCP, WebSocket bridge).
     ///
     /// The connection runs in its own task, so even a panic below it stays with this connection;
@@ -64,8 +98,19 @@ impl Gateway {
         stream: S,
         info: ConnectionInfo,
     ) {
+        self.serve_pending(stream, info, None).await
+    }
+
+    /// [`Gateway::serve_connection`] for a connection holding a place among those waiting to
+    /// authenticate: the place is given back once its CONNECT is decided.
+    pub async fn serve_pending<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        &self,
+        stream: S,
+        info: ConnectionInfo,
+        pending: Option<Pending>,
+    ) {
         let (gw, peer) = (self.clone(), info.peer);
-        let session = async move { crate::session::serve(&gw, stream, info).await };
+        let session = async move { crate::session::serve(&gw, stream, info, pending).await };
         let mut task = AbortOnDrop(tokio::spawn(session));
         if let Err(e) = (&mut task.0).await {
             if e.is_panic() {

@@ -26,6 +26,8 @@ mod session;
 pub mod subscriptions;
 
 #[cfg(feature = "gateway")]
-pub use gateway::{ConnectionInfo, Gateway, GatewayConfig};
+pub use gateway::{
+    ConnectionInfo, Gateway, GatewayConfig, Pending, DEFAULT_MAX_PENDING_CONNECTIONS,
+};
 #[cfg(feature = "gateway")]
 pub use listener::Acceptor;

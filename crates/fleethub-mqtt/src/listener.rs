@@ -80,32 +80,82 @@ impl Acceptor {
     }
 }
 
+/// Says, at most every [`ACCEPT_WARNING_INTERVAL`], that connections are being closed because
+/// too many are waiting to authenticate.
+#[derive(Default)]
+struct PendingRefusals {
+    refused: u64,
+    quiet_until: Option<Instant>,
+}
+
+impl PendingRefusals {
+    fn refused(&mut self, what: &str, gw: &Gateway, peer: SocketAddr) {
+        gw.hub()
+            .metrics()
+            .connections_refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.refused += 1;
+        let now = Instant::now();
+        if self.quiet_until.is_some_and(|until| now < until) {
+            return;
+        }
+        tracing::warn!(
+            %peer,
+            "{what}: {} connections are already waiting to authenticate \
+             (max_pending_connections); closed {} new ones since the last warning",
+            gw.config().max_pending_connections,
+            std::mem::take(&mut self.refused)
+        );
+        self.quiet_until = Some(now + ACCEPT_WARNING_INTERVAL);
+    }
+}
+
 impl Gateway {
     /// Accepts MQTT over TLS (port 8883) forever; drop the future to stop accepting.
     pub async fn serve_tls(&self, listener: TcpListener, acceptor: TlsAcceptor) {
         let mut listener = Acceptor::new(listener, "MQTT/TLS");
+        let mut refusals = PendingRefusals::default();
         loop {
             let (tcp, peer) = listener.accept().await;
+            let Some(pending) = self.admit_pending() else {
+                drop(tcp);
+                refusals.refused("MQTT/TLS", self, peer);
+                continue;
+            };
             let (gw, acceptor) = (self.clone(), acceptor.clone());
-            tokio::spawn(async move { gw.serve_tls_connection(tcp, peer, acceptor).await });
+            tokio::spawn(
+                async move { gw.serve_tls_connection(tcp, peer, acceptor, pending).await },
+            );
         }
     }
 
     /// Accepts MQTT over plain TCP forever (tests, or behind a TLS-terminating proxy).
     pub async fn serve_plain(&self, listener: TcpListener) {
         let mut listener = Acceptor::new(listener, "plain MQTT");
+        let mut refusals = PendingRefusals::default();
         loop {
             let (tcp, peer) = listener.accept().await;
+            let Some(pending) = self.admit_pending() else {
+                drop(tcp);
+                refusals.refused("plain MQTT", self, peer);
+                continue;
+            };
             let gw = self.clone();
             let info = ConnectionInfo {
                 peer: Some(peer),
                 client_cert_chain: Vec::new(),
             };
-            tokio::spawn(async move { gw.serve_connection(tcp, info).await });
+            tokio::spawn(async move { gw.serve_pending(tcp, info, Some(pending)).await });
         }
     }
 
-    async fn serve_tls_connection(&self, tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor) {
+    async fn serve_tls_connection(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        acceptor: TlsAcceptor,
+        pending: crate::gateway::Pending,
+    ) {
         let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
@@ -116,6 +166,6 @@ impl Gateway {
             peer: Some(peer),
             client_cert_chain: chain.iter().map(|c| c.as_ref().to_vec()).collect(),
         };
-        self.serve_connection(tls, info).await
+        self.serve_pending(tls, info, Some(pending)).await
     }
 }

@@ -38,8 +38,12 @@ impl From<std::io::Error> for Close {
 type Step = Result<(), Close>;
 
 /// Serves one connection from its first byte to its close.
-pub async fn serve<S>(gw: &Gateway, stream: S, info: ConnectionInfo)
-where
+pub async fn serve<S>(
+    gw: &Gateway,
+    stream: S,
+    info: ConnectionInfo,
+    pending: Option<crate::gateway::Pending>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (r, w) = tokio::io::split(stream);
@@ -58,6 +62,8 @@ where
         Ok(admitted) => admitted,
         Err(code) => return refuse(gw.hub(), &mut writer, Some(code)).await,
     };
+    // Authenticated: the connection is a device now, no longer one waiting to be.
+    drop(pending);
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = gw.hub().device_connected(&admitted.device_id, tx);
     let ack = ConnAck {

@@ -701,3 +701,83 @@ async fn a_certificate_session_is_closed_at_the_leaf_not_after_and_then_refused(
     clock.advance(chrono::Duration::seconds(1));
     assert_eq!(t.connack(info, "cert1", None).await, 4);
 }
+
+/// Port 8883 had HTTPS's old exposure: connections that never authenticate were unbounded, so a
+/// client re-opening them could hold every file descriptor. Now at most
+/// `max_pending_connections` wait at once; the next is closed at accept, and a device that
+/// authenticates gives its place back, so devices still get in while the attack holds.
+#[tokio::test]
+async fn connections_that_never_authenticate_are_capped_and_devices_still_connect() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let th = test_hub().await;
+    let gateway = Gateway::new(
+        th.hub.clone(),
+        GatewayConfig {
+            max_pending_connections: 3,
+            ..GatewayConfig::default()
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = gateway.clone();
+    tokio::spawn(async move { served.serve_plain(listener).await });
+
+    // A device that authenticates first: it does not count against the cap afterwards.
+    let token = th.sas_device("d1").await;
+    let connect_device = |id: &'static str, token: String| async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (r, w) = tcp.into_split();
+        let (mut r, mut w) = (PacketReader::new(r, 1 << 20), PacketWriter::new(w));
+        w.send(&connect(id, Some(&token), true)).await.unwrap();
+        let answer = tokio::time::timeout(WAIT, r.next()).await.unwrap();
+        (answer.ok().flatten(), r, w)
+    };
+    let (answer, _r1, _w1) = connect_device("d1", token.clone()).await;
+    assert!(
+        matches!(answer, Some(Packet::ConnAck(ConnAck { code: 0, .. }))),
+        "{answer:?}"
+    );
+
+    // Three silent connections fill the waiting places...
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(&[]).await.unwrap();
+        silent.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...so the next one is closed at once, before it sends anything.
+    let mut refused = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(WAIT, refused.read(&mut buf))
+        .await
+        .expect("a connection over the cap is closed, not left waiting")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    assert!(th.hub.metrics().connections_refused.load(Ordering::Relaxed) >= 1);
+
+    // One silent connection goes away: its place comes back and a device gets in.
+    drop(silent.pop());
+    let token2 = th.sas_device("d2").await;
+    let mut answer = None;
+    for _ in 0..50 {
+        let (a, ..) = connect_device("d2", token2.clone()).await;
+        if a.is_some() {
+            answer = a;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        matches!(answer, Some(Packet::ConnAck(ConnAck { code: 0, .. }))),
+        "{answer:?}"
+    );
+    // Authenticated devices hold no waiting place: with two silent connections left, a third
+    // fits again and is kept open (waiting for its CONNECT), not closed.
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(300), third.read(&mut buf)).await;
+    assert!(
+        waited.is_err(),
+        "the third silent connection is held, not closed: {waited:?}"
+    );
+}

@@ -25,6 +25,14 @@ pub struct ServeConfig {
     /// Plain (unencrypted) MQTT, off unless a port is given.
     #[arg(long, env = "FLEETHUB_PLAIN_MQTT_PORT")]
     pub plain_mqtt_port: Option<u16>,
+    /// MQTT connections that may wait at once for their CONNECT to be authenticated (TLS
+    /// handshake and CONNECT included); over it, a new one is closed at accept. Authenticated
+    /// devices never count, so a client that keeps opening connections and never authenticates
+    /// holds at most this many file descriptors.
+    #[arg(long = "mqtt-max-pending-connections", env = "FLEETHUB_MQTT_MAX_PENDING_CONNECTIONS",
+          default_value_t = fleethub_mqtt::DEFAULT_MAX_PENDING_CONNECTIONS as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub mqtt_max_pending: u32,
     /// The host name clients use; it goes into the server certificate and connection strings.
     #[arg(long, env = "FLEETHUB_HOST_NAME", default_value = "localhost")]
     pub host_name: String,
@@ -181,6 +189,7 @@ impl ServeConfig {
             mqtt_port: 0,
             https_port: Some(0),
             plain_mqtt_port: Some(0),
+            mqtt_max_pending: fleethub_mqtt::DEFAULT_MAX_PENDING_CONNECTIONS as u32,
             host_name: "localhost".into(),
             tls_cert: None,
             tls_key: None,

@@ -168,7 +168,13 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
         hub_config,
     )
     .await?;
-    let gateway = Gateway::new(hub.clone(), GatewayConfig::default());
+    let gateway = Gateway::new(
+        hub.clone(),
+        GatewayConfig {
+            max_pending_connections: cfg.mqtt_max_pending as usize,
+            ..GatewayConfig::default()
+        },
+    );
     let fd_budget = FdBudget::raise_and_plan(cfg.https_limits.max_connections);
     tracing::info!("{fd_budget}");
     if fd_budget.devices < fd_budget.https_connections {
