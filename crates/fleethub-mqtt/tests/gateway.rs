@@ -492,8 +492,14 @@ async fn a_device_publishing_faster_than_its_quota_is_slowed_and_loses_nothing()
     );
     let stored = t.hub.read_telemetry(Some("dev1"), 0, 100).await.unwrap();
     assert_eq!(stored.len(), SENT, "back-pressure must not drop messages");
+    // How many had to wait depends on how fast this machine sent them (a busy one refills
+    // the bucket between sends), so only that some did is certain; the elapsed time above is
+    // what proves the rate.
     let throttled = t.hub.metrics().throttled_telemetry.load(Ordering::Relaxed);
-    assert!(throttled >= 15, "{throttled} delayed");
+    assert!(
+        (1..=(SENT - 5) as u64).contains(&throttled),
+        "{throttled} delayed"
+    );
     assert!(t.hub.metrics_text().contains(&format!(
         "fleethub_throttled_total{{kind=\"telemetry\"}} {throttled}"
     )));
