@@ -477,16 +477,7 @@ impl WriteTx<'_> {
         update: &JobDeviceUpdate<'_>,
         limit: usize,
     ) -> Result<u64, StoreError> {
-        let sql = concat!(
-            set_from_update!(),
-            "WHERE job_id = ?1 AND device_id IN (
-                 SELECT device_id FROM job_devices WHERE job_id = ?1 AND status = ?2
-                 ORDER BY device_id LIMIT ?10)"
-        );
-        let moved =
-            self.apply_update(sql, job_id, from.as_str(), update, Some(&sql_limit(limit)))?;
-        self.count_move(job_id, from, update.status, moved as i64);
-        Ok(moved as u64)
+        self.move_devices(job_id, from, None, update, limit)
     }
 
     /// Moves up to `limit` of a job's `running` devices that this store's node owns (or that no
@@ -498,16 +489,29 @@ impl WriteTx<'_> {
         update: &JobDeviceUpdate<'_>,
         limit: usize,
     ) -> Result<u64, StoreError> {
+        let node = self.node.to_string();
+        self.move_devices(job_id, DeviceJobStatus::Running, Some(&node), update, limit)
+    }
+
+    /// The one bulk move: up to `limit` of a job's rows in `from` (lowest ids first), only those
+    /// `owner` owns (or no node owns) when it is given, to `update.status`.
+    fn move_devices(
+        &mut self,
+        job_id: &str,
+        from: DeviceJobStatus,
+        owner: Option<&str>,
+        update: &JobDeviceUpdate<'_>,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
         let sql = concat!(
             set_from_update!(),
             "WHERE job_id = ?1 AND device_id IN (
                  SELECT device_id FROM job_devices
-                 WHERE job_id = ?1 AND status = ?2 AND (owner IS NULL OR owner = ?11)
+                 WHERE job_id = ?1 AND status = ?2
+                   AND (?11 IS NULL OR owner IS NULL OR owner = ?11)
                  ORDER BY device_id LIMIT ?10)"
         );
-        let from = DeviceJobStatus::Running;
-        let node = self.node.to_string();
-        let extra: [&dyn rusqlite::ToSql; 2] = [&sql_limit(limit), &node];
+        let extra: [&dyn rusqlite::ToSql; 2] = [&sql_limit(limit), &owner];
         let moved = self.apply_update_with(sql, job_id, from.as_str(), update, &extra)?;
         self.count_move(job_id, from, update.status, moved as i64);
         Ok(moved as u64)
