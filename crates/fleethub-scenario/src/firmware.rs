@@ -14,7 +14,6 @@ use axum::Router;
 use fleethub_core::firmware::{sha256_hex, DesiredFirmware};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -167,34 +166,11 @@ pub async fn prepare(
 
 /// A CA for this run and a server certificate for 127.0.0.1 and localhost signed by it.
 fn certificates() -> Result<(String, TlsAcceptor)> {
-    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.distinguished_name
-        .push(DnType::CommonName, "FleetHub simulator firmware CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca, &ca_key);
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let mut params =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "FleetHub simulator firmware");
-    let cert = params.signed_by(&key, &issuer)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone(), ca_cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok((ca_cert.pem(), TlsAcceptor::from(Arc::new(config))))
+    let ca = fleethub_tls::LocalCa::generate("FleetHub simulator firmware CA")?;
+    let names = ["127.0.0.1".to_string(), "localhost".to_string()];
+    let server = ca.issue_server("FleetHub simulator firmware", &names)?;
+    let config = fleethub_tls::server_config(&server, &[b"http/1.1"])?;
+    Ok((ca.cert_pem(), TlsAcceptor::from(config)))
 }
 
 async fn download(

@@ -462,27 +462,21 @@ async fn the_source_address_can_be_chosen_within_loopback() {
     assert_eq!(peer.ip().to_string(), "127.0.0.7");
 }
 
-/// A CA and a server certificate for localhost/127.0.0.1 signed by it, as the hub generates.
+/// A CA and a server certificate for localhost/127.0.0.1 signed by it, as the hub generates,
+/// served over TLS 1.2 only (the version the test holds the client to).
 fn tls_pair() -> (String, tokio_rustls::TlsAcceptor) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, &ca_key);
-    let server_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let server = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let server_cert = server.signed_by(&server_key, &issuer).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).unwrap();
+    let ca = fleethub_tls::LocalCa::generate("test CA").unwrap();
+    let names = ["localhost".to_string(), "127.0.0.1".to_string()];
+    let server = ca.issue_server("localhost", &names).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS12])
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(vec![server_cert.der().clone()], key)
+        .with_single_cert(server.chain.clone(), server.key())
         .unwrap();
     (
-        ca_cert.pem(),
+        ca.cert_pem(),
         tokio_rustls::TlsAcceptor::from(Arc::new(config)),
     )
 }

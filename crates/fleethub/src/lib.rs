@@ -1,4 +1,4 @@
-//! The FleetHub binary's library half: configuration, TLS material and wiring, so integration
+//! The FleetHub binary's library half: configuration and wiring, so integration
 //! tests and benchmarks start exactly the hub that `fleethub serve` starts.
 
 pub mod bench;
@@ -8,7 +8,6 @@ pub mod https;
 pub mod query_cli;
 pub mod server;
 pub mod simulate;
-pub mod tls;
 
 pub use config::ServeConfig;
 pub use server::{start, RunningHub};

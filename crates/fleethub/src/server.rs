@@ -4,7 +4,6 @@ use crate::config::ServeConfig;
 use crate::fd_budget::FdBudget;
 use crate::https::admission::Caps;
 use crate::https::HttpsLimits;
-use crate::tls;
 use anyhow::{Context, Result};
 use fleethub_api::ApiState;
 use fleethub_hub::{Hub, HubConfig, JobsConfig};
@@ -135,13 +134,23 @@ fn https_limits(cfg: &ServeConfig, budget: &FdBudget) -> HttpsLimits {
     }
 }
 
+/// Every name the server certificate is valid for (its subject alternative names): the names
+/// clients can reach the hub by, so the names service tokens may carry.
+fn server_names(paths: &fleethub_tls::CertificatePaths) -> Result<Vec<String>> {
+    let (certs, _) = fleethub_tls::load_server_certificate(paths)?;
+    Ok(certs
+        .first()
+        .map(|c| fleethub_hub::certificates::subject_alt_names(c))
+        .unwrap_or_default())
+}
+
 /// Starts everything; returns once every listener is bound.
 pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
     let data_dir = cfg.data_dir.canonicalize()?;
     let supplied = cfg.tls_cert.clone().zip(cfg.tls_key.clone());
-    let certs = tls::ensure_certificates(&data_dir, &cfg.host_name, supplied)?;
+    let certs = fleethub_tls::ensure_certificates(&data_dir, &cfg.host_name, supplied)?;
 
     let store_config = StoreConfig {
         max_size_bytes: cfg.store_max_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
@@ -150,7 +159,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
     let store = Store::open(store_config).context("opening the store")?;
     let hub_config = HubConfig {
         host_name: cfg.host_name.clone(),
-        host_aliases: tls::server_names(&certs)?,
+        host_aliases: server_names(&certs)?,
         telemetry_retention: Duration::from_secs(cfg.telemetry_retention_days * 24 * 3600),
         event_retention: Duration::from_secs(cfg.event_retention_days.saturating_mul(24 * 3600)),
         quotas: cfg.quotas.to_config(),
@@ -196,7 +205,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
     let plain_mqtt_addr = plain.as_ref().map(|l| l.local_addr()).transpose()?;
 
     let mut tasks = Vec::new();
-    let mqtt_tls = TlsAcceptor::from(tls::mqtt_server_config(&certs)?);
+    let mqtt_tls = TlsAcceptor::from(fleethub_tls::mqtt_server_config(&certs)?);
     let g = gateway.clone();
     tasks.push(tokio::spawn(
         async move { g.serve_tls(mqtt, mqtt_tls).await },
@@ -209,7 +218,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
         hub: hub.clone(),
         gateway,
     });
-    let https_tls = TlsAcceptor::from(tls::https_server_config(&certs)?);
+    let https_tls = TlsAcceptor::from(fleethub_tls::https_server_config(&certs)?);
     let limits = https_limits(&cfg, &fd_budget);
     tasks.push(tokio::spawn(crate::https::serve(
         https,

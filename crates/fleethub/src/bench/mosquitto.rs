@@ -22,7 +22,7 @@ impl Mosquitto {
             .find(|p| Path::new(p).exists())
             .context("mosquitto is not installed (apt-get install mosquitto)")?;
         let dir = tempfile::tempdir_in(tmp)?;
-        let certs = crate::tls::ensure_certificates(dir.path(), "localhost", None)?;
+        let certs = fleethub_tls::ensure_certificates(dir.path(), "localhost", None)?;
         let port = free_port()?;
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(

@@ -48,12 +48,12 @@ struct Images {
 /// devices trusting the hub's CA trust it too.
 async fn firmware_server(hub: &TestHub, blobs: HashMap<String, Vec<u8>>) -> FirmwareServer {
     let tls_dir = hub.running.ca_file.as_ref().unwrap().parent().unwrap();
-    let paths = fleethub::tls::CertificatePaths {
+    let paths = fleethub_tls::CertificatePaths {
         ca: None,
         server_cert: tls_dir.join("server.pem"),
         server_key: tls_dir.join("server.key"),
     };
-    let tls = tokio_rustls::TlsAcceptor::from(fleethub::tls::https_server_config(&paths).unwrap());
+    let tls = tokio_rustls::TlsAcceptor::from(fleethub_tls::https_server_config(&paths).unwrap());
     let resumed = Arc::new(AtomicU64::new(0));
     let images = Images {
         blobs: Arc::new(blobs),

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 async fn a_supplied_certificate_replaces_the_generated_one() {
     let own = tempfile::tempdir().unwrap();
     // The operator's own PKI, made here with the same generator into a separate directory.
-    let theirs = fleethub::tls::ensure_certificates(own.path(), "localhost", None).unwrap();
+    let theirs = fleethub_tls::ensure_certificates(own.path(), "localhost", None).unwrap();
     let data = tempfile::tempdir().unwrap();
     let mut cfg = ServeConfig::ephemeral(data.path());
     cfg.tls_cert = Some(theirs.server_cert.clone());
