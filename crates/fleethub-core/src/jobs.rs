@@ -70,7 +70,7 @@ impl fmt::Display for JobStatus {
 pub enum DeviceJobStatus {
     /// In the job's snapshot, not yet worked on.
     Pending,
-    /// Waiting for the job's start time.
+    /// Waiting for its own not-before time (a maintenance window).
     Scheduled,
     /// A method call is in flight.
     Running,
@@ -103,6 +103,14 @@ impl DeviceJobStatus {
             DeviceJobStatus::Failed => "failed",
             DeviceJobStatus::Canceled => "canceled",
         }
+    }
+
+    /// Whether the device's part is over (completed, failed or canceled).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            DeviceJobStatus::Completed | DeviceJobStatus::Failed | DeviceJobStatus::Canceled
+        )
     }
 
     /// Parses IoT Hub's name.

@@ -21,5 +21,6 @@ pub use rows::{
 pub use rusqlite;
 pub use sqlite::{
     DeviceJobStatus, Effect, JobDeviceCounts, JobDeviceRow, JobDeviceUpdate, JobFilter, JobReads,
-    JobRow, JobSnapshot, JobStatus, JobTwinTarget, ReadTx, Reads, Store, WriteTx,
+    JobRow, JobSnapshot, JobStatus, JobTwinTarget, NewJobDevice, NewJobDevices, ReadTx, Reads,
+    Store, WriteTx,
 };

@@ -4,7 +4,7 @@
 use fleethub_store::rusqlite::types::Value as SqlValue;
 use fleethub_store::{
     DeviceJobStatus, DeviceRow, JobDeviceCounts, JobDeviceUpdate, JobFilter, JobReads, JobRow,
-    JobSnapshot, JobStatus, Store, StoreConfig, StoreError,
+    JobSnapshot, JobStatus, NewJobDevice, NewJobDevices, Store, StoreConfig, StoreError,
 };
 use serde_json::json;
 use tempfile::TempDir;
@@ -151,7 +151,7 @@ async fn device_rows_move_in_bounded_chunks_and_count_by_status() {
         })
         .await
         .unwrap();
-    assert_eq!(moved, 4);
+    assert_eq!(moved, ["d000", "d001", "d002", "d003"]);
     let outcome = json!({"deviceMethodResponse": {"status": 200, "payload": null}});
     store
         .write(move |tx| {
@@ -454,7 +454,7 @@ async fn recovery_fails_only_the_running_rows_its_own_node_owns() {
         })
         .await
         .unwrap();
-    assert_eq!(failed, 3, "a fails its own three calls");
+    assert_eq!(failed.len(), 3, "a fails its own three calls: {failed:?}");
     for (id, status) in [
         ("d000", DeviceJobStatus::Failed),
         ("d002", DeviceJobStatus::Failed),
@@ -472,4 +472,83 @@ async fn recovery_fails_only_the_running_rows_its_own_node_owns() {
     assert_eq!((counts.failed, counts.running), (3, 3));
     a.close();
     b.close();
+}
+
+/// A listed device set enters a job row by row: pending, scheduled for a not-before time, or
+/// failed at once; scheduled rows are released when their time comes, earliest first, and
+/// the counts follow every move.
+#[tokio::test]
+async fn listed_devices_wait_for_their_not_before_time_and_are_released_when_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    seed(&store, 3).await;
+    let (exists, missing) = store
+        .read(|r| Ok((r.device_exists("d001")?, r.device_exists("nope")?)))
+        .await
+        .unwrap();
+    assert!(exists && !missing);
+    let not_found = json!({"code": "DeviceNotFound", "description": "no such device"});
+    let error = not_found.clone();
+    store
+        .write(move |tx| {
+            let job = NewJobDevices {
+                job_id: "j1",
+                job_type: "scheduleUpdateTwin",
+                created_time: "t0",
+            };
+            let row = |device_id, status, not_before_ms| NewJobDevice {
+                device_id,
+                status,
+                not_before_ms,
+                error: None,
+            };
+            tx.insert_job_devices(
+                &job,
+                &[
+                    row("d000", DeviceJobStatus::Pending, None),
+                    row("d001", DeviceJobStatus::Scheduled, Some(2_000)),
+                    row("d002", DeviceJobStatus::Scheduled, Some(1_000)),
+                    NewJobDevice {
+                        error: Some(&error),
+                        ..row("nope", DeviceJobStatus::Failed, None)
+                    },
+                ],
+            )
+        })
+        .await
+        .unwrap();
+    let c = counts_match_rows(&store, "j1").await;
+    assert_eq!((c.pending, c.scheduled, c.failed), (1, 2, 1));
+    let failed = store
+        .read(|r| r.get_job_device("j1", "nope"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.error, Some(not_found));
+    assert_eq!(failed.end_time.as_deref(), Some("t0"));
+    assert_eq!(
+        store.read(|r| r.next_not_before("j1")).await.unwrap(),
+        Some(1_000)
+    );
+
+    let release = |now_ms| {
+        let store = store.clone();
+        async move {
+            store
+                .write(move |tx| tx.release_due_job_devices("j1", now_ms, "t1", 100))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(release(999).await, (0, Some(1_000)), "nothing is due yet");
+    assert_eq!(release(1_500).await, (1, Some(2_000)));
+    let d002 = store
+        .read(|r| r.get_job_device("j1", "d002"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d002.status, DeviceJobStatus::Pending);
+    assert_eq!(release(5_000).await, (1, None));
+    let c = counts_match_rows(&store, "j1").await;
+    assert_eq!((c.pending, c.scheduled, c.failed), (3, 0, 1));
 }

@@ -1,6 +1,6 @@
 //! The job document the hub stores in `jobs.body`, and the `JobResponse` shape it answers with.
 
-use super::rate::RateControl;
+use super::rate::{Pace, RateControl};
 use super::request::JobType;
 use fleethub_core::{HubError, HubResult};
 use fleethub_store::{JobDeviceCounts, JobRow};
@@ -107,9 +107,29 @@ pub struct JobDocument {
     /// Statistics frozen when the job finished (its device rows no longer change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_statistics: Option<Statistics>,
+    /// For an operation whose devices were listed instead of selected by `query_condition`
+    /// (which is then empty): how many distinct ids the list held. Its rows were written when
+    /// it was created, so its snapshot is done from the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listed_devices: Option<u64>,
+    /// The pace set through the typed operation API (a REST job has `rate_control` instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pace: Option<Pace>,
+}
+
+/// The `error` of a device row: `{"code": name, "description": message}`.
+pub(super) fn device_error(code: &str, description: impl Into<String>) -> Value {
+    json!({ "code": code, "description": description.into() })
 }
 
 impl JobDocument {
+    /// The pace devices start at, if any: the typed one, else the REST `rateControl`'s.
+    pub fn pace(&self) -> Option<Pace> {
+        self.pace
+            .clone()
+            .or_else(|| self.rate_control.as_ref().map(RateControl::pace))
+    }
+
     /// Decodes a stored job.
     pub fn from_row(row: &JobRow) -> HubResult<JobDocument> {
         JobDocument::deserialize(&row.body).map_err(|e| {

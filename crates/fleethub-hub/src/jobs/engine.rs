@@ -6,7 +6,8 @@
 //! work and otherwise sleeps until the next wake time or a wake-up signal.
 
 use super::condition::DeviceSelection;
-use super::document::{JobDocument, JobStatus, Statistics};
+use super::document::{device_error, JobDocument, JobStatus, Statistics};
+use super::notify::{OperationNotice, Subscribers};
 use super::rate::RateLimiter;
 use super::request::JobType;
 use super::{method_calls, twin_batch, JobsState};
@@ -50,10 +51,14 @@ impl StepOutcome {
     }
 }
 
-/// A running job's in-memory companion: its rate limiter and its method calls in flight.
+/// A running job's in-memory companion: its rate limiter, its method calls in flight, and the
+/// earliest not-before time of its rows still waiting for one.
 pub(crate) struct JobRuntime {
     limiter: Option<RateLimiter>,
     pub(super) in_flight: Arc<AtomicUsize>,
+    /// Known from the store when the runtime is made and from each release after, so a step
+    /// reads nothing for it until the time comes.
+    next_not_before: Option<i64>,
 }
 
 /// Drives jobs; cheap to create from a [`Hub`].
@@ -77,12 +82,11 @@ fn ms_to_time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-/// The `error` of a device row: `{"code": name, "description": message}`.
-pub(super) fn device_error(code: &str, description: impl Into<String>) -> Value {
-    json!({ "code": code, "description": description.into() })
-}
-
 impl JobEngine {
+    fn notices(&self) -> Arc<Subscribers> {
+        self.hub.jobs_state().notices.clone()
+    }
+
     /// Moves every unfinished job on by one bounded piece of work.
     pub async fn step(&self) -> HubResult<StepOutcome> {
         let state = self.hub.jobs_state().clone();
@@ -199,6 +203,15 @@ impl JobEngine {
             let Some(runtime) = runtimes.get_mut(&doc.job_id) else {
                 return Ok(());
             };
+            if let Some(due) = runtime.next_not_before {
+                if due <= now_ms {
+                    runtime.next_not_before = self.release_due(&doc.job_id).await?;
+                    out.progressed = true;
+                }
+                if let Some(next) = runtime.next_not_before {
+                    out.wake_at(ms_to_time(next));
+                }
+            }
             let (wanted, done) = self.process(runtime, &doc, now).await?;
             if done > 0 {
                 out.progressed = true;
@@ -208,7 +221,7 @@ impl JobEngine {
             }
             if wanted == 0 {
                 if let Some(limiter) = &runtime.limiter {
-                    if limiter_blocked(limiter, now) {
+                    if limiter.blocked(now) {
                         out.wake_at(limiter.next_token_at(now));
                     }
                 }
@@ -221,24 +234,47 @@ impl JobEngine {
     }
 
     async fn runtime_for(&self, doc: &JobDocument, now: DateTime<Utc>) -> HubResult<JobRuntime> {
-        let limiter = match &doc.rate_control {
-            None => None,
-            Some(control) => {
-                // A job resumed after a restart keeps its place on the ramp.
-                let id = doc.job_id.clone();
-                let counts = self
-                    .hub
-                    .store()
-                    .read(move |r| r.job_device_counts(&id))
-                    .await?;
-                let started = counts.total() - counts.pending - counts.scheduled;
-                Some(RateLimiter::new(control.clone(), now, started))
-            }
+        let pace = doc.pace();
+        // Only a listed device set has rows with a not-before time.
+        let (id, listed) = (doc.job_id.clone(), doc.listed_devices.is_some());
+        let (counts, next_not_before) = if pace.is_none() && !listed {
+            (None, None)
+        } else {
+            self.hub
+                .store()
+                .read(move |r| {
+                    let counts = r.job_device_counts(&id)?;
+                    let next = if listed {
+                        r.next_not_before(&id)?
+                    } else {
+                        None
+                    };
+                    Ok((Some(counts), next))
+                })
+                .await?
         };
+        let limiter = pace.zip(counts).map(|(pace, counts)| {
+            // A job resumed after a restart keeps its place on the ramp.
+            let started = counts.total() - counts.pending - counts.scheduled;
+            RateLimiter::new(pace, now, started)
+        });
         Ok(JobRuntime {
             limiter,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            next_not_before,
         })
+    }
+
+    /// Moves a job's rows whose not-before time has come to `pending`; returns the earliest
+    /// not-before time still ahead.
+    async fn release_due(&self, job_id: &str) -> HubResult<Option<i64>> {
+        let (id, now, now_ms) = (job_id.to_string(), self.hub.now_string(), self.hub.now_ms());
+        let (_, next) = self
+            .hub
+            .store()
+            .write(move |tx| tx.release_due_job_devices(&id, now_ms, &now, MOVE_CHUNK))
+            .await?;
+        Ok(next)
     }
 
     /// Processes as many devices as the rate and concurrency allow now; returns how many it
@@ -333,6 +369,7 @@ impl JobEngine {
         doc.failure_reason = Some(reason.clone());
         doc.snapshot_done = true;
         let (now, now_ms) = (self.hub.now_string(), self.hub.now_ms());
+        let notices = self.notices();
         let mut next = doc.clone();
         let next = self
             .hub
@@ -340,8 +377,8 @@ impl JobEngine {
             .write(move |tx| -> HubResult<JobDocument> {
                 let error = device_error("JobFailed", reason);
                 let update = failed_update(&now, &error);
-                tx.move_job_devices(&next.job_id, DeviceJobStatus::Pending, &update, usize::MAX)?;
-                finish_in(tx, &mut next, JobStatus::Failed, &now, now_ms)?;
+                move_waiting(tx, &notices, &next.job_id, &update, usize::MAX)?;
+                finish_in(tx, &notices, &mut next, JobStatus::Failed, &now, now_ms)?;
                 Ok(next)
             })
             .await?;
@@ -356,6 +393,7 @@ impl JobEngine {
         let was_done = doc.snapshot_done;
         doc.snapshot_done = true;
         let next = doc.clone();
+        let notices = self.notices();
         let moved = self
             .hub
             .store()
@@ -367,7 +405,7 @@ impl JobEngine {
                     ),
                 );
                 let update = failed_update(&now, &error);
-                let moved = tx.move_job_devices(&next.job_id, DeviceJobStatus::Pending, &update, MOVE_CHUNK)?;
+                let moved = move_waiting(tx, &notices, &next.job_id, &update, MOVE_CHUNK)?;
                 if !was_done {
                     tx.update_job(&next.job_id, JobStatus::Running, None, &next.to_value())?;
                 }
@@ -383,27 +421,23 @@ impl JobEngine {
         let busy = self
             .hub
             .store()
-            .read_point(move |r| {
-                Ok(r.job_has_devices_in(&id, DeviceJobStatus::Pending)?
-                    || r.job_has_devices_in(&id, DeviceJobStatus::Running)?)
-            })
+            .read_point(move |r| unfinished_rows(r, &id))
             .await?;
         if busy {
             return Ok(false);
         }
         let (now, now_ms) = (self.hub.now_string(), self.hub.now_ms());
+        let notices = self.notices();
         let mut doc = doc;
         let finished = self
             .hub
             .store()
             .write(move |tx| -> HubResult<bool> {
                 let id = doc.job_id.clone();
-                if tx.job_has_devices_in(&id, DeviceJobStatus::Pending)?
-                    || tx.job_has_devices_in(&id, DeviceJobStatus::Running)?
-                {
+                if unfinished_rows(tx, &id)? {
                     return Ok(false);
                 }
-                finish_in(tx, &mut doc, JobStatus::Completed, &now, now_ms)?;
+                finish_in(tx, &notices, &mut doc, JobStatus::Completed, &now, now_ms)?;
                 tracing::info!(job = %id, "job completed");
                 Ok(true)
             })
@@ -415,18 +449,19 @@ impl JobEngine {
     /// pending or running.
     async fn sweep_cancelled(&self, doc: JobDocument, out: &mut StepOutcome) -> HubResult<()> {
         let (now, now_ms) = (self.hub.now_string(), self.hub.now_ms());
+        let notices = self.notices();
         let mut doc = doc;
         let progressed = self
             .hub
             .store()
             .write(move |tx| -> HubResult<bool> {
-                let moved = cancel_pending_in(tx, &doc.job_id, &now, MOVE_CHUNK)?;
+                let moved = cancel_pending_in(tx, &notices, &doc.job_id, &now, MOVE_CHUNK)?;
                 if moved as usize >= MOVE_CHUNK
                     || tx.job_has_devices_in(&doc.job_id, DeviceJobStatus::Running)?
                 {
                     return Ok(moved > 0);
                 }
-                finish_in(tx, &mut doc, JobStatus::Cancelled, &now, now_ms)?;
+                finish_in(tx, &notices, &mut doc, JobStatus::Cancelled, &now, now_ms)?;
                 Ok(true)
             })
             .await?;
@@ -449,6 +484,7 @@ impl JobEngine {
         {
             loop {
                 let (id, now) = (row.job_id.clone(), self.hub.now_string());
+                let notices = self.notices();
                 let moved = self
                     .hub
                     .store()
@@ -461,7 +497,10 @@ impl JobEngine {
                         let update = failed_update(&now, &error);
                         // Only this node's calls: another node sharing the store is still
                         // waiting for its own.
-                        Ok(tx.move_own_running_job_devices(&id, &update, MOVE_CHUNK)?)
+                        let moved = tx.move_own_running_job_devices(&id, &update, MOVE_CHUNK)?;
+                        let n = moved.len() as u64;
+                        notices.devices_on_commit(tx, &id, moved, DeviceJobStatus::Failed);
+                        Ok(n)
                     })
                     .await?;
                 failed += moved;
@@ -480,15 +519,39 @@ impl JobEngine {
     }
 }
 
-/// Whether a rate limiter lets nothing through at `now`.
-fn limiter_blocked(limiter: &RateLimiter, now: DateTime<Utc>) -> bool {
-    let mut probe = limiter.clone();
-    probe.available(now) == 0
+/// Whether any of a job's rows is still to be done: pending, waiting for its time, or running.
+fn unfinished_rows(r: &impl JobReads, job_id: &str) -> Result<bool, StoreError> {
+    Ok(r.job_has_devices_in(job_id, DeviceJobStatus::Pending)?
+        || r.job_has_devices_in(job_id, DeviceJobStatus::Running)?
+        || r.job_has_devices_in(job_id, DeviceJobStatus::Scheduled)?)
 }
 
-/// Cancels up to `limit` pending devices of a job; returns how many.
+/// Moves up to `limit` rows not yet started (pending first, then those waiting for their
+/// not-before time) to `update.status`, announcing each; returns how many moved.
+fn move_waiting(
+    tx: &mut WriteTx<'_>,
+    notices: &Arc<Subscribers>,
+    job_id: &str,
+    update: &JobDeviceUpdate<'_>,
+    limit: usize,
+) -> HubResult<u64> {
+    let mut moved = 0;
+    for from in [DeviceJobStatus::Pending, DeviceJobStatus::Scheduled] {
+        let left = limit.saturating_sub(moved as usize);
+        if left == 0 {
+            break;
+        }
+        let ids = tx.move_job_devices(job_id, from, update, left)?;
+        moved += ids.len() as u64;
+        notices.devices_on_commit(tx, job_id, ids, update.status);
+    }
+    Ok(moved)
+}
+
+/// Cancels up to `limit` devices of a job not yet started; returns how many.
 pub(super) fn cancel_pending_in(
     tx: &mut WriteTx<'_>,
+    notices: &Arc<Subscribers>,
     job_id: &str,
     now: &str,
     limit: usize,
@@ -501,12 +564,14 @@ pub(super) fn cancel_pending_in(
         status: DeviceJobStatus::Canceled,
         ..failed_update(now, &error)
     };
-    Ok(tx.move_job_devices(job_id, DeviceJobStatus::Pending, &update, limit)?)
+    move_waiting(tx, notices, job_id, &update, limit)
 }
 
-/// Writes a job's final state: status, end time and the statistics its rows add up to.
+/// Writes a job's final state: status, end time and the statistics its rows add up to; its
+/// subscribers hear of it once the write commits.
 pub(super) fn finish_in(
     tx: &mut WriteTx<'_>,
+    notices: &Arc<Subscribers>,
     doc: &mut JobDocument,
     status: JobStatus,
     now: &str,
@@ -524,6 +589,11 @@ pub(super) fn finish_in(
         &json!({ "jobId": doc.job_id, "status": status.as_str() }),
         now_ms,
     )?;
+    let finished = OperationNotice::Finished {
+        operation: doc.job_id.clone(),
+        status,
+    };
+    notices.on_commit(tx, vec![finished]);
     Ok(())
 }
 

@@ -2,8 +2,8 @@
 //! then call each one in its own task, at most `methodConcurrency` per job at a time, and record
 //! the device's answer or the failure in its row.
 
-use super::document::JobDocument;
-use super::engine::device_error;
+use super::document::{device_error, JobDocument};
+use super::notify::OperationNotice;
 use crate::methods::MethodRequest;
 use crate::Hub;
 use fleethub_core::{HubError, HubResult};
@@ -73,6 +73,7 @@ pub(super) async fn start(
 async fn call_one(hub: &Hub, job_id: &str, device_id: &str, request: MethodRequest) {
     let result = hub.invoke_method(device_id, request).await;
     let (job, device, now) = (job_id.to_string(), device_id.to_string(), hub.now_string());
+    let notices = hub.jobs_state().notices.clone();
     let written = hub
         .store()
         .write(move |tx| -> HubResult<bool> {
@@ -93,7 +94,16 @@ async fn call_one(hub: &Hub, job_id: &str, device_id: &str, request: MethodReque
                 error: error.as_ref(),
             };
             // Only a row this call claimed: nothing else moves a running row while the hub runs.
-            Ok(tx.update_job_device_from(&job, &device, DeviceJobStatus::Running, &update)?)
+            let moved = tx.update_job_device_from(&job, &device, DeviceJobStatus::Running, &update)?;
+            if moved {
+                let notice = OperationNotice::DeviceFinished {
+                    operation: job.clone(),
+                    device_id: device.clone(),
+                    status,
+                };
+                notices.on_commit(tx, vec![notice]);
+            }
+            Ok(moved)
         })
         .await;
     if let Err(e) = written {

@@ -13,16 +13,20 @@ mod condition;
 mod document;
 mod engine;
 mod method_calls;
+mod notify;
+mod operation;
 mod operations;
 mod rate;
 mod request;
 mod twin_batch;
 
-pub use document::{JobStatus, Statistics};
+pub use document::{JobStatus, MethodCall, Statistics, TwinUpdate};
 pub(crate) use engine::spawn as spawn_engine;
 pub use engine::{JobEngine, StepOutcome};
+pub use notify::OperationNotice;
+pub use operation::{DeviceAction, DeviceSet, DeviceTarget, OperationCreated, OperationSpec};
 pub use operations::{JobPage, JobQuery};
-pub use rate::{Ramp, RateControl};
+pub use rate::{Pace, Ramp, RateControl, RateLimiter};
 pub use request::{JobId, JobType};
 
 use std::collections::HashMap;
@@ -77,6 +81,8 @@ pub(crate) struct JobsState {
     calls_in_flight: AtomicUsize,
     /// Signalled whenever a method call finishes.
     call_finished: Notify,
+    /// Who hears of finished devices and operations.
+    pub(crate) notices: std::sync::Arc<notify::Subscribers>,
 }
 
 #[cfg(test)]

@@ -2,11 +2,12 @@
 
 use super::document::{JobDocument, JobStatus, Statistics};
 use super::engine::{cancel_pending_in, finish_in};
+use super::operation::new_document;
 use super::request::{parse_job_request, JobId, JobType};
 use crate::Hub;
 use fleethub_core::{ErrorCode, HubError, HubResult};
 use fleethub_store::DeviceJobStatus;
-use fleethub_store::{JobDeviceRow, JobFilter, JobReads, JobRow};
+use fleethub_store::{JobDeviceRow, JobFilter, JobReads};
 use serde_json::Value;
 
 /// Devices canceled in the cancel request's own write; the engine cancels the rest in chunks.
@@ -41,65 +42,18 @@ impl Hub {
     /// `PUT /jobs/v2/{id}`: validates and stores a job; it starts at its `startTime`.
     pub async fn create_job(&self, id: &str, body: Value) -> HubResult<Value> {
         let spec = parse_job_request(id, &body)?;
-        let now = self.inner.clock.now();
-        let start = spec.start_time.unwrap_or(now);
-        let status = if start > now {
-            JobStatus::Scheduled
-        } else {
-            JobStatus::Queued
-        };
-        let doc = JobDocument {
-            job_id: spec.job_id.to_string(),
-            job_type: spec.job_type,
-            query_condition: spec.query_condition,
-            created_time: fleethub_core::time::format_timestamp(now),
-            start_time: fleethub_core::time::format_timestamp(start),
-            max_execution_time_in_seconds: spec.max_execution_secs,
-            cloud_to_device_method: spec.method,
-            update_twin: spec.twin,
-            rate_control: spec.rate_control,
-            status,
-            failure_reason: None,
-            status_message: None,
-            end_time: None,
-            started_ms: None,
-            snapshot_done: false,
-            snapshot_after: None,
-            final_statistics: None,
-        };
-        let row = JobRow {
-            job_id: doc.job_id.clone(),
-            job_type: doc.job_type.as_str().to_string(),
-            status,
-            created_ms: now.timestamp_millis(),
-            start_ms: start.timestamp_millis(),
-            end_ms: None,
-            body: doc.to_value(),
-        };
-        let now_ms = now.timestamp_millis();
-        let hub = self.clone();
-        let inserted = self
-            .store()
-            .write(move |tx| -> HubResult<bool> {
-                if !tx.insert_job(&row)? {
-                    return Ok(false);
-                }
-                let event = serde_json::json!({ "jobId": row.job_id, "type": row.job_type });
-                tx.append_event(None, "job.created", &event, now_ms)?;
-                tx.on_commit(move || hub.jobs_state().wake.notify_one());
-                Ok(true)
-            })
-            .await?;
-        if !inserted {
-            return Err(HubError::new(
-                ErrorCode::JobAlreadyExists,
-                format!(
-                    "job '{}' already exists; choose another id (a finished job's id stays taken \
-                     until its history is pruned)",
-                    doc.job_id
-                ),
-            ));
-        }
+        let mut doc = new_document(
+            spec.job_id,
+            spec.job_type,
+            spec.query_condition,
+            self.now(),
+            spec.start_time,
+        );
+        doc.max_execution_time_in_seconds = spec.max_execution_secs;
+        doc.cloud_to_device_method = spec.method;
+        doc.update_twin = spec.twin;
+        doc.rate_control = spec.rate_control;
+        self.insert_job(&doc, Vec::new()).await?;
         Ok(doc.to_response(Statistics::default()))
     }
 
@@ -130,6 +84,7 @@ impl Hub {
         let state = self.jobs_state().clone();
         let _steps = state.runtimes.lock().await;
         let (now, now_ms) = (self.now_string(), self.now_ms());
+        let notices = state.notices.clone();
         let doc = self
             .store()
             .write(move |tx| -> HubResult<Option<JobDocument>> {
@@ -143,13 +98,13 @@ impl Hub {
                 doc.status = JobStatus::Cancelled;
                 doc.end_time = Some(now.clone());
                 doc.status_message = Some("cancelled on request".into());
-                let moved = cancel_pending_in(tx, &key, &now, CANCEL_CHUNK)?;
+                let moved = cancel_pending_in(tx, &notices, &key, &now, CANCEL_CHUNK)?;
                 let busy = moved as usize >= CANCEL_CHUNK
                     || tx.job_has_devices_in(&key, DeviceJobStatus::Running)?;
                 if busy {
                     tx.update_job(&key, JobStatus::Cancelled, None, &doc.to_value())?;
                 } else {
-                    finish_in(tx, &mut doc, JobStatus::Cancelled, &now, now_ms)?;
+                    finish_in(tx, &notices, &mut doc, JobStatus::Cancelled, &now, now_ms)?;
                 }
                 Ok(Some(doc))
             })

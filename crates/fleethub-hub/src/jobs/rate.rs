@@ -1,15 +1,24 @@
-//! Rate control, FleetHub's extension to IoT Hub jobs: a ceiling on devices started per second
-//! or per minute, and an optional exponential ramp (start slow, multiply the rate every so many
-//! devices), after AWS IoT Jobs' rollout configuration.
+//! Rate control of a device operation, in two layers.
 //!
-//! The limiter is a token bucket driven by the hub's `Clock`: it holds at most one second's worth
-//! of devices (at least one), starts full, and refills at the current rate. So with
-//! `maxPerSecond: N` a job starts exactly N devices at once and N more every second after.
+//! [`Pace`] and [`RateLimiter`] are the typed core that any engine driving waves of devices
+//! (jobs, rollouts, configurations) reuses: either a steady rate (N devices per second, spread
+//! evenly, optionally on an exponential ramp) or batches (N devices at once, N more every
+//! interval). The limiter is driven by times read from the hub's `Clock`, so tests step it with
+//! a manual clock.
+//!
+//! [`RateControl`] is the job REST API's `rateControl` (FleetHub's extension to IoT Hub jobs: a
+//! ceiling per second or per minute, and an optional ramp after AWS IoT Jobs' rollout
+//! configuration); it is parsed at the edge and becomes a steady [`Pace`].
+//!
+//! A steady pace is a token bucket: it holds at most one second's worth of devices (at least
+//! one), starts full, and refills at the current rate. So with `maxPerSecond: N` a job starts
+//! exactly N devices at once and N more every second after.
 
 use chrono::{DateTime, Utc};
 use fleethub_core::{ErrorCode, HubError, HubResult};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::time::Duration;
 
 /// The largest increment factor accepted (AWS IoT Jobs allows 1.1 to 5).
 pub const MAX_INCREMENT_FACTOR: f64 = 5.0;
@@ -114,23 +123,78 @@ impl RateControl {
             .map(f64::from)
             .or_else(|| self.max_per_minute.map(|m| f64::from(m) / 60.0))
     }
+
+    /// The pace this rate control sets.
+    pub fn pace(&self) -> Pace {
+        Pace::Steady {
+            per_second: self.ceiling_per_second(),
+            ramp: self.ramp.clone(),
+        }
+    }
 }
 
-/// A running job's token bucket.
+/// How fast an operation starts devices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Pace {
+    /// At most `per_second` devices a second (no ceiling when `None`), spread evenly; with a
+    /// ramp, starting at the ramp's rate and speeding up to the ceiling.
+    Steady {
+        per_second: Option<f64>,
+        ramp: Option<Ramp>,
+    },
+    /// `size` devices at once, then `size` more every `every_ms` milliseconds; starts unused in
+    /// one interval do not carry over to the next.
+    Batch { size: u64, every_ms: u64 },
+}
+
+impl Pace {
+    /// At most `n` devices a second.
+    pub fn per_second(n: u32) -> HubResult<Pace> {
+        if n == 0 {
+            return Err(HubError::new(
+                ErrorCode::ArgumentInvalid,
+                "a pace of 0 devices per second starts nothing; give at least 1",
+            ));
+        }
+        Ok(Pace::Steady {
+            per_second: Some(f64::from(n)),
+            ramp: None,
+        })
+    }
+
+    /// `size` devices at once, then `size` more every `every`.
+    pub fn batch(size: u64, every: Duration) -> HubResult<Pace> {
+        let every_ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
+        if size == 0 || every_ms == 0 {
+            return Err(HubError::new(
+                ErrorCode::ArgumentInvalid,
+                format!(
+                    "a batch pace needs at least 1 device every at least 1 ms; got {size} every \
+                     {every_ms} ms"
+                ),
+            ));
+        }
+        Ok(Pace::Batch { size, every_ms })
+    }
+}
+
+/// A running operation's limiter: how many devices may start now, and when the next may.
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
-    control: RateControl,
+    pace: Pace,
     tokens: f64,
+    /// Steady: the time of the last refill. Batch: the start of the current interval.
     last: DateTime<Utc>,
     /// Devices started so far (drives the ramp).
     started: u64,
 }
 
 impl RateLimiter {
-    /// A full bucket at `now`, for a job that has already started `started` devices.
-    pub fn new(control: RateControl, now: DateTime<Utc>, started: u64) -> RateLimiter {
+    /// A full limiter at `now`, for an operation that has already started `started` devices.
+    pub fn new(pace: Pace, now: DateTime<Utc>, started: u64) -> RateLimiter {
         let mut limiter = RateLimiter {
-            control,
+            pace,
             tokens: 0.0,
             last: now,
             started,
@@ -139,32 +203,53 @@ impl RateLimiter {
         limiter
     }
 
-    /// The current rate in devices per second.
+    /// The current steady rate in devices per second (a batch pace's average).
     pub fn rate_per_second(&self) -> f64 {
-        let ceiling = self.control.ceiling_per_second();
-        match &self.control.ramp {
-            None => ceiling.unwrap_or(f64::INFINITY),
-            Some(ramp) => {
-                let steps = self.started / ramp.increment_every_devices;
+        match &self.pace {
+            Pace::Steady {
+                per_second: ceiling,
+                ramp: None,
+            } => ceiling.unwrap_or(f64::INFINITY),
+            Pace::Steady {
+                per_second: ceiling,
+                ramp: Some(ramp),
+            } => {
+                let steps = self.started / ramp.increment_every_devices.max(1);
                 let steps = i32::try_from(steps).unwrap_or(i32::MAX);
                 let rate =
                     f64::from(ramp.initial_per_minute) / 60.0 * ramp.increment_factor.powi(steps);
                 ceiling.map_or(rate, |c| rate.min(c))
             }
+            Pace::Batch { size, every_ms } => *size as f64 * 1000.0 / (*every_ms).max(1) as f64,
         }
     }
 
     fn capacity(&self) -> f64 {
-        self.rate_per_second().max(1.0)
+        match &self.pace {
+            Pace::Steady { .. } => self.rate_per_second().max(1.0),
+            Pace::Batch { size, .. } => *size as f64,
+        }
     }
 
     fn refill(&mut self, now: DateTime<Utc>) {
         if now <= self.last {
             return;
         }
-        let elapsed = (now - self.last).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
-        self.tokens = (self.tokens + elapsed * self.rate_per_second()).min(self.capacity());
-        self.last = now;
+        match &self.pace {
+            Pace::Steady { .. } => {
+                let elapsed = (now - self.last).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
+                self.tokens = (self.tokens + elapsed * self.rate_per_second()).min(self.capacity());
+                self.last = now;
+            }
+            Pace::Batch { every_ms, .. } => {
+                let every = i64::try_from(*every_ms).unwrap_or(i64::MAX).max(1);
+                let intervals = (now - self.last).num_milliseconds() / every;
+                if intervals > 0 {
+                    self.last += chrono::Duration::milliseconds(intervals.saturating_mul(every));
+                    self.tokens = self.capacity();
+                }
+            }
+        }
     }
 
     /// How many devices may start at `now`.
@@ -183,12 +268,24 @@ impl RateLimiter {
     /// When the next device may start, if none may now.
     pub fn next_token_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         let missing = (1.0 - self.tokens).max(0.0);
+        if missing == 0.0 {
+            return now;
+        }
+        if let Pace::Batch { every_ms, .. } = &self.pace {
+            let every = i64::try_from(*every_ms).unwrap_or(i64::MAX);
+            return self.last + chrono::Duration::milliseconds(every);
+        }
         let rate = self.rate_per_second();
-        if missing == 0.0 || !rate.is_finite() {
+        if !rate.is_finite() {
             return now;
         }
         let micros = (missing / rate * 1e6).ceil() as i64;
         self.last.max(now) + chrono::Duration::microseconds(micros.max(1))
+    }
+
+    /// Whether nothing may start at `now` (leaves the limiter as it is).
+    pub fn blocked(&self, now: DateTime<Utc>) -> bool {
+        self.clone().available(now) == 0
     }
 }
 
@@ -196,6 +293,7 @@ impl RateLimiter {
 mod tests {
     use super::*;
     use chrono::Duration;
+    use fleethub_core::{Clock, ManualClock};
     use serde_json::json;
 
     fn t0() -> DateTime<Utc> {
@@ -207,7 +305,7 @@ mod tests {
     #[test]
     fn per_second_ceiling_allows_exactly_n_each_second() {
         let rc = RateControl::parse(&json!({"maxPerSecond": 7})).unwrap();
-        let mut l = RateLimiter::new(rc, t0(), 0);
+        let mut l = RateLimiter::new(rc.pace(), t0(), 0);
         assert_eq!(l.available(t0()), 7);
         l.take(7);
         assert_eq!(l.available(t0() + Duration::milliseconds(500)), 3);
@@ -223,7 +321,7 @@ mod tests {
     #[test]
     fn per_minute_ceiling_spreads_devices_over_the_minute() {
         let rc = RateControl::parse(&json!({"maxPerMinute": 30})).unwrap();
-        let mut l = RateLimiter::new(rc, t0(), 0);
+        let mut l = RateLimiter::new(rc.pace(), t0(), 0);
         assert_eq!(l.available(t0()), 1);
         l.take(1);
         assert_eq!(l.available(t0() + Duration::seconds(1)), 0);
@@ -241,7 +339,7 @@ mod tests {
             "ramp": {"initialPerMinute": 60, "incrementFactor": 2.0, "incrementEveryDevices": 5}
         }))
         .unwrap();
-        let mut l = RateLimiter::new(rc, t0(), 0);
+        let mut l = RateLimiter::new(rc.pace(), t0(), 0);
         assert_eq!(l.rate_per_second(), 1.0);
         l.take(5);
         assert_eq!(l.rate_per_second(), 2.0);
@@ -249,6 +347,58 @@ mod tests {
         assert_eq!(l.rate_per_second(), 4.0);
         l.take(20);
         assert_eq!(l.rate_per_second(), 10.0, "capped by maxPerSecond");
+    }
+
+    /// The typed paces other engines use, driven by the hub's manual clock.
+    #[test]
+    fn a_batch_pace_starts_n_at_once_then_n_more_each_interval_without_carrying_over() {
+        let clock = ManualClock::new(t0());
+        let pace = Pace::batch(3, std::time::Duration::from_secs(60)).unwrap();
+        let mut l = RateLimiter::new(pace, clock.now(), 0);
+        assert_eq!(l.available(clock.now()), 3);
+        l.take(2);
+        clock.advance(Duration::seconds(59));
+        assert_eq!(l.available(clock.now()), 1, "the interval's last start");
+        l.take(1);
+        assert!(l.blocked(clock.now()));
+        assert_eq!(l.next_token_at(clock.now()), t0() + Duration::seconds(60));
+        clock.advance(Duration::seconds(1));
+        assert_eq!(l.available(clock.now()), 3, "a new batch at the interval");
+        // Three idle intervals later: one batch, not four.
+        clock.advance(Duration::seconds(185));
+        assert_eq!(l.available(clock.now()), 3);
+        l.take(3);
+        assert_eq!(
+            l.next_token_at(clock.now()),
+            t0() + Duration::seconds(300),
+            "intervals keep their phase from the start"
+        );
+    }
+
+    #[test]
+    fn a_per_second_pace_refills_by_the_clock() {
+        let clock = ManualClock::new(t0());
+        let mut l = RateLimiter::new(Pace::per_second(4).unwrap(), clock.now(), 0);
+        assert_eq!(l.available(clock.now()), 4);
+        l.take(4);
+        assert!(l.blocked(clock.now()));
+        assert_eq!(
+            l.next_token_at(clock.now()),
+            t0() + Duration::milliseconds(250)
+        );
+        clock.advance(Duration::milliseconds(500));
+        assert_eq!(l.available(clock.now()), 2);
+    }
+
+    #[test]
+    fn paces_that_start_nothing_are_refused() {
+        assert_eq!(
+            Pace::per_second(0).unwrap_err().code,
+            ErrorCode::ArgumentInvalid
+        );
+        let e = Pace::batch(0, std::time::Duration::from_secs(1)).unwrap_err();
+        assert!(e.message.contains("got 0 every 1000 ms"), "{}", e.message);
+        assert!(Pace::batch(1, std::time::Duration::ZERO).is_err());
     }
 
     #[test]

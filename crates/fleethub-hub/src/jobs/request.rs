@@ -320,18 +320,36 @@ fn parse_twin(v: Option<&Value>) -> HubResult<TwinUpdate> {
     if let Some(d) = desired.as_mut() {
         d.retain(|k, _| !k.starts_with('$'));
     }
-    if tags.is_none() && desired.is_none() {
+    let update = TwinUpdate { tags, desired };
+    check_twin_update(&update)?;
+    Ok(update)
+}
+
+/// Checks a twin patch an operation applies: it changes something, within the twin's limits.
+pub(super) fn check_twin_update(update: &TwinUpdate) -> HubResult<()> {
+    if update.tags.is_none() && update.desired.is_none() {
         return Err(job_invalid(
             "updateTwin changes nothing: give tags, properties.desired or both",
         ));
     }
-    if let Some(t) = &tags {
+    if let Some(t) = &update.tags {
         validate_patch(Section::Tags, t)?;
     }
-    if let Some(d) = &desired {
+    if let Some(d) = &update.desired {
         validate_patch(Section::Desired, d)?;
     }
-    Ok(TwinUpdate { tags, desired })
+    Ok(())
+}
+
+/// Checks a direct-method call an operation makes, by the rules of a single call.
+pub(super) fn check_method_call(call: &MethodCall) -> HubResult<()> {
+    let request = MethodRequest {
+        method_name: call.method_name.clone(),
+        payload: call.payload.clone(),
+        response_timeout_in_seconds: Some(call.response_timeout_in_seconds),
+        connect_timeout_in_seconds: Some(call.connect_timeout_in_seconds),
+    };
+    check_request(&request).map(|_| ())
 }
 
 #[cfg(test)]

@@ -690,3 +690,286 @@ async fn a_twin_patched_between_a_batch_read_and_its_write_keeps_both_changes() 
     let twin = f.hub.get_twin("d001").await.unwrap();
     assert_eq!(twin["properties"]["desired"]["$version"], 3);
 }
+
+// The device-operation layer, as the next engines (rollouts, configurations) call it.
+
+fn desired_fw(version: &str) -> DeviceAction {
+    let desired = json!({ "fw": version }).as_object().unwrap().clone();
+    DeviceAction::UpdateTwin(TwinUpdate {
+        tags: None,
+        desired: Some(desired),
+    })
+}
+
+fn listed(id: &str, targets: Vec<DeviceTarget>, action: DeviceAction) -> OperationSpec {
+    OperationSpec::new(
+        JobId::parse(id).unwrap(),
+        DeviceSet::Listed(targets),
+        action,
+    )
+}
+
+#[tokio::test]
+async fn an_operation_over_100000_listed_ids_drops_duplicates_and_fails_unknown_ids_per_device() {
+    let f = fixture().await;
+    let known = f.devices("d", 20).await;
+    let mut targets: Vec<DeviceTarget> = (0..99_980)
+        .map(|i| DeviceTarget::new(format!("ghost-{i:05}")))
+        .collect();
+    targets.extend(known.iter().map(DeviceTarget::new));
+    // Every known id twice: the first entry counts, the second is dropped.
+    targets.extend(known.iter().map(DeviceTarget::new));
+    assert_eq!(targets.len(), 100_020);
+    let created = f
+        .hub
+        .create_operation(listed("big", targets, desired_fw("3.0")))
+        .await
+        .unwrap();
+    assert_eq!((created.listed, created.duplicates), (100_000, 20));
+    assert_eq!(created.unknown.len(), 99_980);
+    assert_eq!(created.unknown[0], "ghost-00000");
+    assert_eq!(created.job["queryCondition"], "");
+
+    f.run().await;
+    let (count, succeeded, failed, running, pending) = f.stats("big").await;
+    assert_eq!((count, succeeded, failed), (100_000, 20, 99_980));
+    assert_eq!((running, pending), (0, 0));
+    assert_eq!(f.job("big").await["status"], "completed");
+    assert_eq!(f.desired("d019").await["fw"], "3.0");
+    let ghost = f.hub.job_device("big", "ghost-04242").await.unwrap();
+    assert_eq!(ghost.status, DeviceJobStatus::Failed);
+    assert_eq!(ghost.error.unwrap()["code"], "DeviceNotFound");
+}
+
+#[tokio::test]
+async fn a_listed_operation_with_a_bad_id_is_refused_whole_and_writes_nothing() {
+    let f = fixture().await;
+    f.devices("d", 2).await;
+    let targets = vec![
+        DeviceTarget::new("d000"),
+        DeviceTarget::new("d001"),
+        DeviceTarget::new("not ok"),
+    ];
+    let e = f
+        .hub
+        .create_operation(listed("bad", targets, desired_fw("3.0")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidDeviceId);
+    assert!(
+        e.message.starts_with("device list entry 2: "),
+        "{}",
+        e.message
+    );
+    assert_eq!(
+        f.hub.get_job("bad").await.unwrap_err().code,
+        ErrorCode::JobNotFound
+    );
+    // A patch a job could not apply is refused before anything is stored.
+    let empty = DeviceAction::UpdateTwin(TwinUpdate {
+        tags: None,
+        desired: None,
+    });
+    let e = f
+        .hub
+        .create_operation(listed("bad", vec![DeviceTarget::new("d000")], empty))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::JobInvalid);
+}
+
+#[tokio::test]
+async fn listed_devices_wait_for_their_not_before_time_across_a_restart() {
+    let f = fixture().await;
+    f.devices("d", 3).await;
+    let at = |s| t0() + ChronoDuration::seconds(s);
+    let targets = vec![
+        DeviceTarget::new("d000"),
+        DeviceTarget::not_before("d001", at(60)),
+        DeviceTarget::not_before("d002", at(120)),
+    ];
+    f.hub
+        .create_operation(listed("window", targets, desired_fw("4.0")))
+        .await
+        .unwrap();
+    let idle = f.run().await;
+    assert_eq!(
+        idle.next_wake,
+        Some(at(60)),
+        "woken when the first window opens"
+    );
+    assert_eq!(f.desired("d000").await["fw"], "4.0");
+    assert!(f.desired("d001").await.get("fw").is_none());
+    let waiting = f.hub.job_device("window", "d001").await.unwrap();
+    assert_eq!(waiting.status, DeviceJobStatus::Scheduled);
+    assert_eq!(f.stats("window").await, (3, 1, 0, 0, 2));
+
+    // A new hub over the same store: the times were persisted, not kept in memory.
+    let config = HubConfig {
+        jobs: JobsConfig {
+            autorun: false,
+            ..JobsConfig::default()
+        },
+        ..HubConfig::default()
+    };
+    let hub = Hub::open(f.store.clone(), Arc::new(f.clock.clone()), config)
+        .await
+        .unwrap();
+    f.advance(59);
+    let idle = hub.job_engine().run_until_idle().await.unwrap();
+    assert_eq!(idle.next_wake, Some(at(60)), "not a second early");
+    assert!(f.desired("d001").await.get("fw").is_none());
+    f.advance(1);
+    let idle = hub.job_engine().run_until_idle().await.unwrap();
+    assert_eq!(f.desired("d001").await["fw"], "4.0");
+    assert!(f.desired("d002").await.get("fw").is_none());
+    assert_eq!(idle.next_wake, Some(at(120)));
+    f.advance(60);
+    hub.job_engine().run_until_idle().await.unwrap();
+    assert_eq!(f.desired("d002").await["fw"], "4.0");
+    assert_eq!(hub.get_job("window").await.unwrap()["status"], "completed");
+}
+
+#[tokio::test]
+async fn an_operation_paced_in_batches_starts_n_devices_per_interval() {
+    let f = fixture().await;
+    let ids = f.devices("d", 5).await;
+    let mut spec = listed(
+        "waves",
+        ids.iter().map(DeviceTarget::new).collect(),
+        desired_fw("5.0"),
+    );
+    spec.pace = Some(Pace::batch(2, std::time::Duration::from_secs(60)).unwrap());
+    f.hub.create_operation(spec).await.unwrap();
+    let mut done = Vec::new();
+    for _ in 0..3 {
+        let idle = f.run().await;
+        done.push(f.stats("waves").await.1);
+        f.advance(30);
+        f.run().await;
+        assert_eq!(
+            f.stats("waves").await.1,
+            *done.last().unwrap(),
+            "mid-interval"
+        );
+        if let Some(wake) = idle.next_wake {
+            assert_eq!(wake, f.clock_now() + ChronoDuration::seconds(30));
+        }
+        f.advance(30);
+    }
+    assert_eq!(done, vec![2, 4, 5]);
+    assert_eq!(f.job("waves").await["status"], "completed");
+}
+
+/// Everything a subscriber has heard so far.
+fn heard(rx: &mut mpsc::UnboundedReceiver<OperationNotice>) -> Vec<OperationNotice> {
+    let mut out = Vec::new();
+    while let Ok(n) = rx.try_recv() {
+        out.push(n);
+    }
+    out
+}
+
+fn device_notice(op: &str, id: &str, status: DeviceJobStatus) -> OperationNotice {
+    OperationNotice::DeviceFinished {
+        operation: op.into(),
+        device_id: id.into(),
+        status,
+    }
+}
+
+#[tokio::test]
+async fn a_subscriber_hears_every_device_and_the_operation_once_each_in_commit_order() {
+    let f = fixture_with(one_twin_per_step()).await;
+    f.devices("d", 3).await;
+    let mut rx = f.hub.subscribe_operations();
+    let targets = ["d002", "nope", "d000", "d001"]
+        .into_iter()
+        .map(DeviceTarget::new)
+        .collect();
+    f.hub
+        .create_operation(listed("op", targets, desired_fw("6.0")))
+        .await
+        .unwrap();
+    assert_eq!(
+        heard(&mut rx),
+        vec![device_notice("op", "nope", DeviceJobStatus::Failed)],
+        "the unknown id fails when the operation is created"
+    );
+    f.run().await;
+    let done = DeviceJobStatus::Completed;
+    assert_eq!(
+        heard(&mut rx),
+        vec![
+            device_notice("op", "d000", done),
+            device_notice("op", "d001", done),
+            device_notice("op", "d002", done),
+            OperationNotice::Finished {
+                operation: "op".into(),
+                status: JobStatus::Completed,
+            },
+        ]
+    );
+    f.run().await;
+    assert!(heard(&mut rx).is_empty(), "nothing is announced twice");
+
+    // A cancel announces the devices it cancels (waiting ones too), then the operation.
+    let later = t0() + ChronoDuration::seconds(3600);
+    let targets = vec![
+        DeviceTarget::new("d000"),
+        DeviceTarget::not_before("d001", later),
+        DeviceTarget::not_before("d002", later),
+    ];
+    f.hub
+        .create_operation(listed("stop", targets, desired_fw("7.0")))
+        .await
+        .unwrap();
+    f.run().await;
+    f.hub.cancel_job("stop").await.unwrap();
+    f.run().await;
+    let canceled = DeviceJobStatus::Canceled;
+    assert_eq!(
+        heard(&mut rx),
+        vec![
+            device_notice("stop", "d000", done),
+            device_notice("stop", "d001", canceled),
+            device_notice("stop", "d002", canceled),
+            OperationNotice::Finished {
+                operation: "stop".into(),
+                status: JobStatus::Cancelled,
+            },
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_method_job_announces_each_answer_then_its_end() {
+    let f = fixture().await;
+    f.devices("m", 2).await;
+    let _online = answering_device(&f, "m000");
+    let mut rx = f.hub.subscribe_operations();
+    let body = json!({
+        "type": "scheduleDeviceMethod",
+        "queryCondition": "*",
+        "cloudToDeviceMethod": { "methodName": "reboot", "connectTimeoutInSeconds": 0 },
+    });
+    f.hub.create_job("calls", body).await.unwrap();
+    f.run().await;
+    let mut notices = heard(&mut rx);
+    let last = notices.pop();
+    notices.sort_by_key(|n| format!("{n:?}"));
+    assert_eq!(
+        notices,
+        vec![
+            device_notice("calls", "m000", DeviceJobStatus::Completed),
+            device_notice("calls", "m001", DeviceJobStatus::Failed),
+        ]
+    );
+    assert_eq!(
+        last,
+        Some(OperationNotice::Finished {
+            operation: "calls".into(),
+            status: JobStatus::Completed,
+        })
+    );
+}

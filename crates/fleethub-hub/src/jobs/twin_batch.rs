@@ -4,8 +4,8 @@
 //! else merged again on the writer) — so a crash leaves each device either updated and marked, or
 //! neither. Connected devices get the desired patch pushed after the commit.
 
-use super::document::{JobDocument, TwinUpdate};
-use super::engine::device_error;
+use super::document::{device_error, JobDocument, TwinUpdate};
+use super::notify::OperationNotice;
 use crate::registry::etag_for;
 use crate::Hub;
 use fleethub_core::twin::patch::apply_tags_patch;
@@ -106,10 +106,16 @@ pub(super) async fn commit(
 ) -> HubResult<usize> {
     let (job_id, now, now_ms) = (doc.job_id.clone(), hub.now_string(), hub.now_ms());
     let (patch, hub) = (update.clone(), hub.clone());
+    let notices = hub.jobs_state().notices.clone();
     hub.clone()
         .store()
         .write(move |tx| {
-            let (processed, pushed) = apply_batch(tx, &job_id, &patch, prepared, &now, now_ms)?;
+            let mut finished = notices.any().then(Vec::new);
+            let (processed, pushed) =
+                apply_batch(tx, &job_id, &patch, prepared, &now, now_ms, &mut finished)?;
+            if let Some(finished) = finished {
+                notices.on_commit(tx, finished);
+            }
             if let Some(desired) = patch.desired.filter(|_| !pushed.is_empty()) {
                 // One effect for the batch: pushed in commit order with every other change.
                 tx.on_commit(move || {
@@ -127,6 +133,8 @@ pub(super) async fn commit(
         .await
 }
 
+/// Writes a batch; `finished`, when someone listens for completion notices, gets one per device
+/// row this batch ended.
 fn apply_batch(
     tx: &mut WriteTx<'_>,
     job_id: &str,
@@ -134,8 +142,18 @@ fn apply_batch(
     prepared: Vec<Prepared>,
     now: &str,
     now_ms: i64,
+    finished: &mut Option<Vec<OperationNotice>>,
 ) -> HubResult<(usize, Vec<Pushed>)> {
     let mut pushed = Vec::with_capacity(prepared.len());
+    let mut ended = |device_id: &str, status| {
+        if let Some(list) = finished.as_mut() {
+            list.push(OperationNotice::DeviceFinished {
+                operation: job_id.to_string(),
+                device_id: device_id.to_string(),
+                status,
+            });
+        }
+    };
     let (mut updated, mut failed) = (0u64, 0u64);
     let (mut first, mut last) = (None, None);
     for Prepared { target, merged } in prepared {
@@ -152,6 +170,7 @@ fn apply_batch(
                     Some(&error),
                 )? {
                     failed += 1;
+                    ended(device_id, DeviceJobStatus::Failed);
                 }
             }
             // Only a row still pending is processed: the job may have been cancelled or expired
@@ -170,6 +189,7 @@ fn apply_batch(
                 match applied {
                     Ok(applied) => {
                         updated += 1;
+                        ended(device_id, DeviceJobStatus::Completed);
                         if let Some(desired_version) = applied.desired_version {
                             pushed.push(Pushed {
                                 device_id: device_id.to_string(),
@@ -182,6 +202,7 @@ fn apply_batch(
                         let update = failed_now(now, &error);
                         tx.update_job_device(job_id, device_id, &update)?;
                         failed += 1;
+                        ended(device_id, DeviceJobStatus::Failed);
                     }
                 }
             }

@@ -74,7 +74,7 @@ pub struct JobDeviceRow {
 pub struct JobDeviceCounts {
     /// Waiting to be processed.
     pub pending: u64,
-    /// Waiting for a later time (unused by the hub today, counted for completeness).
+    /// Waiting for their own not-before time (a maintenance window).
     pub scheduled: u64,
     /// Being processed (a direct method call in flight).
     pub running: u64,
@@ -147,6 +147,9 @@ pub struct JobFilter<'a> {
     pub after: Option<(i64, &'a str)>,
 }
 
+const INSERT_LISTED: &str = "INSERT INTO job_devices (job_id, device_id, job_type, status,
+         created_time, updated_time, end_time, error, not_before_ms)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)";
 const JOB_COLUMNS: &str = "job_id, job_type, status, created_ms, start_ms, end_ms, body";
 const JOB_DEVICE_COLUMNS: &str = "job_id, device_id, job_type, status, created_time, start_time, \
                                   end_time, updated_time, outcome, error";
@@ -226,6 +229,22 @@ pub trait JobReads: Reads {
             "SELECT EXISTS (SELECT 1 FROM job_devices WHERE job_id = ?1 AND status = ?2)",
         )?;
         Ok(stmt.query_row([job_id, status.as_str()], |r| r.get(0))?)
+    }
+
+    /// The earliest not-before time of the job's `scheduled` rows (one index probe).
+    fn next_not_before(&self, job_id: &str) -> Result<Option<i64>, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT min(not_before_ms) FROM job_devices WHERE job_id = ?1 AND status = 'scheduled'",
+        )?;
+        Ok(stmt.query_row([job_id], |r| r.get(0))?)
+    }
+
+    /// Whether a device with this id is registered (a listed device-operation target).
+    fn device_exists(&self, device_id: &str) -> Result<bool, StoreError> {
+        let mut stmt = self
+            .conn()
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM devices WHERE device_id = ?1)")?;
+        Ok(stmt.query_row([device_id], |r| r.get(0))?)
     }
 
     /// Up to `limit` ids of the job's devices in `status`, in id order.
@@ -469,32 +488,33 @@ impl WriteTx<'_> {
     }
 
     /// Moves up to `limit` of a job's devices from status `from` to `update.status` (lowest ids
-    /// first); returns how many moved.
+    /// first); returns the ids that moved, in id order.
     pub fn move_job_devices(
         &mut self,
         job_id: &str,
         from: DeviceJobStatus,
         update: &JobDeviceUpdate<'_>,
         limit: usize,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         self.move_devices(job_id, from, None, update, limit)
     }
 
     /// Moves up to `limit` of a job's `running` devices that this store's node owns (or that no
-    /// node owns: rows from before owners were kept) to `update.status`; returns how many
+    /// node owns: rows from before owners were kept) to `update.status`; returns the ids that
     /// moved. Recovery after a crash uses it, so it never touches another node's calls.
     pub fn move_own_running_job_devices(
         &mut self,
         job_id: &str,
         update: &JobDeviceUpdate<'_>,
         limit: usize,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let node = self.node.to_string();
         self.move_devices(job_id, DeviceJobStatus::Running, Some(&node), update, limit)
     }
 
     /// The one bulk move: up to `limit` of a job's rows in `from` (lowest ids first), only those
-    /// `owner` owns (or no node owns) when it is given, to `update.status`.
+    /// `owner` owns (or no node owns) when it is given, to `update.status`. Returns the moved ids
+    /// (the completion notices of the hub's device-operation layer name each one).
     fn move_devices(
         &mut self,
         job_id: &str,
@@ -502,19 +522,97 @@ impl WriteTx<'_> {
         owner: Option<&str>,
         update: &JobDeviceUpdate<'_>,
         limit: usize,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let sql = concat!(
             set_from_update!(),
             "WHERE job_id = ?1 AND device_id IN (
                  SELECT device_id FROM job_devices
                  WHERE job_id = ?1 AND status = ?2
                    AND (?11 IS NULL OR owner IS NULL OR owner = ?11)
-                 ORDER BY device_id LIMIT ?10)"
+                 ORDER BY device_id LIMIT ?10)
+             RETURNING device_id"
         );
-        let extra: [&dyn rusqlite::ToSql; 2] = [&sql_limit(limit), &owner];
-        let moved = self.apply_update_with(sql, job_id, from.as_str(), update, &extra)?;
-        self.count_move(job_id, from, update.status, moved as i64);
-        Ok(moved as u64)
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let outcome = update.outcome.map(json_text).transpose()?;
+        let error = update.error.map(json_text).transpose()?;
+        let new_owner = (update.status == DeviceJobStatus::Running).then_some(self.node);
+        let rows = stmt.query_map(
+            params![
+                job_id,
+                from.as_str(),
+                update.status.as_str(),
+                update.start_time,
+                update.end_time,
+                update.updated_time,
+                outcome,
+                error,
+                new_owner,
+                sql_limit(limit),
+                owner,
+            ],
+            |r| r.get::<_, String>(0),
+        )?;
+        let mut moved: Vec<String> = rows.collect::<Result<_, _>>()?;
+        drop(stmt);
+        moved.sort_unstable();
+        self.count_move(job_id, from, update.status, moved.len() as i64);
+        Ok(moved)
+    }
+
+    /// Adds explicitly listed devices to a job (a device-operation's list, given instead of a
+    /// query condition), each with the status, not-before time and error its entry gives; ids
+    /// must be unique and not yet in the job. One prepared statement per row, so a list of
+    /// 100,000 ids is one write of 100,000 inserts and no SQL text grows with the list.
+    pub fn insert_job_devices(
+        &mut self,
+        job: &NewJobDevices<'_>,
+        devices: &[NewJobDevice<'_>],
+    ) -> Result<(), StoreError> {
+        for d in devices {
+            let error = d.error.map(json_text).transpose()?;
+            let end = d.status.is_final().then_some(job.created_time);
+            self.conn.prepare_cached(INSERT_LISTED)?.execute(params![
+                job.job_id,
+                d.device_id,
+                job.job_type,
+                d.status.as_str(),
+                job.created_time,
+                end,
+                error,
+                d.not_before_ms,
+            ])?;
+            self.count(job.job_id, d.status, 1);
+        }
+        Ok(())
+    }
+
+    /// Moves up to `limit` of a job's `scheduled` rows whose not-before time is at or before
+    /// `now_ms` to `pending` (earliest first). Returns how many moved and the earliest
+    /// not-before time still waiting. Reads only due rows, through the partial index.
+    pub fn release_due_job_devices(
+        &mut self,
+        job_id: &str,
+        now_ms: i64,
+        updated_time: &str,
+        limit: usize,
+    ) -> Result<(u64, Option<i64>), StoreError> {
+        let moved = self
+            .conn
+            .prepare_cached(
+                "UPDATE job_devices SET status = 'pending', updated_time = ?3
+                 WHERE job_id = ?1 AND device_id IN (
+                     SELECT device_id FROM job_devices
+                     WHERE job_id = ?1 AND status = 'scheduled' AND not_before_ms <= ?2
+                     ORDER BY not_before_ms LIMIT ?4)",
+            )?
+            .execute(params![job_id, now_ms, updated_time, sql_limit(limit)])?;
+        self.count_move(
+            job_id,
+            DeviceJobStatus::Scheduled,
+            DeviceJobStatus::Pending,
+            moved as i64,
+        );
+        Ok((moved as u64, self.next_not_before(job_id)?))
     }
 
     /// [`JobReads::job_device_counts`] as this write sees it, its own changes included.
@@ -664,6 +762,31 @@ impl WriteTx<'_> {
         let rows = stmt.query_map(params![before_ms, sql_limit(limit)], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// The job that [`WriteTx::insert_job_devices`] adds listed devices to.
+#[derive(Debug, Clone, Copy)]
+pub struct NewJobDevices<'a> {
+    /// The job the rows belong to.
+    pub job_id: &'a str,
+    /// The job's type, copied into every row.
+    pub job_type: &'a str,
+    /// The rows' `created_time` and `updated_time` (and `end_time` of a row that starts final).
+    pub created_time: &'a str,
+}
+
+/// One listed device of a job, as it enters the job.
+#[derive(Debug, Clone, Copy)]
+pub struct NewJobDevice<'a> {
+    /// The device.
+    pub device_id: &'a str,
+    /// `pending`, `scheduled` (with `not_before_ms`), or final (`failed`, with `error`) for a
+    /// device that cannot take part, such as one that is not registered.
+    pub status: DeviceJobStatus,
+    /// For a `scheduled` row: the time, in Unix milliseconds, before which it must not start.
+    pub not_before_ms: Option<i64>,
+    /// Why the device failed, for a row that starts final.
+    pub error: Option<&'a Value>,
 }
 
 /// What a job's device snapshot selects: the job and the compiled query condition.

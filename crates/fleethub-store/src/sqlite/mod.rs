@@ -28,7 +28,7 @@ use writer::{WriteJob, Writer};
 
 pub use jobs::{
     DeviceJobStatus, JobDeviceCounts, JobDeviceRow, JobDeviceUpdate, JobFilter, JobReads, JobRow,
-    JobSnapshot, JobStatus, JobTwinTarget,
+    JobSnapshot, JobStatus, JobTwinTarget, NewJobDevice, NewJobDevices,
 };
 pub use reads::{ReadTx, Reads};
 pub use writes::{Effect, WriteTx};

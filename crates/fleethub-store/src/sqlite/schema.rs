@@ -170,6 +170,14 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE job_devices ADD COLUMN owner TEXT;
     "#,
+    // 6: a device's part in a job may wait for a time of its own (a maintenance window): a
+    // `scheduled` row with `not_before_ms`. The partial index finds the earliest such time of a
+    // job and the rows that are due without reading any other row.
+    r#"
+    ALTER TABLE job_devices ADD COLUMN not_before_ms INTEGER;
+    CREATE INDEX job_devices_not_before ON job_devices (job_id, not_before_ms)
+        WHERE status = 'scheduled';
+    "#,
 ];
 
 /// Brings the database up to the newest schema this build knows.
