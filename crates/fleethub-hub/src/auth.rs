@@ -1,6 +1,6 @@
 //! Who may do what: shared access policies for services, and device credentials at CONNECT.
 
-use crate::registry::{AuthenticationType, DeviceStatus};
+use crate::device::{AuthenticationType, DeviceStatus};
 use crate::Hub;
 use chrono::{DateTime, Utc};
 use fleethub_core::sas::{self, SasToken};

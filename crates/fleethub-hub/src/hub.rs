@@ -92,9 +92,14 @@ const POLICIES_KEY: &str = "auth.policies";
 const CERTIFICATES_KEY: &str = "auth.ca_certificates";
 
 impl Hub {
-    /// Opens the hub over `store`: loads (or on first start creates) the access policies and
-    /// starts background upkeep.
-    pub async fn open(store: Store, clock: Arc<dyn Clock>, config: HubConfig) -> HubResult<Hub> {
+    /// The hub's shared state over `store`, with the access policies loaded (or on first start
+    /// created) and the query functions on every store connection; nothing running yet.
+    /// [`Hub::open`] (in `startup.rs`) is this plus crash recovery, the engines and upkeep.
+    pub(crate) async fn assemble(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        config: HubConfig,
+    ) -> HubResult<Hub> {
         let policies = load_or_create_policies(&store).await?;
         let certs = parse_certificates(store.read(|r| r.get_setting(CERTIFICATES_KEY)).await?)?;
         let (telemetry_tx, _) = broadcast::channel(4096);
@@ -124,13 +129,12 @@ impl Hub {
                 fleethub_query::register_sql_functions(conn, Arc::clone(&presence))
             })))
             .await?;
-        // Before anything runs: method calls a crash left in flight are failed, never repeated.
-        hub.job_engine().recover().await?;
-        if hub.inner.config.jobs.autorun {
-            crate::jobs::spawn_engine(Arc::downgrade(&hub.inner), hub.inner.jobs.clone());
-        }
-        hub.spawn_upkeep();
         Ok(hub)
+    }
+
+    /// The job engine's in-memory state.
+    pub(crate) fn jobs_state(&self) -> &Arc<JobsState> {
+        &self.inner.jobs
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -261,35 +265,6 @@ impl Hub {
         self.store()
             .write(move |tx| tx.delete_session(&key).map_err(HubError::from))
             .await
-    }
-
-    fn spawn_upkeep(&self) {
-        let weak = Arc::downgrade(&self.inner);
-        let interval = self.inner.config.upkeep_interval;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            loop {
-                tick.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
-                let hub = Hub { inner };
-                if let Err(e) = hub.upkeep().await {
-                    tracing::warn!("upkeep failed: {e}");
-                }
-            }
-        });
-    }
-
-    /// Removes expired cloud-to-device messages, telemetry and events past their retention and
-    /// jobs past theirs.
-    pub async fn upkeep(&self) -> HubResult<()> {
-        let now = self.now_ms();
-        let cutoff = now - self.inner.config.telemetry_retention.as_millis() as i64;
-        self.store().write(move |tx| tx.expire_c2d(now)).await?;
-        self.prune_in_batches(move |tx, batch| tx.prune_telemetry(cutoff, batch))
-            .await?;
-        self.prune_events().await?;
-        self.prune_jobs().await?;
-        Ok(())
     }
 
     /// Runs a bounded delete (`delete(tx, batch)` removes at most `batch` rows) one write at a

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod certificates;
 pub mod connections;
+pub mod device;
 pub mod events;
 pub mod hub;
 pub mod jobs;
@@ -17,10 +18,12 @@ pub mod metrics;
 pub mod query;
 pub mod quota;
 pub mod registry;
+mod startup;
 pub mod twin;
 
 pub use auth::{AuthFailure, Authenticated, DeviceCredentials, Policy, Right};
 pub use connections::{ConnectionHandle, DeviceCommand};
+pub use device::{Authentication, AuthenticationType, Device, DeviceStatus};
 pub use events::{ChangeEvent, EventsPage};
 pub use hub::{Hub, HubConfig};
 pub use jobs::{JobEngine, JobsConfig};
@@ -28,4 +31,3 @@ pub use messages::{C2dRequest, TelemetryEvent, TelemetryIn};
 pub use methods::{MethodRequest, MethodResponse};
 pub use query::QueryResult;
 pub use quota::{DeviceQuota, QuotaConfig, Rate};
-pub use registry::{Authentication, AuthenticationType, Device, DeviceStatus};

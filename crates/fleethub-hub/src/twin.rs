@@ -1,6 +1,6 @@
 //! Twins: the service's view (tags, desired, reported with metadata) and the device's view.
 
-use crate::registry::{etag_for, etag_matches, Device};
+use crate::device::{etag_for, etag_matches, Device};
 use crate::{DeviceCommand, Hub};
 use bytes::Bytes;
 use fleethub_core::twin::{patch::apply_tags_patch, Section, TwinProperties};

@@ -1,13 +1,42 @@
 //! The job document the hub stores in `jobs.body`, and the `JobResponse` shape it answers with.
 
 use super::rate::{Pace, RateControl};
-use super::request::JobType;
 use fleethub_core::{HubError, HubResult};
 use fleethub_store::{JobDeviceCounts, JobRow};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 pub use fleethub_core::jobs::JobStatus;
+
+/// What a job does to each device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobType {
+    /// Merge-patches tags and desired properties.
+    #[serde(rename = "scheduleUpdateTwin")]
+    UpdateTwin,
+    /// Invokes a direct method.
+    #[serde(rename = "scheduleDeviceMethod")]
+    DeviceMethod,
+}
+
+impl JobType {
+    /// The name IoT Hub uses (`type`, `jobType`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobType::UpdateTwin => "scheduleUpdateTwin",
+            JobType::DeviceMethod => "scheduleDeviceMethod",
+        }
+    }
+
+    /// Parses IoT Hub's name.
+    pub fn parse(s: &str) -> Option<JobType> {
+        match s {
+            "scheduleUpdateTwin" => Some(JobType::UpdateTwin),
+            "scheduleDeviceMethod" => Some(JobType::DeviceMethod),
+            _ => None,
+        }
+    }
+}
 
 /// A method job's call, checked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

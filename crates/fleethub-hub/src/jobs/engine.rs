@@ -6,11 +6,12 @@
 //! work and otherwise sleeps until the next wake time or a wake-up signal.
 
 use super::condition::DeviceSelection;
+use super::document::JobType;
 use super::document::{device_error, JobDocument, JobStatus, Statistics};
 use super::notify::{OperationNotice, Subscribers};
 use super::rate::RateLimiter;
-use super::request::JobType;
-use super::{method_calls, twin_batch, JobsState};
+use super::state::{JobRuntime, JobsState};
+use super::{method_calls, twin_batch};
 use crate::hub::HubInner;
 use crate::Hub;
 use chrono::{DateTime, Utc};
@@ -51,16 +52,6 @@ impl StepOutcome {
     }
 }
 
-/// A running job's in-memory companion: its rate limiter, its method calls in flight, and the
-/// earliest not-before time of its rows still waiting for one.
-pub(crate) struct JobRuntime {
-    limiter: Option<RateLimiter>,
-    pub(super) in_flight: Arc<AtomicUsize>,
-    /// Known from the store when the runtime is made and from each release after, so a step
-    /// reads nothing for it until the time comes.
-    next_not_before: Option<i64>,
-}
-
 /// Drives jobs; cheap to create from a [`Hub`].
 #[derive(Clone)]
 pub struct JobEngine {
@@ -71,10 +62,6 @@ impl Hub {
     /// The job engine of this hub.
     pub fn job_engine(&self) -> JobEngine {
         JobEngine { hub: self.clone() }
-    }
-
-    pub(crate) fn jobs_state(&self) -> &Arc<JobsState> {
-        &self.inner.jobs
     }
 }
 

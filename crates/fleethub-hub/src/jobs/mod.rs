@@ -1,13 +1,21 @@
-//! Jobs v2 ("scheduled jobs"): a twin update or a direct method applied to every device a query
-//! condition selects, at a start time, durably and at a controlled rate.
+//! Jobs v2 ("scheduled jobs") and the device-operation layer under them: a twin update or a
+//! direct method applied to a set of devices (those a query condition selects, or an explicit
+//! list), at a start time, durably and at a controlled pace. IoT Hub's REST jobs and the
+//! operations FleetHub's own engines start ([`operation`]) are the same thing to the engine.
 //!
 //! A job is a durable state machine in the store: the `jobs` row holds its document
 //! ([`document::JobDocument`]); when it starts, the devices its condition selects are copied into
-//! `job_devices` as `pending` rows (the snapshot), and the engine ([`engine::JobEngine`]) works
-//! through them. A twin job applies its patch to a batch of devices and marks their rows
-//! `completed` in the same write, so a crash does both or neither and a restart neither repeats nor
-//! skips a device. A method job marks a row `running` before calling the device; rows found
-//! `running` when the hub starts are failed rather than called twice.
+//! `job_devices` as `pending` rows (the snapshot; a listed set's rows are written at creation,
+//! `scheduled` while a device's not-before time is ahead), and the engine
+//! ([`engine::JobEngine`]) works through them. A twin job applies its patch to a batch of devices
+//! and marks their rows `completed` in the same write, so a crash does both or neither and a
+//! restart neither repeats nor skips a device. A method job marks a row `running` before calling
+//! the device; rows found `running` when the hub starts are failed rather than called twice.
+//! Every terminal state is announced to subscribers from the commit that reached it
+//! ([`notify`]).
+//!
+//! The modules depend one way: `rate`, `notify`, `condition` → `document`, `state` → `request`
+//! → `twin_batch`, `method_calls` → `engine` → `operation` → `operations`.
 
 mod condition;
 mod document;
@@ -18,8 +26,10 @@ mod operation;
 mod operations;
 mod rate;
 mod request;
+mod state;
 mod twin_batch;
 
+pub use document::JobType;
 pub use document::{JobStatus, MethodCall, Statistics, TwinUpdate};
 pub(crate) use engine::spawn as spawn_engine;
 pub use engine::{JobEngine, StepOutcome};
@@ -27,12 +37,10 @@ pub use notify::OperationNotice;
 pub use operation::{DeviceAction, DeviceSet, DeviceTarget, OperationCreated, OperationSpec};
 pub use operations::{JobPage, JobQuery};
 pub use rate::{Pace, Ramp, RateControl, RateLimiter};
-pub use request::{JobId, JobType};
+pub use request::JobId;
+pub(crate) use state::JobsState;
 
-use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// Settings of the job engine.
 #[derive(Debug, Clone)]
@@ -67,22 +75,6 @@ impl Default for JobsConfig {
             autorun: true,
         }
     }
-}
-
-/// The engine's in-memory state: its wake-up signal, the per-job rate limiters, and the direct
-/// method calls in flight. Everything else lives in the store.
-#[derive(Default)]
-pub(crate) struct JobsState {
-    /// Signalled when there may be new work (a job created or cancelled, a call finished).
-    pub(crate) wake: Notify,
-    /// Per running job; the lock also serializes engine steps and cancellations.
-    runtimes: tokio::sync::Mutex<HashMap<String, engine::JobRuntime>>,
-    /// Method calls in flight, across jobs.
-    calls_in_flight: AtomicUsize,
-    /// Signalled whenever a method call finishes.
-    call_finished: Notify,
-    /// Who hears of finished devices and operations.
-    pub(crate) notices: std::sync::Arc<notify::Subscribers>,
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@
 //! one; a dropped receiver is forgotten at the next notice. While nobody subscribes, the writes
 //! record no effect at all: the job engine's batches cost what they cost before.
 
-use crate::Hub;
 use fleethub_core::jobs::{DeviceJobStatus, JobStatus};
 use fleethub_store::WriteTx;
 use parking_lot::Mutex;
@@ -39,7 +38,7 @@ pub(crate) struct Subscribers {
 }
 
 impl Subscribers {
-    fn subscribe(&self) -> mpsc::UnboundedReceiver<OperationNotice> {
+    pub(super) fn subscribe(&self) -> mpsc::UnboundedReceiver<OperationNotice> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut senders = self.senders.lock();
         senders.push(tx);
@@ -87,13 +86,5 @@ impl Subscribers {
             })
             .collect();
         self.on_commit(tx, notices);
-    }
-}
-
-impl Hub {
-    /// Completion notices of every device operation (jobs included) from now on: each device's
-    /// terminal state and each operation's, once each, in commit order.
-    pub fn subscribe_operations(&self) -> mpsc::UnboundedReceiver<OperationNotice> {
-        self.inner.jobs.notices.subscribe()
     }
 }

@@ -10,9 +10,10 @@
 //! one insert per device. An id that is valid but not registered does not fail the operation:
 //! its row fails at once with `DeviceNotFound` and the others go on.
 
-use super::document::{device_error, JobDocument, MethodCall, Statistics, TwinUpdate};
+use super::document::{device_error, JobDocument, JobType, MethodCall, Statistics, TwinUpdate};
+use super::notify::OperationNotice;
 use super::rate::Pace;
-use super::request::{check_method_call, check_twin_update, JobId, JobType};
+use super::request::{check_method_call, check_twin_update, JobId};
 use super::request::{DEFAULT_MAX_EXECUTION_SECS, MAX_EXECUTION_SECS_LIMIT};
 use crate::Hub;
 use chrono::{DateTime, Utc};
@@ -22,6 +23,7 @@ use fleethub_core::{ErrorCode, HubError, HubResult};
 use fleethub_store::{JobRow, NewJobDevice, NewJobDevices};
 use std::collections::HashSet;
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// Which devices an operation reaches.
 #[derive(Debug, Clone)]
@@ -114,6 +116,15 @@ pub(super) struct Listed {
 }
 
 impl Hub {
+    /// Completion notices of every device operation (jobs included) from now on: each device's
+    /// terminal state and each operation's, once each, in commit order. "From now on" counts
+    /// from the writes that run after this call: subscribe before creating the operations whose
+    /// ends you wait for (a write already running may record nothing for a subscriber it did not
+    /// see).
+    pub fn subscribe_operations(&self) -> mpsc::UnboundedReceiver<OperationNotice> {
+        self.jobs_state().notices.subscribe()
+    }
+
     /// Creates a device operation; it starts at its start time, like a job.
     pub async fn create_operation(&self, spec: OperationSpec) -> HubResult<OperationCreated> {
         match &spec.action {

@@ -1,9 +1,9 @@
 //! The service operations on jobs: create, get, cancel, list; and pruning old ones.
 
-use super::document::{JobDocument, JobStatus, Statistics};
+use super::document::{JobDocument, JobStatus, JobType, Statistics};
 use super::engine::{cancel_pending_in, finish_in};
 use super::operation::new_document;
-use super::request::{parse_job_request, JobId, JobType};
+use super::request::{parse_job_request, JobId};
 use crate::Hub;
 use fleethub_core::{ErrorCode, HubError, HubResult};
 use fleethub_store::DeviceJobStatus;

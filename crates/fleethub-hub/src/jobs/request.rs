@@ -1,12 +1,11 @@
 //! `PUT /jobs/v2/{id}` bodies: parsed and checked once, at the edge, into a [`JobSpec`].
 
-use super::document::{MethodCall, TwinUpdate};
+use super::document::{JobType, MethodCall, TwinUpdate};
 use super::rate::RateControl;
 use crate::methods::{check_request, MethodRequest};
 use chrono::{DateTime, Utc};
 use fleethub_core::twin::{limits::validate_patch, Section};
 use fleethub_core::{ErrorCode, HubError, HubResult};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
 
@@ -61,36 +60,6 @@ impl JobId {
 impl fmt::Display for JobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-/// What a job does to each device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum JobType {
-    /// Merge-patches tags and desired properties.
-    #[serde(rename = "scheduleUpdateTwin")]
-    UpdateTwin,
-    /// Invokes a direct method.
-    #[serde(rename = "scheduleDeviceMethod")]
-    DeviceMethod,
-}
-
-impl JobType {
-    /// The name IoT Hub uses (`type`, `jobType`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobType::UpdateTwin => "scheduleUpdateTwin",
-            JobType::DeviceMethod => "scheduleDeviceMethod",
-        }
-    }
-
-    /// Parses IoT Hub's name.
-    pub fn parse(s: &str) -> Option<JobType> {
-        match s {
-            "scheduleUpdateTwin" => Some(JobType::UpdateTwin),
-            "scheduleDeviceMethod" => Some(JobType::DeviceMethod),
-            _ => None,
-        }
     }
 }
 

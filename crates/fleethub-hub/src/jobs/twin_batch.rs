@@ -6,7 +6,7 @@
 
 use super::document::{device_error, JobDocument, TwinUpdate};
 use super::notify::OperationNotice;
-use crate::registry::etag_for;
+use crate::device::etag_for;
 use crate::Hub;
 use fleethub_core::twin::patch::apply_tags_patch;
 use fleethub_core::twin::{Section, TwinProperties};

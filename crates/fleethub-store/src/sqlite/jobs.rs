@@ -532,28 +532,15 @@ impl WriteTx<'_> {
                  ORDER BY device_id LIMIT ?10)
              RETURNING device_id"
         );
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let outcome = update.outcome.map(json_text).transpose()?;
-        let error = update.error.map(json_text).transpose()?;
-        let new_owner = (update.status == DeviceJobStatus::Running).then_some(self.node);
-        let rows = stmt.query_map(
-            params![
-                job_id,
-                from.as_str(),
-                update.status.as_str(),
-                update.start_time,
-                update.end_time,
-                update.updated_time,
-                outcome,
-                error,
-                new_owner,
-                sql_limit(limit),
-                owner,
-            ],
-            |r| r.get::<_, String>(0),
+        let extra: [&dyn rusqlite::ToSql; 2] = [&sql_limit(limit), &owner];
+        let mut moved: Vec<String> = self.run_update(
+            sql,
+            job_id,
+            from.as_str(),
+            update,
+            &extra,
+            |stmt, params| stmt.query_map(params, |r| r.get(0))?.collect(),
         )?;
-        let mut moved: Vec<String> = rows.collect::<Result<_, _>>()?;
-        drop(stmt);
         moved.sort_unstable();
         self.count_move(job_id, from, update.status, moved.len() as i64);
         Ok(moved)
@@ -664,7 +651,7 @@ impl WriteTx<'_> {
 
     /// Runs a `job_devices` update that starts with `set_from_update!()`: `?1` the job, `?2`
     /// `key` (a device id or a status), `?3`…`?9` the update, `?10` the optional `extra` (a
-    /// limit or a status).
+    /// status); returns how many rows changed.
     fn apply_update(
         &mut self,
         sql: &str,
@@ -673,18 +660,27 @@ impl WriteTx<'_> {
         update: &JobDeviceUpdate<'_>,
         extra: Option<&dyn rusqlite::ToSql>,
     ) -> Result<usize, StoreError> {
-        self.apply_update_with(sql, job_id, key, update, extra.as_slice())
+        self.run_update(
+            sql,
+            job_id,
+            key,
+            update,
+            extra.as_slice(),
+            |stmt, params| stmt.execute(params),
+        )
     }
 
-    /// [`WriteTx::apply_update`] with any number of extra parameters, `?10` onwards.
-    fn apply_update_with(
+    /// Binds a `set_from_update!()` statement (`?1`…`?9`, then `extra` from `?10`) and hands it
+    /// to `run`, which executes it or reads what it returns.
+    fn run_update<T>(
         &mut self,
         sql: &str,
         job_id: &str,
         key: &str,
         update: &JobDeviceUpdate<'_>,
         extra: &[&dyn rusqlite::ToSql],
-    ) -> Result<usize, StoreError> {
+        run: impl FnOnce(&mut rusqlite::Statement<'_>, &[&dyn rusqlite::ToSql]) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
         let mut stmt = self.conn.prepare_cached(sql)?;
         let outcome = update.outcome.map(json_text).transpose()?;
         let error = update.error.map(json_text).transpose()?;
@@ -702,7 +698,7 @@ impl WriteTx<'_> {
         ];
         let mut all = base.to_vec();
         all.extend_from_slice(extra);
-        Ok(stmt.execute(all.as_slice())?)
+        Ok(run(&mut stmt, all.as_slice())?)
     }
 
     /// Replaces tags and/or desired (as already-serialized JSON text; `None` keeps a section) and
