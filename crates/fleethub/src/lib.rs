@@ -1,7 +1,6 @@
 //! The FleetHub binary's library half: configuration and wiring, so integration
 //! tests and benchmarks start exactly the hub that `fleethub serve` starts.
 
-pub mod bench;
 pub mod config;
 pub mod fd_budget;
 pub mod https;

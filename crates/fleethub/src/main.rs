@@ -24,10 +24,10 @@ enum Command {
     /// cannot be bound).
     Serve(ServeConfig),
     /// Run a benchmark against a fresh hub on this machine and print its figures.
-    Bench(fleethub::bench::BenchArgs),
+    Bench(fleethub_bench::BenchArgs),
     /// One load process of a benchmark (started by `bench`).
     #[command(hide = true)]
-    BenchWorker(fleethub::bench::WorkerArgs),
+    BenchWorker(fleethub_bench::WorkerArgs),
     /// Run a query (IoT Hub's query language) against a hub and print the results as JSON.
     Query(fleethub::query_cli::QueryArgs),
     /// Simulate a fleet of virtual devices against a hub, or run a scenario file.
@@ -56,9 +56,9 @@ fn main() -> Result<()> {
         .build()?;
     match cli.command {
         Command::Serve(cfg) => runtime.block_on(serve(cfg)),
-        Command::Bench(args) => runtime.block_on(fleethub::bench::run(args)),
+        Command::Bench(args) => runtime.block_on(fleethub_bench::run(args)),
         Command::Query(args) => runtime.block_on(fleethub::query_cli::run(args)),
-        Command::BenchWorker(args) => runtime.block_on(fleethub::bench::run_worker(args)),
+        Command::BenchWorker(args) => runtime.block_on(fleethub_bench::run_worker(args)),
         Command::Simulate(args) => {
             let passed = runtime.block_on(fleethub::simulate::run(*args))?;
             drop(runtime);

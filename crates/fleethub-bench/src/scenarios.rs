@@ -62,10 +62,14 @@ const PREFIX: &str = "bench-";
 
 /// Prints the closing JSON line of one figure.
 pub(super) fn figure(bench: &str, value: f64, unit: &str, target: &str) {
-    println!(
-        "{}",
-        json!({"bench": bench, "value": (value * 100.0).round() / 100.0, "unit": unit, "target": target})
-    );
+    println!("{}", figure_line(bench, value, unit, target));
+}
+
+/// One figure as the JSON line scripts read: `{"bench":…,"value":…,"unit":…,"target":…}`, the
+/// value rounded to two decimals.
+fn figure_line(bench: &str, value: f64, unit: &str, target: &str) -> String {
+    json!({"bench": bench, "value": (value * 100.0).round() / 100.0, "unit": unit, "target": target})
+        .to_string()
 }
 
 /// Runs the chosen benchmark(s).
@@ -84,10 +88,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         connections(&args).await?;
     }
     match args.name {
-        BenchName::Register => super::fleet_scale::register(args.devices).await?,
-        BenchName::Query => super::fleet_scale::query(args.devices).await?,
-        BenchName::Jobs => super::fleet_scale::jobs(&args).await?,
-        BenchName::MethodJob => super::fleet_scale::method_job(&args).await?,
+        BenchName::Register => super::million_devices::register(args.devices).await?,
+        BenchName::Query => super::million_devices::query(args.devices).await?,
+        BenchName::Jobs => super::million_devices::jobs(&args).await?,
+        BenchName::MethodJob => super::million_devices::method_job(&args).await?,
         _ => {}
     }
     Ok(())
@@ -115,15 +119,17 @@ impl Worker {
     }
 }
 
-/// The load: `devices` split over `processes` workers, all connected before any starts.
-struct Fleet {
+/// The worker processes of one load phase: `devices` split over `processes` workers, all
+/// connected before any starts.
+struct WorkerProcesses {
     workers: Vec<Worker>,
     connected: u64,
     failed: u64,
     connect_secs: f64,
 }
 
-struct FleetSpec<'a> {
+/// What a load phase's workers do, against which server, with how many devices.
+struct WorkerLoad<'a> {
     mode: WorkerMode,
     port: u16,
     ca: Option<&'a Path>,
@@ -134,8 +140,8 @@ struct FleetSpec<'a> {
     in_flight: usize,
 }
 
-impl Fleet {
-    async fn start(spec: FleetSpec<'_>) -> Result<Fleet> {
+impl WorkerProcesses {
+    async fn start(spec: WorkerLoad<'_>) -> Result<WorkerProcesses> {
         let started = Instant::now();
         let per = spec.devices.div_ceil(spec.processes.max(1));
         let mut workers = Vec::new();
@@ -189,7 +195,7 @@ impl Fleet {
             connected += c.connected;
             failed += c.failed;
         }
-        Ok(Fleet {
+        Ok(WorkerProcesses {
             workers,
             connected,
             failed,
@@ -269,7 +275,7 @@ async fn load_run(
     rate: Option<u64>,
     watch: Option<u32>,
 ) -> Result<(Totals, f64)> {
-    let spec = FleetSpec {
+    let spec = WorkerLoad {
         mode,
         port,
         ca,
@@ -279,16 +285,16 @@ async fn load_run(
         rate,
         in_flight: if rate.is_some() { 1 } else { args.in_flight },
     };
-    let mut fleet = Fleet::start(spec).await?;
-    if fleet.failed > 0 {
+    let mut workers = WorkerProcesses::start(spec).await?;
+    if workers.failed > 0 {
         eprintln!(
             "  warning: {} of {devices} devices failed to connect",
-            fleet.failed
+            workers.failed
         );
     }
     let (cpu_before, wall) = (watch.map(cpu_seconds).unwrap_or(0.0), Instant::now());
-    fleet.go().await?;
-    let results = fleet.finish(false).await?;
+    workers.go().await?;
+    let results = workers.finish(false).await?;
     let cores = watch
         .map(|pid| (cpu_seconds(pid) - cpu_before) / wall.elapsed().as_secs_f64())
         .unwrap_or(0.0);
@@ -411,7 +417,7 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future,
 {
-    let spec = FleetSpec {
+    let spec = WorkerLoad {
         mode,
         port: hub.mqtt_port,
         ca: Some(&hub.ca_file),
@@ -421,16 +427,16 @@ where
         rate: None,
         in_flight: 1,
     };
-    let mut fleet = Fleet::start(spec).await?;
-    if fleet.failed > 0 {
-        bail!("{} devices failed to connect", fleet.failed);
+    let mut workers = WorkerProcesses::start(spec).await?;
+    if workers.failed > 0 {
+        bail!("{} devices failed to connect", workers.failed);
     }
-    fleet.go().await?;
+    workers.go().await?;
     let (cpu_before, wall) = (cpu_seconds(hub.pid()), Instant::now());
     let out = drive().await;
     let cores = (cpu_seconds(hub.pid()) - cpu_before) / wall.elapsed().as_secs_f64();
     println!("  hub CPU while loaded: {cores:.2} cores (the REST client and the device workers share the rest)");
-    let results = fleet.finish(true).await?;
+    let results = workers.finish(true).await?;
     Ok((results.iter().map(|r| r.received).sum(), out))
 }
 
@@ -535,7 +541,7 @@ async fn connections(args: &BenchArgs) -> Result<()> {
     hub.register(PREFIX, devices, KEY).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = hub.rss_kib();
-    let spec = FleetSpec {
+    let spec = WorkerLoad {
         mode: WorkerMode::Idle,
         port: hub.mqtt_port,
         ca: Some(&hub.ca_file),
@@ -546,13 +552,13 @@ async fn connections(args: &BenchArgs) -> Result<()> {
         in_flight: 1,
     };
     let cpu_before = cpu_seconds(hub.pid());
-    let mut fleet = Fleet::start(spec).await?;
-    let (connected, connect_secs) = (fleet.connected, fleet.connect_secs);
+    let mut workers = WorkerProcesses::start(spec).await?;
+    let (connected, connect_secs) = (workers.connected, workers.connect_secs);
     let hub_cores = (cpu_seconds(hub.pid()) - cpu_before) / connect_secs;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(hub.pid());
-    fleet.go().await?;
-    let _ = fleet.finish(true).await?;
+    workers.go().await?;
+    let _ = workers.finish(true).await?;
     let per_conn_kib = (after.saturating_sub(before)) as f64 / connected.max(1) as f64;
     let rate = connected as f64 / connect_secs;
     println!("  {connected} connected ({} failed) in {connect_secs:.1} s: {rate:.0} connects/s (TLS + CONNECT + SAS check)", devices as u64 - connected);
@@ -566,4 +572,18 @@ async fn connections(args: &BenchArgs) -> Result<()> {
     );
     figure("tls_connects_per_sec", rate, "connects/s", ">= 2000");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_figure_is_one_json_line_in_the_documented_shape() {
+        let line = figure_line("tls_connects_per_sec", 2345.678, "connects/s", ">= 2000");
+        assert_eq!(
+            line,
+            r#"{"bench":"tls_connects_per_sec","value":2345.68,"unit":"connects/s","target":">= 2000"}"#
+        );
+    }
 }

@@ -1,5 +1,5 @@
-//! Fleet-scale benchmarks: bulk registration of a million realistic twins, and (on top of that
-//! fleet) queries and jobs.
+//! Benchmarks over a million registered devices: bulk registration of realistic ~1 KB twins,
+//! and, on top of those devices, queries and jobs.
 
 use super::hub_process::{cpu_seconds, HubProcess};
 use super::scenarios::figure;
@@ -15,7 +15,7 @@ const CITIES: [&str; 10] = [
     "detroit",
 ];
 const VERSIONS: [&str; 6] = ["1.0.0", "1.1.0", "2.0.0", "2.1.0", "2.9.1", "2.10.0"];
-/// Buildings per fleet: one building holds 1% of the devices (the selective-query case).
+/// Buildings the devices are spread over: one building holds 1% of the devices (the selective-query case).
 pub const BUILDINGS: usize = 100;
 
 /// The image every benchmark device is asked to run (served nowhere: no device downloads it).
@@ -31,7 +31,7 @@ fn desired_firmware(version: &str) -> DesiredFirmware {
 
 /// One device's bulk-import entry with a realistic twin of about 1 KB: location and ownership
 /// tags, a desired firmware and configuration, and what the firmware reports back.
-pub fn fleet_entry(prefix: &str, i: usize, key: &str) -> Value {
+pub fn device_entry(prefix: &str, i: usize, key: &str) -> Value {
     let city = CITIES[i % CITIES.len()];
     let version = VERSIONS[(i / 7) % VERSIONS.len()];
     json!({
@@ -69,27 +69,27 @@ pub fn fleet_entry(prefix: &str, i: usize, key: &str) -> Value {
     })
 }
 
-/// Registers `count` devices with [`fleet_entry`] twins, `concurrency` bulk calls of 100 at a
+/// Registers `count` devices with [`device_entry`] twins, `concurrency` bulk calls of 100 at a
 /// time; returns the elapsed seconds.
-pub async fn register_fleet(
+pub async fn register_devices(
     hub: &HubProcess,
     prefix: &str,
     count: usize,
     key: &str,
     concurrency: usize,
 ) -> Result<f64> {
-    hub.register_with(count, concurrency, |i| fleet_entry(prefix, i, key))
+    hub.register_with(count, concurrency, |i| device_entry(prefix, i, key))
         .await
 }
 
 /// `fleethub bench register`: a million devices with ~1 KB twins through bulk import.
 pub async fn register(devices: Option<usize>) -> Result<()> {
     let count = devices.unwrap_or(1_000_000);
-    let size = serde_json::to_vec(&fleet_entry("bench-", count / 2, "k"))?.len();
+    let size = serde_json::to_vec(&device_entry("bench-", count / 2, "k"))?.len();
     println!("== register: {count} devices through bulk import (100 per call), ~{size} B each");
     let hub = HubProcess::start()?;
     let cpu0 = cpu_seconds(hub.pid());
-    let secs = register_fleet(&hub, "bench-", count, super::scenarios::KEY, 8).await?;
+    let secs = register_devices(&hub, "bench-", count, super::scenarios::KEY, 8).await?;
     let hub_cpu = cpu_seconds(hub.pid()) - cpu0;
     let rate = count as f64 / secs;
     println!(
@@ -136,7 +136,7 @@ pub async fn query(devices: Option<usize>) -> Result<()> {
     let count = devices.unwrap_or(1_000_000);
     println!("== query: latency over {count} twins (~1 KB each)");
     let hub = HubProcess::start()?;
-    let secs = register_fleet(&hub, "bench-", count, super::scenarios::KEY, 8).await?;
+    let secs = register_devices(&hub, "bench-", count, super::scenarios::KEY, 8).await?;
     println!("  registered in {secs:.1} s");
     let group_by = format!(
         "SELECT {REPORTED_VERSION_PATH} AS fw, COUNT() AS n \
@@ -216,7 +216,7 @@ pub async fn jobs(args: &super::BenchArgs) -> Result<()> {
     let connected = 10_000.min(count);
     println!("== jobs: scheduleUpdateTwin over {count} devices ({connected} connected)");
     let hub = HubProcess::start()?;
-    let secs = register_fleet(&hub, "bench-", count, super::scenarios::KEY, 8).await?;
+    let secs = register_devices(&hub, "bench-", count, super::scenarios::KEY, 8).await?;
     println!("  registered in {secs:.1} s");
     let twin_job = json!({
         "jobId": "bench-twin",
@@ -267,7 +267,7 @@ pub async fn method_job(args: &super::BenchArgs) -> Result<()> {
     let connected = 10_000.min(args.devices.unwrap_or(10_000));
     println!("== jobs: scheduleDeviceMethod over {connected} connected devices");
     let hub = HubProcess::start()?;
-    register_fleet(&hub, "bench-", connected, super::scenarios::KEY, 8).await?;
+    register_devices(&hub, "bench-", connected, super::scenarios::KEY, 8).await?;
     let method_job = json!({
         "jobId": "bench-method",
         "type": "scheduleDeviceMethod",
