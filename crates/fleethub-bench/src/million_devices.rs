@@ -7,6 +7,7 @@ use anyhow::{anyhow, Result};
 use fleethub_core::firmware::{
     DesiredFirmware, ReportedFirmware, UpdateStatus, REPORTED_VERSION_PATH,
 };
+use fleethub_sim::load::percentile;
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -108,13 +109,8 @@ pub async fn register(devices: Option<usize>) -> Result<()> {
 /// Median and 90th percentile of `samples` (milliseconds).
 fn median_p90(mut samples: Vec<f64>) -> (f64, f64) {
     samples.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        samples
-            .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0.0)
-    };
-    (at(0.5), at(0.9))
+    let at = |q| percentile(&samples, q).unwrap_or(0.0);
+    (at(50.0), at(90.0))
 }
 
 /// Times `POST /devices/query` for `text` (first page, default page size) `runs` times.

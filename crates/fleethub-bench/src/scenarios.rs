@@ -5,6 +5,7 @@ use super::hub_process::{cpu_seconds, rss_kib, HubProcess};
 use super::mosquitto::Mosquitto;
 use super::worker::{Connected, WorkerMode, WorkerResult};
 use anyhow::{bail, Context, Result};
+use fleethub_sim::load::percentile;
 use serde_json::json;
 use std::path::Path;
 use std::process::Stdio;
@@ -250,18 +251,13 @@ fn totals(results: &[WorkerResult]) -> Totals {
         .flat_map(|r| r.latencies_us.iter().copied())
         .collect();
     lat.sort_unstable();
-    let pct = |q: f64| {
-        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
+    let pct = |q: f64| percentile(&lat, q).unwrap_or(0) as f64 / 1000.0;
     Totals {
         acked,
         errors,
         rate: acked as f64 / secs,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
+        p50_ms: pct(50.0),
+        p99_ms: pct(99.0),
     }
 }
 
@@ -472,10 +468,9 @@ where
     (ok, started.elapsed().as_secs_f64(), lat)
 }
 
+/// The `q`-th percentile (0..=100) of ascending `lat`, or 0 without samples.
 fn pct(lat: &[f64], q: f64) -> f64 {
-    lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or(0.0)
+    percentile(lat, q).unwrap_or(0.0)
 }
 
 async fn desired(args: &BenchArgs) -> Result<()> {
@@ -498,7 +493,7 @@ async fn desired(args: &BenchArgs) -> Result<()> {
     .await?;
     let _ = started;
     let rate = ok as f64 / secs;
-    println!("  {ok} updates committed in {secs:.1} s: {rate:.0}/s, p50 {:.1} ms, p99 {:.1} ms; devices received {received}", pct(&lat, 0.5), pct(&lat, 0.99));
+    println!("  {ok} updates committed in {secs:.1} s: {rate:.0}/s, p50 {:.1} ms, p99 {:.1} ms; devices received {received}", pct(&lat, 50.0), pct(&lat, 99.0));
     figure(
         "desired_updates_reaching_devices_per_sec",
         received as f64 / secs,
@@ -526,7 +521,7 @@ async fn methods(args: &BenchArgs) -> Result<()> {
     })
     .await?;
     let rate = ok as f64 / secs;
-    println!("  {ok} of {calls} round trips in {secs:.1} s ({answered} answered by devices): {rate:.0}/s, p50 {:.1} ms, p99 {:.1} ms", pct(&lat, 0.5), pct(&lat, 0.99));
+    println!("  {ok} of {calls} round trips in {secs:.1} s ({answered} answered by devices): {rate:.0}/s, p50 {:.1} ms, p99 {:.1} ms", pct(&lat, 50.0), pct(&lat, 99.0));
     figure("method_round_trips_per_sec", rate, "calls/s", ">= 5000");
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! run side by side because a process may hold at most ~19,000 connections here.
 
 use anyhow::{Context, Result};
-use fleethub_sim::{ConnectTemplate, LoadFleet, LoadKind, LoadShape};
+use fleethub_sim::{ConnectTemplate, LoadDevices, LoadKind, LoadShape};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,10 +92,10 @@ pub async fn run_worker(args: WorkerArgs) -> Result<()> {
         WorkerMode::Telemetry => LoadKind::Telemetry,
         WorkerMode::Desired | WorkerMode::Methods | WorkerMode::Idle => LoadKind::Hold,
     };
-    let fleet = LoadFleet::connect(&template, &devices, kind).await;
+    let load = LoadDevices::connect(&template, &devices, kind).await;
     let line = Connected {
-        connected: fleet.len() as u64,
-        failed: fleet.failed_connects(),
+        connected: load.len() as u64,
+        failed: load.failed_connects(),
         connect_ms: started.elapsed().as_millis() as u64,
     };
     println!("{}", serde_json::to_string(&line)?);
@@ -109,7 +109,7 @@ pub async fn run_worker(args: WorkerArgs) -> Result<()> {
                 duration: Duration::from_secs(args.seconds),
                 in_flight_per_device: args.in_flight,
             };
-            let r = fleet.run(shape).await;
+            let r = load.run(shape).await;
             WorkerResult {
                 sent: r.sent,
                 acked: r.acked,
@@ -121,7 +121,7 @@ pub async fn run_worker(args: WorkerArgs) -> Result<()> {
         }
         WorkerMode::Desired | WorkerMode::Methods | WorkerMode::Idle => {
             let received = Arc::new(AtomicU64::new(0));
-            let tasks = fleet.serve_events(args.mode == WorkerMode::Methods, received.clone());
+            let tasks = load.serve_events(args.mode == WorkerMode::Methods, received.clone());
             // Hold until the coordinator says "stop".
             let _ = stdin.next_line().await;
             drop(tasks);
@@ -132,7 +132,7 @@ pub async fn run_worker(args: WorkerArgs) -> Result<()> {
         }
     };
     println!("{}", serde_json::to_string(&result)?);
-    fleet.disconnect().await;
+    load.disconnect().await;
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 
 use crate::roster::Roster;
 use anyhow::{Context, Result};
-use fleethub_sim::fleet::{spawn_device, FleetStats, SimClock, StatsSnapshot};
+use fleethub_sim::esp32::{spawn_device, SimClock, SimulationStats, StatsSnapshot};
 use fleethub_sim::ConnectTemplate;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -81,7 +81,7 @@ pub fn add(total: &mut StatsSnapshot, s: &StatsSnapshot) {
 
 /// Devices running in this process.
 struct LocalDevices {
-    stats: Arc<FleetStats>,
+    stats: Arc<SimulationStats>,
     stop: watch::Sender<bool>,
     handles: Vec<JoinHandle<()>>,
 }
@@ -94,7 +94,7 @@ impl LocalDevices {
         clock: &SimClock,
     ) -> Result<LocalDevices> {
         let template = Arc::new(connect.template()?);
-        let stats = Arc::new(FleetStats::default());
+        let stats = Arc::new(SimulationStats::default());
         let (stop, stop_rx) = watch::channel(false);
         let handles = roster
             .specs(range)

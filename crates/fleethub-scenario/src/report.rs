@@ -3,7 +3,7 @@
 
 use crate::duration::SimDuration;
 use crate::timeline::{Outcome, StepRecord};
-use fleethub_sim::fleet::{in_version_order, StatsSnapshot};
+use fleethub_sim::esp32::{in_version_order, StatsSnapshot};
 use serde::Serialize;
 use std::fmt::Write;
 

@@ -4,7 +4,7 @@
 use crate::scenario::Scenario;
 use base64::Engine;
 use fleethub_client::{ClientError, HubClient, BULK_LIMIT};
-use fleethub_sim::fleet::{Behavior, DeviceSpec};
+use fleethub_sim::esp32::{Behavior, DeviceSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -142,7 +142,7 @@ impl Roster {
 
     /// The device's fault seed (the device library's own derivation from run seed and index).
     pub fn device_seed(&self, index: usize) -> u64 {
-        fleethub_sim::fleet::device_seed(self.seed, index)
+        fleethub_sim::esp32::device_seed(self.seed, index)
     }
 
     /// Specs of the devices in `range`.

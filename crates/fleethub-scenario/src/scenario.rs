@@ -4,7 +4,7 @@
 
 use crate::duration::SimDuration;
 use fleethub_core::firmware::{is_sha256_hex, UpdateStatus};
-use fleethub_sim::fleet::Behavior;
+use fleethub_sim::esp32::Behavior;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;

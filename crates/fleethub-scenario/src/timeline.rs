@@ -9,7 +9,7 @@ use anyhow::{anyhow, Result};
 use fleethub_client::HubClient;
 use fleethub_client::Method;
 use fleethub_core::firmware::DesiredFirmware;
-use fleethub_sim::fleet::SimClock;
+use fleethub_sim::esp32::SimClock;
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{json, Value};

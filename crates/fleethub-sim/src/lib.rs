@@ -5,7 +5,7 @@
 //! [`device`] is one device's MQTT client; [`load`] drives many of them for `fleethub bench`.
 
 pub mod device;
-pub mod fleet;
+pub mod esp32;
 pub mod load;
 
 pub use device::{
@@ -13,6 +13,6 @@ pub use device::{
     DeviceEvents,
 };
 pub use load::{
-    connect_idle, run_method_responder, run_report_load, ConnectTemplate, EventTasks, IdleFleet,
-    LoadFleet, LoadKind, LoadReport, LoadShape, ReportLoad,
+    connect_idle, run_method_responder, run_report_load, ConnectTemplate, EventTasks,
+    IdleConnections, LoadDevices, LoadKind, LoadReport, LoadShape, ReportLoad,
 };

@@ -624,7 +624,7 @@ async fn telemetry_fleet_waits_for_each_puback() {
     let mut hub = ScriptedHub::start(Script::default(), None).await;
     let devices = vec![("t-0".to_string(), KEY.to_string())];
     let kind = fleethub_sim::LoadKind::Telemetry;
-    let fleet = fleethub_sim::LoadFleet::connect(&template_for(&hub), &devices, kind).await;
+    let fleet = fleethub_sim::LoadDevices::connect(&template_for(&hub), &devices, kind).await;
     assert_eq!((fleet.len(), fleet.failed_connects()), (1, 0));
     let shape = fleethub_sim::LoadShape {
         rate_per_sec: Some(50),
@@ -653,7 +653,7 @@ async fn held_fleet_counts_pushes_and_answers_methods() {
     let mut hub = ScriptedHub::start(Script::default(), None).await;
     let devices = vec![("h-0".to_string(), KEY.to_string())];
     let kind = fleethub_sim::LoadKind::Hold;
-    let fleet = fleethub_sim::LoadFleet::connect(&template_for(&hub), &devices, kind).await;
+    let fleet = fleethub_sim::LoadDevices::connect(&template_for(&hub), &devices, kind).await;
     let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let tasks = fleet.serve_events(true, received.clone());
     hub.push(

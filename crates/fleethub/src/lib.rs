@@ -7,6 +7,7 @@ pub mod https;
 pub mod query_cli;
 pub mod server;
 pub mod simulate;
+pub mod stop_signal;
 
 pub use config::ServeConfig;
 pub use server::{start, RunningHub};

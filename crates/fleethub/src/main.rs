@@ -100,25 +100,8 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
     if let Some(note) = &running.https_note {
         println!("\n  note: {note}");
     }
-    stop_signal().await?;
+    fleethub::stop_signal::stop_signal().await?;
     eprintln!("shutting down: committing queued writes");
     running.shutdown();
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM (what service managers send), so both stop the hub gracefully.
-async fn stop_signal() -> Result<()> {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = term.recv() => {}
-        }
-        Ok(())
-    }
-    #[cfg(not(unix))]
-    {
-        Ok(tokio::signal::ctrl_c().await?)
-    }
 }

@@ -22,7 +22,7 @@ pub struct ConnectTemplate {
 }
 
 impl ConnectTemplate {
-    /// Options for the `index`-th device of a fleet, with a spread source address on loopback.
+    /// Options for the `index`-th device of a load run, with a spread source address on loopback.
     pub fn options(&self, index: usize, device_id: &str, key: &str) -> ConnectOptions {
         let mut opts = ConnectOptions::new(
             self.host.clone(),

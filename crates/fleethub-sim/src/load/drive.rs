@@ -2,7 +2,7 @@
 //! answers, or at a fixed total rate, and each request's round trip is measured.
 
 use super::connect::ConnectTemplate;
-use super::fleet::{LoadFleet, LoadKind};
+use super::devices::{LoadDevices, LoadKind};
 use super::stats::{LoadReport, Reservoir};
 use crate::device::{ClientError, DeviceClient};
 use bytes::Bytes;
@@ -19,7 +19,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Latency samples kept per run at most, shared among the workers.
 const MAX_LATENCY_SAMPLES: usize = 1_000_000;
 
-/// How hard and how long a fleet is driven.
+/// How hard and how long the load devices are driven.
 #[derive(Debug, Clone)]
 pub struct LoadShape {
     /// Total requests per second over all devices; `None` = as fast as the hub answers.
@@ -90,9 +90,9 @@ impl Pacer {
 /// Connects the devices, runs reported-patch load for `duration`, disconnects, and reports.
 /// Fails only if no device could connect; individual failures are counted in the report.
 pub async fn run_report_load(cfg: ReportLoad) -> Result<LoadReport, ClientError> {
-    let fleet = LoadFleet::connect(&cfg.connect, &cfg.devices, LoadKind::Reported).await;
-    if fleet.is_empty() && fleet.failed_connects() > 0 {
-        let (_, first) = fleet.into_failures().swap_remove(0);
+    let load = LoadDevices::connect(&cfg.connect, &cfg.devices, LoadKind::Reported).await;
+    if load.is_empty() && load.failed_connects() > 0 {
+        let (_, first) = load.into_failures().swap_remove(0);
         return Err(first);
     }
     let shape = LoadShape {
@@ -100,8 +100,8 @@ pub async fn run_report_load(cfg: ReportLoad) -> Result<LoadReport, ClientError>
         duration: cfg.duration,
         in_flight_per_device: cfg.in_flight_per_device,
     };
-    let report = fleet.run(shape).await;
-    fleet.disconnect().await;
+    let report = load.run(shape).await;
+    load.disconnect().await;
     Ok(report)
 }
 

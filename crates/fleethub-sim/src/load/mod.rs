@@ -4,15 +4,15 @@
 //! over the network.
 
 mod connect;
+mod devices;
 mod drive;
-mod fleet;
 mod idle;
 mod methods;
 mod stats;
 
 pub use connect::{spread_local_addr, ConnectTemplate, CONNECT_CONCURRENCY};
+pub use devices::{EventTasks, LoadDevices, LoadKind};
 pub use drive::{run_report_load, LoadShape, ReportLoad};
-pub use fleet::{EventTasks, LoadFleet, LoadKind};
-pub use idle::{connect_idle, IdleFleet};
+pub use idle::{connect_idle, IdleConnections};
 pub use methods::run_method_responder;
 pub use stats::{percentile, LoadReport};

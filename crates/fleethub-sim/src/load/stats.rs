@@ -53,8 +53,9 @@ impl LoadReport {
     }
 }
 
-/// Nearest-rank percentile of ascending `sorted` samples, `q` clamped to 0..=100.
-pub fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
+/// Nearest-rank percentile of ascending `sorted` samples, `q` clamped to 0..=100: the one
+/// percentile every benchmark figure uses (latencies in µs, query times in ms).
+pub fn percentile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
     if sorted.is_empty() {
         return None;
     }
@@ -128,8 +129,11 @@ mod tests {
         assert_eq!(percentile(&samples, 0.0), Some(1));
         assert_eq!(percentile(&[7], 99.0), Some(7));
         assert_eq!(percentile(&[1, 2, 3, 4], 50.0), Some(2));
-        assert_eq!(percentile(&[], 50.0), None);
         assert_eq!(percentile(&[1, 2], f64::NAN), Some(1));
+        assert_eq!(percentile::<u64>(&[], 50.0), None);
+        let millis = [0.5, 1.5, 2.5, 10.0];
+        assert_eq!(percentile(&millis, 50.0), Some(1.5));
+        assert_eq!(percentile(&millis, 90.0), Some(10.0));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use fleethub_scenario::{duration, firmware, processes, report, roster, scenario,
 
 use anyhow::{Context, Result};
 use duration::SimDuration;
-use fleethub_sim::fleet::{Behavior, SimClock};
+use fleethub_sim::esp32::{Behavior, SimClock};
 use report::{Report, Served};
 use roster::Roster;
 use scenario::{Group, Scenario, SimulationSection};
@@ -244,7 +244,7 @@ async fn drive(
         }
     };
     tokio::pin!(steps, judged, until_duration);
-    let stop = stop_signal();
+    let stop = crate::stop_signal::stop_signal();
     tokio::pin!(stop);
     let mut view = view::LiveView::new();
     let mut tick = tokio::time::interval(view.period());
@@ -282,27 +282,6 @@ async fn drive(
     };
     let records = records_rx.borrow().clone();
     (outcomes, records, ended)
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! seconds otherwise (logs, CI).
 
 use fleethub_scenario::duration::SimDuration;
-use fleethub_sim::fleet::{in_version_order, StatsSnapshot};
+use fleethub_sim::esp32::{in_version_order, StatsSnapshot};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 

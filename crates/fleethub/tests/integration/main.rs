@@ -6,7 +6,7 @@ mod harness;
 
 mod bad_input;
 mod crash;
-mod fleet;
+mod esp32;
 mod https_limits;
 mod jobs;
 mod messages;

@@ -465,7 +465,7 @@ impl Driver {
             Some(DeviceEvent::DesiredPatch { version, body }) => {
                 if version > self.model.ram.desired_version {
                     let mut desired = self.model.ram.desired.clone();
-                    merge_patch(&mut desired, &body);
+                    merge_desired_patch(&mut desired, &body);
                     let command = self.model.set_desired(desired, version, &now);
                     self.ota_command(command);
                     self.flush_report().await;
@@ -571,27 +571,20 @@ async fn next_fetched(download: &mut Option<Download>) -> Option<Fetched> {
     }
 }
 
-/// RFC 7386 merge patch, as the hub applies desired patches; `$version` is not a property.
-fn merge_patch(target: &mut Value, patch: &Value) {
+/// A desired patch merged the way the hub merges it (core's RFC 7396 merge patch); its
+/// `$version` is the patch's version, not a property. The hub only sends objects; anything else
+/// changes nothing.
+fn merge_desired_patch(desired: &mut Value, patch: &Value) {
     let Value::Object(patch) = patch else {
-        *target = patch.clone();
         return;
     };
-    if !target.is_object() {
-        *target = Value::Object(Default::default());
+    if !desired.is_object() {
+        *desired = Value::Object(serde_json::Map::new());
     }
-    let Value::Object(target) = target else {
-        return;
-    };
-    for (key, value) in patch {
-        if key == "$version" {
-            continue;
-        }
-        if value.is_null() {
-            target.remove(key);
-        } else {
-            merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
-        }
+    if let Value::Object(target) = desired {
+        let mut patch = patch.clone();
+        patch.remove("$version");
+        fleethub_core::twin::patch::merge_patch(target, &patch);
     }
 }
 

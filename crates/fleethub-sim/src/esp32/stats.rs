@@ -1,4 +1,4 @@
-//! [`FleetStats`]: counters every device updates on each state change, and the per-device
+//! [`SimulationStats`]: counters every device updates on each state change, and the per-device
 //! [`StatsHandle`] that remembers what this device contributes, so a change moves counts
 //! instead of recounting the fleet.
 
@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 /// Counters shared by every device of a run; cheap to update, read by the live view and the
 /// scenario runner.
 #[derive(Debug, Default)]
-pub struct FleetStats {
+pub struct SimulationStats {
     devices: AtomicU64,
     connected: AtomicU64,
     reporting: AtomicU64,
@@ -25,7 +25,7 @@ pub struct FleetStats {
     versions: Mutex<BTreeMap<Arc<str>, BTreeMap<String, u64>>>,
 }
 
-/// A point-in-time copy of [`FleetStats`].
+/// A point-in-time copy of [`SimulationStats`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct StatsSnapshot {
     pub devices: u64,
@@ -53,7 +53,7 @@ pub fn in_version_order(counts: &BTreeMap<String, u64>) -> Vec<(&str, u64)> {
     list
 }
 
-impl FleetStats {
+impl SimulationStats {
     /// The counters now.
     pub fn snapshot(&self) -> StatsSnapshot {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -122,7 +122,7 @@ impl Phase {
 /// One device's share of the counters.
 #[derive(Debug)]
 pub(crate) struct StatsHandle {
-    stats: Arc<FleetStats>,
+    stats: Arc<SimulationStats>,
     group: Arc<str>,
     connected: bool,
     reporting: bool,
@@ -139,7 +139,7 @@ fn add(c: &AtomicU64, on: bool) {
 }
 
 impl StatsHandle {
-    pub(crate) fn new(stats: Arc<FleetStats>, group: &str) -> StatsHandle {
+    pub(crate) fn new(stats: Arc<SimulationStats>, group: &str) -> StatsHandle {
         stats.devices.fetch_add(1, Ordering::Relaxed);
         StatsHandle {
             stats,
@@ -223,7 +223,7 @@ mod tests {
 
     #[test]
     fn counts_move_with_each_device_and_survive_its_end() {
-        let stats = Arc::new(FleetStats::default());
+        let stats = Arc::new(SimulationStats::default());
         let mut a = StatsHandle::new(stats.clone(), "canary");
         let mut b = StatsHandle::new(stats.clone(), "rest");
         a.set_version("1.0.0");

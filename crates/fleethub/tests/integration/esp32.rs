@@ -6,9 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use fleethub_core::firmware::{sha256_hex, DesiredFirmware};
-use fleethub_sim::fleet::{
+use fleethub_sim::esp32::{
     device_seed, spawn_device, BadFirmware, Behavior, DeviceSpec, Faults, FirmwareFailure,
-    FleetStats, SimClock, StatsSnapshot,
+    SimClock, SimulationStats, StatsSnapshot,
 };
 use fleethub_sim::ConnectTemplate;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -141,7 +141,7 @@ fn image(len: usize, salt: u64) -> Vec<u8> {
 /// A running simulated fleet.
 struct Fleet {
     ids: Vec<String>,
-    stats: Arc<FleetStats>,
+    stats: Arc<SimulationStats>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -202,7 +202,7 @@ fn spawn_fleet(hub: &TestHub, groups: Vec<(Vec<String>, &str, Behavior)>) -> Fle
         tls: Some(hub.tls.clone()),
     });
     let clock = SimClock::new(SCALE);
-    let stats = Arc::new(FleetStats::default());
+    let stats = Arc::new(SimulationStats::default());
     let (stop, stop_rx) = watch::channel(false);
     let (mut all, mut tasks) = (Vec::new(), Vec::new());
     for (ids, group, behavior) in groups {

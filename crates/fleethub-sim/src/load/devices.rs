@@ -1,4 +1,4 @@
-//! [`LoadFleet`]: a set of connected load devices, connected once and then driven (or held)
+//! [`LoadDevices`]: the devices a load run drives, connected once and then driven (or held)
 //! on command, so a benchmark can time the connect phase and the load phase separately.
 
 use super::connect::{connect_all, disconnect_all, ConnectTemplate, Subscriptions};
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::task::JoinSet;
 
-/// What the devices of a [`LoadFleet`] do.
+/// What the devices of a [`LoadDevices`] do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoadKind {
     /// Reported-property patches, each waiting for `$iothub/twin/res/204`.
@@ -23,28 +23,28 @@ pub enum LoadKind {
 
 /// Connected load devices of one kind.
 #[derive(Debug)]
-pub struct LoadFleet {
+pub struct LoadDevices {
     kind: LoadKind,
     clients: Vec<DeviceClient>,
-    /// Kept for [`LoadFleet::serve_events`]; taken by its first call.
+    /// Kept for [`LoadDevices::serve_events`]; taken by its first call.
     events: Mutex<Vec<DeviceEvents>>,
     failures: Vec<(String, ClientError)>,
 }
 
-impl LoadFleet {
+impl LoadDevices {
     /// Connects and subscribes `devices` (id, key), [`CONNECT_CONCURRENCY`](super::CONNECT_CONCURRENCY)
     /// at a time; devices that fail are recorded, not fatal.
     pub async fn connect(
         template: &ConnectTemplate,
         devices: &[(String, String)],
         kind: LoadKind,
-    ) -> LoadFleet {
+    ) -> LoadDevices {
         let subscriptions = match kind {
             LoadKind::Reported => Subscriptions::TwinResponses,
             LoadKind::Telemetry => Subscriptions::None,
             LoadKind::Hold => Subscriptions::All,
         };
-        let mut fleet = LoadFleet {
+        let mut load = LoadDevices {
             kind,
             clients: Vec::with_capacity(devices.len()),
             events: Mutex::new(Vec::new()),
@@ -54,7 +54,7 @@ impl LoadFleet {
         for outcome in connect_all(template, devices, subscriptions).await {
             match outcome {
                 Ok((client, device_events)) => {
-                    fleet.clients.push(client);
+                    load.clients.push(client);
                     // Load devices ignore pushes; dropping their streams costs nothing.
                     if kind == LoadKind::Hold {
                         events.push(device_events);
@@ -62,12 +62,12 @@ impl LoadFleet {
                 }
                 Err((device_id, e)) => {
                     tracing::warn!(%device_id, error = %e, "load device failed to connect");
-                    fleet.failures.push((device_id, e));
+                    load.failures.push((device_id, e));
                 }
             }
         }
-        fleet.events = Mutex::new(events);
-        fleet
+        load.events = Mutex::new(events);
+        load
     }
 
     /// How many devices are connected.
@@ -90,7 +90,7 @@ impl LoadFleet {
         &self.failures
     }
 
-    /// The failures, consuming the fleet (any connected device is disconnected).
+    /// The failures, consuming the load devices (any connected device is disconnected).
     pub fn into_failures(self) -> Vec<(String, ClientError)> {
         self.failures
     }
@@ -100,7 +100,7 @@ impl LoadFleet {
         &self.clients
     }
 
-    /// Runs this fleet's kind of request load ([`LoadKind::Hold`] sends nothing) and reports.
+    /// Runs these devices' kind of request load ([`LoadKind::Hold`] sends nothing) and reports.
     pub async fn run(&self, shape: LoadShape) -> LoadReport {
         let mut report = match self.kind {
             LoadKind::Hold => LoadReport::default(),
@@ -110,7 +110,7 @@ impl LoadFleet {
         report
     }
 
-    /// Starts one task per device (of a [`LoadKind::Hold`] fleet) that counts every push from
+    /// Starts one task per device (of [`LoadKind::Hold`] devices) that counts every push from
     /// the hub into `received` and, if `answer_methods`, answers each method with 200 echoing
     /// its payload. Dropping the returned [`EventTasks`] stops them. Later calls start nothing.
     pub fn serve_events(&self, answer_methods: bool, received: Arc<AtomicU64>) -> EventTasks {
@@ -133,7 +133,7 @@ impl LoadFleet {
     }
 }
 
-/// Tasks started by [`LoadFleet::serve_events`]; dropping this stops them.
+/// Tasks started by [`LoadDevices::serve_events`]; dropping this stops them.
 #[derive(Debug)]
 pub struct EventTasks {
     _tasks: JoinSet<()>,

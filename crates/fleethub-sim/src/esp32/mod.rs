@@ -26,7 +26,7 @@ pub use clock::SimClock;
 pub use download::http_client;
 pub use faults::device_seed;
 pub use methods::METHODS;
-pub use stats::{in_version_order, FleetStats, StatsSnapshot};
+pub use stats::{in_version_order, SimulationStats, StatsSnapshot};
 
 use crate::load::ConnectTemplate;
 use serde::{Deserialize, Serialize};
@@ -136,7 +136,7 @@ pub fn spawn_device(
     spec: DeviceSpec,
     connect: Arc<ConnectTemplate>,
     clock: SimClock,
-    stats: Arc<FleetStats>,
+    stats: Arc<SimulationStats>,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let http = download::shared_client(connect.tls.as_ref());
@@ -150,7 +150,7 @@ pub fn spawn_device_with_http(
     connect: Arc<ConnectTemplate>,
     http: reqwest::Client,
     clock: SimClock,
-    stats: Arc<FleetStats>,
+    stats: Arc<SimulationStats>,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     spawn(spec, connect, Some(http), clock, stats, stop)
@@ -161,7 +161,7 @@ fn spawn(
     connect: Arc<ConnectTemplate>,
     http: Option<reqwest::Client>,
     clock: SimClock,
-    stats: Arc<FleetStats>,
+    stats: Arc<SimulationStats>,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let stats = stats::StatsHandle::new(stats, &spec.group);

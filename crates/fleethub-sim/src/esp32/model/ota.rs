@@ -3,8 +3,8 @@
 
 use super::{percent, Cut, Model, NextStep, Now, StepEnd, Written};
 use super::{FIRST_RETRY_WAIT, MAX_OTA_ATTEMPTS, MAX_RETRY_WAIT};
-use crate::fleet::faults::SwitchCut;
-use crate::fleet::flash::{other, PartialDownload, Slot, SlotState};
+use crate::esp32::faults::SwitchCut;
+use crate::esp32::flash::{other, PartialDownload, Slot, SlotState};
 use fleethub_core::firmware::UpdateStatus;
 use sha2::{Digest, Sha256};
 use std::time::Duration;

@@ -19,7 +19,7 @@ async fn a_device_task_stays_small() {
         hub_host_name: "localhost".into(),
         tls: None,
     });
-    let stats = StatsHandle::new(Arc::new(super::super::FleetStats::default()), "g");
+    let stats = StatsHandle::new(Arc::new(super::super::SimulationStats::default()), "g");
     let (_stop, stop_rx) = watch::channel(false);
     let driver = Driver::new(spec, connect, None, SimClock::new(1.0), stats, stop_rx);
     let task = driver.run();
@@ -32,9 +32,14 @@ async fn a_device_task_stays_small() {
 #[test]
 fn desired_patches_merge_like_the_hub_merges_them() {
     let mut desired = json!({"firmware": {"version": "1", "url": "u"}, "a": 1});
-    merge_patch(
+    merge_desired_patch(
         &mut desired,
         &json!({"firmware": {"version": "2"}, "a": null, "$version": 4}),
     );
     assert_eq!(desired, json!({"firmware": {"version": "2", "url": "u"}}));
+    merge_desired_patch(&mut desired, &json!("not an object"));
+    assert_eq!(desired, json!({"firmware": {"version": "2", "url": "u"}}));
+    let mut empty = Value::Null;
+    merge_desired_patch(&mut empty, &json!({"b": {"c": 1}, "$version": 5}));
+    assert_eq!(empty, json!({"b": {"c": 1}}));
 }

@@ -2,8 +2,8 @@
 //! verify, switch and reboot — each step decided by the model.
 
 use super::{Driver, Flow};
-use crate::fleet::download::{self, Fetched};
-use crate::fleet::model::{NextStep, StepEnd, Written};
+use crate::esp32::download::{self, Fetched};
+use crate::esp32::model::{NextStep, StepEnd, Written};
 use fleethub_core::firmware::UpdateStatus;
 
 impl Driver {
