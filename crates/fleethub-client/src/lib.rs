@@ -7,10 +7,12 @@
 
 mod error;
 mod query;
+mod telemetry;
 
 pub use error::ClientError;
 pub use query::QueryPage;
 pub use reqwest::{header::HeaderMap, Method, StatusCode};
+pub use telemetry::{TelemetryMessage, TelemetryPage};
 
 use fleethub_core::connection_string::ConnectionString;
 use futures_util::StreamExt;
@@ -387,6 +389,34 @@ impl HubClient {
             Some(message),
         )
         .await
+    }
+
+    /// The hub's metrics in Prometheus' text format (`GET /metrics`).
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let what = || format!("GET {}/metrics", self.base);
+        let _permit = self
+            .limit
+            .acquire()
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        let transport = |source| ClientError::Transport {
+            what: what(),
+            source,
+        };
+        let resp = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .header("Authorization", self.token()?)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(transport)?;
+        if !status.is_success() {
+            let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            return Err(ClientError::from_reply(&what(), status, &body));
+        }
+        Ok(text)
     }
 }
 

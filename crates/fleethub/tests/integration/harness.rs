@@ -214,7 +214,8 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// The hub's REST API as iothubowner, as its ready file describes it.
+    /// The hub's REST API as iothubowner, as its ready file describes it; each call makes a
+    /// client with a fresh connection pool.
     pub fn client(&self) -> HubClient {
         let ca = std::fs::read(self.ready["caFile"].as_str().unwrap()).unwrap();
         let owner = self.ready["ownerConnectionString"].as_str().unwrap();
@@ -289,55 +290,5 @@ pub fn spawn_hub_with(
             "hub did not become ready"
         );
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A REST client for a `fleethub serve` child process, as iothubowner.
-pub struct Rest {
-    pub http: reqwest::Client,
-    pub base: String,
-    pub token: String,
-}
-
-impl Rest {
-    /// A client with a fresh connection pool.
-    pub fn for_hub(ready: &Value) -> Rest {
-        let ca = std::fs::read(ready["caFile"].as_str().unwrap()).unwrap();
-        let http = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        let cs = fleethub_core::connection_string::ConnectionString::parse(
-            ready["ownerConnectionString"].as_str().unwrap(),
-        )
-        .unwrap();
-        let token = fleethub_core::sas::generate_token(
-            &cs.host_name,
-            cs.shared_access_key.as_deref().unwrap(),
-            Some("iothubowner"),
-            unix_now() + 3600,
-        )
-        .unwrap();
-        let base = format!("https://localhost:{}", ready["httpsPort"]);
-        Rest { http, base, token }
-    }
-
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("Authorization", &self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request sent");
-        let status = resp.status();
-        (status, resp.json().await.unwrap_or(Value::Null))
     }
 }

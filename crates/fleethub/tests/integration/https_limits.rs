@@ -2,14 +2,14 @@
 //! until no device could connect: now they are closed after a timeout, no address (and no crowd
 //! of addresses) holds more than HTTPS's share, and devices keep connecting through an attack.
 
-use crate::harness::{eventually, spawn_hub_with, unix_now, Rest, TestHub, DEADLINE};
+use crate::harness::{eventually, spawn_hub_with, unix_now, TestHub, DEADLINE};
 use bytes::{Bytes, BytesMut};
 use fleethub::fd_budget::FdBudget;
 use fleethub_hub::metrics::HttpsMetrics;
 use fleethub_mqtt::codec::{self, ConnAck, Connect, Packet};
 use fleethub_sim::{ConnectOptions, DeviceAuth, DeviceClient};
 use futures_util::{SinkExt, StreamExt};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::Value;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -519,14 +519,11 @@ async fn idle_and_slowloris_https_connections_no_longer_stop_devices_from_connec
     let https = SocketAddr::new(loopback(1), ready["httpsPort"].as_u64().unwrap() as u16);
     let ca = std::fs::read(ready["caFile"].as_str().unwrap()).unwrap();
     let tls = fleethub_sim::tls_config_trusting(&ca).unwrap();
-    let rest = Rest::for_hub(ready);
+    let rest = hub.client();
     let mut keys = Vec::new();
     for id in ["through-1", "through-2"] {
         let body = serde_json::json!({ "deviceId": id });
-        let (status, device) = rest
-            .send(Method::PUT, &format!("/devices/{id}"), Some(body))
-            .await;
-        assert_eq!(status, StatusCode::OK, "{device}");
+        let device = rest.put_device(id, &body).await.unwrap();
         let key = &device["authentication"]["symmetricKey"]["primaryKey"];
         keys.push(key.as_str().unwrap().to_string());
     }
@@ -539,9 +536,12 @@ async fn idle_and_slowloris_https_connections_no_longer_stop_devices_from_connec
         per_address,
         "the per-address cap let through"
     );
-    let rest = Rest::for_hub(ready);
-    let (status, twin) = rest.send(Method::GET, "/twins/through-1", None).await;
-    assert_eq!(status, StatusCode::OK, "a fresh REST connection: {twin}");
+    let rest = hub.client();
+    let twin = rest.twin("through-1").await;
+    assert!(
+        matches!(twin, Ok(Some(_))),
+        "a fresh REST connection: {twin:?}"
+    );
     drop(rest);
     device_publishes(ready, &tls, "through-1", &keys[0]).await;
 
@@ -561,10 +561,9 @@ async fn idle_and_slowloris_https_connections_no_longer_stop_devices_from_connec
     );
 
     drop(attack);
-    let rest = Rest::for_hub(ready);
+    let rest = hub.client();
     let metrics = eventually("HTTPS to serve again", || async {
-        let response = rest.http.get(format!("{}/metrics", rest.base)).send().await;
-        response.ok()?.text().await.ok()
+        rest.metrics().await.ok()
     })
     .await;
     let refused_address = closed_total(&metrics, "address_cap");
@@ -573,13 +572,9 @@ async fn idle_and_slowloris_https_connections_no_longer_stop_devices_from_connec
     let crowd_held = held - per_address as u64;
     assert!(refused_total >= 300 - crowd_held, "{refused_total}");
     for id in ["through-1", "through-2"] {
-        let path = format!("/v1/telemetry?deviceId={id}");
-        let (status, telemetry) = rest.send(Method::GET, &path, None).await;
-        assert_eq!(status, StatusCode::OK, "{telemetry}");
-        assert_eq!(
-            telemetry["items"][0]["messageId"], "during-attack",
-            "{telemetry}"
-        );
+        let telemetry = rest.telemetry(Some(id), 0).await.unwrap();
+        let first = telemetry.items.first().map(|m| m.message_id.as_str());
+        assert_eq!(first, Some("during-attack"), "{telemetry:?}");
     }
 }
 
@@ -594,12 +589,9 @@ async fn the_mqtt_listener_accepts_again_after_the_process_ran_out_of_file_descr
     let ready = &hub.ready;
     let ca = std::fs::read(ready["caFile"].as_str().unwrap()).unwrap();
     let tls = fleethub_sim::tls_config_trusting(&ca).unwrap();
-    let rest = Rest::for_hub(ready);
+    let rest = hub.client();
     let body = serde_json::json!({ "deviceId": "after-emfile" });
-    let (status, device) = rest
-        .send(Method::PUT, "/devices/after-emfile", Some(body))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{device}");
+    let device = rest.put_device("after-emfile", &body).await.unwrap();
     let key = device["authentication"]["symmetricKey"]["primaryKey"]
         .as_str()
         .unwrap()

@@ -22,15 +22,20 @@ async fn telemetry_is_stored_once_per_message_id_with_its_properties() {
     dev.send_telemetry("mid-2", &[], Bytes::from_static(b"plain"))
         .await
         .unwrap();
-    let r = hub
-        .call(Method::GET, "/v1/telemetry?deviceId=t-1", None)
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let items = r.body["items"].as_array().unwrap();
+    let page = hub.client.telemetry(Some("t-1"), 0).await.unwrap();
+    let items = &page.items;
     assert_eq!(items.len(), 2, "duplicate mid stored twice: {items:?}");
-    assert_eq!(items[0]["messageId"], "mid-1");
-    assert_eq!(items[0]["properties"]["alert"], "high temp");
-    assert_eq!(items[0]["body"], "{\"temp\":21.5}");
+    assert_eq!(items[0].message_id, "mid-1");
+    assert_eq!(items[0].properties["alert"], "high temp");
+    assert_eq!(items[0].body, "{\"temp\":21.5}");
+    assert_eq!(
+        (items[1].body.as_str(), items[1].body_encoding.as_str()),
+        ("plain", "utf-8")
+    );
+    // `next` reads on after the last message: nothing new yet.
+    assert_eq!(page.next, items[1].seq);
+    let later = hub.client.telemetry(Some("t-1"), page.next).await.unwrap();
+    assert!(later.items.is_empty(), "{later:?}");
 }
 
 #[tokio::test]
