@@ -202,6 +202,26 @@ impl HubClient {
         headers: &[(&str, &str)],
         authorization: Option<&str>,
     ) -> Result<Reply, ClientError> {
+        let (status, headers, bytes) = self
+            .send(method, path, body, headers, authorization)
+            .await?;
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// One request within the client's limit; answers the status, headers and raw body.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+        authorization: Option<&str>,
+    ) -> Result<(StatusCode, HeaderMap, bytes::Bytes), ClientError> {
         let what = || format!("{method} {}{path}", self.base);
         let _permit = self
             .limit
@@ -227,12 +247,7 @@ impl HubClient {
         let resp = req.send().await.map_err(transport)?;
         let (status, headers) = (resp.status(), resp.headers().clone());
         let bytes = resp.bytes().await.map_err(transport)?;
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(Reply {
-            status,
-            headers,
-            body,
-        })
+        Ok((status, headers, bytes))
     }
 
     async fn json(
@@ -393,28 +408,14 @@ impl HubClient {
 
     /// The hub's metrics in Prometheus' text format (`GET /metrics`).
     pub async fn metrics(&self) -> Result<String, ClientError> {
-        let what = || format!("GET {}/metrics", self.base);
-        let _permit = self
-            .limit
-            .acquire()
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        let transport = |source| ClientError::Transport {
-            what: what(),
-            source,
-        };
-        let resp = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .header("Authorization", self.token()?)
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = resp.status();
-        let text = resp.text().await.map_err(transport)?;
+        let token = self.token()?;
+        let (status, _, bytes) = self
+            .send(Method::GET, "/metrics", None, &[], Some(&token))
+            .await?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         if !status.is_success() {
             let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-            return Err(ClientError::from_reply(&what(), status, &body));
+            return Err(ClientError::from_reply("GET /metrics", status, &body));
         }
         Ok(text)
     }
