@@ -27,6 +27,7 @@ fn desired_firmware(version: &str) -> DesiredFirmware {
         sha256: "9f2c4a7e1b3d5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8".into(),
         size: 1_048_576,
         signature: None,
+        models: Vec::new(),
     }
 }
 

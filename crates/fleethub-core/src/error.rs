@@ -57,6 +57,11 @@ error_codes! {
     TwinValueTooLarge = (400023, 400),
     /// A job request is invalid.
     JobInvalid = (400030, 400),
+    /// A firmware upload's bytes do not match its declared SHA-256, or its detached signature
+    /// does not verify against the hub's firmware signing key.
+    FirmwareVerificationFailed = (400040, 400),
+    /// A Range header is not `bytes=first-last`, `bytes=first-` or `bytes=-suffix`.
+    InvalidRange = (400041, 400),
     /// Authorization header or token is missing or malformed.
     IotHubUnauthorizedAccess = (401002, 401),
     /// The token is valid but its signature, expiry or rights do not allow this.
@@ -67,6 +72,8 @@ error_codes! {
     DeviceMaximumQueueDepthExceeded = (403004, 403),
     /// A twin section exceeds its size limit.
     TwinSizeExceeded = (403100, 403),
+    /// A firmware download URL was altered, has expired, or belongs to another device.
+    FirmwareUrlForbidden = (403200, 403),
     /// No REST resource at this path.
     NotFound = (404000, 404),
     /// No device with this id.
@@ -77,6 +84,8 @@ error_codes! {
     ModuleNotFound = (404010, 404),
     /// No certificate with this name.
     CertificateNotFound = (404011, 404),
+    /// No firmware artifact with this id (SHA-256) or version.
+    FirmwareNotFound = (404020, 404),
     /// The device is not connected (direct methods).
     DeviceNotOnline = (404103, 404),
     /// The device's connection closed before it answered.
@@ -87,10 +96,18 @@ error_codes! {
     DeviceAlreadyExists = (409001, 409),
     /// A job with this id already exists.
     JobAlreadyExists = (409003, 409),
+    /// A firmware version is already stored with other bytes, or these bytes under another
+    /// version (artifacts are immutable).
+    FirmwareConflict = (409020, 409),
+    /// A firmware artifact is still referenced (a twin's desired firmware, a job in flight) and
+    /// cannot be deleted.
+    FirmwareInUse = (409021, 409),
     /// The etag in If-Match does not match.
     PreconditionFailed = (412001, 412),
     /// The message or payload exceeds its size limit.
     MessageTooLarge = (413001, 413),
+    /// The requested byte range starts beyond the end of the artifact.
+    RangeNotSatisfiable = (416000, 416),
     /// Too many requests; try again later.
     ThrottlingException = (429001, 429),
     /// The hub is over its ingest backlog; try again later.

@@ -8,6 +8,10 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
+pub mod manifest;
+
+pub use manifest::Manifest;
+
 /// The largest image a desired firmware may name: ESP32 app slots are at most a few MiB; 64 MiB
 /// leaves room for bigger devices.
 pub const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
@@ -31,9 +35,14 @@ pub struct DesiredFirmware {
     pub sha256: String,
     /// The image's length in bytes.
     pub size: u64,
-    /// A signature over the image, for devices that check one (the simulated device does not).
+    /// The hub's signature over the artifact's manifest ([`Manifest`]): base64 of an ASN.1 DER
+    /// ECDSA P-256/SHA-256 signature, checked against the hub's published firmware key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    /// The models the image is built for, as the signed manifest lists them; empty when the
+    /// image does not come from the hub's firmware store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
 }
 
 /// Why `desired.firmware` cannot be acted on; the message names the field, as a device reports it
@@ -96,12 +105,26 @@ impl DesiredFirmware {
             None | Some(Value::Null) => None,
             Some(_) => Some(text("signature")?),
         };
+        let models = match fw.get("models") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|m| m.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    InvalidDesiredFirmware(
+                        "desired.firmware.models is not a list of strings".into(),
+                    )
+                })?,
+            Some(_) => return bad("desired.firmware.models is not a list of strings".into()),
+        };
         Ok(Some(DesiredFirmware {
             version,
             url,
             sha256: sha256.to_ascii_lowercase(),
             size,
             signature,
+            models,
         }))
     }
 
@@ -115,6 +138,13 @@ impl DesiredFirmware {
             *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
         }
         Some(out)
+    }
+
+    /// The manifest the hub signed for this image, for checking `signature`; an error names the
+    /// field that makes it impossible.
+    pub fn manifest(&self) -> Result<Manifest, InvalidDesiredFirmware> {
+        Manifest::new(&self.version, &self.models, self.size, &self.sha256)
+            .map_err(|e| InvalidDesiredFirmware(format!("desired.firmware: {e}")))
     }
 
     /// `{"firmware": {…}}`: the desired-properties section that asks for this image.

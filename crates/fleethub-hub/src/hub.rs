@@ -2,6 +2,7 @@
 
 use crate::auth::Policy;
 use crate::connections::{ConnectionHandle, Connections, DeviceCommand};
+use crate::firmware::{FirmwareConfig, FirmwareState};
 use crate::jobs::{JobsConfig, JobsState};
 use crate::messages::TelemetryEvent;
 use crate::methods::PendingMethods;
@@ -37,6 +38,8 @@ pub struct HubConfig {
     pub jobs: JobsConfig,
     /// Per-device and per-hub throttling.
     pub quotas: QuotaConfig,
+    /// The firmware store's files and keys; `None` runs without one (its routes answer 503).
+    pub firmware: Option<FirmwareConfig>,
 }
 
 impl Default for HubConfig {
@@ -50,6 +53,7 @@ impl Default for HubConfig {
             upkeep_interval: Duration::from_secs(60),
             jobs: JobsConfig::default(),
             quotas: QuotaConfig::default(),
+            firmware: None,
         }
     }
 }
@@ -69,6 +73,7 @@ pub(crate) struct HubInner {
     pub telemetry_tx: broadcast::Sender<Arc<TelemetryEvent>>,
     pub jobs: Arc<JobsState>,
     pub quotas: HubQuotas,
+    pub firmware: Option<Arc<FirmwareState>>,
 }
 
 /// An uploaded CA certificate that device certificates may chain to.
@@ -104,6 +109,12 @@ impl Hub {
         let certs = parse_certificates(store.read(|r| r.get_setting(CERTIFICATES_KEY)).await?)?;
         let (telemetry_tx, _) = broadcast::channel(4096);
         let quotas = HubQuotas::new(&config.quotas);
+        let firmware = config
+            .firmware
+            .clone()
+            .map(FirmwareState::open)
+            .transpose()?
+            .map(Arc::new);
         let hub = Hub {
             inner: Arc::new(HubInner {
                 store,
@@ -118,6 +129,7 @@ impl Hub {
                 metrics: Metrics::default(),
                 telemetry_tx,
                 jobs: Arc::default(),
+                firmware,
             }),
         };
         // Every store connection gets the query functions once (the writer's now, each reader's

@@ -23,6 +23,19 @@ pub struct Metrics {
     pub throttled_connections: AtomicU64,
     /// What the HTTPS listener refused or closed, and what it holds.
     pub https: HttpsMetrics,
+    /// Firmware downloads served and refused.
+    pub firmware: FirmwareMetrics,
+}
+
+/// The firmware store's delivery at work.
+#[derive(Default, Debug)]
+pub struct FirmwareMetrics {
+    /// Image bytes sent to devices (the body of 200 and 206 answers).
+    pub bytes_served: AtomicU64,
+    /// Download requests answered with image bytes (HEAD included).
+    pub requests: AtomicU64,
+    /// Download requests refused for an altered, expired or foreign URL.
+    pub refused_urls: AtomicU64,
 }
 
 /// The HTTPS listener's connection limits at work: connections it would not keep, and how many it
@@ -129,6 +142,30 @@ impl Metrics {
                 ("body_timeout", &https.body_timeouts),
             ],
         );
+        let firmware = &self.firmware;
+        for (name, help, v) in [
+            (
+                "fleethub_firmware_bytes_served_total",
+                "Firmware image bytes sent to devices",
+                &firmware.bytes_served,
+            ),
+            (
+                "fleethub_firmware_requests_total",
+                "Firmware download requests answered with the image (HEAD included)",
+                &firmware.requests,
+            ),
+            (
+                "fleethub_firmware_refused_urls_total",
+                "Firmware downloads refused for an altered, expired or foreign URL",
+                &firmware.refused_urls,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
         let https_open = https.open.load(Ordering::Relaxed);
         let open = [(
             "fleethub_https_connections",

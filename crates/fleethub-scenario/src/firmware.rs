@@ -120,6 +120,7 @@ pub async fn prepare(
                 sha256: sha256.clone(),
                 size: *size,
                 signature: None,
+                models: Vec::new(),
             }),
             FirmwareSource::Generated(g) => {
                 let bytes = blob(seed, &f.version, g.size);
@@ -129,6 +130,7 @@ pub async fn prepare(
                     sha256: sha256_hex(&bytes),
                     size: g.size,
                     signature: None,
+                    models: Vec::new(),
                 });
                 blobs.insert(f.version.clone(), Arc::new(bytes));
             }

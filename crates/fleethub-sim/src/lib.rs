@@ -6,12 +6,14 @@
 
 pub mod device;
 pub mod esp32;
+pub mod firmware_key;
 pub mod load;
 
 pub use device::{
     tls_config_trusting, ClientError, ConnectOptions, DeviceAuth, DeviceClient, DeviceEvent,
     DeviceEvents,
 };
+pub use firmware_key::FirmwareKey;
 pub use load::{
     connect_idle, run_method_responder, run_report_load, ConnectTemplate, EventTasks,
     IdleConnections, LoadDevices, LoadKind, LoadReport, LoadShape, ReportLoad,

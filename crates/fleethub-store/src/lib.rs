@@ -20,7 +20,7 @@ pub use rows::{
 /// The SQLite binding, for the layers that compile queries against the store's schema.
 pub use rusqlite;
 pub use sqlite::{
-    DeviceJobStatus, Effect, JobDeviceCounts, JobDeviceRow, JobDeviceUpdate, JobFilter, JobReads,
-    JobRow, JobSnapshot, JobStatus, JobTwinTarget, NewJobDevice, NewJobDevices, ReadTx, Reads,
-    Store, WriteTx,
+    DeviceJobStatus, Effect, FirmwareReads, FirmwareReferences, FirmwareRow, JobDeviceCounts,
+    JobDeviceRow, JobDeviceUpdate, JobFilter, JobReads, JobRow, JobSnapshot, JobStatus,
+    JobTwinTarget, NewJobDevice, NewJobDevices, ReadTx, Reads, Store, WriteTx,
 };

@@ -66,6 +66,14 @@ pub struct ServeConfig {
     /// full", as on a full disk. Unset: the disk is the limit.
     #[arg(long, env = "FLEETHUB_STORE_MAX_MB")]
     pub store_max_mb: Option<u64>,
+    /// The firmware signing key (PKCS#8 PEM, ECDSA P-256) to use instead of the one the hub
+    /// generates on first start in <data-dir>/tls/firmware-signing.key.
+    #[arg(long, env = "FLEETHUB_FIRMWARE_SIGNING_KEY")]
+    pub firmware_signing_key: Option<PathBuf>,
+    /// The start of firmware download URLs (e.g. https://fw.example.com behind a proxy).
+    /// [default: https://<host-name>:<https port>]
+    #[arg(long, env = "FLEETHUB_FIRMWARE_BASE_URL")]
+    pub firmware_base_url: Option<String>,
     /// Quotas (IoT Hub's throttling as the model): rates per second, 0 for no limit.
     #[command(flatten)]
     pub quotas: QuotaArgs,
@@ -200,6 +208,8 @@ impl ServeConfig {
             ready_file: None,
             event_retention_days: 7,
             store_max_mb: None,
+            firmware_signing_key: None,
+            firmware_base_url: None,
             quotas: QuotaArgs::default(),
             https_limits: HttpsLimitArgs::default(),
         }

@@ -6,7 +6,7 @@ use crate::https::admission::Caps;
 use crate::https::HttpsLimits;
 use anyhow::{Context, Result};
 use fleethub_api::ApiState;
-use fleethub_hub::{Hub, HubConfig, JobsConfig};
+use fleethub_hub::{FirmwareConfig, Hub, HubConfig, JobsConfig};
 use fleethub_mqtt::{Gateway, GatewayConfig};
 use fleethub_store::{Store, StoreConfig};
 use serde_json::json;
@@ -144,6 +144,17 @@ fn server_names(paths: &fleethub_tls::CertificatePaths) -> Result<Vec<String>> {
         .unwrap_or_default())
 }
 
+/// The firmware store in `<data>/firmware`, signed with the operator's key or the hub's own.
+fn firmware_config(cfg: &ServeConfig, data_dir: &std::path::Path) -> FirmwareConfig {
+    let mut firmware = FirmwareConfig::in_data_dir(data_dir);
+    if let Some(key) = &cfg.firmware_signing_key {
+        firmware.signing_key = key.clone();
+        firmware.generate_key = false;
+    }
+    firmware.base_url = cfg.firmware_base_url.clone();
+    firmware
+}
+
 /// Starts everything; returns once every listener is bound.
 pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
     std::fs::create_dir_all(&cfg.data_dir)
@@ -169,6 +180,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
             method_concurrency: usize::try_from(cfg.job_method_concurrency).unwrap_or(usize::MAX),
             ..JobsConfig::default()
         },
+        firmware: Some(firmware_config(&cfg, &data_dir)),
         ..HubConfig::default()
     };
     let hub = Hub::open(
@@ -203,6 +215,10 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
     };
     let (mqtt_addr, https_addr) = (mqtt.local_addr()?, https.local_addr()?);
     let plain_mqtt_addr = plain.as_ref().map(|l| l.local_addr()).transpose()?;
+    hub.set_firmware_base_url(&format!(
+        "https://{}",
+        public_host(&cfg.host_name, https_addr.port())
+    ));
 
     let mut tasks = Vec::new();
     let mqtt_tls = TlsAcceptor::from(fleethub_tls::mqtt_server_config(&certs)?);

@@ -1,8 +1,10 @@
 //! The HTTP routes, one module per area of the API.
 
+mod byte_range;
 pub mod certificates;
 pub mod devices;
 pub mod events;
+pub mod firmware;
 pub mod jobs;
 pub mod messages;
 pub mod methods;

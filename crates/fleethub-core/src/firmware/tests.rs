@@ -10,6 +10,7 @@ fn desired() -> DesiredFirmware {
         sha256: "ab".repeat(32),
         size: 1_048_576,
         signature: None,
+        models: Vec::new(),
     }
 }
 
@@ -60,6 +61,7 @@ fn field_and_status_names_are_the_ones_docs_device_protocol_names() {
     assert_eq!(statuses, table_names("| status | meaning |"));
     let mut with_signature = desired();
     with_signature.signature = Some("sig".into());
+    with_signature.models = vec!["esp32-s3".into()];
     let desired_fields = keys(&serde_json::to_value(with_signature).unwrap());
     assert_eq!(
         desired_fields,
@@ -73,6 +75,7 @@ fn desired_and_reported_round_trip_through_json() {
         desired(),
         DesiredFirmware {
             signature: Some("MEUCIQ".into()),
+            models: vec!["esp32".into(), "esp32-s3".into()],
             ..desired()
         },
     ] {

@@ -30,6 +30,7 @@ fn desired(version: &str, blob: &[u8]) -> Value {
         sha256: sha256_hex(blob),
         size: blob.len() as u64,
         signature: None,
+        models: Vec::new(),
     }
     .desired_section();
     desired["$version"] = json!(2);

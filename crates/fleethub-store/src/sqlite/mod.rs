@@ -7,6 +7,7 @@
 //! (DESIGN.md, invariant 2). Group commit pays that fsync once per batch, not once per write.
 
 mod checkpointer;
+mod firmware;
 mod jobs;
 mod read_pool;
 mod reads;
@@ -26,6 +27,7 @@ use checkpointer::Checkpointer;
 use read_pool::ReadPool;
 use writer::{WriteJob, Writer};
 
+pub use firmware::{FirmwareReads, FirmwareReferences, FirmwareRow};
 pub use jobs::{
     DeviceJobStatus, JobDeviceCounts, JobDeviceRow, JobDeviceUpdate, JobFilter, JobReads, JobRow,
     JobSnapshot, JobStatus, JobTwinTarget, NewJobDevice, NewJobDevices,

@@ -178,6 +178,25 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX job_devices_not_before ON job_devices (job_id, not_before_ms)
         WHERE status = 'scheduled';
     "#,
+    // 7: the firmware store's metadata. One row per artifact, keyed by the SHA-256 of its bytes
+    // (the bytes live in files under the hub's data directory, named by the same digest).
+    // `models` is a JSON array of the compatible models; `version_key` is the semantic-version
+    // sort key, so listings come out in version order.
+    r#"
+    CREATE TABLE firmware (
+        sha256      TEXT PRIMARY KEY NOT NULL,
+        version     TEXT NOT NULL,
+        version_key TEXT NOT NULL,
+        models      TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        signature   TEXT NOT NULL,
+        signed_by   TEXT NOT NULL,
+        uploaded_ms INTEGER NOT NULL,
+        notes       TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX firmware_version ON firmware (version);
+    CREATE INDEX firmware_order ON firmware (version_key, sha256);
+    "#,
 ];
 
 /// Brings the database up to the newest schema this build knows.

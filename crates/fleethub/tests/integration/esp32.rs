@@ -317,6 +317,7 @@ fn desired_firmware(version: &str, url: &str, blob: &[u8]) -> Value {
         sha256: sha256_hex(blob),
         size: blob.len() as u64,
         signature: None,
+        models: Vec::new(),
     }
     .twin_patch()
 }

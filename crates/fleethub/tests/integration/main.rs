@@ -7,6 +7,7 @@ mod harness;
 mod bad_input;
 mod crash;
 mod esp32;
+mod firmware;
 mod https_limits;
 mod jobs;
 mod messages;

@@ -1,0 +1,312 @@
+//! The firmware store over `/v1/firmware`: upload (the image as the body, metadata in the query
+//! or `x-firmware-*` headers), list, show, delete, the signing key, per-device download URLs,
+//! and the download itself (`GET`/`HEAD …/download`, authorized by the URL, with Range).
+
+use super::byte_range::{self, ByteRange};
+use crate::auth::{Authorized, RegistryRead, RegistryWrite};
+use crate::extract::{HubQuery, PathId};
+use crate::{ApiError, ApiState};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header::{
+    ACCEPT_RANGES, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_RANGE,
+    RANGE,
+};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fleethub_core::firmware::MAX_IMAGE_BYTES;
+use fleethub_core::{ErrorCode, HubError};
+use fleethub_hub::{DownloadGrant, Hub, UploadRequest};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::Value;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+/// Bytes read from disk and sent per body chunk.
+const CHUNK: usize = 64 * 1024;
+
+/// The firmware routes.
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/firmware", post(upload).get(list))
+        .route("/v1/firmware/key", get(key))
+        .route("/v1/firmware/{id}", get(show).delete(remove))
+        .route("/v1/firmware/{id}/url", post(mint_url))
+        .route("/v1/firmware/{id}/download", get(download).head(download))
+}
+
+/// Upload metadata from the query string; each may instead come as an `x-firmware-*` header.
+#[derive(Deserialize, Default)]
+struct UploadQuery {
+    version: Option<String>,
+    /// Comma-separated compatible models.
+    model: Option<String>,
+    notes: Option<String>,
+    sha256: Option<String>,
+    signature: Option<String>,
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str().map(str::to_string).map_err(|_| {
+                ApiError(HubError::invalid(format!(
+                    "header {name} is not ASCII text"
+                )))
+            })
+        })
+        .transpose()
+}
+
+fn upload_request(query: UploadQuery, headers: &HeaderMap) -> Result<UploadRequest, ApiError> {
+    let pick = |q: Option<String>, name: &str| -> Result<Option<String>, ApiError> {
+        match q {
+            Some(v) => Ok(Some(v)),
+            None => header_text(headers, name),
+        }
+    };
+    let version = pick(query.version, "x-firmware-version")?.ok_or_else(|| {
+        ApiError(HubError::new(
+            ErrorCode::ArgumentNull,
+            "an upload needs its version: ?version=2.1.0 (or an x-firmware-version header)",
+        ))
+    })?;
+    let models = pick(query.model, "x-firmware-model")?.ok_or_else(|| {
+        ApiError(HubError::new(
+            ErrorCode::ArgumentNull,
+            "an upload needs the models it runs on: ?model=esp32-s3[,esp32-s3-n8] (or an \
+             x-firmware-model header)",
+        ))
+    })?;
+    Ok(UploadRequest {
+        version,
+        models: models.split(',').map(|m| m.trim().to_string()).collect(),
+        notes: pick(query.notes, "x-firmware-notes")?.unwrap_or_default(),
+        sha256: pick(query.sha256, "x-firmware-sha256")?,
+        signature: pick(query.signature, "x-firmware-signature")?,
+    })
+}
+
+/// 201 with the new artifact, or 200 with the stored one when the same version and bytes were
+/// uploaded before. The body streams to a temporary file; a cut connection leaves nothing.
+async fn upload(
+    _: Authorized<RegistryWrite>,
+    State(state): State<ApiState>,
+    HubQuery(query): HubQuery<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let request = upload_request(query, &headers)?;
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_IMAGE_BYTES) {
+        return Err(ApiError(HubError::new(
+            ErrorCode::MessageTooLarge,
+            format!("a firmware image may be at most {MAX_IMAGE_BYTES} bytes"),
+        )));
+    }
+    let mut upload = state.hub.begin_firmware_upload(request).await?;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError(HubError::invalid(format!(
+                "the upload body broke off ({e}); nothing was stored"
+            )))
+        })?;
+        upload.write(&chunk).await?;
+    }
+    let uploaded = upload.finish().await?;
+    let status = if uploaded.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(uploaded.artifact)).into_response())
+}
+
+async fn list(
+    _: Authorized<RegistryRead>,
+    State(state): State<ApiState>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(Value::Array(state.hub.list_firmware().await?)))
+}
+
+async fn key(
+    _: Authorized<RegistryRead>,
+    State(state): State<ApiState>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(state.hub.firmware_key()?))
+}
+
+async fn show(
+    _: Authorized<RegistryRead>,
+    State(state): State<ApiState>,
+    PathId(id): PathId,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(state.hub.get_firmware(&id).await?))
+}
+
+async fn remove(
+    _: Authorized<RegistryWrite>,
+    State(state): State<ApiState>,
+    PathId(id): PathId,
+) -> Result<StatusCode, ApiError> {
+    state.hub.delete_firmware(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UrlQuery {
+    device_id: Option<String>,
+    expires_in_seconds: Option<u64>,
+}
+
+/// `{url, deviceId, expiresAt, expiryTimeUtc, desiredFirmware}`: a URL for one device.
+async fn mint_url(
+    _: Authorized<RegistryWrite>,
+    State(state): State<ApiState>,
+    PathId(id): PathId,
+    HubQuery(query): HubQuery<UrlQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let device = query.device_id.ok_or_else(|| {
+        ApiError(HubError::new(
+            ErrorCode::ArgumentNull,
+            "a download URL is for one device: add ?deviceId=…",
+        ))
+    })?;
+    let ttl = query.expires_in_seconds.map(Duration::from_secs);
+    Ok(Json(state.hub.mint_firmware_url(&id, &device, ttl).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DownloadQuery {
+    device_id: Option<String>,
+    se: Option<String>,
+    sig: Option<String>,
+}
+
+fn forbidden(message: impl Into<String>) -> ApiError {
+    ApiError(HubError::new(ErrorCode::FirmwareUrlForbidden, message))
+}
+
+/// The image, for the device the URL names: 200 whole, 206 for a Range, 416 past the end.
+async fn download(
+    State(state): State<ApiState>,
+    Path(sha256): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    query: Result<HubQuery<DownloadQuery>, ApiError>,
+) -> Result<Response, ApiError> {
+    let HubQuery(query) = query.map_err(|e| forbidden(e.0.message))?;
+    let (Some(device), Some(se), Some(sig)) = (query.device_id, query.se, query.sig) else {
+        return Err(forbidden(
+            "a download URL carries deviceId, se and sig; use the URL exactly as the hub minted it",
+        ));
+    };
+    let expiry = se
+        .parse::<u64>()
+        .map_err(|_| forbidden(format!("se '{se}' is not a Unix time in seconds")))?;
+    let token = header_text(&headers, AUTHORIZATION.as_str())?;
+    let grant = state
+        .hub
+        .authorize_firmware_download(&sha256, &device, expiry, &sig, token.as_deref())
+        .await?;
+    let etag = format!("\"{}\"", grant.sha256);
+    let mut range = match header_text(&headers, RANGE.as_str())? {
+        None => ByteRange::Full,
+        Some(text) => byte_range::parse(&text, grant.size)
+            .map_err(|m| ApiError(HubError::new(ErrorCode::InvalidRange, m)))?,
+    };
+    // A client holding another version of the file gets it whole (RFC 9110 §13.1.5); an
+    // artifact's URL never changes meaning, so this only matters to generic HTTP clients.
+    if header_text(&headers, IF_RANGE.as_str())?.is_some_and(|v| v.trim() != etag) {
+        range = ByteRange::Full;
+    }
+    let (status, start, end) = match range {
+        ByteRange::Full => (StatusCode::OK, 0, grant.size - 1),
+        ByteRange::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
+        ByteRange::Unsatisfiable => {
+            let mut response = ApiError(HubError::new(
+                ErrorCode::RangeNotSatisfiable,
+                format!(
+                    "the range starts past the end of the {}-byte image",
+                    grant.size
+                ),
+            ))
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", grant.size)) {
+                response.headers_mut().insert(CONTENT_RANGE, v);
+            }
+            return Ok(response);
+        }
+    };
+    let length = end - start + 1;
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        file_body(&state.hub, grant.clone(), start, length).await?
+    };
+    state.hub.firmware_request_served(&grant);
+    let mut response = Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/octet-stream")
+        .header(CONTENT_LENGTH, length)
+        .header(ACCEPT_RANGES, "bytes")
+        .header(ETAG, etag);
+    if status == StatusCode::PARTIAL_CONTENT {
+        response = response.header(CONTENT_RANGE, format!("bytes {start}-{end}/{}", grant.size));
+    }
+    response.body(body).map_err(|e| {
+        ApiError(HubError::new(
+            ErrorCode::ServerError,
+            format!("building the download response: {e}"),
+        ))
+    })
+}
+
+/// `length` bytes of the artifact from `start`, read from disk a chunk at a time as the client
+/// takes them, each counted for the device.
+async fn file_body(
+    hub: &Hub,
+    grant: DownloadGrant,
+    start: u64,
+    length: u64,
+) -> Result<Body, ApiError> {
+    let mut file = tokio::fs::File::open(&grant.path).await.map_err(|e| {
+        ApiError(HubError::new(
+            ErrorCode::FirmwareNotFound,
+            format!("firmware {} cannot be read: {e}", grant.sha256),
+        ))
+    })?;
+    file.seek(std::io::SeekFrom::Start(start))
+        .await
+        .map_err(|e| ApiError(HubError::new(ErrorCode::ServerError, e.to_string())))?;
+    let reader = file.take(length);
+    let hub = hub.clone();
+    // The state is `None` once the file failed: the body ends with that error, never retries.
+    let stream = futures_util::stream::unfold(Some(reader), move |reader| {
+        let (hub, grant) = (hub.clone(), grant.clone());
+        async move {
+            let mut reader = reader?;
+            let mut buf = vec![0u8; CHUNK];
+            match reader.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    hub.firmware_bytes_served(&grant, n as u64);
+                    Some((Ok(bytes::Bytes::from(buf)), Some(reader)))
+                }
+                Err(e) => Some((Err(e), None)),
+            }
+        }
+    });
+    Ok(Body::from_stream(stream))
+}

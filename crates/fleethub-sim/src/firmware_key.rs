@@ -1,0 +1,71 @@
+//! The hub's firmware signing key as a device pins it: the public half only (from the PEM the
+//! hub publishes at `GET /v1/firmware/key`), checking `desired.firmware.signature` over the
+//! manifest before a device erases anything.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use fleethub_core::firmware::DesiredFirmware;
+use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1};
+
+/// The DER prefix of a P-256 SubjectPublicKeyInfo, before the 65-byte uncompressed point.
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// A pinned ECDSA P-256 public key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirmwareKey {
+    point: Vec<u8>,
+}
+
+impl FirmwareKey {
+    /// The key in a `-----BEGIN PUBLIC KEY-----` PEM block (P-256 only).
+    pub fn from_pem(pem: &str) -> Result<FirmwareKey, String> {
+        let body: String = pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .map(str::trim)
+            .collect();
+        let der = STANDARD
+            .decode(body)
+            .map_err(|e| format!("the firmware key PEM is not base64: {e}"))?;
+        match der.strip_prefix(&P256_SPKI_PREFIX[..]) {
+            Some(point) if point.len() == 65 => Ok(FirmwareKey {
+                point: point.to_vec(),
+            }),
+            _ => Err("the firmware key is not an ECDSA P-256 public key".into()),
+        }
+    }
+
+    /// Whether `signature_b64` (base64 DER) signs `message` under this key.
+    pub fn verifies(&self, message: &[u8], signature_b64: &str) -> bool {
+        let Ok(sig) = STANDARD.decode(signature_b64.trim()) else {
+            return false;
+        };
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &self.point)
+            .verify(message, &sig)
+            .is_ok()
+    }
+
+    /// Checks a desired firmware's signature over its manifest; the error is the sentence a
+    /// device reports in `reported.firmware.error`.
+    pub fn check(&self, desired: &DesiredFirmware) -> Result<(), String> {
+        let Some(signature) = &desired.signature else {
+            return Err(format!(
+                "firmware {} is unsigned and this device accepts only images signed by the hub",
+                desired.version
+            ));
+        };
+        let manifest = desired.manifest().map_err(|e| e.to_string())?;
+        if self.verifies(manifest.canonical().as_bytes(), signature) {
+            Ok(())
+        } else {
+            Err(format!(
+                "firmware {} has a signature that does not verify against the hub's key; \
+                 refused before erasing anything",
+                desired.version
+            ))
+        }
+    }
+}
