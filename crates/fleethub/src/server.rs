@@ -144,9 +144,14 @@ fn server_names(paths: &fleethub_tls::CertificatePaths) -> Result<Vec<String>> {
         .unwrap_or_default())
 }
 
-/// The firmware store in `<data>/firmware`, signed with the operator's key or the hub's own.
+/// The firmware store in `<data>/firmware`, signed with the operator's key or the hub's own
+/// (generated beside the CA, or in `<data>/firmware` when the operator supplied the certificate).
 fn firmware_config(cfg: &ServeConfig, data_dir: &std::path::Path) -> FirmwareConfig {
     let mut firmware = FirmwareConfig::in_data_dir(data_dir);
+    if cfg.tls_cert.is_some() {
+        // No generated CA to sit beside: the data directory keeps no tls/ of its own then.
+        firmware.signing_key = firmware.dir.join("signing.key");
+    }
     if let Some(key) = &cfg.firmware_signing_key {
         firmware.signing_key = key.clone();
         firmware.generate_key = false;
