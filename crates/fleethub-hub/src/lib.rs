@@ -27,9 +27,13 @@ pub use connections::{ConnectionHandle, DeviceCommand};
 pub use device::{Authentication, AuthenticationType, Device, DeviceStatus};
 pub use events::{ChangeEvent, EventsPage};
 pub use firmware::{DownloadGrant, FirmwareConfig, Upload, UploadRequest, Uploaded};
+/// How many devices the registry holds, by status (`GET /statistics/devices`).
+pub use fleethub_store::DeviceCounts;
 pub use hub::{Hub, HubConfig};
 pub use jobs::{JobEngine, JobsConfig};
 pub use messages::{C2dRequest, TelemetryEvent, TelemetryIn};
 pub use methods::{MethodRequest, MethodResponse};
 pub use query::QueryResult;
 pub use quota::{DeviceQuota, QuotaConfig, Rate};
+pub use registry::{BulkError, BulkOutcome};
+pub use twin::{ConnectionState, DeviceTwin, Twin};

@@ -6,7 +6,7 @@ pub use crate::device::{etag_for, etag_matches, Authentication, SymmetricKey, X5
 use crate::device::{disconnected, Capabilities, Device, DeviceStatus};
 use crate::Hub;
 use fleethub_core::{DeviceId, ErrorCode, HubError, HubResult};
-use fleethub_store::{DeviceRow, EncodedDeviceRow, Reads, WriteTx};
+use fleethub_store::{DeviceCounts, DeviceRow, EncodedDeviceRow, Reads, WriteTx};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -389,7 +389,7 @@ impl Hub {
     /// `POST /devices`: bulk create, update or delete. Every entry is checked and applied on its
     /// own and atomically (a failed entry leaves nothing behind), through the same code and with
     /// the same effects as the single-device routes; the answer lists each failure.
-    pub async fn bulk_devices(&self, entries: Vec<ExportImportDevice>) -> HubResult<Value> {
+    pub async fn bulk_devices(&self, entries: Vec<ExportImportDevice>) -> HubResult<BulkOutcome> {
         if entries.len() > 100 {
             return Err(HubError::invalid(format!(
                 "bulk request has {} devices; at most 100 per call",
@@ -411,7 +411,7 @@ impl Hub {
         let hub = self.clone();
         let errors = self
             .store()
-            .write(move |tx| -> HubResult<Vec<Value>> {
+            .write(move |tx| -> HubResult<Vec<BulkError>> {
                 let mut errors = Vec::new();
                 let mut created = Vec::new();
                 for (e, mode, fresh) in prepared {
@@ -419,11 +419,10 @@ impl Hub {
                         tx.atomically(|tx| hub.bulk_one(tx, &e, mode, fresh, &mut created, &now))
                     });
                     if let Err(err) = outcome {
-                        errors.push(json!({
-                            "deviceId": e.id,
-                            "errorCode": err.code.name(),
-                            "errorStatus": err.message,
-                        }));
+                        errors.push(BulkError {
+                            device_id: e.id,
+                            error: err,
+                        });
                     }
                 }
                 if !created.is_empty() {
@@ -435,7 +434,7 @@ impl Hub {
                 Ok(errors)
             })
             .await?;
-        Ok(json!({ "isSuccessful": errors.is_empty(), "errors": errors, "warnings": [] }))
+        Ok(BulkOutcome { errors })
     }
 
     /// For an entry that may create a device, its whole new row (identity and twin sections),
@@ -528,17 +527,34 @@ impl Hub {
     }
 
     /// `GET /statistics/devices`.
-    pub async fn device_statistics(&self) -> HubResult<Value> {
-        let c = self.store().read(|r| r.device_counts()).await?;
-        Ok(
-            json!({ "totalDeviceCount": c.total, "enabledDeviceCount": c.enabled, "disabledDeviceCount": c.disabled }),
-        )
+    pub async fn device_statistics(&self) -> HubResult<DeviceCounts> {
+        Ok(self.store().read(|r| r.device_counts()).await?)
     }
 
-    /// `GET /statistics/service`.
-    pub fn service_statistics(&self) -> Value {
-        json!({ "connectedDeviceCount": self.inner.connections.count() })
+    /// `GET /statistics/service`: how many devices have a live MQTT session.
+    pub fn connected_device_count(&self) -> usize {
+        self.inner.connections.count()
     }
+}
+
+/// What a bulk registry call did: every entry that failed, with why (the others were applied).
+#[derive(Debug)]
+pub struct BulkOutcome {
+    pub errors: Vec<BulkError>,
+}
+
+impl BulkOutcome {
+    /// True when every entry was applied.
+    pub fn is_successful(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// One bulk entry that was refused, and left nothing behind.
+#[derive(Debug)]
+pub struct BulkError {
+    pub device_id: String,
+    pub error: HubError,
 }
 
 fn encode(row: &DeviceRow) -> HubResult<EncodedDeviceRow> {

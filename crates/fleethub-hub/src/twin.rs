@@ -1,12 +1,14 @@
 //! Twins: the service's view (tags, desired, reported with metadata) and the device's view.
 
-use crate::device::{etag_for, etag_matches, Device};
+use crate::device::{
+    etag_for, etag_matches, AuthenticationType, Capabilities, Device, X509Thumbprint,
+};
 use crate::{DeviceCommand, Hub};
 use bytes::Bytes;
 use fleethub_core::twin::{patch::apply_tags_patch, Section, TwinProperties};
 use fleethub_core::{ErrorCode, HubError, HubResult};
 use fleethub_store::{DeviceRow, Reads, TwinSections, WriteTx};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering;
 
@@ -39,31 +41,152 @@ impl TwinState {
         })
     }
 
-    /// The twin in IoT Hub's service shape.
+    /// The twin in IoT Hub's service shape: a query row (a JSON document by nature).
     pub(crate) fn to_json(&self, connected: bool) -> Value {
-        let d = &self.device;
-        json!({
-            "deviceId": d.device_id,
-            "etag": etag_for(self.version),
-            "deviceEtag": etag_for(d.revision),
-            "status": d.status.as_str(),
-            "statusReason": d.status_reason,
-            "statusUpdateTime": d.status_updated_time,
-            "connectionState": if connected { "Connected" } else { "Disconnected" },
-            "lastActivityTime": d.last_activity_time,
-            "cloudToDeviceMessageCount": d.cloud_to_device_message_count,
-            "authenticationType": d.authentication.kind,
-            "x509Thumbprint": d.authentication.x509_thumbprint,
-            "modelId": "",
-            "version": self.version,
-            "capabilities": d.capabilities,
-            "tags": self.tags,
-            "properties": {
-                "desired": self.desired.to_twin_json(),
-                "reported": self.reported.to_twin_json(),
-            },
-        })
+        serde_json::to_value(self.shape(ConnectionState::from_connected(connected)))
+            .unwrap_or_default()
     }
+
+    fn shape(&self, connection_state: ConnectionState) -> TwinShape<'_> {
+        TwinShape::of(
+            &self.device,
+            &self.tags,
+            (&self.desired, &self.reported),
+            self.version,
+            connection_state,
+        )
+    }
+
+    fn into_twin(self, connected: bool) -> Twin {
+        Twin {
+            device: self.device,
+            tags: self.tags,
+            desired: self.desired,
+            reported: self.reported,
+            version: self.version,
+            connection_state: ConnectionState::from_connected(connected),
+        }
+    }
+}
+
+/// Whether a device has a live MQTT session at the time its twin was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ConnectionState {
+    Connected,
+    Disconnected,
+}
+
+impl ConnectionState {
+    fn from_connected(connected: bool) -> ConnectionState {
+        if connected {
+            ConnectionState::Connected
+        } else {
+            ConnectionState::Disconnected
+        }
+    }
+}
+
+/// A device twin, the service's view: the registry entry it belongs to, its tags, desired and
+/// reported properties (with metadata), the twin version and the connection state.
+///
+/// It serializes in IoT Hub's twin shape (`deviceId`, `etag`, …, `tags`, `properties`), the one
+/// spelling of that shape: REST bodies and query rows both use it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Twin {
+    pub device: Device,
+    pub tags: Map<String, Value>,
+    pub desired: TwinProperties,
+    pub reported: TwinProperties,
+    pub version: u64,
+    pub connection_state: ConnectionState,
+}
+
+impl Twin {
+    /// The twin's etag (it changes with every twin version), without quotes.
+    pub fn etag(&self) -> String {
+        etag_for(self.version)
+    }
+}
+
+impl Serialize for Twin {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        TwinShape::of(
+            &self.device,
+            &self.tags,
+            (&self.desired, &self.reported),
+            self.version,
+            self.connection_state,
+        )
+        .serialize(serializer)
+    }
+}
+
+/// IoT Hub's service twin shape, field by field in wire order.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TwinShape<'a> {
+    device_id: &'a str,
+    etag: String,
+    device_etag: String,
+    status: &'static str,
+    status_reason: &'a Option<String>,
+    status_update_time: &'a str,
+    connection_state: ConnectionState,
+    last_activity_time: &'a str,
+    cloud_to_device_message_count: u64,
+    authentication_type: AuthenticationType,
+    x509_thumbprint: &'a X509Thumbprint,
+    model_id: &'static str,
+    version: u64,
+    capabilities: &'a Capabilities,
+    tags: &'a Map<String, Value>,
+    properties: PropertiesShape,
+}
+
+#[derive(Serialize)]
+struct PropertiesShape {
+    desired: Value,
+    reported: Value,
+}
+
+impl<'a> TwinShape<'a> {
+    fn of(
+        d: &'a Device,
+        tags: &'a Map<String, Value>,
+        (desired, reported): (&TwinProperties, &TwinProperties),
+        version: u64,
+        connection_state: ConnectionState,
+    ) -> TwinShape<'a> {
+        TwinShape {
+            device_id: &d.device_id,
+            etag: etag_for(version),
+            device_etag: etag_for(d.revision),
+            status: d.status.as_str(),
+            status_reason: &d.status_reason,
+            status_update_time: &d.status_updated_time,
+            connection_state,
+            last_activity_time: &d.last_activity_time,
+            cloud_to_device_message_count: d.cloud_to_device_message_count,
+            authentication_type: d.authentication.kind,
+            x509_thumbprint: &d.authentication.x509_thumbprint,
+            model_id: "",
+            version,
+            capabilities: &d.capabilities,
+            tags,
+            properties: PropertiesShape {
+                desired: desired.to_twin_json(),
+                reported: reported.to_twin_json(),
+            },
+        }
+    }
+}
+
+/// A device's own view of its twin (the MQTT twin GET): desired and reported properties with
+/// their versions, no metadata, no tags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceTwin {
+    pub desired: TwinProperties,
+    pub reported: TwinProperties,
 }
 
 /// The row a newly created device starts with: empty twin at version 1.
@@ -177,9 +300,9 @@ impl Hub {
     }
 
     /// `GET /twins/{id}`.
-    pub async fn get_twin(&self, id: &str) -> HubResult<Value> {
+    pub async fn get_twin(&self, id: &str) -> HubResult<Twin> {
         let twin = self.load_twin(id).await?;
-        Ok(twin.to_json(self.inner.connections.is_connected(id)))
+        Ok(twin.into_twin(self.inner.connections.is_connected(id)))
     }
 
     /// `PATCH /twins/{id}`: merge-patches tags and desired properties.
@@ -188,7 +311,7 @@ impl Hub {
         id: &str,
         body: Value,
         if_match: Option<&str>,
-    ) -> HubResult<Value> {
+    ) -> HubResult<Twin> {
         self.change_twin(id, body, if_match, false).await
     }
 
@@ -198,7 +321,7 @@ impl Hub {
         id: &str,
         body: Value,
         if_match: Option<&str>,
-    ) -> HubResult<Value> {
+    ) -> HubResult<Twin> {
         self.change_twin(id, body, if_match, true).await
     }
 
@@ -208,7 +331,7 @@ impl Hub {
         body: Value,
         if_match: Option<&str>,
         replace: bool,
-    ) -> HubResult<Value> {
+    ) -> HubResult<Twin> {
         let mut change = parse_service_change(&body)?;
         if let Some(d) = change.desired.as_mut() {
             strip_system_keys(d);
@@ -225,7 +348,7 @@ impl Hub {
                 hub.change_twin_in(tx, &key, change, if_match.as_deref(), replace, &now)
             })
             .await?;
-        Ok(twin.to_json(self.inner.connections.is_connected(id)))
+        Ok(twin.into_twin(self.inner.connections.is_connected(id)))
     }
 
     /// Applies a service change to a twin inside `tx`; a desired change is pushed to the device
@@ -343,12 +466,13 @@ impl Hub {
         }
     }
 
-    /// The device's twin GET: `{"desired":{…,"$version"},"reported":{…,"$version"}}`.
-    pub async fn device_twin_get(&self, id: &str) -> HubResult<Value> {
+    /// The device's twin GET: its desired and reported properties (the gateway writes the body).
+    pub async fn device_twin_get(&self, id: &str) -> HubResult<DeviceTwin> {
         let twin = self.load_twin(id).await?;
-        Ok(
-            json!({ "desired": twin.desired.to_device_json(), "reported": twin.reported.to_device_json() }),
-        )
+        Ok(DeviceTwin {
+            desired: twin.desired,
+            reported: twin.reported,
+        })
     }
 
     /// A device's reported-properties patch. Resolves after commit with the new reported `$version`.
@@ -420,4 +544,70 @@ pub(crate) fn import_twin_in(
     };
     hub.change_twin_in(tx, id, change, None, false, now)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> TwinState {
+        let mut tags = Map::new();
+        tags.insert("site".into(), Value::from("north"));
+        let mut desired = TwinProperties::default();
+        let mut patch = Map::new();
+        patch.insert("fw".into(), Value::from("2.0"));
+        desired
+            .apply_patch(Section::Desired, &patch, "2026-03-01T12:00:00Z")
+            .unwrap();
+        TwinState {
+            device: serde_json::from_value(json!({ "deviceId": "d1" })).unwrap(),
+            tags,
+            desired,
+            reported: TwinProperties::default(),
+            version: 3,
+        }
+    }
+
+    #[test]
+    fn a_twin_serializes_in_iot_hubs_field_order_as_the_query_row_does() {
+        let twin = state().into_twin(true);
+        assert_eq!(twin.etag(), etag_for(3));
+        let body = serde_json::to_value(&twin).unwrap();
+        let keys: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "deviceId",
+                "etag",
+                "deviceEtag",
+                "status",
+                "statusReason",
+                "statusUpdateTime",
+                "connectionState",
+                "lastActivityTime",
+                "cloudToDeviceMessageCount",
+                "authenticationType",
+                "x509Thumbprint",
+                "modelId",
+                "version",
+                "capabilities",
+                "tags",
+                "properties",
+            ]
+        );
+        assert_eq!(body["connectionState"], "Connected");
+        assert_eq!(body["etag"], etag_for(3));
+        assert_eq!(body["version"], 3);
+        assert_eq!(body["tags"]["site"], "north");
+        assert_eq!(body["properties"]["desired"]["fw"], "2.0");
+        assert_eq!(body["properties"]["desired"]["$version"], 1);
+        // One spelling: a query row of the same twin is the same document.
+        assert_eq!(state().to_json(true), body);
+        assert_eq!(state().to_json(false)["connectionState"], "Disconnected");
+    }
 }

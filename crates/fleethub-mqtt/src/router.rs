@@ -3,7 +3,7 @@
 use crate::topics;
 use bytes::Bytes;
 use fleethub_core::HubError;
-use fleethub_hub::{Hub, TelemetryIn};
+use fleethub_hub::{DeviceTwin, Hub, TelemetryIn};
 
 /// A PUBLISH the gateway sends back on `$iothub/twin/res/…`.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +42,7 @@ pub async fn twin_get(hub: &Hub, device_id: &str, rid: &str) -> Reply {
     match hub.device_twin_get(device_id).await {
         Ok(twin) => Reply {
             topic: topics::twin_response(200, rid, None),
-            payload: json_bytes(&twin),
+            payload: json_bytes(&device_twin_body(&twin)),
         },
         Err(e) => error_reply(device_id, rid, &e, hub.now()),
     }
@@ -72,6 +72,14 @@ pub fn error_reply(
         topic: topics::twin_response(e.code.http_status(), rid, None),
         payload: json_bytes(&e.to_json(now)),
     }
+}
+
+/// The device's twin GET body: `{"desired":{…,"$version"},"reported":{…,"$version"}}`.
+pub fn device_twin_body(twin: &DeviceTwin) -> serde_json::Value {
+    serde_json::json!({
+        "desired": twin.desired.to_device_json(),
+        "reported": twin.reported.to_device_json(),
+    })
 }
 
 fn json_bytes(v: &serde_json::Value) -> Bytes {

@@ -219,7 +219,7 @@ async fn twin_get_is_answered_before_subscribing_and_reports_commit() {
         res.topic
     );
     let twin = t.hub.get_twin("dev1").await.unwrap();
-    assert_eq!(twin["properties"]["reported"]["fw"], "1.0");
+    assert_eq!(twin.reported.values["fw"], "1.0");
 
     d.publish("$iothub/twin/PATCH/properties/reported/?$rid=r3", b"[1]")
         .await;
@@ -533,7 +533,7 @@ async fn a_reported_patch_flood_gets_429_on_the_twin_response_topic() {
     assert_eq!(statuses, ["204", "204", "204", "429", "429", "429"]);
     let twin = t.hub.get_twin("dev1").await.unwrap();
     assert_eq!(
-        twin["properties"]["reported"]["n"], 2,
+        twin.reported.values["n"], 2,
         "throttled patches are not applied"
     );
     assert_eq!(

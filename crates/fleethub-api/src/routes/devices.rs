@@ -10,9 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use fleethub_hub::registry::ExportImportDevice;
-use fleethub_hub::Device;
+use fleethub_hub::{BulkOutcome, Device};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The registry routes.
 pub fn routes() -> Router<ApiState> {
@@ -81,15 +81,28 @@ async fn bulk(
     State(state): State<ApiState>,
     HubJson(entries): HubJson<Vec<ExportImportDevice>>,
 ) -> Result<Response, ApiError> {
-    let result = state.hub.bulk_devices(entries).await?;
-    let ok = result
-        .get("isSuccessful")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let status = if ok {
+    let outcome = state.hub.bulk_devices(entries).await?;
+    let status = if outcome.is_successful() {
         StatusCode::OK
     } else {
         StatusCode::BAD_REQUEST
     };
-    Ok((status, Json(result)).into_response())
+    Ok((status, Json(bulk_outcome_json(&outcome))).into_response())
+}
+
+/// IoT Hub's bulk registry answer: `{isSuccessful, errors: [{deviceId, errorCode, errorStatus}],
+/// warnings}`.
+fn bulk_outcome_json(outcome: &BulkOutcome) -> Value {
+    let errors: Vec<Value> = outcome
+        .errors
+        .iter()
+        .map(|e| {
+            json!({
+                "deviceId": e.device_id,
+                "errorCode": e.error.code.name(),
+                "errorStatus": e.error.message,
+            })
+        })
+        .collect();
+    json!({ "isSuccessful": outcome.is_successful(), "errors": errors, "warnings": [] })
 }

@@ -5,7 +5,7 @@ use crate::{ApiError, ApiState};
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The statistics routes.
 pub fn routes() -> Router<ApiState> {
@@ -18,9 +18,14 @@ async fn devices(
     _: Authorized<RegistryRead>,
     State(state): State<ApiState>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(state.hub.device_statistics().await?))
+    let c = state.hub.device_statistics().await?;
+    Ok(Json(json!({
+        "totalDeviceCount": c.total,
+        "enabledDeviceCount": c.enabled,
+        "disabledDeviceCount": c.disabled,
+    })))
 }
 
 async fn service(_: Authorized<RegistryRead>, State(state): State<ApiState>) -> Json<Value> {
-    Json(state.hub.service_statistics())
+    Json(json!({ "connectedDeviceCount": state.hub.connected_device_count() }))
 }

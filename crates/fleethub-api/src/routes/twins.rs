@@ -4,10 +4,12 @@ use crate::auth::{Authorized, RegistryRead, ServiceConnect};
 use crate::extract::{if_match, HubJson, PathId};
 use crate::{ApiError, ApiState};
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::http::header::ETAG;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
+use fleethub_hub::Twin;
 use serde_json::Value;
 
 /// The twin routes.
@@ -20,7 +22,7 @@ async fn get_twin(
     State(state): State<ApiState>,
     PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    Ok(super::json_with_etag(state.hub.get_twin(&id).await?))
+    Ok(twin_response(state.hub.get_twin(&id).await?))
 }
 
 async fn update(
@@ -34,7 +36,7 @@ async fn update(
         .hub
         .update_twin(&id, body, if_match(&headers)?)
         .await?;
-    Ok(super::json_with_etag(twin))
+    Ok(twin_response(twin))
 }
 
 async fn replace(
@@ -48,5 +50,16 @@ async fn replace(
         .hub
         .replace_twin(&id, body, if_match(&headers)?)
         .await?;
-    Ok(super::json_with_etag(twin))
+    Ok(twin_response(twin))
+}
+
+/// A twin as a 200 answer: IoT Hub's twin shape (`Twin`'s serialization) with the twin's etag,
+/// quoted, in an `ETag` header.
+fn twin_response(twin: Twin) -> Response {
+    let etag = HeaderValue::from_str(&format!("\"{}\"", twin.etag())).ok();
+    let mut response = Json(twin).into_response();
+    if let Some(etag) = etag {
+        response.headers_mut().insert(ETAG, etag);
+    }
+    response
 }

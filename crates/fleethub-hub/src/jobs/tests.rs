@@ -103,7 +103,7 @@ impl Fixture {
     }
 
     async fn desired(&self, id: &str) -> Value {
-        self.hub.get_twin(id).await.unwrap()["properties"]["desired"].clone()
+        self.hub.get_twin(id).await.unwrap().desired.to_twin_json()
     }
 }
 
@@ -151,12 +151,9 @@ async fn a_scheduled_job_waits_for_its_start_time_then_updates_every_twin() {
     assert_eq!(f.stats("j1").await, (3, 3, 0, 0, 0));
     for id in ["d000", "d001", "d002"] {
         let twin = f.hub.get_twin(id).await.unwrap();
-        assert_eq!(twin["properties"]["desired"]["fw"], "2.0");
-        assert_eq!(
-            twin["properties"]["desired"]["$version"], 2,
-            "one bump per device"
-        );
-        assert_eq!(twin["tags"]["ring"], 1);
+        assert_eq!(twin.desired.values["fw"], "2.0");
+        assert_eq!(twin.desired.version, 2, "one bump per device");
+        assert_eq!(twin.tags["ring"], 1);
     }
     let row = f.hub.job_device("j1", "d001").await.unwrap();
     assert_eq!(row.status, DeviceJobStatus::Completed);
@@ -679,16 +676,16 @@ async fn a_twin_patched_between_a_batch_read_and_its_write_keeps_both_changes() 
         .unwrap();
     assert_eq!(written, 2);
     let twin = f.hub.get_twin("d001").await.unwrap();
-    assert_eq!(twin["properties"]["desired"]["fw"], "2.0");
-    assert_eq!(twin["properties"]["desired"]["led"], 1);
-    assert_eq!(twin["properties"]["desired"]["$version"], 3);
+    assert_eq!(twin.desired.values["fw"], "2.0");
+    assert_eq!(twin.desired.values["led"], 1);
+    assert_eq!(twin.desired.version, 3);
     let untouched = f.hub.get_twin("d002").await.unwrap();
-    assert_eq!(untouched["properties"]["desired"]["$version"], 2);
+    assert_eq!(untouched.desired.version, 2);
     // The stale batch is not applied twice when the engine runs on.
     f.run().await;
     assert_eq!(f.stats("race").await, (3, 3, 0, 0, 0));
     let twin = f.hub.get_twin("d001").await.unwrap();
-    assert_eq!(twin["properties"]["desired"]["$version"], 3);
+    assert_eq!(twin.desired.version, 3);
 }
 
 // The device-operation layer, as the next engines (rollouts, configurations) call it.
