@@ -31,6 +31,9 @@ pub enum ClientError {
     /// The connection string or key cannot sign tokens.
     #[error("{0}")]
     Credentials(String),
+    /// A local file the call needs cannot be read.
+    #[error("{0}")]
+    Local(String),
     /// The client's concurrency limit was closed.
     #[error("the REST client is closed")]
     Closed,

@@ -6,10 +6,12 @@
 //! message; [`HubClient::call`] is the raw form for anything without a typed method.
 
 mod error;
+mod firmware;
 mod query;
 mod telemetry;
 
 pub use error::ClientError;
+pub use firmware::FirmwareUpload;
 pub use query::QueryPage;
 pub use reqwest::{header::HeaderMap, Method, StatusCode};
 pub use telemetry::{TelemetryMessage, TelemetryPage};

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod fd_budget;
+pub mod firmware_cli;
 pub mod https;
 pub mod query_cli;
 pub mod server;

@@ -30,6 +30,8 @@ enum Command {
     BenchWorker(fleethub_bench::WorkerArgs),
     /// Run a query (IoT Hub's query language) against a hub and print the results as JSON.
     Query(fleethub::query_cli::QueryArgs),
+    /// The firmware store: upload, list, show, delete, key, url.
+    Firmware(fleethub::firmware_cli::FirmwareArgs),
     /// Simulate a fleet of virtual devices against a hub, or run a scenario file.
     Simulate(Box<fleethub::simulate::SimulateArgs>),
     /// One device process of a simulation (started by `simulate --processes`).
@@ -58,6 +60,7 @@ fn main() -> Result<()> {
         Command::Serve(cfg) => runtime.block_on(serve(cfg)),
         Command::Bench(args) => runtime.block_on(fleethub_bench::run(args)),
         Command::Query(args) => runtime.block_on(fleethub::query_cli::run(args)),
+        Command::Firmware(args) => runtime.block_on(fleethub::firmware_cli::run(args)),
         Command::BenchWorker(args) => runtime.block_on(fleethub_bench::run_worker(args)),
         Command::Simulate(args) => {
             let passed = runtime.block_on(fleethub::simulate::run(*args))?;
