@@ -13,6 +13,14 @@ use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use sha1::{Digest, Sha1};
 use x509_parser::prelude::*;
 
+/// A CA certificate the hub accepted (it is verified: it parsed and is a CA), by name and
+/// SHA-1 thumbprint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadedCertificate {
+    pub name: String,
+    pub thumbprint: String,
+}
+
 /// SHA-1 thumbprint of a DER certificate, uppercase hex, as IoT Hub shows it.
 pub fn thumbprint(der: &[u8]) -> String {
     hex::encode_upper(Sha1::digest(der))

@@ -12,7 +12,7 @@ use fleethub_core::connection_string::ConnectionString;
 use fleethub_core::{Clock, HubError, HubResult};
 use fleethub_store::{Reads, Store, StoreError, WriteTx};
 use parking_lot::RwLock;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -302,7 +302,11 @@ impl Hub {
 
     /// Uploads a CA certificate (PEM) that `certificateAuthority` devices may chain to. The list
     /// is read, changed and written in one store write, so concurrent uploads all stay.
-    pub async fn put_certificate(&self, name: &str, pem: &str) -> HubResult<Value> {
+    pub async fn put_certificate(
+        &self,
+        name: &str,
+        pem: &str,
+    ) -> HubResult<crate::certificates::UploadedCertificate> {
         let der = crate::certificates::ca_pem_to_der(pem)?;
         let thumbprint = crate::certificates::thumbprint(&der);
         let cert = StoredCertificate {
@@ -329,7 +333,10 @@ impl Hub {
         if generation > current.0 {
             *current = (generation, all);
         }
-        Ok(json!({ "name": name, "properties": { "thumbprint": thumbprint, "isVerified": true } }))
+        Ok(crate::certificates::UploadedCertificate {
+            name: name.to_string(),
+            thumbprint,
+        })
     }
 
     /// Validates a `certificateAuthority` device's chain against the uploaded CAs at the hub's

@@ -23,6 +23,7 @@ mod startup;
 pub mod twin;
 
 pub use auth::{AuthFailure, Authenticated, DeviceCredentials, Policy, Right};
+pub use certificates::UploadedCertificate;
 pub use connections::{ConnectionHandle, DeviceCommand};
 pub use device::{Authentication, AuthenticationType, Device, DeviceStatus};
 pub use events::{ChangeEvent, EventsPage};
@@ -31,7 +32,7 @@ pub use firmware::{DownloadGrant, FirmwareConfig, Upload, UploadRequest, Uploade
 pub use fleethub_store::DeviceCounts;
 pub use hub::{Hub, HubConfig};
 pub use jobs::{JobEngine, JobsConfig};
-pub use messages::{C2dRequest, TelemetryEvent, TelemetryIn};
+pub use messages::{C2dQueued, C2dRequest, TelemetryEvent, TelemetryIn};
 pub use methods::{MethodRequest, MethodResponse};
 pub use query::QueryResult;
 pub use quota::{DeviceQuota, QuotaConfig, Rate};

@@ -6,9 +6,16 @@ use bytes::Bytes;
 use fleethub_core::{ErrorCode, HubError, HubResult};
 use fleethub_store::{C2dRow, Reads, TelemetryRow};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+/// A cloud-to-device message the hub queued: its id and when it expires undelivered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct C2dQueued {
+    pub message_id: String,
+    pub expiry: chrono::DateTime<chrono::Utc>,
+}
 
 /// Largest telemetry or cloud-to-device message body: 256 KB.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
@@ -152,7 +159,7 @@ impl Hub {
     }
 
     /// Queues a cloud-to-device message durably; delivers it at once when the device listens.
-    pub async fn send_c2d(&self, device_id: &str, req: C2dRequest) -> HubResult<Value> {
+    pub async fn send_c2d(&self, device_id: &str, req: C2dRequest) -> HubResult<C2dQueued> {
         if req.body.len() > 64 * 1024 {
             return Err(HubError::new(
                 ErrorCode::MessageTooLarge,
@@ -209,9 +216,7 @@ impl Hub {
         self.metrics().c2d_enqueued.fetch_add(1, Ordering::Relaxed);
         let expiry =
             chrono::DateTime::from_timestamp_millis(now + (ttl as i64) * 1000).unwrap_or_default();
-        Ok(
-            json!({ "messageId": message_id, "expiryTimeUtc": fleethub_core::time::format_timestamp(expiry) }),
-        )
+        Ok(C2dQueued { message_id, expiry })
     }
 
     /// Sends every pending message to the device if it listens for them.

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::routing::put;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The certificate route.
 pub fn routes() -> Router<ApiState> {
@@ -31,10 +31,12 @@ async fn upload(
     PathId(name): PathId,
     HubJson(body): HubJson<CertificateBody>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(
-        state
-            .hub
-            .put_certificate(&name, &body.properties.certificate)
-            .await?,
-    ))
+    let uploaded = state
+        .hub
+        .put_certificate(&name, &body.properties.certificate)
+        .await?;
+    Ok(Json(json!({
+        "name": uploaded.name,
+        "properties": { "thumbprint": uploaded.thumbprint, "isVerified": true },
+    })))
 }

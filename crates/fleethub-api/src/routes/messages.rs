@@ -34,7 +34,11 @@ async fn send_c2d(
     PathId(id): PathId,
     HubJson(request): HubJson<C2dRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(state.hub.send_c2d(&id, request).await?))
+    let queued = state.hub.send_c2d(&id, request).await?;
+    Ok(Json(json!({
+        "messageId": queued.message_id,
+        "expiryTimeUtc": fleethub_core::time::format_timestamp(queued.expiry),
+    })))
 }
 
 #[derive(Deserialize)]

@@ -68,6 +68,14 @@ async fn c2d_is_queued_for_a_known_device_only() {
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(reply.json()["messageId"], "m-1");
+    // Without ttlSeconds a message expires an hour after it was queued.
+    let expiry = reply.json()["expiryTimeUtc"].as_str().unwrap().to_string();
+    let expiry = chrono::DateTime::parse_from_rfc3339(&expiry).unwrap();
+    let ahead = expiry.to_utc() - chrono::Utc::now();
+    assert!(
+        (3590..=3600).contains(&ahead.num_seconds()),
+        "expiryTimeUtc {expiry} is {ahead} ahead"
+    );
 
     api.owner(Method::POST, "/v1/devices/ghost/messages", Some(body))
         .await
