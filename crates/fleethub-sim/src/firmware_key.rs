@@ -69,3 +69,53 @@ impl FirmwareKey {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_hubs_signature_over_this_exact_manifest_passes() {
+        use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let mut spki = P256_SPKI_PREFIX.to_vec();
+        spki.extend_from_slice(key.public_key().as_ref());
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            STANDARD.encode(&spki)
+        );
+        let pinned = FirmwareKey::from_pem(&pem).unwrap();
+        let mut desired = DesiredFirmware {
+            version: "2.1.0".into(),
+            url: "https://hub/x".into(),
+            sha256: "ab".repeat(32),
+            size: 1000,
+            signature: None,
+            models: vec!["esp32".into()],
+        };
+        assert!(pinned.check(&desired).unwrap_err().contains("unsigned"));
+        let manifest = desired.manifest().unwrap().canonical();
+        let sig = key.sign(&rng, manifest.as_bytes()).unwrap();
+        desired.signature = Some(STANDARD.encode(sig));
+        assert_eq!(pinned.check(&desired), Ok(()));
+        let mut other = desired.clone();
+        other.size = 1001;
+        assert!(other.check_err(&pinned).contains("does not verify"));
+        assert!(FirmwareKey::from_pem(
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"
+        )
+        .is_err());
+    }
+
+    trait CheckErr {
+        fn check_err(&self, key: &FirmwareKey) -> String;
+    }
+    impl CheckErr for DesiredFirmware {
+        fn check_err(&self, key: &FirmwareKey) -> String {
+            key.check(self).unwrap_err()
+        }
+    }
+}
