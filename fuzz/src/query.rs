@@ -13,7 +13,7 @@
 //!   continuation token it issued;
 //! - evaluation, aggregation and the condition's SQL never fail on any twin.
 
-use fleethub_query::{Condition, Page, Query, QueryError, Source};
+use fleethub_query::{Condition, Dialect, Page, Query, QueryError, Source};
 use serde_json::{json, Value};
 
 /// The stack of a tokio worker thread, on which the hub parses and evaluates queries.
@@ -42,10 +42,13 @@ fn check(text: &str) {
     }
     // The text as an `x-ms-continuation` header: refused unless it is this query's token.
     let query = Query::parse("SELECT * FROM devices").expect("a valid query");
-    let _ = query.compile(&Page {
-        limit: 10,
-        continuation: Some(text.to_string()),
-    });
+    let _ = query.compile(
+        &Page {
+            limit: 10,
+            continuation: Some(text.to_string()),
+        },
+        Dialect::Sqlite,
+    );
 }
 
 fn check_query(query: &Query) {
@@ -58,7 +61,7 @@ fn check_query(query: &Query) {
         limit: 10,
         continuation: None,
     };
-    let compiled = query.compile(&first).expect("a first page always compiles");
+    let compiled = query.compile(&first, Dialect::Sqlite).expect("a first page always compiles");
     assert!(!compiled.sql.is_empty());
     let last_key: Vec<String> = (0..compiled.key_columns).map(|i| format!("k{i}")).collect();
     if let Some(token) = compiled.continuation_after(1, &last_key) {
@@ -66,7 +69,7 @@ fn check_query(query: &Query) {
             limit: 10,
             continuation: Some(token),
         };
-        if let Err(e) = query.compile(&next) {
+        if let Err(e) = query.compile(&next, Dialect::Sqlite) {
             panic!(
                 "the query refuses its own continuation token: {}",
                 e.message
@@ -99,7 +102,7 @@ fn check_condition(condition: &Condition) {
         Ok(again) => assert_eq!(again.to_string(), canonical, "canonical form is not stable"),
         Err(e) => assert_limit(&e, &canonical),
     }
-    let _ = condition.to_sql();
+    let _ = condition.to_sql(Dialect::Sqlite);
     for twin in twins() {
         let _ = condition.matches(&twin);
     }

@@ -132,15 +132,9 @@ impl Hub {
                 firmware,
             }),
         };
-        // Every store connection gets the query functions once (the writer's now, each reader's
-        // before its next read), so compiled queries and job conditions (connectionState,
-        // SEMVER, …) run on any of them without re-registering per query.
-        let presence = hub.presence();
-        hub.store()
-            .add_connection_init(fleethub_store::ConnectionInit(Arc::new(move |conn| {
-                fleethub_query::register_sql_functions(conn, Arc::clone(&presence))
-            })))
-            .await?;
+        // The store registers the functions compiled queries call on every connection; only
+        // `connectionState` needs the hub, which the store asks through this.
+        hub.store().set_presence(hub.presence());
         Ok(hub)
     }
 

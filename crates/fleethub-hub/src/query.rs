@@ -1,12 +1,11 @@
-//! Queries (`POST /devices/query`): parse, compile to SQL for one page, run on a read
-//! connection, and turn the rows into IoT Hub's documents.
+//! Queries (`POST /devices/query`): parse, compile one page for the store's dialect, have the
+//! store run it on a read connection, and turn the rows into IoT Hub's documents.
 
 use crate::twin::TwinState;
 use crate::Hub;
 use fleethub_core::{ErrorCode, HubError, HubResult};
-use fleethub_query::{Page, Query, QueryError, ResultRow, Source, DEVICE_COLUMNS, JOB_COLUMNS};
-use fleethub_store::rusqlite::types::Value as SqlValue;
-use fleethub_store::{DeviceRow, Reads};
+use fleethub_query::{Page, Query, QueryError, Source};
+use fleethub_store::{JobDeviceRow, QueryRow, Reads};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
@@ -31,9 +30,9 @@ pub fn invalid_query(e: &QueryError) -> HubError {
 }
 
 impl Hub {
-    /// Answers whether a device is online, for the `connectionState` SQL function; holds the
-    /// hub weakly so a long-lived connection never keeps a stopped hub alive.
-    pub(crate) fn presence(&self) -> Arc<dyn Fn(&str) -> bool + Send + Sync> {
+    /// Answers whether a device is online, for `connectionState` in queries the store runs;
+    /// holds the hub weakly so the store never keeps a stopped hub alive.
+    pub(crate) fn presence(&self) -> fleethub_store::Presence {
         let hub = Arc::downgrade(&self.inner);
         Arc::new(move |id: &str| {
             hub.upgrade()
@@ -59,26 +58,25 @@ impl Hub {
             }
         };
         let query = Query::parse(text).map_err(|e| invalid_query(&e))?;
+        let page = Page {
+            limit,
+            continuation,
+        };
         let compiled = query
-            .compile(&Page {
-                limit,
-                continuation,
-            })
+            .compile(&page, self.store().dialect())
             .map_err(|e| invalid_query(&e))?;
-        let page = self
-            .store()
-            .read(move |r| Ok(compiled.execute(r.conn())?))
-            .await?;
+        let page = self.store().read(move |r| r.run_query(&compiled)).await?;
         let source = query.source();
         let items = page
             .rows
             .into_iter()
             .map(|row| match row {
-                ResultRow::Document(doc) => Ok(doc),
-                ResultRow::Columns(columns) => match source {
-                    Source::Devices => self.twin_document(columns),
-                    Source::DeviceJobs => Ok(device_job_document(columns)),
-                },
+                QueryRow::Document(doc) => Ok(doc),
+                QueryRow::Device(row) => {
+                    let twin = TwinState::from_row(&row)?;
+                    Ok(twin.to_json(self.inner.connections.is_connected(&row.device_id)))
+                }
+                QueryRow::DeviceJob(row) => Ok(device_job_document(row)),
             })
             .collect::<HubResult<Vec<_>>>()?;
         let item_type = match (query.is_select_star() && !query.is_aggregate(), source) {
@@ -92,83 +90,32 @@ impl Hub {
             continuation: page.continuation,
         })
     }
-
-    /// A `SELECT *` row of `devices` as the service twin.
-    fn twin_document(&self, columns: Vec<SqlValue>) -> HubResult<Value> {
-        debug_assert_eq!(columns.len(), DEVICE_COLUMNS.len());
-        let mut it = columns.into_iter();
-        let mut next = || it.next().unwrap_or(SqlValue::Null);
-        let device_id = text(next());
-        let row = DeviceRow {
-            status: text(next()),
-            identity: json_column(next()),
-            tags: json_column(next()),
-            desired: json_column(next()),
-            reported: json_column(next()),
-            twin_version: integer(next()),
-            twin_etag: text(next()),
-            device_id,
-        };
-        let twin = TwinState::from_row(&row)?;
-        Ok(twin.to_json(self.inner.connections.is_connected(&row.device_id)))
-    }
 }
 
-/// A `SELECT *` row of `devices.jobs` in IoT Hub's device-job shape.
-fn device_job_document(columns: Vec<SqlValue>) -> Value {
-    debug_assert_eq!(columns.len(), JOB_COLUMNS.len());
+/// A `SELECT *` row of `devices.jobs` in IoT Hub's device-job shape (times not yet set, and an
+/// error not given, are left out; `outcome` is `{}` until there is one).
+fn device_job_document(row: JobDeviceRow) -> Value {
     let mut doc = Map::new();
-    let names = [
-        "jobId",
-        "deviceId",
-        "jobType",
-        "status",
-        "createdDateTimeUtc",
-        "startTimeUtc",
-        "endTimeUtc",
-        "lastUpdatedDateTimeUtc",
-        "outcome",
-        "error",
-    ];
-    for (name, value) in names.into_iter().zip(columns) {
-        let value = match name {
-            "outcome" | "error" => json_column(value),
-            _ => match value {
-                SqlValue::Null => Value::Null,
-                other => Value::String(text(other)),
-            },
-        };
-        if !value.is_null() {
-            doc.insert(name.to_string(), value);
+    let mut put = |name: &str, value: Option<Value>| {
+        if let Some(v) = value.filter(|v| !v.is_null()) {
+            doc.insert(name.to_string(), v);
         }
-    }
-    if !doc.contains_key("outcome") {
-        doc.insert("outcome".into(), json!({}));
-    }
+    };
+    put("jobId", Some(Value::String(row.job_id)));
+    put("deviceId", Some(Value::String(row.device_id)));
+    put("jobType", Some(Value::String(row.job_type)));
+    put(
+        "status",
+        Some(Value::String(row.status.as_str().to_string())),
+    );
+    put("createdDateTimeUtc", Some(Value::String(row.created_time)));
+    put("startTimeUtc", row.start_time.map(Value::String));
+    put("endTimeUtc", row.end_time.map(Value::String));
+    put(
+        "lastUpdatedDateTimeUtc",
+        Some(Value::String(row.updated_time)),
+    );
+    put("outcome", Some(row.outcome.unwrap_or_else(|| json!({}))));
+    put("error", row.error);
     Value::Object(doc)
-}
-
-fn text(v: SqlValue) -> String {
-    match v {
-        SqlValue::Text(s) => s,
-        SqlValue::Integer(i) => i.to_string(),
-        SqlValue::Real(f) => f.to_string(),
-        SqlValue::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
-        SqlValue::Null => String::new(),
-    }
-}
-
-fn integer(v: SqlValue) -> i64 {
-    match v {
-        SqlValue::Integer(i) => i,
-        _ => 0,
-    }
-}
-
-/// A JSON column; NULL or unreadable text becomes `null`.
-fn json_column(v: SqlValue) -> Value {
-    match v {
-        SqlValue::Text(s) => serde_json::from_str(&s).unwrap_or(Value::Null),
-        _ => Value::Null,
-    }
 }

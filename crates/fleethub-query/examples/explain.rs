@@ -3,10 +3,13 @@
 fn main() {
     let text = std::env::args().nth(1).unwrap_or_default();
     match fleethub_query::Query::parse(&text) {
-        Ok(q) => match q.compile(&fleethub_query::Page {
-            limit: 100,
-            continuation: None,
-        }) {
+        Ok(q) => match q.compile(
+            &fleethub_query::Page {
+                limit: 100,
+                continuation: None,
+            },
+            fleethub_query::Dialect::Sqlite,
+        ) {
             Ok(c) => println!("{}\n{:?}", c.sql, c.params),
             Err(e) => eprintln!("{e}"),
         },

@@ -72,7 +72,9 @@ fn main() {
                         limit: 10,
                         continuation: None,
                     };
-                    let c = query.compile(&page).unwrap();
+                    let c = query
+                        .compile(&page, fleethub_query::Dialect::Sqlite)
+                        .unwrap();
                     println!("compile {} bytes", c.sql.len());
                     std::mem::forget(c);
                 }

@@ -4,9 +4,11 @@
 //!   and [`Condition::parse`] a bare condition (a job's `queryCondition`, or `*`).
 //! - The evaluator ([`Query::evaluate`], [`Query::aggregate`], [`Condition::matches`]) runs over
 //!   documents in IoT Hub's service shape.
-//! - The SQL compiler ([`Query::compile`], [`Condition::to_sql`]) targets the store's SQLite
-//!   schema; compiled SQL calls the functions [`register_sql_functions`] installs, which run the
-//!   evaluator's own code, so both executors give every query one meaning.
+//! - The SQL compiler ([`Query::compile`], [`Condition::to_sql`]) targets the store's schema in
+//!   a named [`Dialect`] and returns SQL text, [`SqlParam`]s and a description of the rows; it
+//!   does no I/O. The store runs it, with the functions the SQL calls registered on its
+//!   connections; they run the evaluator's own code ([`runtime`]), so both executors give every
+//!   query one meaning.
 //!
 //! The language is documented for users in `docs/query-language.md`.
 
@@ -31,14 +33,20 @@ pub use ast::Source;
 pub use error::QueryError;
 /// The sort key `SEMVER()` compares by; semantic versions live in core.
 pub use fleethub_core::semver::semver_key;
-pub use sql::query::{DEVICE_COLUMNS, JOB_COLUMNS};
-pub use sql::register::register_sql_functions;
+pub use sql::runtime;
+pub use sql::schema::{DEVICE_COLUMNS, JOB_COLUMNS};
+pub use sql::{Dialect, SqlParam};
 
-/// A SQL fragment with its positional parameters (`?1`, `?2`, …).
+/// A boolean SQL expression over the `devices` table with its positional parameters (`?1`, `?2`,
+/// … in SQLite), in one dialect.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SqlFragment {
+    /// The dialect `sql` is written in.
+    pub dialect: Dialect,
+    /// The expression; always 0 or 1, never NULL.
     pub sql: String,
-    pub params: Vec<rusqlite::types::Value>,
+    /// Its parameters, numbered from 1.
+    pub params: Vec<SqlParam>,
 }
 
 /// A parsed WHERE condition over `devices` (a job's `queryCondition`), or `*` for every device.
@@ -58,19 +66,23 @@ impl Condition {
         Ok(Condition { expr: Some(expr) })
     }
 
-    /// The condition as a boolean SQL expression over the `devices` table's columns, usable as
-    /// `SELECT device_id FROM devices WHERE {sql} ORDER BY device_id` on a store connection
-    /// (which has this crate's SQL functions registered through the store's `ConnectionInit`).
-    /// It is always 0 or 1, never NULL.
-    pub fn to_sql(&self) -> SqlFragment {
-        let mut ctx = sql::expr::Ctx::new(Source::Devices);
-        let sql = match &self.expr {
-            Some(e) => sql::expr::condition(&mut ctx, e),
-            None => "1".to_string(),
-        };
-        SqlFragment {
-            sql,
-            params: ctx.params,
+    /// The condition as a boolean SQL expression over the `devices` table's columns in
+    /// `dialect`, for the store to run (as `… FROM devices WHERE {sql}`, on a connection with
+    /// the [`runtime`] functions registered). It is always 0 or 1, never NULL.
+    pub fn to_sql(&self, dialect: Dialect) -> SqlFragment {
+        match dialect {
+            Dialect::Sqlite => {
+                let mut ctx = sql::sqlite::expr::Ctx::new(Source::Devices);
+                let sql = match &self.expr {
+                    Some(e) => sql::sqlite::expr::condition(&mut ctx, e),
+                    None => "1".to_string(),
+                };
+                SqlFragment {
+                    dialect,
+                    sql,
+                    params: ctx.params,
+                }
+            }
         }
     }
 
@@ -111,61 +123,42 @@ pub struct Page {
     pub continuation: Option<String>,
 }
 
-/// What the rows of a compiled query hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResultKind {
-    /// One row per document. `select_star`: the raw columns ([`DEVICE_COLUMNS`] or
-    /// [`JOB_COLUMNS`]); otherwise one JSON-text column per projection (NULL = undefined).
-    Rows { select_star: bool },
-    /// One row per group: one column per select item, JSON text (COUNT as an integer).
-    Aggregate,
+/// What the rows of a compiled query hold, column by column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// `SELECT * FROM devices`: the columns of [`DEVICE_COLUMNS`], in that order.
+    DeviceRows,
+    /// `SELECT * FROM devices.jobs`: the columns of [`JOB_COLUMNS`], in that order.
+    DeviceJobRows,
+    /// A projection or a group per row: one column per name, JSON text (NULL: undefined; an
+    /// integer for COUNT), to be read as a JSON object that leaves undefined values out.
+    Documents(Vec<String>),
 }
 
-/// One page of a query, compiled to SQLite.
+/// One page of a query, compiled to one dialect's SQL.
 ///
-/// Row layout: the output columns (named by `columns`), then `key_columns` paging-key columns
-/// (`device_id`, or `job_id, device_id`). The SQL fetches up to `page_limit + 1` rows: the extra
-/// row only shows that another page exists. [`CompiledQuery::execute`] does all of this.
+/// Row layout: the output columns (described by `output`), then `key_columns` paging-key
+/// columns (`device_id`, or `job_id, device_id`). The SQL fetches up to `page_limit + 1` rows:
+/// the extra row only shows that another page exists, and then
+/// [`CompiledQuery::continuation_after`] gives the next page's token.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompiledQuery {
-    /// The statement; parameters are `?1`, `?2`, ….
+    /// The dialect `sql` is written in.
+    pub dialect: Dialect,
+    /// The statement.
     pub sql: String,
-    /// Its parameters.
-    pub params: Vec<rusqlite::types::Value>,
-    /// What the rows hold.
-    pub kind: ResultKind,
-    /// Output names, one per output column (for `SELECT *`, the column names).
-    pub columns: Vec<String>,
+    /// Its parameters, numbered from 1.
+    pub params: Vec<SqlParam>,
+    /// What the output columns hold.
+    pub output: Output,
     /// How many paging-key columns follow the output columns (0 for aggregates).
     pub key_columns: usize,
     /// The most rows this page returns.
     pub page_limit: usize,
+    aggregate: bool,
     returned_before: u64,
     top: Option<u64>,
     fingerprint: String,
-}
-
-/// One row of a page.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ResultRow {
-    /// `SELECT *`: the raw columns, in [`DEVICE_COLUMNS`] / [`JOB_COLUMNS`] order.
-    Columns(Vec<rusqlite::types::Value>),
-    /// A projection or a group: a JSON object, undefined values left out.
-    Document(serde_json::Value),
-}
-
-/// The rows of one page and the token for the next, if there is one.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QueryPage {
-    pub rows: Vec<ResultRow>,
-    pub continuation: Option<String>,
-}
-
-impl CompiledQuery {
-    /// Runs the page on a store connection (with [`register_sql_functions`] installed).
-    pub fn execute(&self, conn: &rusqlite::Connection) -> rusqlite::Result<QueryPage> {
-        sql::query::execute(self, conn)
-    }
 }
 
 impl Query {
@@ -205,9 +198,17 @@ impl Query {
         })
     }
 
-    /// Compiles one page to SQLite. Fails only on a malformed or foreign continuation token.
-    pub fn compile(&self, page: &Page) -> Result<CompiledQuery, QueryError> {
-        sql::query::compile(&self.select, &self.text, page)
+    /// Compiles one page to `dialect`. Fails only on a malformed or foreign continuation token.
+    pub fn compile(&self, page: &Page, dialect: Dialect) -> Result<CompiledQuery, QueryError> {
+        if self.select.is_aggregate() {
+            return Ok(match dialect {
+                Dialect::Sqlite => sql::sqlite::select::compile_aggregate(&self.select),
+            });
+        }
+        let plan = sql::paging::plan(&self.select, &self.text, page)?;
+        Ok(match dialect {
+            Dialect::Sqlite => sql::sqlite::select::compile(&self.select, plan),
+        })
     }
 
     /// WHERE and projection over one document (a twin in service shape, or a devices.jobs

@@ -1,30 +1,11 @@
 //! How to open a store.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Runs on every connection the store opens (the writer's and each reader's) before first use:
-/// where the layers above register SQL functions their compiled queries call.
-#[derive(Clone)]
-pub struct ConnectionInit(pub Arc<InitFn>);
-
-/// What a [`ConnectionInit`] runs.
-pub type InitFn = dyn Fn(&rusqlite::Connection) -> rusqlite::Result<()> + Send + Sync;
-
-impl fmt::Debug for ConnectionInit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ConnectionInit(…)")
-    }
-}
-
-impl PartialEq for ConnectionInit {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl Eq for ConnectionInit {}
+/// Answers whether a device is connected right now (`connectionState` in queries and job
+/// conditions is live, not stored): given to the store by the hub ([`crate::Store::set_presence`]).
+pub type Presence = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// The node name of a store opened without one: a single hub.
 pub const DEFAULT_NODE: &str = "local";
@@ -38,8 +19,6 @@ pub struct StoreConfig {
     pub read_connections: usize,
     /// The most writes the writer commits in one transaction.
     pub max_batch: usize,
-    /// Run on every connection as it opens; `None` registers nothing.
-    pub connection_init: Option<ConnectionInit>,
     /// The most bytes the database file may grow to (SQLite's `max_page_count`); a write that
     /// needs more fails as [`crate::StoreError::Full`], as on a full disk. `None`: the disk is
     /// the limit. A limit below the current size holds the database at its current size.
@@ -58,7 +37,6 @@ impl StoreConfig {
             path: path.into(),
             read_connections: 4,
             max_batch: 1024,
-            connection_init: None,
             max_size_bytes: None,
             node: DEFAULT_NODE.to_string(),
         }

@@ -2,16 +2,34 @@
 
 use fleethub_core::{ErrorCode, HubError};
 
-/// A failure inside the store.
+/// A failure inside the store. No database type crosses this boundary: the SQLite backend turns
+/// its errors into these variants (`sqlite/errors.rs`), and so will any other backend.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// SQLite refused or failed a statement.
+    /// The database failed a statement for a reason of its own (an I/O error, a damaged file, a
+    /// bug in the store's SQL).
     #[error("store: {0}")]
-    Sqlite(rusqlite::Error),
+    Engine(String),
     /// No room for the write: the disk is full (`SQLITE_FULL`, `ENOSPC`) or the database reached
     /// its size limit. Nothing of the write was kept; it can be retried once there is space.
     #[error("store is full: {0}")]
     Full(String),
+    /// A compiled query or condition is beyond one of the database's limits on statements
+    /// (expression depth, result columns, parameters, …); `limit` names it. Nothing was read or
+    /// written: a simpler query would run.
+    #[error("the query is too complex for the store: {limit}")]
+    TooComplex {
+        /// The limit, in words (`"Expression tree is too large (maximum depth 1000)"`).
+        limit: String,
+    },
+    /// The database refused a compiled query or condition as written (no such function or
+    /// column, wrong parameters): the compiler and the store disagree.
+    #[error("the store refused the compiled statement: {0}")]
+    Rejected(String),
+    /// Another writer changed the row after it was read: the write carried the version it read
+    /// and found another one. Nothing of the write was kept; read again and retry.
+    #[error("{0} was changed by another writer since it was read")]
+    Conflict(String),
     /// A JSON column could not be encoded or decoded.
     #[error("store: {0}")]
     Json(#[from] serde_json::Error),
@@ -24,17 +42,6 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// A copy of `e` for one of several writes that all failed with it (rusqlite errors are not
-    /// `Clone`); SQLite failures keep their code so the hub can still tell a full disk from a bug.
-    pub(crate) fn shared(e: &rusqlite::Error) -> StoreError {
-        match e {
-            rusqlite::Error::SqliteFailure(code, msg) => {
-                StoreError::from(rusqlite::Error::SqliteFailure(*code, msg.clone()))
-            }
-            other => StoreError::Other(other.to_string()),
-        }
-    }
-
     /// A file-system failure while `doing` something; a full disk (`ENOSPC`) is [`StoreError::Full`].
     pub fn io(doing: &str, e: &std::io::Error) -> StoreError {
         if e.kind() == std::io::ErrorKind::StorageFull {
@@ -43,16 +50,11 @@ impl StoreError {
             StoreError::Other(format!("{doing}: {e}"))
         }
     }
-}
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        match &e {
-            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
-                StoreError::Full(e.to_string())
-            }
-            _ => StoreError::Sqlite(e),
-        }
+    /// Whether this is a [`StoreError::Conflict`]: a write that can be computed again from
+    /// current state and retried.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict(_))
     }
 }
 
@@ -68,6 +70,14 @@ impl From<StoreError> for HubError {
             StoreError::Full(_) => {
                 HubError::new(ErrorCode::ServiceUnavailable, format!("{e}; {FULL_ADVICE}"))
             }
+            StoreError::TooComplex { .. } => HubError::new(
+                ErrorCode::InvalidQuery,
+                format!("{e}; split it into simpler queries (fewer terms, less nesting)"),
+            ),
+            StoreError::Conflict(_) => HubError::new(
+                ErrorCode::PreconditionFailed,
+                format!("{e}; read it again and retry"),
+            ),
             _ => HubError::new(ErrorCode::ServerError, e.to_string()),
         }
     }
@@ -88,36 +98,18 @@ mod tests {
         assert!(other.message.contains("disk on fire"), "{}", other.message);
     }
 
-    /// A full disk answered 500 ServerError, which clients do not retry; it is a 503 that says
-    /// the store is full, from SQLite's SQLITE_FULL and from the file system's ENOSPC alike.
+    /// A statement beyond the database's limits is the caller's query, not the hub's fault: 400
+    /// InvalidQuery naming the limit. A conflict is 412, which a client answers by reading again.
     #[test]
-    fn disk_full_is_a_retryable_503_that_says_the_store_is_full() {
-        let sqlite_full = rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
-            Some("database or disk is full".into()),
-        );
-        let shared = StoreError::shared(&sqlite_full);
-        let enospc = StoreError::io(
-            "writing the firmware image",
-            &std::io::Error::from_raw_os_error(28),
-        );
-        for e in [StoreError::from(sqlite_full), shared, enospc] {
-            assert!(matches!(e, StoreError::Full(_)), "{e:?}");
-            let hub = HubError::from(e);
-            assert_eq!(hub.code, ErrorCode::ServiceUnavailable);
-            assert_eq!(hub.code.http_status(), 503);
-            assert!(hub.message.starts_with("store is full"), "{}", hub.message);
-            assert!(hub.message.contains("retry"), "{}", hub.message);
-        }
-
-        let constraint = rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
-            None,
-        );
-        assert_eq!(
-            HubError::from(StoreError::from(constraint)).code,
-            ErrorCode::ServerError,
-            "only a full store is 503"
-        );
+    fn too_complex_is_a_400_naming_the_limit_and_a_conflict_a_412() {
+        let e = HubError::from(StoreError::TooComplex {
+            limit: "Expression tree is too large (maximum depth 1000)".into(),
+        });
+        assert_eq!(e.code, ErrorCode::InvalidQuery);
+        assert_eq!(e.code.http_status(), 400);
+        assert!(e.message.contains("maximum depth 1000"), "{}", e.message);
+        let e = HubError::from(StoreError::Conflict("twin 'd1'".into()));
+        assert_eq!(e.code, ErrorCode::PreconditionFailed);
+        assert!(e.message.contains("another writer"), "{}", e.message);
     }
 }

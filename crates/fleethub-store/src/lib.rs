@@ -12,15 +12,14 @@ mod error;
 mod rows;
 mod sqlite;
 
-pub use config::{ConnectionInit, StoreConfig};
+pub use config::{Presence, StoreConfig};
 pub use error::StoreError;
 pub use rows::{
     C2dRow, DeviceCounts, DeviceRow, EncodedDeviceRow, EventRow, TelemetryRow, TwinSections,
 };
-/// The SQLite binding, for the layers that compile queries against the store's schema.
-pub use rusqlite;
 pub use sqlite::{
     DeviceJobStatus, Effect, FirmwareReads, FirmwareReferences, FirmwareRow, JobDeviceCounts,
     JobDeviceRow, JobDeviceUpdate, JobFilter, JobReads, JobRow, JobSnapshot, JobStatus,
-    JobTwinTarget, NewJobDevice, NewJobDevices, ReadTx, Reads, Store, WriteTx,
+    JobTwinTarget, NewJobDevice, NewJobDevices, QueryRow, QueryRows, ReadTx, Reads, Store,
+    WriteTx,
 };

@@ -1,7 +1,7 @@
 //! Job rows and device snapshots against a real database file.
 #![allow(clippy::unwrap_used)] // a panic here fails a test or a probe; it never reaches the hub
 
-use fleethub_store::rusqlite::types::Value as SqlValue;
+use fleethub_query::{Dialect, SqlFragment, SqlParam};
 use fleethub_store::{
     DeviceJobStatus, DeviceRow, JobDeviceCounts, JobDeviceUpdate, JobFilter, JobReads, JobRow,
     JobSnapshot, JobStatus, NewJobDevice, NewJobDevices, Store, StoreConfig, StoreError,
@@ -83,13 +83,16 @@ async fn snapshots_are_taken_in_chunks_with_a_condition_and_its_parameters() {
     seed(&store, 10).await;
     let take = |after: Option<String>| {
         store.write(move |tx| {
-            let params = [SqlValue::Integer(1)];
+            let condition = SqlFragment {
+                dialect: Dialect::Sqlite,
+                sql: "json_extract(tags, '$.even') = ?1".into(),
+                params: vec![SqlParam::Integer(1)],
+            };
             let snapshot = JobSnapshot {
                 job_id: "j1",
                 job_type: "scheduleUpdateTwin",
                 created_time: "2026-01-01T00:00:00.0000000Z",
-                condition_sql: Some("json_extract(tags, '$.even') = ?1"),
-                condition_params: &params,
+                condition: Some(&condition),
             };
             tx.snapshot_job_devices(&snapshot, after.as_deref(), 3)
         })
@@ -129,8 +132,7 @@ async fn device_rows_move_in_bounded_chunks_and_count_by_status() {
                 job_id: "j1",
                 job_type: "scheduleDeviceMethod",
                 created_time: "t0",
-                condition_sql: None,
-                condition_params: &[],
+                condition: None,
             };
             tx.snapshot_job_devices(&snapshot, None, 100)
         })
@@ -198,8 +200,7 @@ async fn twin_targets_carry_only_the_sections_asked_for_and_flag_deleted_devices
                 job_id: "j1",
                 job_type: "scheduleUpdateTwin",
                 created_time: "t0",
-                condition_sql: None,
-                condition_params: &[],
+                condition: None,
             };
             tx.snapshot_job_devices(&snapshot, None, 100)?;
             tx.delete_device("d001")?;
@@ -323,8 +324,7 @@ async fn job_counts_follow_every_change_and_a_rolled_back_write_changes_none() {
                 job_id: "j1",
                 job_type: "scheduleDeviceMethod",
                 created_time: "t0",
-                condition_sql: None,
-                condition_params: &[],
+                condition: None,
             };
             tx.snapshot_job_devices(&snapshot, None, 6)?;
             tx.snapshot_job_devices(&snapshot, Some("d005"), 100)
@@ -409,8 +409,7 @@ async fn recovery_fails_only_the_running_rows_its_own_node_owns() {
             job_id: "j1",
             job_type: "scheduleDeviceMethod",
             created_time: "t0",
-            condition_sql: None,
-            condition_params: &[],
+            condition: None,
         };
         tx.snapshot_job_devices(&snapshot, None, 100)
     })

@@ -200,28 +200,6 @@ async fn a_panicking_write_fails_alone_and_the_store_keeps_working() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_that_breaks_the_transaction_fails_its_whole_batch() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    let writes: Vec<Write<'_, ()>> = vec![
-        Box::pin(store.write(|tx| tx.insert_device(&device("first")).map(drop))),
-        Box::pin(store.write(|tx| {
-            // Ends the batch's transaction behind the writer's back.
-            tx.conn().execute_batch("ROLLBACK")?;
-            Ok(())
-        })),
-        Box::pin(store.write(|tx| tx.insert_device(&device("third")).map(drop))),
-    ];
-    let results = in_one_batch(&store, writes).await;
-
-    assert!(results.iter().all(Result::is_err), "{results:?}");
-    assert!(get(&store, "first").await.is_none());
-    assert!(get(&store, "third").await.is_none());
-    insert(&store, device("afterwards")).await;
-    assert!(get(&store, "afterwards").await.is_some());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_telemetry_is_stored_once() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
@@ -929,77 +907,121 @@ async fn a_full_store_fails_writes_as_full_and_takes_them_again_once_space_is_fr
         .expect("a write fits again once space is freed");
 }
 
-/// A function registered after the store opened is there for every read, and each connection
-/// registers it once: registering per read would make SQLite expire the connection's prepared
-/// statements every time.
+/// `connectionState` is live: the hub tells the store how to answer it after the store opened,
+/// and every connection (the writer's and each reader's) answers from it from then on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_init_added_after_open_runs_once_per_connection_not_per_read() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+async fn presence_set_after_open_answers_connection_state_on_every_connection() {
+    use fleethub_query::{Page, Query};
+    use fleethub_store::QueryRow;
     use std::sync::Arc;
 
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = StoreConfig::new(dir.path().join("data/fleethub.db"));
     cfg.read_connections = 2;
     let store = Store::open(cfg).unwrap();
-    let runs = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&runs);
-    store
-        .add_connection_init(fleethub_store::ConnectionInit(Arc::new(move |conn| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            conn.create_scalar_function(
-                "fh_answer",
-                0,
-                rusqlite::functions::FunctionFlags::SQLITE_UTF8,
-                |_| Ok(42_i64),
-            )
-        })))
-        .await
-        .unwrap();
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the writer ran it at once");
+    insert(&store, device("on")).await;
+    insert(&store, device("off")).await;
+    let query = Query::parse("SELECT deviceId, connectionState FROM devices").unwrap();
+    let page = Page {
+        limit: 10,
+        continuation: None,
+    };
+    let compiled = query.compile(&page, store.dialect()).unwrap();
+    let states = |rows: fleethub_store::QueryRows| -> Vec<String> {
+        rows.rows
+            .into_iter()
+            .map(|r| match r {
+                QueryRow::Document(d) => format!("{}={}", d["deviceId"], d["connectionState"]),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    let q = compiled.clone();
+    let before = store.read(move |r| r.run_query(&q)).await.unwrap();
+    assert_eq!(
+        states(before),
+        [r#""off"="Disconnected""#, r#""on"="Disconnected""#],
+        "no presence yet: every device is disconnected"
+    );
 
-    // Two reads that meet at a barrier hold both connections at once, so each runs the init;
-    // the 38 reads after them find it already run.
+    store.set_presence(Arc::new(|id: &str| id == "on"));
+    let expected = [r#""off"="Disconnected""#, r#""on"="Connected""#];
+    // Two reads that meet at a barrier hold both read connections at once.
     let barrier = Arc::new(std::sync::Barrier::new(2));
     let both = (0..2).map(|_| {
-        let (store, barrier) = (store.clone(), Arc::clone(&barrier));
+        let (store, barrier, q) = (store.clone(), Arc::clone(&barrier), compiled.clone());
         tokio::spawn(async move {
             store
-                .read(move |tx| {
+                .read(move |r| {
                     barrier.wait();
-                    Ok(tx
-                        .conn()
-                        .query_row("SELECT fh_answer()", [], |r| r.get::<_, i64>(0))?)
+                    r.run_query(&q)
                 })
                 .await
         })
     });
     for read in both.collect::<Vec<_>>() {
-        assert_eq!(read.await.unwrap().unwrap(), 42);
+        assert_eq!(states(read.await.unwrap().unwrap()), expected);
     }
-    for _ in 0..38 {
-        let answer = store
-            .read(|tx| {
-                Ok(tx
-                    .conn()
-                    .query_row("SELECT fh_answer()", [], |r| r.get::<_, i64>(0))?)
-            })
-            .await
-            .unwrap();
-        assert_eq!(answer, 42);
-    }
-    let answer = store
-        .write(|tx| {
-            Ok::<_, StoreError>(
-                tx.conn()
-                    .query_row("SELECT fh_answer()", [], |r| r.get::<_, i64>(0))?,
-            )
-        })
+    let q = compiled.clone();
+    let on_writer = store.write(move |tx| tx.run_query(&q)).await.unwrap();
+    assert_eq!(states(on_writer), expected, "the writer's connection too");
+}
+
+/// `SELECT * FROM devices`, compiled for `store`: a real compiled query whose SQL a test swaps.
+fn select_star(store: &Store) -> fleethub_query::CompiledQuery {
+    let page = fleethub_query::Page {
+        limit: 10,
+        continuation: None,
+    };
+    fleethub_query::Query::parse("SELECT * FROM devices")
+        .expect("parses")
+        .compile(&page, store.dialect())
+        .expect("compiles")
+}
+
+/// A compiled query only reads: a statement that would write is refused before it runs, even
+/// inside a write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compiled_statement_that_writes_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    insert(&store, device("kept")).await;
+    let mut compiled = select_star(&store);
+    compiled.sql = "DELETE FROM devices".into();
+    compiled.params.clear();
+    let err = store
+        .write(move |tx| tx.run_query(&compiled))
         .await
-        .unwrap();
-    assert_eq!(answer, 42, "the writer has it too");
-    assert_eq!(
-        runs.load(Ordering::SeqCst),
-        3,
-        "once on the writer and once on each of the two read connections, over 40 reads"
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Rejected(m) if m.contains("only read")),
+        "{err:?}"
     );
+    assert!(get(&store, "kept").await.is_some());
+}
+
+/// A statement past one of SQLite's limits is a typed error naming the limit, so the hub can
+/// answer 400 without knowing SQLite's codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_past_sqlites_limits_is_too_complex_naming_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut compiled = select_star(&store);
+    // A chain of 1,200 additions nests 1,200 deep: past SQLite's expression depth of 1,000.
+    compiled.sql = format!(
+        "SELECT device_id FROM devices WHERE {} = 0",
+        vec!["1"; 1200].join(" + ")
+    );
+    compiled.params.clear();
+    compiled.output = fleethub_query::Output::Documents(vec!["deviceId".into()]);
+    let err = store
+        .read(move |r| r.run_query(&compiled))
+        .await
+        .unwrap_err();
+    match &err {
+        StoreError::TooComplex { limit } => assert!(limit.contains("1000"), "{limit}"),
+        other => panic!("{other:?}"),
+    }
+    let hub = fleethub_core::HubError::from(err);
+    assert_eq!(hub.code.http_status(), 400);
 }

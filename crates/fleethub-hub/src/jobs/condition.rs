@@ -1,43 +1,51 @@
-//! A job's `queryCondition`: which devices it targets, as SQL the store can run.
+//! A job's `queryCondition`: which devices it targets, compiled for the store to run.
 
 use fleethub_core::{ErrorCode, HubError, HubResult};
-use fleethub_query::Condition;
-use fleethub_store::rusqlite::types::Value as SqlValue;
+use fleethub_query::{Condition, Dialect, SqlFragment};
 
 /// The devices a job targets: every device, or those a query condition selects.
 #[derive(Debug, Clone)]
 pub enum DeviceSelection {
     /// `*`: every device, without evaluating anything per row.
     All,
-    /// A condition compiled to SQL over `devices`.
-    Where { sql: String, params: Vec<SqlValue> },
+    /// A condition compiled to SQL over `devices`, in the store's dialect.
+    Where(SqlFragment),
 }
 
 impl DeviceSelection {
-    /// Parses and compiles a `queryCondition`; a bad one answers 400 `InvalidQuery` with the
-    /// parser's positioned message.
-    pub fn parse(text: &str) -> HubResult<DeviceSelection> {
-        if text.trim() == "*" {
-            return Ok(DeviceSelection::All);
-        }
-        let condition = Condition::parse(text).map_err(|e| {
-            HubError::new(
-                ErrorCode::InvalidQuery,
-                format!("queryCondition is not valid: {e}"),
-            )
-        })?;
-        let fragment = condition.to_sql();
-        Ok(DeviceSelection::Where {
-            sql: fragment.sql,
-            params: fragment.params,
+    /// Parses and compiles a `queryCondition` for `dialect` (the store's); a bad one answers
+    /// 400 `InvalidQuery` with the parser's positioned message.
+    pub fn parse(text: &str, dialect: Dialect) -> HubResult<DeviceSelection> {
+        Ok(match parse_condition(text)? {
+            None => DeviceSelection::All,
+            Some(condition) => DeviceSelection::Where(condition.to_sql(dialect)),
         })
     }
 
-    /// The SQL condition and its parameters; `None` for every device.
-    pub fn sql(&self) -> (Option<&str>, &[SqlValue]) {
+    /// Checks a `queryCondition` as [`DeviceSelection::parse`] would, without compiling it.
+    pub fn validate(text: &str) -> HubResult<()> {
+        parse_condition(text).map(drop)
+    }
+
+    /// The compiled condition; `None` for every device.
+    pub fn condition(&self) -> Option<&SqlFragment> {
         match self {
-            DeviceSelection::All => (None, &[]),
-            DeviceSelection::Where { sql, params } => (Some(sql), params),
+            DeviceSelection::All => None,
+            DeviceSelection::Where(fragment) => Some(fragment),
         }
     }
+}
+
+/// The condition, or `None` for `*`.
+fn parse_condition(text: &str) -> HubResult<Option<Condition>> {
+    if text.trim() == "*" {
+        return Ok(None);
+    }
+    let condition = Condition::parse(text).map_err(|e| {
+        HubError::new(
+            ErrorCode::InvalidQuery,
+            format!("queryCondition is not valid: {e}"),
+        )
+    })?;
+    Ok(Some(condition))
 }

@@ -302,13 +302,14 @@ impl JobEngine {
     /// Adds the next chunk of devices to the job's snapshot; fails the job if its condition
     /// cannot be evaluated.
     async fn extend_snapshot(&self, doc: &mut JobDocument) -> HubResult<()> {
-        let selection = match DeviceSelection::parse(&doc.query_condition) {
-            Ok(s) => s,
-            Err(e) => {
-                let reason = format!("queryCondition could not be compiled: {}", e.message);
-                return self.fail(doc, reason).await;
-            }
-        };
+        let selection =
+            match DeviceSelection::parse(&doc.query_condition, self.hub.store().dialect()) {
+                Ok(s) => s,
+                Err(e) => {
+                    let reason = format!("queryCondition could not be compiled: {}", e.message);
+                    return self.fail(doc, reason).await;
+                }
+            };
         let chunk = self.hub.config().jobs.snapshot_chunk.max(1);
         let now = self.hub.now_string();
         let mut next = doc.clone();
@@ -316,19 +317,19 @@ impl JobEngine {
             .hub
             .store()
             .write(move |tx| -> HubResult<Result<JobDocument, String>> {
-                let (sql, params) = selection.sql();
                 let snapshot = JobSnapshot {
                     job_id: &next.job_id,
                     job_type: next.job_type.as_str(),
                     created_time: &now,
-                    condition_sql: sql,
-                    condition_params: params,
+                    condition: selection.condition(),
                 };
                 let taken =
                     tx.snapshot_job_devices(&snapshot, next.snapshot_after.as_deref(), chunk);
                 let (added, last) = match taken {
                     Ok(taken) => taken,
-                    Err(StoreError::Sqlite(e)) if is_statement_error(&e) => {
+                    // What the store cannot run is the condition's fault: the job fails, and
+                    // saying why, rather than retrying forever.
+                    Err(e @ (StoreError::Rejected(_) | StoreError::TooComplex { .. })) => {
                         return Ok(Err(format!("queryCondition could not be evaluated: {e}")))
                     }
                     Err(e) => return Err(e.into()),
@@ -582,17 +583,6 @@ pub(super) fn finish_in(
     };
     notices.on_commit(tx, vec![finished]);
     Ok(())
-}
-
-/// Whether a statement failed because of what it says (no such function or column, wrong
-/// parameters) rather than because the store is unwell.
-fn is_statement_error(e: &fleethub_store::rusqlite::Error) -> bool {
-    use fleethub_store::rusqlite::{Error, ErrorCode};
-    match e {
-        Error::SqliteFailure(f, _) => f.code == ErrorCode::Unknown,
-        Error::InvalidParameterCount(..) | Error::InvalidParameterName(_) => true,
-        _ => false,
-    }
 }
 
 /// Runs the engine in the background until the hub is dropped.

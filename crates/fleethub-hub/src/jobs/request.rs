@@ -166,7 +166,7 @@ fn parse_query_condition(v: Option<&Value>) -> HubResult<String> {
             format!("queryCondition is {chars} characters; the limit is {max}"),
         ));
     }
-    super::condition::DeviceSelection::parse(&text)?;
+    super::condition::DeviceSelection::validate(&text)?;
     Ok(text)
 }
 

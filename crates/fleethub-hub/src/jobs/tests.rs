@@ -26,12 +26,7 @@ fn t0() -> DateTime<Utc> {
 
 async fn fixture_with(jobs: JobsConfig) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let mut store_config = StoreConfig::new(dir.path().join("hub.db"));
-    // What the server wires in: the query language's SQL functions on every connection.
-    store_config.connection_init = Some(fleethub_store::ConnectionInit(Arc::new(|conn| {
-        fleethub_query::register_sql_functions(conn, Arc::new(|_: &str| false))
-    })));
-    let store = Store::open(store_config).unwrap();
+    let store = Store::open(StoreConfig::new(dir.path().join("hub.db"))).unwrap();
     let clock = ManualClock::new(t0());
     let config = HubConfig {
         jobs: JobsConfig {

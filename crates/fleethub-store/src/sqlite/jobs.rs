@@ -4,12 +4,14 @@
 //! Every bulk statement takes a `limit`, so a job over a million devices is worked through in
 //! chunks and no single write holds the writer for long.
 
+use fleethub_query::SqlFragment;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, OptionalExtension, Row};
 use serde_json::Value;
 
 pub use fleethub_core::jobs::{DeviceJobStatus, JobStatus};
 
+use super::compiled::{condition_params, condition_sql};
 use super::reads::{json_text, sql_limit};
 use crate::{Reads, StoreError, WriteTx};
 
@@ -151,7 +153,8 @@ const INSERT_LISTED: &str = "INSERT INTO job_devices (job_id, device_id, job_typ
          created_time, updated_time, end_time, error, not_before_ms)
      VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)";
 const JOB_COLUMNS: &str = "job_id, job_type, status, created_ms, start_ms, end_ms, body";
-const JOB_DEVICE_COLUMNS: &str = "job_id, device_id, job_type, status, created_time, start_time, \
+pub(crate) const JOB_DEVICE_COLUMNS: &str =
+    "job_id, device_id, job_type, status, created_time, start_time, \
                                   end_time, updated_time, outcome, error";
 
 /// Job queries, available inside both [`crate::Store::read`] and [`crate::Store::write`].
@@ -411,8 +414,11 @@ impl WriteTx<'_> {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(u64, Option<String>), StoreError> {
-        let n = snapshot.condition_params.len();
-        let condition = snapshot.condition_sql.unwrap_or("1");
+        let n = snapshot.condition.map_or(0, |c| c.params.len());
+        let condition = match snapshot.condition {
+            Some(c) => condition_sql(c)?,
+            None => "1",
+        };
         let sql = format!(
             "INSERT INTO job_devices
                  (job_id, device_id, job_type, status, created_time, updated_time)
@@ -425,14 +431,18 @@ impl WriteTx<'_> {
             p4 = n + 4,
             p5 = n + 5,
         );
-        let mut all: Vec<SqlValue> = snapshot.condition_params.to_vec();
+        let mut all: Vec<SqlValue> = snapshot.condition.map(condition_params).unwrap_or_default();
         all.push(SqlValue::Text(snapshot.job_id.to_string()));
         all.push(SqlValue::Text(snapshot.job_type.to_string()));
         all.push(SqlValue::Text(snapshot.created_time.to_string()));
         all.push(SqlValue::Text(after.unwrap_or("").to_string()));
         all.push(SqlValue::Integer(sql_limit(limit)));
-        // Not cached: the text differs per condition, and a job starts once.
-        let inserted = self.conn.execute(&sql, params_from_iter(all))? as u64;
+        // Not cached: the text differs per condition, and a job starts once. What SQLite
+        // refuses in the condition is the compiled query's fault (Rejected, TooComplex).
+        let inserted = self
+            .conn
+            .execute(&sql, params_from_iter(all))
+            .map_err(|e| StoreError::from_compiled(&e))? as u64;
         if inserted == 0 {
             return Ok((0, None));
         }
@@ -794,10 +804,9 @@ pub struct JobSnapshot<'a> {
     pub job_type: &'a str,
     /// The rows' `created_time` and `updated_time`.
     pub created_time: &'a str,
-    /// A boolean SQL expression over `devices`; `None` selects every device.
-    pub condition_sql: Option<&'a str>,
-    /// The expression's parameters, `?1` onwards.
-    pub condition_params: &'a [SqlValue],
+    /// The compiled query condition (a boolean expression over `devices`, in this store's
+    /// dialect); `None` selects every device.
+    pub condition: Option<&'a SqlFragment>,
 }
 
 fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
@@ -812,7 +821,7 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
     })
 }
 
-fn job_device_row(r: &Row<'_>) -> rusqlite::Result<JobDeviceRow> {
+pub(crate) fn job_device_row(r: &Row<'_>) -> rusqlite::Result<JobDeviceRow> {
     Ok(JobDeviceRow {
         job_id: r.get(0)?,
         device_id: r.get(1)?,

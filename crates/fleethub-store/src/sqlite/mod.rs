@@ -7,7 +7,10 @@
 //! (DESIGN.md, invariant 2). Group commit pays that fsync once per batch, not once per write.
 
 mod checkpointer;
+mod compiled;
+mod errors;
 mod firmware;
+mod functions;
 mod jobs;
 mod read_pool;
 mod reads;
@@ -19,14 +22,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleethub_query::Dialect;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
-use crate::{ConnectionInit, StoreConfig, StoreError};
+use crate::{Presence, StoreConfig, StoreError};
 use checkpointer::Checkpointer;
+use functions::PresenceSlot;
 use read_pool::ReadPool;
 use writer::{WriteJob, Writer};
 
+pub use compiled::{QueryRow, QueryRows};
 pub use firmware::{FirmwareReads, FirmwareReferences, FirmwareRow};
 pub use jobs::{
     DeviceJobStatus, JobDeviceCounts, JobDeviceRow, JobDeviceUpdate, JobFilter, JobReads, JobRow,
@@ -60,6 +66,7 @@ struct Inner {
     writer: Writer,
     readers: Arc<ReadPool>,
     checkpointer: Checkpointer,
+    presence: PresenceSlot,
 }
 
 impl Store {
@@ -70,7 +77,8 @@ impl Store {
                 StoreError::io(&format!("cannot create directory {}", dir.display()), &e)
             })?;
         }
-        let mut conn = open_connection(&cfg.path, cfg.connection_init.as_ref())?;
+        let presence = PresenceSlot::default();
+        let mut conn = open_connection(&cfg.path, &presence)?;
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -87,18 +95,17 @@ impl Store {
         let readers = Arc::new(ReadPool::open(
             cfg.path.clone(),
             cfg.read_connections,
-            cfg.connection_init.clone(),
+            presence.clone(),
         )?);
-        let (checkpointer, backstop) = Checkpointer::spawn(
-            open_connection(&cfg.path, cfg.connection_init.as_ref())?,
-            &mut conn,
-        )?;
+        let (checkpointer, backstop) =
+            Checkpointer::spawn(open_connection(&cfg.path, &presence)?, &mut conn)?;
         let writer = Writer::spawn(conn, cfg.max_batch, backstop, cfg.node.clone())?;
         Ok(Store {
             inner: Arc::new(Inner {
                 writer,
                 readers,
                 checkpointer,
+                presence,
             }),
         })
     }
@@ -147,13 +154,17 @@ impl Store {
         })
     }
 
-    /// Adds `init` to every connection of the store, for a layer that can only build it once
-    /// the store is open (the hub's query functions need the hub): it runs on the writer's
-    /// connection now, and once on each read connection before that connection's next read.
-    /// Resolves once the writer has run it.
-    pub async fn add_connection_init(&self, init: ConnectionInit) -> Result<(), StoreError> {
-        self.inner.readers.add_init(init.clone());
-        self.write(move |tx| Ok((init.0)(tx.conn())?)).await
+    /// Tells the store how to answer `connectionState` in queries and job conditions
+    /// (connection state is live, not stored): `presence(device_id)` is whether the device is
+    /// connected now. The hub sets it once it runs; until then every device is disconnected.
+    /// Every connection's `fh_connected` asks it, so setting it costs no round trip.
+    pub fn set_presence(&self, presence: Presence) {
+        *self.inner.presence.write() = Some(presence);
+    }
+
+    /// The SQL dialect this store runs: what the query crate compiles for it.
+    pub fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
     }
 
     /// Stops the store: refuses new work, commits the writes already queued, and waits for the
@@ -166,8 +177,9 @@ impl Store {
     }
 }
 
-/// A connection to the database at `path` with the settings every connection shares.
-fn open_connection(path: &Path, init: Option<&ConnectionInit>) -> Result<Connection, StoreError> {
+/// A connection to the database at `path` with the settings every connection shares and the
+/// functions compiled queries call.
+fn open_connection(path: &Path, presence: &PresenceSlot) -> Result<Connection, StoreError> {
     // NO_MUTEX: each connection is used by one thread at a time, so SQLite's own locking is waste.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
@@ -182,8 +194,6 @@ fn open_connection(path: &Path, init: Option<&ConnectionInit>) -> Result<Connect
     // 64 MiB of page cache (negative = KiB): a million-device table keeps its upper b-tree
     // levels and indexes hot.
     conn.pragma_update(None, "cache_size", -65536)?;
-    if let Some(init) = init {
-        (init.0)(&conn)?;
-    }
+    functions::register(&conn, presence.clone())?;
     Ok(conn)
 }

@@ -4,31 +4,22 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
+use super::functions::PresenceSlot;
 use super::open_connection;
 use super::reads::ReadTx;
-use crate::config::ConnectionInit;
 use crate::StoreError;
 
 /// Idle read connections, and one permit per connection so a read waits for a free one.
 pub(crate) struct ReadPool {
     path: PathBuf,
-    init: Option<ConnectionInit>,
-    /// Inits added after the store opened ([`ReadPool::add_init`]), in order. Each idle
-    /// connection remembers how many of them it has run, and runs the rest when next lent, so
-    /// every init runs once per connection, never per read.
-    added: RwLock<Vec<ConnectionInit>>,
-    idle: Mutex<Vec<Pooled>>,
+    /// What `fh_connected` asks, on every connection (registered once, at open).
+    presence: PresenceSlot,
+    idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
-}
-
-/// An idle connection and how many of the pool's added inits it has run.
-struct Pooled {
-    conn: Connection,
-    inits_run: usize,
 }
 
 impl ReadPool {
@@ -36,18 +27,15 @@ impl ReadPool {
     pub(crate) fn open(
         path: PathBuf,
         size: usize,
-        init: Option<ConnectionInit>,
+        presence: PresenceSlot,
     ) -> Result<ReadPool, StoreError> {
         let size = size.max(1);
         let idle = (0..size)
-            .map(|_| {
-                open_read_connection(&path, init.as_ref()).map(|conn| Pooled { conn, inits_run: 0 })
-            })
+            .map(|_| open_read_connection(&path, &presence))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ReadPool {
             path,
-            init,
-            added: RwLock::new(Vec::new()),
+            presence,
             idle: Mutex::new(idle),
             permits: Arc::new(Semaphore::new(size)),
         })
@@ -93,12 +81,6 @@ impl ReadPool {
         }
     }
 
-    /// Adds an init that every read connection runs once, before its next read (and every
-    /// connection opened later runs at open).
-    pub(crate) fn add_init(&self, init: ConnectionInit) {
-        self.added.write().push(init);
-    }
-
     /// Stops lending connections and closes the idle ones (busy ones close when returned).
     pub(crate) fn close(&self) {
         self.permits.close();
@@ -109,17 +91,14 @@ impl ReadPool {
         &self,
         f: impl FnOnce(&ReadTx<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut pooled = self.idle.lock().pop().ok_or(StoreError::Closed)?;
-        let result = self
-            .run_added_inits(&mut pooled)
-            .and_then(|()| read_in_transaction(&pooled.conn, f));
+        let conn = self.idle.lock().pop().ok_or(StoreError::Closed)?;
+        let result = read_in_transaction(&conn, f);
         // A connection left inside a transaction would pin an old snapshot: replace it instead.
-        let pooled = if pooled.conn.is_autocommit() {
-            Some(pooled)
+        let pooled = if conn.is_autocommit() {
+            Some(conn)
         } else {
-            drop(pooled);
-            open_read_connection(&self.path, self.init.as_ref())
-                .map(|conn| Pooled { conn, inits_run: 0 })
+            drop(conn);
+            open_read_connection(&self.path, &self.presence)
                 .inspect_err(|e| tracing::error!(error = %e, "cannot reopen a read connection"))
                 .ok()
         };
@@ -128,16 +107,6 @@ impl ReadPool {
             idle.push(pooled);
         }
         result
-    }
-
-    /// Runs the added inits `pooled` has not run yet.
-    fn run_added_inits(&self, pooled: &mut Pooled) -> Result<(), StoreError> {
-        let added = self.added.read();
-        for init in &added[pooled.inits_run.min(added.len())..] {
-            (init.0)(&pooled.conn)?;
-            pooled.inits_run += 1;
-        }
-        Ok(())
     }
 }
 
@@ -163,9 +132,9 @@ fn read_in_transaction<T>(
 /// A connection that can only read.
 fn open_read_connection(
     path: &std::path::Path,
-    init: Option<&ConnectionInit>,
+    presence: &PresenceSlot,
 ) -> Result<Connection, StoreError> {
-    let conn = open_connection(path, init)?;
+    let conn = open_connection(path, presence)?;
     // Writes go through the writer alone; a stray write on a reader is a bug, so refuse it.
     conn.pragma_update(None, "query_only", true)?;
     Ok(conn)

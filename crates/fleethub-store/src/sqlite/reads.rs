@@ -1,33 +1,81 @@
 //! Queries, shared by read transactions and the writer's transaction.
 
+use fleethub_query::{CompiledQuery, SqlFragment};
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::Value;
 
+use super::compiled::{self, QueryRows};
 use crate::{C2dRow, DeviceCounts, DeviceRow, EventRow, StoreError, TelemetryRow};
+
+/// The columns [`device_row`] reads, in order (a macro, so statements are built at compile time).
+macro_rules! device_row_columns {
+    () => {
+        "device_id, status, identity, tags, desired, reported, twin_version, twin_etag"
+    };
+}
+
+/// The columns [`device_row`] reads, in order.
+#[cfg(test)]
+pub(crate) const DEVICE_ROW_COLUMNS: &str = device_row_columns!();
 
 /// A read transaction on a pooled connection; sees one consistent snapshot of committed data.
 pub struct ReadTx<'a> {
     pub(crate) conn: &'a Connection,
 }
 
-impl Reads for ReadTx<'_> {
+pub(crate) mod sealed {
+    /// The connection a read runs on. The trait is public in a private module, so [`Reads`]
+    /// can use it while nothing outside the store can name it: no SQLite type leaves the store.
+    ///
+    /// [`Reads`]: super::Reads
+    pub trait Connected {
+        /// The connection the queries run on.
+        fn conn(&self) -> &rusqlite::Connection;
+    }
+}
+
+impl sealed::Connected for ReadTx<'_> {
     fn conn(&self) -> &Connection {
         self.conn
     }
 }
 
+impl Reads for ReadTx<'_> {}
+
 /// The queries, available inside both [`crate::Store::read`] and [`crate::Store::write`].
-pub trait Reads {
-    /// The connection the queries run on, for queries this trait does not offer yet.
-    fn conn(&self) -> &Connection;
+pub trait Reads: sealed::Connected {
+    /// Runs one page of a compiled query (compiled for [`crate::Store::dialect`]). A query
+    /// beyond the database's limits is [`StoreError::TooComplex`]; one the database refuses as
+    /// written is [`StoreError::Rejected`].
+    fn run_query(&self, query: &CompiledQuery) -> Result<QueryRows, StoreError> {
+        compiled::run_query(self.conn(), query)
+    }
+
+    /// The ids of up to `limit` devices whose ids sort after `after` (all, when `None`) that a
+    /// compiled condition selects, in id order.
+    fn devices_matching(
+        &self,
+        condition: &SqlFragment,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        compiled::devices_matching(self.conn(), condition, after, limit)
+    }
+
+    /// How the database would run a compiled query, one step per line (SQLite's `EXPLAIN
+    /// QUERY PLAN`): which indexes it uses.
+    fn query_plan(&self, query: &CompiledQuery) -> Result<String, StoreError> {
+        compiled::query_plan(self.conn(), query)
+    }
 
     /// The device with this id, if it exists.
     fn get_device(&self, id: &str) -> Result<Option<DeviceRow>, StoreError> {
-        let mut stmt = self.conn().prepare_cached(
-            "SELECT device_id, status, identity, tags, desired, reported, twin_version, twin_etag
-             FROM devices WHERE device_id = ?1",
-        )?;
+        let mut stmt = self.conn().prepare_cached(concat!(
+            "SELECT ",
+            device_row_columns!(),
+            " FROM devices WHERE device_id = ?1"
+        ))?;
         Ok(stmt.query_row([id], device_row).optional()?)
     }
 
@@ -49,10 +97,11 @@ pub trait Reads {
         limit: usize,
     ) -> Result<Vec<DeviceRow>, StoreError> {
         // Every id sorts after '' except '' itself, which the hub's id rules do not allow.
-        let mut stmt = self.conn().prepare_cached(
-            "SELECT device_id, status, identity, tags, desired, reported, twin_version, twin_etag
-             FROM devices WHERE device_id > ?1 ORDER BY device_id LIMIT ?2",
-        )?;
+        let mut stmt = self.conn().prepare_cached(concat!(
+            "SELECT ",
+            device_row_columns!(),
+            " FROM devices WHERE device_id > ?1 ORDER BY device_id LIMIT ?2"
+        ))?;
         let rows = stmt.query_map(params![after.unwrap_or(""), sql_limit(limit)], device_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -163,7 +212,7 @@ pub trait Reads {
     }
 }
 
-fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceRow> {
+pub(crate) fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceRow> {
     Ok(DeviceRow {
         device_id: r.get(0)?,
         status: r.get(1)?,

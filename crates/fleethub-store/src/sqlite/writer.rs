@@ -192,7 +192,7 @@ fn commit_batch(conn: &Connection, node: &str, mut batch: Vec<Box<dyn Job>>) {
                 }
             }
             for job in batch {
-                job.finish(Err(StoreError::shared(&e)));
+                job.finish(Err(StoreError::from_sqlite(&e)));
             }
         }
     }
@@ -236,5 +236,50 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
         s
     } else {
         "(no message)"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+    use tokio::sync::oneshot;
+
+    use super::{commit_batch, Job, WriteJob};
+    use crate::sqlite::writes::WriteTx;
+    use crate::StoreError;
+
+    /// A write that ends the batch's transaction behind the writer's back fails the whole batch:
+    /// nothing of the writes before or after it is kept, and every caller hears of it.
+    #[test]
+    fn a_write_that_breaks_the_transaction_fails_its_whole_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("db.sqlite")).unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        let mut answers = Vec::new();
+        let mut batch: Vec<Box<dyn Job>> = Vec::new();
+        for (key, breaks) in [("first", false), ("breaker", true), ("third", false)] {
+            let (reply, answer) = oneshot::channel::<Result<(), StoreError>>();
+            answers.push(answer);
+            let write = move |tx: &mut WriteTx<'_>| -> Result<(), StoreError> {
+                if breaks {
+                    tx.conn.execute_batch("ROLLBACK")?;
+                    return Ok(());
+                }
+                tx.put_setting(key, "v")
+            };
+            batch.push(Box::new(WriteJob::new(write, reply)));
+        }
+        commit_batch(&conn, "local", batch);
+        for mut answer in answers {
+            assert!(answer.try_recv().unwrap().is_err());
+        }
+        let kept: i64 = conn
+            .query_row("SELECT count(*) FROM settings", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 0, "no write of the failed batch is kept");
+        assert!(
+            conn.is_autocommit(),
+            "the writer is ready for the next batch"
+        );
     }
 }

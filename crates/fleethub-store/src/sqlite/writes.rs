@@ -24,11 +24,13 @@ pub struct WriteTx<'a> {
 /// they must be quick and must not wait on the store.
 pub type Effect = Box<dyn FnOnce() + Send + 'static>;
 
-impl Reads for WriteTx<'_> {
+impl super::reads::sealed::Connected for WriteTx<'_> {
     fn conn(&self) -> &Connection {
         self.conn
     }
 }
+
+impl Reads for WriteTx<'_> {}
 
 impl WriteTx<'_> {
     /// Records `effect` to run once this write's transaction has committed, after the effects of

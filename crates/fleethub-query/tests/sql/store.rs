@@ -2,11 +2,11 @@
 
 use std::collections::HashSet;
 
-use fleethub_store::{Reads, Store};
+use fleethub_query::{Condition, Dialect, Page, Query, QueryError};
+use fleethub_store::{QueryRow, QueryRows, Reads, Store};
 use serde_json::{json, Value};
 
-use super::{device, insert_all, open_store, runtime, twin};
-use crate::{Page, Query, QueryError, QueryPage, ResultRow};
+use super::{device, insert_all, open_store, run_compiled, runtime, selected, twin};
 
 fn page(limit: usize, continuation: Option<String>) -> Page {
     Page {
@@ -15,23 +15,18 @@ fn page(limit: usize, continuation: Option<String>) -> Page {
     }
 }
 
-async fn run(store: &Store, query: &Query, p: Page) -> Result<QueryPage, QueryError> {
-    let compiled = query.compile(&p)?;
-    Ok(store
-        .read(move |r| Ok(compiled.execute(r.conn())?))
-        .await
-        .expect("query runs"))
+async fn run(store: &Store, query: &Query, p: Page) -> Result<QueryRows, QueryError> {
+    let compiled = query.compile(&p, store.dialect())?;
+    Ok(run_compiled(store, compiled).await.expect("query runs"))
 }
 
-fn ids(p: &QueryPage) -> Vec<String> {
+fn ids(p: &QueryRows) -> Vec<String> {
     p.rows
         .iter()
         .map(|r| match r {
-            ResultRow::Columns(c) => match &c[0] {
-                rusqlite::types::Value::Text(t) => t.clone(),
-                other => format!("{other:?}"),
-            },
-            ResultRow::Document(d) => d["deviceId"].as_str().unwrap_or("?").to_string(),
+            QueryRow::Device(d) => d.device_id.clone(),
+            QueryRow::DeviceJob(j) => j.device_id.clone(),
+            QueryRow::Document(d) => d["deviceId"].as_str().unwrap_or("?").to_string(),
         })
         .collect()
 }
@@ -117,14 +112,20 @@ fn top_caps_the_total_across_pages() {
 fn malformed_or_foreign_tokens_are_query_errors() {
     let q = Query::parse("SELECT * FROM devices").unwrap();
     for bad in ["not base64!", "eyJ2IjoxfQ", "", "e30"] {
-        let err = q.compile(&page(10, Some(bad.into()))).unwrap_err();
+        let err = q
+            .compile(&page(10, Some(bad.into())), Dialect::Sqlite)
+            .unwrap_err();
         assert!(err.message.contains("malformed"), "{bad}: {}", err.message);
     }
-    let compiled = q.compile(&page(1, None)).unwrap();
+    let compiled = q.compile(&page(1, None), Dialect::Sqlite).unwrap();
     let token = compiled.continuation_after(1, &["d01".into()]).unwrap();
-    assert!(q.compile(&page(1, Some(token.clone()))).is_ok());
+    assert!(q
+        .compile(&page(1, Some(token.clone())), Dialect::Sqlite)
+        .is_ok());
     let other = Query::parse("SELECT deviceId FROM devices").unwrap();
-    let err = other.compile(&page(1, Some(token))).unwrap_err();
+    let err = other
+        .compile(&page(1, Some(token)), Dialect::Sqlite)
+        .unwrap_err();
     assert!(err.message.contains("different query"), "{}", err.message);
 }
 
@@ -142,7 +143,7 @@ fn projections_name_columns_and_omit_undefined_values() {
             .rows
             .into_iter()
             .map(|r| match r {
-                ResultRow::Document(d) => d,
+                QueryRow::Document(d) => d,
                 other => panic!("{other:?}"),
             })
             .collect();
@@ -172,7 +173,7 @@ fn group_by_counts_and_aggregates_over_the_store() {
             .rows
             .iter()
             .map(|r| match r {
-                ResultRow::Document(d) => d.clone(),
+                QueryRow::Document(d) => d.clone(),
                 other => panic!("{other:?}"),
             })
             .collect();
@@ -180,26 +181,19 @@ fn group_by_counts_and_aggregates_over_the_store() {
         assert_eq!(p.continuation, None);
         let count = Query::parse("SELECT COUNT() AS n FROM devices WHERE tags.n > 100").unwrap();
         let p = run(&store, &count, page(10, None)).await.unwrap();
-        assert_eq!(p.rows, [ResultRow::Document(json!({"n": 0}))]);
+        assert_eq!(p.rows, [QueryRow::Document(json!({"n": 0}))]);
     });
 }
 
 async fn plan(store: &Store, where_clause: &str) -> String {
-    let cond = crate::Condition::parse(where_clause).unwrap().to_sql();
+    let q = Query::parse(&format!("SELECT * FROM devices WHERE {where_clause}")).expect("parses");
+    let compiled = q
+        .compile(&page(10, None), store.dialect())
+        .expect("compiles");
     store
-        .read(move |r| {
-            let sql = format!(
-                "EXPLAIN QUERY PLAN SELECT device_id FROM devices WHERE {} ORDER BY device_id",
-                cond.sql
-            );
-            let mut stmt = r.conn().prepare(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(cond.params.iter()), |row| {
-                row.get::<_, String>(3)
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?.join("\n"))
-        })
+        .read(move |r| r.query_plan(&compiled))
         .await
-        .unwrap()
+        .expect("SQLite plans it")
 }
 
 #[test]
@@ -254,21 +248,10 @@ fn odd_keys_are_found_by_lookups_and_the_tag_index() {
                 "tags.[[{k}]].v = '{}'",
                 k.replace('\\', "\\\\").replace('\'', "\\'")
             );
-            let cond = crate::Condition::parse(&text).unwrap();
+            let cond = Condition::parse(&text).unwrap();
             assert!(cond.matches(&doc), "evaluator: {text}");
-            let frag = cond.to_sql();
-            let n: i64 = store
-                .read(move |r| {
-                    let sql = format!("SELECT count(*) FROM devices WHERE {}", frag.sql);
-                    Ok(r.conn().query_row(
-                        &sql,
-                        rusqlite::params_from_iter(frag.params.iter()),
-                        |row| row.get(0),
-                    )?)
-                })
-                .await
-                .unwrap();
-            assert_eq!(n, 1, "sql: {text}");
+            let ids = selected(&store, &cond).await.unwrap();
+            assert_eq!(ids, ["odd"], "sql: {text}");
         }
     });
 }
@@ -276,26 +259,34 @@ fn odd_keys_are_found_by_lookups_and_the_tag_index() {
 #[test]
 fn device_jobs_rows_are_queried_and_paged_by_job_then_device() {
     runtime().block_on(async {
-        let (store, _dir) = open_store(HashSet::new());
-        store
-            .write(|tx| {
-                let mut stmt = tx.conn().prepare(
-                    "INSERT INTO job_devices (job_id, device_id, job_type, status, created_time, \
-                     start_time, end_time, updated_time, outcome, error) \
-                     VALUES (?1, ?2, 'scheduleDeviceMethod', ?3, '2024-05-01T10:00:00Z', \
-                     NULL, NULL, '2024-05-01T10:00:01Z', ?4, ?5)",
-                )?;
-                for (job, dev, status, outcome, error) in [
-                    ("j1", "a", "completed", Some(r#"{"deviceMethodResponse":{"status":200,"payload":{"ok":true}}}"#), None),
-                    ("j1", "b", "failed", None, Some(r#"{"code":"DeviceNotOnline","description":"offline"}"#)),
-                    ("j2", "a", "completed", Some(r#"{"deviceMethodResponse":{"status":500,"payload":null}}"#), None),
-                ] {
-                    stmt.execute(rusqlite::params![job, dev, status, outcome, error])?;
-                }
-                Ok::<_, fleethub_store::StoreError>(())
-            })
-            .await
+        let (store, dir) = open_store(HashSet::new());
+        // Rows as the job engine leaves them, written on a second connection to the file.
+        let raw = rusqlite::Connection::open(dir.path().join("db.sqlite")).unwrap();
+        let mut stmt = raw
+            .prepare(
+                "INSERT INTO job_devices (job_id, device_id, job_type, status, created_time, \
+                 start_time, end_time, updated_time, outcome, error) \
+                 VALUES (?1, ?2, 'scheduleDeviceMethod', ?3, '2024-05-01T10:00:00Z', \
+                 NULL, NULL, '2024-05-01T10:00:01Z', ?4, ?5)",
+            )
             .unwrap();
+        for (job, dev, status, outcome, error) in [
+            ("j1", "a", "completed", Some(r#"{"deviceMethodResponse":{"status":200,"payload":{"ok":true}}}"#), None),
+            ("j1", "b", "failed", None, Some(r#"{"code":"DeviceNotOnline","description":"offline"}"#)),
+            ("j2", "a", "completed", Some(r#"{"deviceMethodResponse":{"status":500,"payload":null}}"#), None),
+        ] {
+            stmt.execute(rusqlite::params![job, dev, status, outcome, error])
+                .unwrap();
+        }
+        let all = Query::parse("SELECT * FROM devices.jobs").unwrap();
+        let rows = run(&store, &all, page(10, None)).await.unwrap();
+        let failed = rows.rows.iter().find_map(|r| match r {
+            QueryRow::DeviceJob(j) if j.device_id == "b" => Some(j.clone()),
+            _ => None,
+        });
+        let failed = failed.expect("SELECT * returns job rows");
+        assert_eq!(failed.status.as_str(), "failed");
+        assert_eq!(failed.error.unwrap()["code"], "DeviceNotOnline");
         let q = Query::parse(
             "SELECT jobId, deviceId, outcome.deviceMethodResponse.status AS code, error.code AS err \
              FROM devices.jobs WHERE devices.jobs.status = 'completed' OR IS_DEFINED(error)",
@@ -308,7 +299,7 @@ fn device_jobs_rows_are_queried_and_paged_by_job_then_device() {
             .iter()
             .chain(&p2.rows)
             .map(|r| match r {
-                ResultRow::Document(d) => d.clone(),
+                QueryRow::Document(d) => d.clone(),
                 other => panic!("{other:?}"),
             })
             .collect();

@@ -10,7 +10,7 @@
 //!   evaluator's own code;
 //! - a boolean (0/1).
 
-use rusqlite::types::Value as SqlValue;
+use crate::sql::SqlParam;
 use serde_json::Value;
 
 use crate::ast::{CmpOp, Expr, Path, Source};
@@ -20,7 +20,7 @@ use fleethub_core::semver;
 
 /// Compilation state: the parameters collected so far.
 pub(crate) struct Ctx {
-    pub params: Vec<SqlValue>,
+    pub params: Vec<SqlParam>,
     pub source: Source,
 }
 
@@ -33,13 +33,13 @@ impl Ctx {
     }
 
     /// Adds a parameter and returns its placeholder.
-    pub(crate) fn param(&mut self, v: SqlValue) -> String {
+    pub(crate) fn param(&mut self, v: SqlParam) -> String {
         self.params.push(v);
         format!("?{}", self.params.len())
     }
 
     fn json_param(&mut self, v: &Value) -> String {
-        self.param(SqlValue::Text(v.to_string()))
+        self.param(SqlParam::Text(v.to_string()))
     }
 }
 
@@ -398,7 +398,7 @@ fn semver_side(ctx: &mut Ctx, e: &Expr) -> Option<String> {
     match value_of(ctx, inner) {
         Sv::Const(Value::String(s)) => {
             let key = semver::semver_key(&s)?;
-            Some(ctx.param(SqlValue::Text(key)))
+            Some(ctx.param(SqlParam::Text(key)))
         }
         Sv::Const(_) | Sv::Undef => None,
         sv => Some(format!("fh_semver({})", json_of(ctx, &sv))),
@@ -435,10 +435,10 @@ fn comparison(ctx: &mut Ctx, op: CmpOp, x: &Expr, y: &Expr) -> String {
 /// The SQL parameter for a primitive constant's scalar.
 fn scalar_param(ctx: &mut Ctx, c: &Value) -> Option<String> {
     let v = match c {
-        Value::String(s) => SqlValue::Text(s.clone()),
+        Value::String(s) => SqlParam::Text(s.clone()),
         Value::Number(n) => match n.as_i64() {
-            Some(i) => SqlValue::Integer(i),
-            None => SqlValue::Real(n.as_f64()?),
+            Some(i) => SqlParam::Integer(i),
+            None => SqlParam::Real(n.as_f64()?),
         },
         _ => return None,
     };
@@ -516,7 +516,7 @@ fn leaf_cmp(ctx: &mut Ctx, op: CmpOp, l: &Leaf, c: &Value) -> String {
 
 /// Typed membership through the tag index: `device_id IN (SELECT ... FROM device_tags ...)`.
 fn tag_lookup(ctx: &mut Ctx, path: &str, values: &[Value]) -> String {
-    let path_param = ctx.param(SqlValue::Text(path.to_string()));
+    let path_param = ctx.param(SqlParam::Text(path.to_string()));
     let mut scalars = Vec::new();
     let mut clauses = Vec::new();
     for v in values {
@@ -559,7 +559,7 @@ fn in_list(ctx: &mut Ctx, expr: &Expr, list: &[Value], negated: bool) -> String 
         let keys: Vec<String> = list
             .iter()
             .filter_map(|v| v.as_str().and_then(semver::semver_key))
-            .map(|k| ctx.param(SqlValue::Text(k)))
+            .map(|k| ctx.param(SqlParam::Text(k)))
             .collect();
         let not = if negated { "NOT " } else { "" };
         return format!("IFNULL({key} {not}IN ({}), 0)", keys.join(", "));

@@ -4,13 +4,13 @@
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use fleethub_store::Reads;
+use fleethub_query::{Condition, Page, Query};
+use fleethub_store::QueryRow;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Map, Value};
 
-use super::{device, insert_all, open_store, runtime, twin};
-use crate::{Condition, Page, Query, ResultRow};
+use super::{device, insert_all, open_store, run_compiled, runtime, selected, twin};
 
 /// Conditions that selected some devices but not all: proof the comparison is not vacuous.
 static SELECTIVE: AtomicUsize = AtomicUsize::new(0);
@@ -191,11 +191,11 @@ fn fleet() -> impl Strategy<Value = Fleet> {
         .prop_map(|(twins, conditions)| Fleet { twins, conditions })
 }
 
-fn projection_rows(rows: Vec<ResultRow>) -> Vec<Value> {
+fn projection_rows(rows: Vec<QueryRow>) -> Vec<Value> {
     rows.into_iter()
         .map(|r| match r {
-            ResultRow::Document(d) => d,
-            ResultRow::Columns(c) => panic!("projection returned columns {c:?}"),
+            QueryRow::Document(d) => d,
+            other => panic!("projection returned a row {other:?}"),
         })
         .collect()
 }
@@ -206,6 +206,27 @@ const PROJECTION: &str = "SELECT deviceId, tags.a, properties.reported.fw AS fw,
 
 const GROUPED: &str = "SELECT tags.a AS a, COUNT() AS n, SUM(properties.reported.n) AS s, \
     AVG(tags.n) AS av, MIN(tags.b) AS lo, MAX(properties.desired.n) AS hi FROM devices WHERE ";
+
+/// Parses `text`, runs its first page (up to 1,000 rows) in the store, and returns the query
+/// with the rows as documents.
+fn run_text(
+    rt: &tokio::runtime::Runtime,
+    store: &fleethub_store::Store,
+    text: &str,
+) -> Result<(Query, Vec<Value>), TestCaseError> {
+    let q = Query::parse(text).map_err(|e| TestCaseError::fail(e.rendered))?;
+    let page = Page {
+        limit: 1000,
+        continuation: None,
+    };
+    let compiled = q
+        .compile(&page, store.dialect())
+        .map_err(|e| TestCaseError::fail(e.rendered))?;
+    let rows = rt
+        .block_on(run_compiled(store, compiled))
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    Ok((q, projection_rows(rows.rows)))
+}
 
 fn check_fleet(f: Fleet) -> Result<(), TestCaseError> {
     let rows: Vec<_> = f
@@ -234,20 +255,12 @@ fn check_fleet(f: Fleet) -> Result<(), TestCaseError> {
             .filter(|d| cond.matches(d))
             .map(|d| d["deviceId"].as_str().unwrap_or_default().to_string())
             .collect();
-        let frag = cond.to_sql();
-        let sql_text = frag.sql.clone();
+        let sql_text = cond.to_sql(store.dialect()).sql;
         let got: BTreeSet<String> = rt
-            .block_on(store.read(move |r| {
-                let sql = format!("SELECT device_id FROM devices WHERE {}", frag.sql);
-                let mut stmt = r.conn().prepare(&sql)?;
-                let ids = stmt
-                    .query_map(rusqlite::params_from_iter(frag.params.iter()), |row| {
-                        row.get(0)
-                    })?
-                    .collect::<Result<_, _>>()?;
-                Ok(ids)
-            }))
-            .map_err(|e| TestCaseError::fail(format!("{text}: {e}\n{sql_text}")))?;
+            .block_on(selected(&store, &cond))
+            .map_err(|e| TestCaseError::fail(format!("{text}: {e}\n{sql_text}")))?
+            .into_iter()
+            .collect();
         prop_assert_eq!(&got, &expected, "condition {}\nsql {}", text, sql_text);
         if !expected.is_empty() && expected.len() < docs.len() {
             SELECTIVE.fetch_add(1, Ordering::Relaxed);
@@ -255,42 +268,12 @@ fn check_fleet(f: Fleet) -> Result<(), TestCaseError> {
 
         // Projections and groups for a few of the conditions.
         if i % 5 == 0 {
-            let q = Query::parse(&format!("{PROJECTION}{text}"))
-                .map_err(|e| TestCaseError::fail(e.rendered))?;
-            let compiled = q
-                .compile(&Page {
-                    limit: 1000,
-                    continuation: None,
-                })
-                .map_err(|e| TestCaseError::fail(e.rendered))?;
-            let page = rt
-                .block_on(store.read(move |r| Ok(compiled.execute(r.conn())?)))
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let (q, rows) = run_text(&rt, &store, &format!("{PROJECTION}{text}"))?;
             let expected: Vec<Value> = docs.iter().filter_map(|d| q.evaluate(d)).collect();
-            prop_assert_eq!(
-                projection_rows(page.rows),
-                expected,
-                "projection where {}",
-                text
-            );
+            prop_assert_eq!(rows, expected, "projection where {}", text);
 
-            let g = Query::parse(&format!("{GROUPED}{text} GROUP BY tags.a"))
-                .map_err(|e| TestCaseError::fail(e.rendered))?;
-            let compiled = g
-                .compile(&Page {
-                    limit: 1000,
-                    continuation: None,
-                })
-                .map_err(|e| TestCaseError::fail(e.rendered))?;
-            let page = rt
-                .block_on(store.read(move |r| Ok(compiled.execute(r.conn())?)))
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            prop_assert_eq!(
-                projection_rows(page.rows),
-                g.aggregate(&docs),
-                "groups where {}",
-                text
-            );
+            let (g, rows) = run_text(&rt, &store, &format!("{GROUPED}{text} GROUP BY tags.a"))?;
+            prop_assert_eq!(rows, g.aggregate(&docs), "groups where {}", text);
         }
     }
     store.close();

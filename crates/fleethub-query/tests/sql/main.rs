@@ -1,0 +1,105 @@
+//! The SQL executor against a real store: the compiled SQL runs on the store's SQLite
+//! connections (`Reads::run_query`), with the functions it calls registered by the store.
+
+mod agreement;
+mod limits;
+mod store;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use fleethub_core::twin::TwinProperties;
+use fleethub_query::{CompiledQuery, Condition};
+use fleethub_store::{DeviceRow, QueryRows, Reads, Store, StoreConfig, StoreError};
+use serde_json::{json, Value};
+
+/// A store in a temporary directory whose `connectionState` answers from `connected`.
+pub(crate) fn open_store(connected: HashSet<String>) -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = StoreConfig {
+        read_connections: 2,
+        ..StoreConfig::new(dir.path().join("db.sqlite"))
+    };
+    let store = Store::open(cfg).expect("open store");
+    store.set_presence(Arc::new(move |id: &str| connected.contains(id)));
+    (store, dir)
+}
+
+/// A device row with these twin sections (desired/reported given as plain values).
+pub(crate) fn device(id: &str, tags: Value, desired: Value, reported: Value) -> DeviceRow {
+    let section = |values: Value, version: u64| {
+        serde_json::to_value(TwinProperties {
+            values: values.as_object().cloned().unwrap_or_default(),
+            metadata: Default::default(),
+            version,
+        })
+        .expect("section")
+    };
+    DeviceRow {
+        device_id: id.to_string(),
+        status: "enabled".into(),
+        identity: json!({"deviceId": id, "lastActivityTime": "2024-05-01T10:00:00Z"}),
+        tags,
+        desired: section(desired, 2),
+        reported: section(reported, 5),
+        twin_version: 7,
+        twin_etag: "AAAAAAAAAAc=".into(),
+    }
+}
+
+/// The twin in IoT Hub's service shape, as the hub builds it from a row.
+pub(crate) fn twin(row: &DeviceRow, connected: bool) -> Value {
+    let section = |v: &Value| {
+        serde_json::from_value::<TwinProperties>(v.clone())
+            .expect("section")
+            .to_twin_json()
+    };
+    json!({
+        "deviceId": row.device_id,
+        "etag": row.twin_etag,
+        "status": row.status,
+        "connectionState": if connected { "Connected" } else { "Disconnected" },
+        "lastActivityTime": row.identity.get("lastActivityTime"),
+        "version": row.twin_version,
+        "tags": row.tags,
+        "properties": { "desired": section(&row.desired), "reported": section(&row.reported) },
+    })
+}
+
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+pub(crate) async fn insert_all(store: &Store, rows: Vec<DeviceRow>) {
+    store
+        .write(move |tx| {
+            for row in &rows {
+                tx.insert_device(row)?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .expect("insert devices");
+}
+
+/// Runs one compiled page in the store.
+pub(crate) async fn run_compiled(
+    store: &Store,
+    compiled: CompiledQuery,
+) -> Result<QueryRows, StoreError> {
+    store.read(move |r| r.run_query(&compiled)).await
+}
+
+/// The ids of the devices `condition` selects, by the SQL compiled for the store.
+pub(crate) async fn selected(
+    store: &Store,
+    condition: &Condition,
+) -> Result<Vec<String>, StoreError> {
+    let fragment = condition.to_sql(store.dialect());
+    store
+        .read(move |r| r.devices_matching(&fragment, None, usize::MAX))
+        .await
+}
