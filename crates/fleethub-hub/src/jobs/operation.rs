@@ -142,7 +142,7 @@ impl Hub {
         }
         let (query_condition, listed, duplicates) = match spec.devices {
             DeviceSet::Query(text) => {
-                super::condition::DeviceSelection::parse(&text)?;
+                super::condition::DeviceSelection::validate(&text)?;
                 (text, None, 0)
             }
             DeviceSet::Listed(targets) => {
