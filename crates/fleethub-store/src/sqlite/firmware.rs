@@ -233,16 +233,16 @@ mod tests {
         ];
         store
             .write(move |tx| {
-                tx.conn().execute(
+                tx.conn.execute(
                     "INSERT INTO devices VALUES ('d1','enabled','{}','{}',?1,'{}',1,'e')",
                     [&desired],
                 )?;
-                tx.conn().execute(
+                tx.conn.execute(
                     "INSERT INTO devices VALUES ('d2','enabled','{}','{}','{}','{}',1,'e')",
                     [],
                 )?;
                 for (id, status, end, body) in &jobs {
-                    tx.conn().execute(
+                    tx.conn.execute(
                         "INSERT INTO jobs VALUES (?1,'scheduleUpdateTwin',?2,0,0,?3,?4)",
                         params![id, status, end, body],
                     )?;
