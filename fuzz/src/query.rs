@@ -61,7 +61,9 @@ fn check_query(query: &Query) {
         limit: 10,
         continuation: None,
     };
-    let compiled = query.compile(&first, Dialect::Sqlite).expect("a first page always compiles");
+    let compiled = query
+        .compile(&first, Dialect::Sqlite)
+        .expect("a first page always compiles");
     assert!(!compiled.sql.is_empty());
     let last_key: Vec<String> = (0..compiled.key_columns).map(|i| format!("k{i}")).collect();
     if let Some(token) = compiled.continuation_after(1, &last_key) {
