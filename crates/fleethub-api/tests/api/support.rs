@@ -59,12 +59,29 @@ impl TestApi {
 
     /// Like [`TestApi::start`], on the given clock.
     pub async fn start_with_clock(clock: Arc<dyn fleethub_core::Clock>) -> TestApi {
+        Self::start_with(clock, |_| HubConfig::default()).await
+    }
+
+    /// Like [`TestApi::start_with_clock`], with a firmware store in the temporary directory.
+    pub async fn start_with_firmware(clock: Arc<dyn fleethub_core::Clock>) -> TestApi {
+        Self::start_with(clock, |dir| HubConfig {
+            firmware: Some(fleethub_hub::FirmwareConfig::in_data_dir(dir)),
+            ..HubConfig::default()
+        })
+        .await
+    }
+
+    /// A hub configured by `config` (given the temporary data directory) on `clock`.
+    async fn start_with(
+        clock: Arc<dyn fleethub_core::Clock>,
+        config: impl FnOnce(&std::path::Path) -> HubConfig,
+    ) -> TestApi {
         let dir = tempfile::tempdir().unwrap();
         let store = fleethub_store::Store::open(fleethub_store::StoreConfig::new(
             dir.path().join("hub.db"),
         ))
         .unwrap();
-        let hub = Hub::open(store, clock, HubConfig::default()).await.unwrap();
+        let hub = Hub::open(store, clock, config(dir.path())).await.unwrap();
         let gateway =
             fleethub_mqtt::Gateway::new(hub.clone(), fleethub_mqtt::GatewayConfig::default());
         let app = router(ApiState {
