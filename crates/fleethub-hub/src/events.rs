@@ -2,40 +2,36 @@
 //! the new version) in the same transaction as the change, so a reader that pages by cursor sees
 //! every change in commit order. Events older than the retention are pruned in bounded batches.
 //!
-//! Kinds today: `device.created`, `device.updated`, `device.deleted`, `devices.created` (a bulk
-//! import, one event per call), `twin.updated` / `twin.replaced` (tags or desired, with the twin
-//! `version`), `twin.reported` (with the reported `version`), `job.created`,
-//! `job.twins_updated` (one per batch of a twin job) and `job.finished`.
+//! What a change records is a typed [`Change`] (`fleethub_core::events`, where its kinds and
+//! bodies are listed); the feed hands back each event's kind and body as stored, and
+//! `fleethub-api` writes the page.
 
 use crate::Hub;
+use fleethub_core::events::Change;
 use fleethub_core::{ErrorCode, HubError, HubResult};
-use fleethub_store::{EventRow, Reads};
-use serde::Serialize;
+use fleethub_store::{EventRow, Reads, WriteTx};
 use serde_json::Value;
 
 /// Most events one page returns.
 pub const MAX_EVENTS_PAGE: usize = 1000;
 
 /// One change, as the feed shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChangeEvent {
     /// Position in the feed; strictly increasing in commit order, never reused.
     pub seq: i64,
     /// When it was committed (IoT Hub's timestamp format).
     pub time: String,
     /// The device it concerns, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub device_id: Option<String>,
-    /// What happened, e.g. `twin.reported`.
+    /// What happened, e.g. `twin.reported` (a [`Change`]'s kind, as stored).
     pub kind: String,
-    /// The details (ids, versions, status); never a whole twin.
+    /// The details (ids, versions, status; a [`Change`]'s body, as stored); never a whole twin.
     pub body: Value,
 }
 
 /// A page of the feed and the cursor to read on from.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EventsPage {
     pub events: Vec<ChangeEvent>,
     /// Pass as `after` to read the events that follow (the same cursor when the page is empty).
@@ -53,6 +49,18 @@ impl ChangeEvent {
             body: row.body,
         }
     }
+}
+
+/// Records `change` (about `device_id`, if it concerns one) in `tx`: it commits with the change.
+pub(crate) fn append_change(
+    tx: &mut WriteTx<'_>,
+    device_id: Option<&str>,
+    change: &Change,
+    time_ms: i64,
+) -> HubResult<()> {
+    let (kind, body) = change.to_parts();
+    tx.append_event(device_id, &kind, &body, time_ms)?;
+    Ok(())
 }
 
 /// Parses a feed cursor (empty or absent: from the start).

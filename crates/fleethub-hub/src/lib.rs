@@ -27,14 +27,19 @@ pub use certificates::UploadedCertificate;
 pub use connections::{ConnectionHandle, DeviceCommand};
 pub use device::{Authentication, AuthenticationType, Device, DeviceStatus};
 pub use events::{ChangeEvent, EventsPage};
-pub use firmware::{DownloadGrant, FirmwareConfig, Upload, UploadRequest, Uploaded};
+pub use firmware::{
+    Artifact, ArtifactDetails, DeviceDownloads, DownloadGrant, FirmwareConfig, MintedUrl,
+    PublishedKey, Upload, UploadRequest, Uploaded,
+};
 /// How many devices the registry holds, by status (`GET /statistics/devices`).
 pub use fleethub_store::DeviceCounts;
+/// One device's row in a job (`devices.jobs`), as the store keeps it.
+pub use fleethub_store::JobDeviceRow;
 pub use hub::{Hub, HubConfig};
 pub use jobs::{JobEngine, JobsConfig};
 pub use messages::{C2dQueued, C2dRequest, TelemetryEvent, TelemetryIn};
 pub use methods::{MethodRequest, MethodResponse};
-pub use query::QueryResult;
+pub use query::{QueryItem, QueryResult};
 pub use quota::{DeviceQuota, QuotaConfig, Rate};
 pub use registry::{BulkError, BulkOutcome};
 pub use twin::{ConnectionState, DeviceTwin, Twin};

@@ -1,12 +1,14 @@
 //! Queries (`POST /devices/query`): parse, compile one page for the store's dialect, have the
-//! store run it on a read connection, and turn the rows into IoT Hub's documents.
+//! store run it on a read connection, and turn the rows into typed items (a `SELECT *` row is a
+//! [`Twin`] or a device's row in a job; a projection or an aggregate is the JSON document the
+//! query language computed). `fleethub-api` writes them in IoT Hub's shapes.
 
-use crate::twin::TwinState;
+use crate::twin::{Twin, TwinState};
 use crate::Hub;
 use fleethub_core::{ErrorCode, HubError, HubResult};
 use fleethub_query::{Page, Query, QueryError, Source};
 use fleethub_store::{JobDeviceRow, QueryRow, Reads};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use std::sync::Arc;
 
 /// Items per page when the caller does not say (`x-ms-max-item-count`).
@@ -14,10 +16,21 @@ pub const DEFAULT_PAGE: usize = 100;
 /// The most items one page may ask for.
 pub const MAX_PAGE: usize = 1000;
 
+/// One row of a query's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryItem {
+    /// A `SELECT *` row of `devices`: the whole twin, its connection state as of the query.
+    Twin(Box<Twin>),
+    /// A `SELECT *` row of `devices.jobs`: one device's row in a job.
+    DeviceJob(Box<JobDeviceRow>),
+    /// A projection or an aggregate: a JSON document by the query language's definition.
+    Document(Value),
+}
+
 /// One page of query results.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryResult {
-    pub items: Vec<Value>,
+    pub items: Vec<QueryItem>,
     /// `x-ms-item-type`: `twin`, `deviceJob` or `raw` (projections and aggregates).
     pub item_type: &'static str,
     /// `x-ms-continuation`: present when another page exists.
@@ -71,12 +84,13 @@ impl Hub {
             .rows
             .into_iter()
             .map(|row| match row {
-                QueryRow::Document(doc) => Ok(doc),
+                QueryRow::Document(doc) => Ok(QueryItem::Document(doc)),
                 QueryRow::Device(row) => {
-                    let twin = TwinState::from_row(&row)?;
-                    Ok(twin.to_json(self.inner.connections.is_connected(&row.device_id)))
+                    let connected = self.inner.connections.is_connected(&row.device_id);
+                    let twin = TwinState::from_row(&row)?.into_twin(connected);
+                    Ok(QueryItem::Twin(Box::new(twin)))
                 }
-                QueryRow::DeviceJob(row) => Ok(device_job_document(row)),
+                QueryRow::DeviceJob(row) => Ok(QueryItem::DeviceJob(Box::new(row))),
             })
             .collect::<HubResult<Vec<_>>>()?;
         let item_type = match (query.is_select_star() && !query.is_aggregate(), source) {
@@ -90,32 +104,4 @@ impl Hub {
             continuation: page.continuation,
         })
     }
-}
-
-/// A `SELECT *` row of `devices.jobs` in IoT Hub's device-job shape (times not yet set, and an
-/// error not given, are left out; `outcome` is `{}` until there is one).
-fn device_job_document(row: JobDeviceRow) -> Value {
-    let mut doc = Map::new();
-    let mut put = |name: &str, value: Option<Value>| {
-        if let Some(v) = value.filter(|v| !v.is_null()) {
-            doc.insert(name.to_string(), v);
-        }
-    };
-    put("jobId", Some(Value::String(row.job_id)));
-    put("deviceId", Some(Value::String(row.device_id)));
-    put("jobType", Some(Value::String(row.job_type)));
-    put(
-        "status",
-        Some(Value::String(row.status.as_str().to_string())),
-    );
-    put("createdDateTimeUtc", Some(Value::String(row.created_time)));
-    put("startTimeUtc", row.start_time.map(Value::String));
-    put("endTimeUtc", row.end_time.map(Value::String));
-    put(
-        "lastUpdatedDateTimeUtc",
-        Some(Value::String(row.updated_time)),
-    );
-    put("outcome", Some(row.outcome.unwrap_or_else(|| json!({}))));
-    put("error", row.error);
-    Value::Object(doc)
 }

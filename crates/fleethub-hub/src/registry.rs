@@ -4,11 +4,13 @@
 pub use crate::device::{etag_for, etag_matches, Authentication, SymmetricKey, X509Thumbprint};
 
 use crate::device::{disconnected, Capabilities, Device, DeviceStatus};
+use crate::events::append_change;
 use crate::Hub;
+use fleethub_core::events::Change;
 use fleethub_core::{DeviceId, ErrorCode, HubError, HubResult};
 use fleethub_store::{DeviceCounts, DeviceRow, EncodedDeviceRow, Reads, WriteTx};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 fn precondition_failed(what: &str, id: &str, current: &str) -> HubError {
     HubError::new(
@@ -292,10 +294,10 @@ impl Hub {
         if !tx.insert_encoded_device(row)? {
             return Err(already_exists(&row.device_id));
         }
-        tx.append_event(
+        append_change(
+            tx,
             Some(&row.device_id),
-            "device.created",
-            &json!({}),
+            &Change::DeviceCreated {},
             self.now_ms(),
         )?;
         Ok(())
@@ -341,7 +343,7 @@ impl Hub {
         d.cloud_to_device_message_count = old.cloud_to_device_message_count;
         d.connection_state = disconnected();
         tx.update_identity(&id, d.status.as_str(), &d.to_identity())?;
-        tx.append_event(Some(&id), "device.updated", &json!({}), self.now_ms())?;
+        append_change(tx, Some(&id), &Change::DeviceUpdated {}, self.now_ms())?;
         if d.status == DeviceStatus::Disabled {
             self.disconnect_on_commit(tx, &id, "device disabled");
         }
@@ -381,7 +383,7 @@ impl Hub {
         }
         tx.delete_device(id)?;
         tx.delete_session(id)?;
-        tx.append_event(Some(id), "device.deleted", &json!({}), self.now_ms())?;
+        append_change(tx, Some(id), &Change::DeviceDeleted {}, self.now_ms())?;
         self.disconnect_on_commit(tx, id, "device deleted");
         Ok(())
     }
@@ -428,8 +430,10 @@ impl Hub {
                 if !created.is_empty() {
                     // One event for the call rather than one per device: bulk import is the
                     // path that writes a million devices, and the log row is a fifth of its cost.
-                    let body = json!({ "deviceIds": created });
-                    tx.append_event(None, "devices.created", &body, hub.now_ms())?;
+                    let created = Change::DevicesCreated {
+                        device_ids: created,
+                    };
+                    append_change(tx, None, &created, hub.now_ms())?;
                 }
                 Ok(errors)
             })

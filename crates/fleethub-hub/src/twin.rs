@@ -1,14 +1,14 @@
 //! Twins: the service's view (tags, desired, reported with metadata) and the device's view.
 
-use crate::device::{
-    etag_for, etag_matches, AuthenticationType, Capabilities, Device, X509Thumbprint,
-};
+use crate::device::{etag_for, etag_matches, Device};
+use crate::events::append_change;
 use crate::{DeviceCommand, Hub};
 use bytes::Bytes;
+use fleethub_core::events::Change;
 use fleethub_core::twin::{patch::apply_tags_patch, Section, TwinProperties};
 use fleethub_core::{ErrorCode, HubError, HubResult};
 use fleethub_store::{DeviceRow, Reads, TwinSections, WriteTx};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering;
 
@@ -41,23 +41,8 @@ impl TwinState {
         })
     }
 
-    /// The twin in IoT Hub's service shape: a query row (a JSON document by nature).
-    pub(crate) fn to_json(&self, connected: bool) -> Value {
-        serde_json::to_value(self.shape(ConnectionState::from_connected(connected)))
-            .unwrap_or_default()
-    }
-
-    fn shape(&self, connection_state: ConnectionState) -> TwinShape<'_> {
-        TwinShape::of(
-            &self.device,
-            &self.tags,
-            (&self.desired, &self.reported),
-            self.version,
-            connection_state,
-        )
-    }
-
-    fn into_twin(self, connected: bool) -> Twin {
+    /// The twin as the service sees it, online or not.
+    pub(crate) fn into_twin(self, connected: bool) -> Twin {
         Twin {
             device: self.device,
             tags: self.tags,
@@ -70,7 +55,7 @@ impl TwinState {
 }
 
 /// Whether a device has a live MQTT session at the time its twin was read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionState {
     Connected,
     Disconnected,
@@ -89,8 +74,7 @@ impl ConnectionState {
 /// A device twin, the service's view: the registry entry it belongs to, its tags, desired and
 /// reported properties (with metadata), the twin version and the connection state.
 ///
-/// It serializes in IoT Hub's twin shape (`deviceId`, `etag`, …, `tags`, `properties`), the one
-/// spelling of that shape: REST bodies and query rows both use it.
+/// `fleethub-api` writes it in IoT Hub's twin shape, for `GET /twins/{id}` and query rows alike.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Twin {
     pub device: Device,
@@ -105,79 +89,6 @@ impl Twin {
     /// The twin's etag (it changes with every twin version), without quotes.
     pub fn etag(&self) -> String {
         etag_for(self.version)
-    }
-}
-
-impl Serialize for Twin {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        TwinShape::of(
-            &self.device,
-            &self.tags,
-            (&self.desired, &self.reported),
-            self.version,
-            self.connection_state,
-        )
-        .serialize(serializer)
-    }
-}
-
-/// IoT Hub's service twin shape, field by field in wire order.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct TwinShape<'a> {
-    device_id: &'a str,
-    etag: String,
-    device_etag: String,
-    status: &'static str,
-    status_reason: &'a Option<String>,
-    status_update_time: &'a str,
-    connection_state: ConnectionState,
-    last_activity_time: &'a str,
-    cloud_to_device_message_count: u64,
-    authentication_type: AuthenticationType,
-    x509_thumbprint: &'a X509Thumbprint,
-    model_id: &'static str,
-    version: u64,
-    capabilities: &'a Capabilities,
-    tags: &'a Map<String, Value>,
-    properties: PropertiesShape,
-}
-
-#[derive(Serialize)]
-struct PropertiesShape {
-    desired: Value,
-    reported: Value,
-}
-
-impl<'a> TwinShape<'a> {
-    fn of(
-        d: &'a Device,
-        tags: &'a Map<String, Value>,
-        (desired, reported): (&TwinProperties, &TwinProperties),
-        version: u64,
-        connection_state: ConnectionState,
-    ) -> TwinShape<'a> {
-        TwinShape {
-            device_id: &d.device_id,
-            etag: etag_for(version),
-            device_etag: etag_for(d.revision),
-            status: d.status.as_str(),
-            status_reason: &d.status_reason,
-            status_update_time: &d.status_updated_time,
-            connection_state,
-            last_activity_time: &d.last_activity_time,
-            cloud_to_device_message_count: d.cloud_to_device_message_count,
-            authentication_type: d.authentication.kind,
-            x509_thumbprint: &d.authentication.x509_thumbprint,
-            model_id: "",
-            version,
-            capabilities: &d.capabilities,
-            tags,
-            properties: PropertiesShape {
-                desired: desired.to_twin_json(),
-                reported: reported.to_twin_json(),
-            },
-        }
     }
 }
 
@@ -422,17 +333,13 @@ impl Hub {
             twin.version as i64,
             &etag_for(twin.version),
         )?;
-        let kind = if replace {
-            "twin.replaced"
+        let version = twin.version;
+        let change = if replace {
+            Change::TwinReplaced { version }
         } else {
-            "twin.updated"
+            Change::TwinUpdated { version }
         };
-        tx.append_event(
-            Some(id),
-            kind,
-            &json!({ "version": twin.version }),
-            self.now_ms(),
-        )?;
+        append_change(tx, Some(id), &change, self.now_ms())?;
         if let Some((version, body)) = notify {
             self.push_desired_on_commit(tx, id, version, body);
         }
@@ -515,12 +422,10 @@ impl Hub {
         let version = twin_version + 1;
         let text = serde_json::to_string(&reported).map_err(|e| HubError::server(e.to_string()))?;
         tx.update_reported_text(id, &text, version, &etag_for(version as u64))?;
-        tx.append_event(
-            Some(id),
-            "twin.reported",
-            &json!({ "version": reported.version }),
-            self.now_ms(),
-        )?;
+        let change = Change::TwinReported {
+            version: reported.version,
+        };
+        append_change(tx, Some(id), &change, self.now_ms())?;
         Ok(reported.version)
     }
 }
@@ -544,70 +449,4 @@ pub(crate) fn import_twin_in(
     };
     hub.change_twin_in(tx, id, change, None, false, now)?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn state() -> TwinState {
-        let mut tags = Map::new();
-        tags.insert("site".into(), Value::from("north"));
-        let mut desired = TwinProperties::default();
-        let mut patch = Map::new();
-        patch.insert("fw".into(), Value::from("2.0"));
-        desired
-            .apply_patch(Section::Desired, &patch, "2026-03-01T12:00:00Z")
-            .unwrap();
-        TwinState {
-            device: serde_json::from_value(json!({ "deviceId": "d1" })).unwrap(),
-            tags,
-            desired,
-            reported: TwinProperties::default(),
-            version: 3,
-        }
-    }
-
-    #[test]
-    fn a_twin_serializes_in_iot_hubs_field_order_as_the_query_row_does() {
-        let twin = state().into_twin(true);
-        assert_eq!(twin.etag(), etag_for(3));
-        let body = serde_json::to_value(&twin).unwrap();
-        let keys: Vec<&str> = body
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        assert_eq!(
-            keys,
-            [
-                "deviceId",
-                "etag",
-                "deviceEtag",
-                "status",
-                "statusReason",
-                "statusUpdateTime",
-                "connectionState",
-                "lastActivityTime",
-                "cloudToDeviceMessageCount",
-                "authenticationType",
-                "x509Thumbprint",
-                "modelId",
-                "version",
-                "capabilities",
-                "tags",
-                "properties",
-            ]
-        );
-        assert_eq!(body["connectionState"], "Connected");
-        assert_eq!(body["etag"], etag_for(3));
-        assert_eq!(body["version"], 3);
-        assert_eq!(body["tags"]["site"], "north");
-        assert_eq!(body["properties"]["desired"]["fw"], "2.0");
-        assert_eq!(body["properties"]["desired"]["$version"], 1);
-        // One spelling: a query row of the same twin is the same document.
-        assert_eq!(state().to_json(true), body);
-        assert_eq!(state().to_json(false)["connectionState"], "Disconnected");
-    }
 }

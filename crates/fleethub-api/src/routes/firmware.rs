@@ -1,6 +1,7 @@
 //! The firmware store over `/v1/firmware`: upload (the image as the body, metadata in the query
 //! or `x-firmware-*` headers), list, show, delete, the signing key, per-device download URLs,
-//! and the download itself (`GET`/`HEAD …/download`, authorized by the URL, with Range).
+//! and the download itself (`GET`/`HEAD …/download`, authorized by the URL, with Range). The hub
+//! answers typed values; the bodies are written here.
 
 use super::byte_range::{self, ByteRange};
 use crate::auth::{Authorized, RegistryRead, RegistryWrite};
@@ -17,11 +18,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use fleethub_core::firmware::MAX_IMAGE_BYTES;
+use fleethub_core::time::format_timestamp;
 use fleethub_core::{ErrorCode, HubError};
-use fleethub_hub::{DownloadGrant, Hub, UploadRequest};
+use fleethub_hub::firmware::signing::ALGORITHM;
+use fleethub_hub::{
+    Artifact, ArtifactDetails, DeviceDownloads, DownloadGrant, Hub, MintedUrl, PublishedKey,
+    UploadRequest,
+};
 use futures_util::StreamExt;
-use serde::Deserialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
@@ -127,29 +132,32 @@ async fn upload(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(uploaded.artifact)).into_response())
+    Ok((status, Json(ArtifactBody::from(uploaded.artifact))).into_response())
 }
 
 async fn list(
     _: Authorized<RegistryRead>,
     State(state): State<ApiState>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(Value::Array(state.hub.list_firmware().await?)))
+) -> Result<Json<Vec<ArtifactBody>>, ApiError> {
+    let artifacts = state.hub.list_firmware().await?;
+    Ok(Json(
+        artifacts.into_iter().map(ArtifactBody::from).collect(),
+    ))
 }
 
 async fn key(
     _: Authorized<RegistryRead>,
     State(state): State<ApiState>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(state.hub.firmware_key()?))
+) -> Result<Json<KeyBody>, ApiError> {
+    Ok(Json(KeyBody::from(state.hub.firmware_key()?)))
 }
 
 async fn show(
     _: Authorized<RegistryRead>,
     State(state): State<ApiState>,
     PathId(id): PathId,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(state.hub.get_firmware(&id).await?))
+) -> Result<Json<DetailsBody>, ApiError> {
+    Ok(Json(DetailsBody::from(state.hub.get_firmware(&id).await?)))
 }
 
 async fn remove(
@@ -174,7 +182,7 @@ async fn mint_url(
     State(state): State<ApiState>,
     PathId(id): PathId,
     HubQuery(query): HubQuery<UrlQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UrlBody>, ApiError> {
     let device = query.device_id.ok_or_else(|| {
         ApiError(HubError::new(
             ErrorCode::ArgumentNull,
@@ -182,7 +190,120 @@ async fn mint_url(
         ))
     })?;
     let ttl = query.expires_in_seconds.map(Duration::from_secs);
-    Ok(Json(state.hub.mint_firmware_url(&id, &device, ttl).await?))
+    let minted = state.hub.mint_firmware_url(&id, &device, ttl).await?;
+    Ok(Json(UrlBody::from(minted)))
+}
+
+/// An artifact: `{id, version, models, size, sha256, signature, signedBy, manifest,
+/// uploadedTimeUtc, notes}`, `manifest` being the canonical text the signature covers.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ArtifactBody {
+    id: String,
+    version: String,
+    models: Vec<String>,
+    size: u64,
+    sha256: String,
+    signature: String,
+    signed_by: String,
+    manifest: String,
+    uploaded_time_utc: String,
+    notes: String,
+}
+
+impl From<Artifact> for ArtifactBody {
+    fn from(a: Artifact) -> ArtifactBody {
+        let manifest = a.manifest.canonical();
+        ArtifactBody {
+            id: a.manifest.sha256.clone(),
+            version: a.manifest.version,
+            models: a.manifest.models,
+            size: a.manifest.size,
+            sha256: a.manifest.sha256,
+            signature: a.signature,
+            signed_by: a.signed_by,
+            manifest,
+            uploaded_time_utc: format_timestamp(a.uploaded),
+            notes: a.notes,
+        }
+    }
+}
+
+/// `GET /v1/firmware/{id}`: the artifact and `downloads`, the bytes served per device.
+#[derive(Serialize)]
+struct DetailsBody {
+    #[serde(flatten)]
+    artifact: ArtifactBody,
+    downloads: Vec<DownloadsBody>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DownloadsBody {
+    device_id: String,
+    bytes_served: u64,
+    requests: u64,
+    last_request_time_utc: String,
+}
+
+impl From<ArtifactDetails> for DetailsBody {
+    fn from(d: ArtifactDetails) -> DetailsBody {
+        let downloads = |d: DeviceDownloads| DownloadsBody {
+            device_id: d.device_id,
+            bytes_served: d.bytes_served,
+            requests: d.requests,
+            last_request_time_utc: format_timestamp(d.last_request),
+        };
+        DetailsBody {
+            artifact: ArtifactBody::from(d.artifact),
+            downloads: d.downloads.into_iter().map(downloads).collect(),
+        }
+    }
+}
+
+/// `GET /v1/firmware/key`: `{algorithm, keyId, publicKeyPem, manifestFormat}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyBody {
+    algorithm: &'static str,
+    key_id: String,
+    public_key_pem: String,
+    manifest_format: &'static str,
+}
+
+impl From<PublishedKey> for KeyBody {
+    fn from(k: PublishedKey) -> KeyBody {
+        KeyBody {
+            algorithm: ALGORITHM,
+            key_id: k.key_id,
+            public_key_pem: k.public_key_pem,
+            manifest_format: fleethub_core::firmware::manifest::MANIFEST_HEADER,
+        }
+    }
+}
+
+/// `{url, deviceId, expiresAt, expiryTimeUtc, desiredFirmware}`: a URL for one device, and the
+/// `desired.firmware` (core's contract) that carries it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UrlBody {
+    url: String,
+    device_id: String,
+    expires_at: i64,
+    expiry_time_utc: String,
+    desired_firmware: fleethub_core::firmware::DesiredFirmware,
+}
+
+impl From<MintedUrl> for UrlBody {
+    fn from(m: MintedUrl) -> UrlBody {
+        UrlBody {
+            url: m.url,
+            device_id: m.device_id,
+            expires_at: m.expiry.timestamp(),
+            expiry_time_utc: format_timestamp(m.expiry),
+            desired_firmware: m.desired,
+        }
+    }
 }
 
 #[derive(Deserialize)]

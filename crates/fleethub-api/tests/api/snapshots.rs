@@ -38,9 +38,7 @@ fn redact(mut v: Value) -> Value {
                         // Random by design: device keys, and a firmware store's signing key,
                         // signatures and the URLs they sign.
                         "primaryKey" | "secondaryKey" | "generationId" | "signature" | "keyId"
-                        | "publicKeyPem" | "url" => {
-                            *v = Value::String(format!("<{k}>"))
-                        }
+                        | "publicKeyPem" | "url" => *v = Value::String(format!("<{k}>")),
                         _ => walk(v),
                     }
                 }
@@ -136,7 +134,10 @@ async fn finished_job(api: &TestApi, id: &str) -> Value {
         if job["body"]["endTime"].is_string() {
             return job;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{id} never ended: {job}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} never ended: {job}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

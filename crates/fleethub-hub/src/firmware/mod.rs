@@ -10,12 +10,14 @@ pub mod files;
 pub mod signing;
 pub mod urls;
 
+use crate::events::append_change;
 use crate::Hub;
-use fleethub_core::firmware::Manifest;
+use chrono::{DateTime, Utc};
+use fleethub_core::events::Change;
+use fleethub_core::firmware::{DesiredFirmware, Manifest};
 use fleethub_core::{ErrorCode, HubError, HubResult};
 use fleethub_store::{FirmwareReads, FirmwareRow};
 use parking_lot::{Mutex, RwLock};
-use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -130,8 +132,74 @@ pub struct Upload {
 pub struct Uploaded {
     /// `false` when the same version with the same bytes was already stored (a no-op).
     pub created: bool,
-    /// The artifact as `GET /v1/firmware/{id}` shows it.
-    pub artifact: Value,
+    /// The artifact stored.
+    pub artifact: Artifact,
+}
+
+/// A stored firmware artifact: its manifest (version, models, size, SHA-256, which is also its
+/// id), the signature over it and who made it, when it was uploaded and the operator's notes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Artifact {
+    pub manifest: Manifest,
+    /// Base64 of the DER ECDSA P-256/SHA-256 signature over the manifest's canonical text.
+    pub signature: String,
+    /// `hub` (signed on upload) or `operator` (a detached signature, checked on upload).
+    pub signed_by: String,
+    pub uploaded: DateTime<Utc>,
+    pub notes: String,
+}
+
+impl Artifact {
+    fn from_row(row: &FirmwareRow) -> Artifact {
+        Artifact {
+            manifest: Manifest {
+                version: row.version.clone(),
+                models: row.models.clone(),
+                size: row.size,
+                sha256: row.sha256.clone(),
+            },
+            signature: row.signature.clone(),
+            signed_by: row.signed_by.clone(),
+            uploaded: DateTime::from_timestamp_millis(row.uploaded_ms).unwrap_or_default(),
+            notes: row.notes.clone(),
+        }
+    }
+}
+
+/// An artifact and, per device that downloaded it since the hub started, the bytes served.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArtifactDetails {
+    pub artifact: Artifact,
+    /// In device id order.
+    pub downloads: Vec<DeviceDownloads>,
+}
+
+/// What one device fetched of one artifact since the hub started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceDownloads {
+    pub device_id: String,
+    pub bytes_served: u64,
+    pub requests: u64,
+    pub last_request: DateTime<Utc>,
+}
+
+/// The public half of the firmware signing key, for firmware to pin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishedKey {
+    /// SHA-256 of the SubjectPublicKeyInfo, hex.
+    pub key_id: String,
+    /// A `PUBLIC KEY` PEM block.
+    pub public_key_pem: String,
+}
+
+/// A download URL minted for one device, and the `desired.firmware` that carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MintedUrl {
+    pub url: String,
+    pub device_id: String,
+    /// When the URL stops working (its `se`, to the second).
+    pub expiry: DateTime<Utc>,
+    pub desired: DesiredFirmware,
 }
 
 /// What a download request gets once its URL checks out: the file to serve.
@@ -206,36 +274,34 @@ impl Hub {
     }
 
     /// Every artifact, in version order.
-    pub async fn list_firmware(&self) -> HubResult<Vec<Value>> {
+    pub async fn list_firmware(&self) -> HubResult<Vec<Artifact>> {
         self.firmware_state()?;
         let rows = self.store().read(|r| r.list_firmware(10_000)).await?;
-        Ok(rows.iter().map(|r| self.artifact_json(r)).collect())
+        Ok(rows.iter().map(Artifact::from_row).collect())
     }
 
     /// One artifact by SHA-256 (or by version, when exactly one artifact has it), with the bytes
     /// served to each device that downloaded it since the hub started.
-    pub async fn get_firmware(&self, id: &str) -> HubResult<Value> {
+    pub async fn get_firmware(&self, id: &str) -> HubResult<ArtifactDetails> {
         let state = self.firmware_state()?;
         let row = self.find_firmware(id).await?;
-        let mut out = self.artifact_json(&row);
-        let mut downloads: Vec<Value> = state
+        let mut downloads: Vec<DeviceDownloads> = state
             .served
             .lock()
             .iter()
             .filter(|((sha, _), _)| *sha == row.sha256)
-            .map(|((_, device), s)| {
-                json!({
-                    "deviceId": device,
-                    "bytesServed": s.bytes,
-                    "requests": s.requests,
-                    "lastRequestTimeUtc": fleethub_core::time::format_timestamp(
-                        chrono::DateTime::from_timestamp_millis(s.last_ms).unwrap_or_default()),
-                })
+            .map(|((_, device), s)| DeviceDownloads {
+                device_id: device.clone(),
+                bytes_served: s.bytes,
+                requests: s.requests,
+                last_request: DateTime::from_timestamp_millis(s.last_ms).unwrap_or_default(),
             })
             .collect();
-        downloads.sort_by(|a, b| a["deviceId"].as_str().cmp(&b["deviceId"].as_str()));
-        out["downloads"] = Value::Array(downloads);
-        Ok(out)
+        downloads.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+        Ok(ArtifactDetails {
+            artifact: Artifact::from_row(&row),
+            downloads,
+        })
     }
 
     async fn find_firmware(&self, id: &str) -> HubResult<FirmwareRow> {
@@ -299,7 +365,8 @@ impl Hub {
                     ));
                 }
                 tx.delete_firmware(&sha)?;
-                tx.append_event(None, "firmware.deleted", &json!({ "sha256": sha }), now_ms)?;
+                let deleted = Change::FirmwareDeleted { sha256: sha };
+                append_change(tx, None, &deleted, now_ms)?;
                 Ok(())
             })
             .await?;
@@ -309,14 +376,12 @@ impl Hub {
     }
 
     /// The public half of the firmware signing key, for firmware to pin.
-    pub fn firmware_key(&self) -> HubResult<Value> {
+    pub fn firmware_key(&self) -> HubResult<PublishedKey> {
         let state = self.firmware_state()?;
-        Ok(json!({
-            "algorithm": signing::ALGORITHM,
-            "keyId": state.key.key_id(),
-            "publicKeyPem": state.key.public_pem(),
-            "manifestFormat": fleethub_core::firmware::manifest::MANIFEST_HEADER,
-        }))
+        Ok(PublishedKey {
+            key_id: state.key.key_id(),
+            public_key_pem: state.key.public_pem(),
+        })
     }
 
     /// A download URL for `device_id` to fetch artifact `id`, good for `ttl` (the default when
@@ -326,7 +391,7 @@ impl Hub {
         id: &str,
         device_id: &str,
         ttl: Option<Duration>,
-    ) -> HubResult<Value> {
+    ) -> HubResult<MintedUrl> {
         let state = self.firmware_state()?;
         let device_id = fleethub_core::DeviceId::parse(device_id)?;
         let row = self.find_firmware(id).await?;
@@ -351,7 +416,7 @@ impl Hub {
                 .urls
                 .path_and_query(&row.sha256, device_id.as_str(), expiry)
         );
-        let desired = fleethub_core::firmware::DesiredFirmware {
+        let desired = DesiredFirmware {
             version: row.version.clone(),
             url: url.clone(),
             sha256: row.sha256.clone(),
@@ -359,15 +424,13 @@ impl Hub {
             signature: Some(row.signature.clone()),
             models: row.models.clone(),
         };
-        Ok(json!({
-            "url": url,
-            "deviceId": device_id.as_str(),
-            "expiresAt": expiry,
-            "expiryTimeUtc": fleethub_core::time::format_timestamp(
-                chrono::DateTime::from_timestamp(i64::try_from(expiry).unwrap_or(i64::MAX), 0)
-                    .unwrap_or_default()),
-            "desiredFirmware": desired,
-        }))
+        Ok(MintedUrl {
+            url,
+            device_id: device_id.as_str().to_string(),
+            expiry: DateTime::from_timestamp(i64::try_from(expiry).unwrap_or(i64::MAX), 0)
+                .unwrap_or_default(),
+            desired,
+        })
     }
 
     /// Checks a download URL's parts (and, when the request carries a device SAS token, that
@@ -459,28 +522,6 @@ impl Hub {
         entry.requests += requests;
         entry.last_ms = now_ms;
     }
-
-    fn artifact_json(&self, row: &FirmwareRow) -> Value {
-        let manifest = Manifest {
-            version: row.version.clone(),
-            models: row.models.clone(),
-            size: row.size,
-            sha256: row.sha256.clone(),
-        };
-        json!({
-            "id": row.sha256,
-            "version": row.version,
-            "models": row.models,
-            "size": row.size,
-            "sha256": row.sha256,
-            "signature": row.signature,
-            "signedBy": row.signed_by,
-            "manifest": manifest.canonical(),
-            "uploadedTimeUtc": fleethub_core::time::format_timestamp(
-                chrono::DateTime::from_timestamp_millis(row.uploaded_ms).unwrap_or_default()),
-            "notes": row.notes,
-        })
-    }
 }
 
 impl Upload {
@@ -550,7 +591,7 @@ impl Upload {
         match outcome {
             Ok(stored) => Ok(Uploaded {
                 created: stored.1,
-                artifact: hub.artifact_json(&stored.0),
+                artifact: Artifact::from_row(&stored.0),
             }),
             Err(e) => {
                 if created_blob {
@@ -607,12 +648,11 @@ fn record_upload(
         }
     }
     tx.insert_firmware(&row)?;
-    tx.append_event(
-        None,
-        "firmware.uploaded",
-        &json!({ "sha256": row.sha256, "version": row.version }),
-        now_ms,
-    )?;
+    let uploaded = Change::FirmwareUploaded {
+        sha256: row.sha256.clone(),
+        version: row.version.clone(),
+    };
+    append_change(tx, None, &uploaded, now_ms)?;
     Ok((row, true))
 }
 

@@ -1,4 +1,5 @@
-//! The job document the hub stores in `jobs.body`, and the `JobResponse` shape it answers with.
+//! The job document the hub stores in `jobs.body`, and [`Job`], what it answers with
+//! (`fleethub-api` writes it as IoT Hub's `JobResponse`).
 
 use super::rate::{Pace, RateControl};
 use fleethub_core::{HubError, HubResult};
@@ -56,21 +57,6 @@ pub struct TwinUpdate {
     pub tags: Option<Map<String, Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired: Option<Map<String, Value>>,
-}
-
-impl TwinUpdate {
-    /// The patch in IoT Hub's `updateTwin` (Twin) shape.
-    fn to_json(&self) -> Value {
-        let mut out = Map::new();
-        out.insert("etag".into(), Value::from("*"));
-        if let Some(tags) = &self.tags {
-            out.insert("tags".into(), Value::Object(tags.clone()));
-        }
-        if let Some(desired) = &self.desired {
-            out.insert("properties".into(), json!({ "desired": desired }));
-        }
-        Value::Object(out)
-    }
 }
 
 /// `deviceJobStatistics`: how many of the job's devices are where.
@@ -171,39 +157,48 @@ impl JobDocument {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
-    /// IoT Hub's `JobResponse`, with the given statistics.
-    pub fn to_response(&self, stats: Statistics) -> Value {
-        let mut out = json!({
-            "jobId": self.job_id,
-            "type": self.job_type.as_str(),
-            "queryCondition": self.query_condition,
-            "createdTime": self.created_time,
-            "startTime": self.start_time,
-            "maxExecutionTimeInSeconds": self.max_execution_time_in_seconds,
-            "status": self.status.as_str(),
-            "deviceJobStatistics": stats,
-        });
-        let Value::Object(obj) = &mut out else {
-            return out;
-        };
-        if let Some(m) = &self.cloud_to_device_method {
-            obj.insert("cloudToDeviceMethod".into(), json!(m));
+    /// The job as the service sees it, with the given statistics.
+    pub fn into_job(self, statistics: Statistics) -> Job {
+        Job {
+            job_id: self.job_id,
+            job_type: self.job_type,
+            query_condition: self.query_condition,
+            created_time: self.created_time,
+            start_time: self.start_time,
+            max_execution_time_in_seconds: self.max_execution_time_in_seconds,
+            status: self.status,
+            statistics,
+            method: self.cloud_to_device_method,
+            update_twin: self.update_twin,
+            rate_control: self.rate_control,
+            end_time: self.end_time,
+            failure_reason: self.failure_reason,
+            status_message: self.status_message,
         }
-        if let Some(t) = &self.update_twin {
-            obj.insert("updateTwin".into(), t.to_json());
-        }
-        if let Some(rc) = &self.rate_control {
-            obj.insert("rateControl".into(), json!(rc));
-        }
-        if let Some(t) = &self.end_time {
-            obj.insert("endTime".into(), Value::from(t.as_str()));
-        }
-        if let Some(r) = &self.failure_reason {
-            obj.insert("failureReason".into(), Value::from(r.as_str()));
-        }
-        if let Some(m) = &self.status_message {
-            obj.insert("statusMessage".into(), Value::from(m.as_str()));
-        }
-        out
     }
+}
+
+/// A job as the service sees it (`GET /jobs/v2/{id}` and the others): what it does, to which
+/// devices, when, and where it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub job_id: String,
+    pub job_type: JobType,
+    /// The condition that selects its devices (empty for a listed device set).
+    pub query_condition: String,
+    pub created_time: String,
+    pub start_time: String,
+    pub max_execution_time_in_seconds: u64,
+    pub status: JobStatus,
+    /// Live counts while it runs, frozen once it ends.
+    pub statistics: Statistics,
+    /// A method job's call.
+    pub method: Option<MethodCall>,
+    /// A twin job's patch.
+    pub update_twin: Option<TwinUpdate>,
+    /// The pace a REST job asked for.
+    pub rate_control: Option<RateControl>,
+    pub end_time: Option<String>,
+    pub failure_reason: Option<String>,
+    pub status_message: Option<String>,
 }

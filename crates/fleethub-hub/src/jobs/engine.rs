@@ -12,13 +12,15 @@ use super::notify::{OperationNotice, Subscribers};
 use super::rate::RateLimiter;
 use super::state::{JobRuntime, JobsState};
 use super::{method_calls, twin_batch};
+use crate::events::append_change;
 use crate::hub::HubInner;
 use crate::Hub;
 use chrono::{DateTime, Utc};
+use fleethub_core::events::Change;
 use fleethub_core::HubResult;
 use fleethub_store::DeviceJobStatus;
 use fleethub_store::{JobDeviceUpdate, JobReads, JobSnapshot, StoreError, WriteTx};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -571,12 +573,11 @@ pub(super) fn finish_in(
     doc.end_time = Some(now.to_string());
     doc.final_statistics = Some(Statistics::from(counts));
     tx.update_job(&doc.job_id, status, Some(now_ms), &doc.to_value())?;
-    tx.append_event(
-        None,
-        "job.finished",
-        &json!({ "jobId": doc.job_id, "status": status.as_str() }),
-        now_ms,
-    )?;
+    let finished = Change::JobFinished {
+        job_id: doc.job_id.clone(),
+        status,
+    };
+    append_change(tx, None, &finished, now_ms)?;
     let finished = OperationNotice::Finished {
         operation: doc.job_id.clone(),
         status,

@@ -30,7 +30,7 @@ mod state;
 mod twin_batch;
 
 pub use document::JobType;
-pub use document::{JobStatus, MethodCall, Statistics, TwinUpdate};
+pub use document::{Job, JobStatus, MethodCall, Statistics, TwinUpdate};
 pub(crate) use engine::spawn as spawn_engine;
 pub use engine::{JobEngine, StepOutcome};
 pub use notify::OperationNotice;

@@ -15,8 +15,10 @@ use super::notify::OperationNotice;
 use super::rate::Pace;
 use super::request::{check_method_call, check_twin_update, JobId};
 use super::request::{DEFAULT_MAX_EXECUTION_SECS, MAX_EXECUTION_SECS_LIMIT};
+use crate::events::append_change;
 use crate::Hub;
 use chrono::{DateTime, Utc};
+use fleethub_core::events::Change;
 use fleethub_core::ids::DeviceId;
 use fleethub_core::jobs::{DeviceJobStatus, JobStatus};
 use fleethub_core::{ErrorCode, HubError, HubResult};
@@ -97,10 +99,10 @@ impl OperationSpec {
 }
 
 /// What creating an operation did with its device set.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OperationCreated {
     /// The operation as `GET /jobs/v2/{id}` shows it.
-    pub job: serde_json::Value,
+    pub job: super::document::Job,
     /// Distinct listed devices (0 for a query, whose devices are selected when it starts).
     pub listed: u64,
     /// Listed entries dropped because their id came earlier in the list.
@@ -167,7 +169,7 @@ impl Hub {
         let count = listed.as_ref().map_or(0, |l| l.len() as u64);
         let unknown = self.insert_job(&doc, listed.unwrap_or_default()).await?;
         Ok(OperationCreated {
-            job: doc.to_response(Statistics::default()),
+            job: doc.into_job(Statistics::default()),
             listed: count,
             duplicates,
             unknown,
@@ -208,8 +210,11 @@ impl Hub {
                     missing.clone(),
                     DeviceJobStatus::Failed,
                 );
-                let event = serde_json::json!({ "jobId": row.job_id, "type": row.job_type });
-                tx.append_event(None, "job.created", &event, now_ms)?;
+                let created = Change::JobCreated {
+                    job_id: row.job_id.clone(),
+                    job_type: row.job_type.clone(),
+                };
+                append_change(tx, None, &created, now_ms)?;
                 tx.on_commit(move || hub.jobs_state().wake.notify_one());
                 Ok(Some(missing))
             })

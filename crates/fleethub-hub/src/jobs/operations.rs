@@ -1,6 +1,6 @@
 //! The service operations on jobs: create, get, cancel, list; and pruning old ones.
 
-use super::document::{JobDocument, JobStatus, JobType, Statistics};
+use super::document::{Job, JobDocument, JobStatus, JobType, Statistics};
 use super::engine::{cancel_pending_in, finish_in};
 use super::operation::new_document;
 use super::request::{parse_job_request, JobId};
@@ -30,7 +30,7 @@ pub struct JobQuery {
 /// One page of jobs, and the token for the next page (`None` on the last).
 #[derive(Debug, Clone)]
 pub struct JobPage {
-    pub items: Vec<Value>,
+    pub items: Vec<Job>,
     pub continuation_token: Option<String>,
 }
 
@@ -40,7 +40,7 @@ fn job_not_found(id: &str) -> HubError {
 
 impl Hub {
     /// `PUT /jobs/v2/{id}`: validates and stores a job; it starts at its `startTime`.
-    pub async fn create_job(&self, id: &str, body: Value) -> HubResult<Value> {
+    pub async fn create_job(&self, id: &str, body: Value) -> HubResult<Job> {
         let spec = parse_job_request(id, &body)?;
         let mut doc = new_document(
             spec.job_id,
@@ -54,11 +54,11 @@ impl Hub {
         doc.update_twin = spec.twin;
         doc.rate_control = spec.rate_control;
         self.insert_job(&doc, Vec::new()).await?;
-        Ok(doc.to_response(Statistics::default()))
+        Ok(doc.into_job(Statistics::default()))
     }
 
     /// `GET /jobs/v2/{id}`.
-    pub async fn get_job(&self, id: &str) -> HubResult<Value> {
+    pub async fn get_job(&self, id: &str) -> HubResult<Job> {
         let key = JobId::parse(id).map_err(|_| job_not_found(id))?.to_string();
         let (row, stats) = self
             .store()
@@ -73,12 +73,12 @@ impl Hub {
             .ok_or_else(|| job_not_found(id))?;
         let doc = JobDocument::from_row(&row)?;
         let stats = doc.final_statistics.unwrap_or(Statistics::from(stats));
-        Ok(doc.to_response(stats))
+        Ok(doc.into_job(stats))
     }
 
     /// `POST /jobs/v2/{id}/cancel`: stops the job; devices it has not reached are canceled. A job
     /// that already ended is returned as it is.
-    pub async fn cancel_job(&self, id: &str) -> HubResult<Value> {
+    pub async fn cancel_job(&self, id: &str) -> HubResult<Job> {
         let key = JobId::parse(id).map_err(|_| job_not_found(id))?.to_string();
         // The engine's lock: no step is half-way through this job while it is cancelled.
         let state = self.jobs_state().clone();
@@ -113,7 +113,7 @@ impl Hub {
         drop(_steps);
         state.wake.notify_one();
         match doc.final_statistics {
-            Some(stats) => Ok(doc.to_response(stats)),
+            Some(stats) => Ok(doc.into_job(stats)),
             None => self.get_job(id).await,
         }
     }
@@ -185,7 +185,7 @@ impl Hub {
                 .final_statistics
                 .or(counts.map(Statistics::from))
                 .unwrap_or_default();
-            items.push(doc.to_response(stats));
+            items.push(doc.into_job(stats));
             last = Some((row.created_ms, row.job_id));
         }
         let continuation_token = match (more, last) {

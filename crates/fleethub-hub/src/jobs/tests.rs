@@ -77,19 +77,18 @@ impl Fixture {
         self.hub.job_engine().run_until_idle().await.unwrap()
     }
 
-    async fn job(&self, id: &str) -> Value {
+    async fn job(&self, id: &str) -> Job {
         self.hub.get_job(id).await.unwrap()
     }
 
     async fn stats(&self, id: &str) -> (u64, u64, u64, u64, u64) {
-        let s = &self.job(id).await["deviceJobStatistics"];
-        let n = |k: &str| s[k].as_u64().unwrap();
+        let s = self.job(id).await.statistics;
         (
-            n("deviceCount"),
-            n("succeededCount"),
-            n("failedCount"),
-            n("runningCount"),
-            n("pendingCount"),
+            s.device_count,
+            s.succeeded_count,
+            s.failed_count,
+            s.running_count,
+            s.pending_count,
         )
     }
 
@@ -124,10 +123,10 @@ async fn a_scheduled_job_waits_for_its_start_time_then_updates_every_twin() {
         .create_job("j1", twin_job(json!({ "startTime": start })))
         .await
         .unwrap();
-    assert_eq!(created["status"], "scheduled");
+    assert_eq!(created.status, JobStatus::Scheduled);
 
     let idle = f.run().await;
-    assert_eq!(f.job("j1").await["status"], "scheduled");
+    assert_eq!(f.job("j1").await.status, JobStatus::Scheduled);
     assert_eq!(
         idle.next_wake,
         Some(t0() + ChronoDuration::seconds(60)),
@@ -137,12 +136,12 @@ async fn a_scheduled_job_waits_for_its_start_time_then_updates_every_twin() {
 
     f.advance(59);
     f.run().await;
-    assert_eq!(f.job("j1").await["status"], "scheduled");
+    assert_eq!(f.job("j1").await.status, JobStatus::Scheduled);
     f.advance(1);
     f.run().await;
     let job = f.job("j1").await;
-    assert_eq!(job["status"], "completed", "{job}");
-    assert!(job["endTime"].is_string());
+    assert_eq!(job.status, JobStatus::Completed, "{job:?}");
+    assert!(job.end_time.is_some());
     assert_eq!(f.stats("j1").await, (3, 3, 0, 0, 0));
     for id in ["d000", "d001", "d002"] {
         let twin = f.hub.get_twin(id).await.unwrap();
@@ -178,7 +177,7 @@ async fn rate_control_processes_exactly_n_devices_per_simulated_second() {
         f.advance(1);
     }
     assert_eq!(seen, vec![5, 10, 15, 20, 23]);
-    assert_eq!(f.job("rate").await["status"], "completed");
+    assert_eq!(f.job("rate").await.status, JobStatus::Completed);
 }
 
 impl Fixture {
@@ -221,7 +220,7 @@ async fn devices_not_reached_within_max_execution_time_fail_with_a_timeout() {
     f.advance(1);
     f.run().await;
     let job = f.job("slow").await;
-    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job.status, JobStatus::Completed, "{job:?}");
     assert_eq!(f.stats("slow").await, (10, 4, 6, 0, 0));
     let row = f.hub.job_device("slow", "d009").await.unwrap();
     assert_eq!(row.status, DeviceJobStatus::Failed);
@@ -245,11 +244,11 @@ async fn cancel_stops_a_running_job_and_cancels_its_pending_devices() {
     f.hub.create_job("c", body).await.unwrap();
     f.run().await;
     let cancelled = f.hub.cancel_job("c").await.unwrap();
-    assert_eq!(cancelled["status"], "cancelled");
-    assert_eq!(cancelled["deviceJobStatistics"]["succeededCount"], 3);
-    assert_eq!(cancelled["deviceJobStatistics"]["failedCount"], 7);
-    assert_eq!(cancelled["deviceJobStatistics"]["canceledCount"], 7);
-    assert_eq!(cancelled["deviceJobStatistics"]["pendingCount"], 0);
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    assert_eq!(cancelled.statistics.succeeded_count, 3);
+    assert_eq!(cancelled.statistics.failed_count, 7);
+    assert_eq!(cancelled.statistics.canceled_count, 7);
+    assert_eq!(cancelled.statistics.pending_count, 0);
     f.advance(5);
     f.run().await;
     assert_eq!(
@@ -261,7 +260,11 @@ async fn cancel_stops_a_running_job_and_cancels_its_pending_devices() {
     assert_eq!(row.status, DeviceJobStatus::Canceled);
     assert!(f.desired("d009").await.get("fw").is_none());
     let again = f.hub.cancel_job("c").await.unwrap();
-    assert_eq!(again["status"], "cancelled", "cancelling twice is harmless");
+    assert_eq!(
+        again.status,
+        JobStatus::Cancelled,
+        "cancelling twice is harmless"
+    );
 }
 
 #[tokio::test]
@@ -276,7 +279,7 @@ async fn cancelling_a_scheduled_job_means_it_never_starts() {
     f.hub.cancel_job("later").await.unwrap();
     f.advance(20);
     f.run().await;
-    assert_eq!(f.job("later").await["status"], "cancelled");
+    assert_eq!(f.job("later").await.status, JobStatus::Cancelled);
     assert_eq!(f.stats("later").await, (0, 0, 0, 0, 0));
     assert!(f.desired("d000").await.get("fw").is_none());
 }
@@ -375,7 +378,7 @@ async fn a_method_job_records_answers_and_fails_offline_devices() {
     f.hub.create_job("m", body).await.unwrap();
     f.run().await;
     let job = f.job("m").await;
-    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job.status, JobStatus::Completed, "{job:?}");
     assert_eq!(f.stats("m").await, (3, 2, 1, 0, 0));
     let row = f.hub.job_device("m", "m001").await.unwrap();
     assert_eq!(row.status, DeviceJobStatus::Completed);
@@ -438,12 +441,12 @@ async fn jobs_beyond_the_concurrency_limit_wait_queued() {
         .await
         .unwrap();
     f.run().await;
-    assert_eq!(f.job("first").await["status"], "running");
-    assert_eq!(f.job("second").await["status"], "queued");
+    assert_eq!(f.job("first").await.status, JobStatus::Running);
+    assert_eq!(f.job("second").await.status, JobStatus::Queued);
     f.advance(1);
     f.run().await;
-    assert_eq!(f.job("first").await["status"], "completed");
-    assert_eq!(f.job("second").await["status"], "completed");
+    assert_eq!(f.job("first").await.status, JobStatus::Completed);
+    assert_eq!(f.job("second").await.status, JobStatus::Completed);
 }
 
 #[tokio::test]
@@ -495,7 +498,7 @@ async fn job_lists_filter_by_type_and_status_and_page_with_a_token() {
         })
         .await
         .unwrap();
-    let ids: Vec<_> = first.items.iter().map(|j| j["jobId"].clone()).collect();
+    let ids: Vec<_> = first.items.iter().map(|j| j.job_id.clone()).collect();
     assert_eq!(ids, ["t0", "t1", "t2"]);
     let rest = f
         .hub
@@ -518,7 +521,7 @@ async fn job_lists_filter_by_type_and_status_and_page_with_a_token() {
         .await
         .unwrap();
     assert_eq!(scheduled.items.len(), 1);
-    assert_eq!(scheduled.items[0]["jobId"], "m0");
+    assert_eq!(scheduled.items[0].job_id, "m0");
     let bad = f
         .hub
         .query_jobs(JobQuery {
@@ -720,13 +723,13 @@ async fn an_operation_over_100000_listed_ids_drops_duplicates_and_fails_unknown_
     assert_eq!((created.listed, created.duplicates), (100_000, 20));
     assert_eq!(created.unknown.len(), 99_980);
     assert_eq!(created.unknown[0], "ghost-00000");
-    assert_eq!(created.job["queryCondition"], "");
+    assert_eq!(created.job.query_condition, "");
 
     f.run().await;
     let (count, succeeded, failed, running, pending) = f.stats("big").await;
     assert_eq!((count, succeeded, failed), (100_000, 20, 99_980));
     assert_eq!((running, pending), (0, 0));
-    assert_eq!(f.job("big").await["status"], "completed");
+    assert_eq!(f.job("big").await.status, JobStatus::Completed);
     assert_eq!(f.desired("d019").await["fw"], "3.0");
     let ghost = f.hub.job_device("big", "ghost-04242").await.unwrap();
     assert_eq!(ghost.status, DeviceJobStatus::Failed);
@@ -819,7 +822,10 @@ async fn listed_devices_wait_for_their_not_before_time_across_a_restart() {
     f.advance(60);
     hub.job_engine().run_until_idle().await.unwrap();
     assert_eq!(f.desired("d002").await["fw"], "4.0");
-    assert_eq!(hub.get_job("window").await.unwrap()["status"], "completed");
+    assert_eq!(
+        hub.get_job("window").await.unwrap().status,
+        JobStatus::Completed
+    );
 }
 
 #[tokio::test]
@@ -850,7 +856,7 @@ async fn an_operation_paced_in_batches_starts_n_devices_per_interval() {
         f.advance(30);
     }
     assert_eq!(done, vec![2, 4, 5]);
-    assert_eq!(f.job("waves").await["status"], "completed");
+    assert_eq!(f.job("waves").await.status, JobStatus::Completed);
 }
 
 /// Everything a subscriber has heard so far.

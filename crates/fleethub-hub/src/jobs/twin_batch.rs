@@ -7,13 +7,15 @@
 use super::document::{device_error, JobDocument, TwinUpdate};
 use super::notify::OperationNotice;
 use crate::device::etag_for;
+use crate::events::append_change;
 use crate::Hub;
+use fleethub_core::events::Change;
 use fleethub_core::twin::patch::apply_tags_patch;
 use fleethub_core::twin::{Section, TwinProperties};
 use fleethub_core::{HubError, HubResult};
 use fleethub_store::DeviceJobStatus;
 use fleethub_store::{JobDeviceUpdate, JobReads, JobTwinTarget, WriteTx};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// A device whose desired properties changed: who to notify, with which `$version`.
 struct Pushed {
@@ -214,14 +216,14 @@ fn apply_batch(
     // One event per batch, not per device: a million-device job would otherwise double the
     // writes it makes. The job's device rows say exactly which twins it changed.
     if let (Some(first), Some(last)) = (first, last) {
-        let event = json!({
-            "jobId": job_id,
-            "updated": updated,
-            "failed": failed,
-            "firstDeviceId": first,
-            "lastDeviceId": last,
-        });
-        tx.append_event(None, "job.twins_updated", &event, now_ms)?;
+        let batch = Change::JobTwinsUpdated {
+            job_id: job_id.to_string(),
+            updated,
+            failed,
+            first_device_id: first,
+            last_device_id: last,
+        };
+        append_change(tx, None, &batch, now_ms)?;
     }
     Ok(((updated + failed) as usize, pushed))
 }
