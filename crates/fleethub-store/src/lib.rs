@@ -20,5 +20,6 @@ pub use rows::{
 pub use sqlite::{
     DeviceJobStatus, Effect, FirmwareReads, FirmwareReferences, FirmwareRow, JobDeviceCounts,
     JobDeviceRow, JobDeviceUpdate, JobFilter, JobReads, JobRow, JobSnapshot, JobStatus,
-    JobTwinTarget, NewJobDevice, NewJobDevices, QueryRow, QueryRows, ReadTx, Reads, Store, WriteTx,
+    JobTwinTarget, NewJobDevice, NewJobDevices, QueryRow, QueryRows, ReadTx, Reads,
+    RolloutEventRow, RolloutPushRow, RolloutReads, RolloutRow, Store, WriteTx,
 };

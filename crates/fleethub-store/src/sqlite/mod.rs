@@ -14,6 +14,7 @@ mod functions;
 mod jobs;
 mod read_pool;
 mod reads;
+mod rollouts;
 mod schema;
 mod writer;
 mod writes;
@@ -39,6 +40,7 @@ pub use jobs::{
     JobSnapshot, JobStatus, JobTwinTarget, NewJobDevice, NewJobDevices,
 };
 pub use reads::{ReadTx, Reads};
+pub use rollouts::{RolloutEventRow, RolloutPushRow, RolloutReads, RolloutRow};
 pub use writes::{Effect, WriteTx};
 
 /// How long a connection waits for a lock held by another process (e.g. a backup) before failing.

@@ -197,6 +197,54 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX firmware_version ON firmware (version);
     CREATE INDEX firmware_order ON firmware (version_key, sha256);
     "#,
+    // 8: rollouts (docs/rollouts.md). `rollouts` holds the spec as created and the engine's
+    // rollout-level state as JSON; `rollout_devices` one record per device; `rollout_pushes` the
+    // push journal, keyed by (rollout, device, attempt) so a replayed push is the same row, with
+    // a partial index on the pushes not handed on yet; `rollout_events` the audit trail, its
+    // AUTOINCREMENT `seq` a cursor that never repeats.
+    r#"
+    CREATE TABLE rollouts (
+        rollout_id TEXT PRIMARY KEY NOT NULL,
+        spec       TEXT NOT NULL,
+        status     TEXT NOT NULL,
+        state      TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE INDEX rollouts_unfinished ON rollouts (created_ms)
+        WHERE status IN ('running', 'paused');
+
+    CREATE TABLE rollout_devices (
+        rollout_id TEXT NOT NULL,
+        device_id  TEXT NOT NULL,
+        record     TEXT NOT NULL,
+        PRIMARY KEY (rollout_id, device_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE rollout_pushes (
+        rollout_id TEXT NOT NULL,
+        device_id  TEXT NOT NULL,
+        attempt    INTEGER NOT NULL,
+        version    TEXT NOT NULL,
+        rollback   INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        sent_ms    INTEGER,
+        PRIMARY KEY (rollout_id, device_id, attempt)
+    ) WITHOUT ROWID;
+    CREATE INDEX rollout_pushes_unsent ON rollout_pushes (rollout_id, created_ms)
+        WHERE sent_ms IS NULL;
+
+    CREATE TABLE rollout_events (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        rollout_id TEXT NOT NULL,
+        at_ms      INTEGER NOT NULL,
+        kind       TEXT NOT NULL,
+        wave       TEXT,
+        device_id  TEXT,
+        message    TEXT NOT NULL
+    );
+    CREATE INDEX rollout_events_by_rollout ON rollout_events (rollout_id, seq);
+    "#,
 ];
 
 /// Brings the database up to the newest schema this build knows.
