@@ -1,7 +1,6 @@
 //! Every failure answers the way IoT Hub does: the HTTP status from the error table, a JSON body
 //! (`{"errorCode":404001,"message":…}`) and an `iothub-errorcode` header naming the error.
 
-use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -44,7 +43,7 @@ impl IntoResponse for ApiError {
 }
 
 /// Writes the IoT Hub error body of every failed response, stamped with the hub clock's time.
-pub(crate) async fn render_error_bodies(State(hub): State<Hub>, response: Response) -> Response {
+pub(crate) fn render_error_bodies(hub: &Hub, response: Response) -> Response {
     let (mut parts, body) = response.into_parts();
     let Some(Unrendered(e)) = parts.extensions.remove::<Unrendered>() else {
         return Response::from_parts(parts, body);

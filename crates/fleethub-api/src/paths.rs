@@ -6,7 +6,7 @@ use axum::http::uri::{PathAndQuery, Uri};
 
 /// Drops trailing slashes from the request path (`/devices/` → `/devices`, `/` stays), keeping
 /// the query string, so one route serves both spellings.
-pub async fn trim_trailing_slash(mut request: Request) -> Request {
+pub fn trim_trailing_slash(mut request: Request) -> Request {
     if let Some(uri) = trimmed(request.uri()) {
         *request.uri_mut() = uri;
     }

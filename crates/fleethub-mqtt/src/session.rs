@@ -165,10 +165,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         mut commands: UnboundedReceiver<DeviceCommand>,
         keep_alive: Duration,
     ) -> Close {
+        // One timer per reason for the whole session, re-armed lazily: a packet moves the
+        // keepalive deadline without touching its timer, which, when it fires early, sleeps on
+        // to the deadline. Registering and clearing fresh timers for every packet and command
+        // was a measurable share of a direct method's CPU.
         let mut deadline = Instant::now() + keep_alive;
+        let keepalive = sleep_until(deadline);
+        let resend = sleep_until(deadline);
+        let expiry = sleep_until(self.expiry_instant().unwrap_or(deadline));
+        tokio::pin!(keepalive, resend, expiry);
+        let expires = self.expires_at.is_some();
         loop {
             let resend_at = self.inflight.next_due();
-            let expiry = self.expiry_instant();
+            if let Some(at) = resend_at {
+                // A later due time lets the timer fire early, and the retransmit finds nothing due.
+                if resend.is_elapsed() || at < resend.deadline() {
+                    resend.as_mut().reset(at);
+                }
+            }
             let step = tokio::select! {
                 read = reader.next() => match read {
                     Ok(Some(packet)) => {
@@ -189,9 +203,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     Some(cmd) => self.on_command(cmd).await,
                     None => Err(Close("the hub released the connection".into())),
                 },
-                _ = sleep_until(deadline) => Err(Close(format!("nothing received for {keep_alive:?} (keepalive)"))),
-                _ = sleep_until(resend_at.unwrap_or(deadline)), if resend_at.is_some() => self.retransmit().await,
-                _ = sleep_until(expiry.unwrap_or(deadline)), if expiry.is_some() => self.check_expiry(),
+                () = &mut keepalive => {
+                    if Instant::now() < deadline {
+                        keepalive.as_mut().reset(deadline);
+                        Ok(())
+                    } else {
+                        Err(Close(format!("nothing received for {keep_alive:?} (keepalive)")))
+                    }
+                }
+                () = &mut resend, if resend_at.is_some() => self.retransmit().await,
+                () = &mut expiry, if expires => {
+                    let step = self.check_expiry();
+                    // Early by the hub's clock (a manual clock set back): wait again.
+                    if let Some(at) = self.expiry_instant() {
+                        expiry.as_mut().reset(at);
+                    }
+                    step
+                }
             };
             if let Err(close) = step {
                 return close;

@@ -235,7 +235,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
         let g = gateway.clone();
         tasks.push(tokio::spawn(async move { g.serve_plain(plain).await }));
     }
-    let router = fleethub_api::router(ApiState {
+    let api = fleethub_api::service(ApiState {
         hub: hub.clone(),
         gateway,
     });
@@ -244,7 +244,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
     tasks.push(tokio::spawn(crate::https::serve(
         https,
         https_tls,
-        router,
+        api,
         hub.clone(),
         limits,
     )));

@@ -45,6 +45,23 @@ struct State {
     read_when_idle: u64,
 }
 
+/// Where a connection is, for [`Activity::idle_for`].
+enum Phase {
+    /// No request yet; idle too long at the deadline.
+    BeforeFirst(Instant),
+    /// Between requests; idle too long at the deadline.
+    Idle(Instant),
+    /// A request is in flight.
+    Busy,
+}
+
+/// Re-arms `timer` for `deadline`, unless it already is.
+fn arm(timer: std::pin::Pin<&mut tokio::time::Sleep>, deadline: Instant) {
+    if timer.deadline() != deadline {
+        timer.reset(deadline);
+    }
+}
+
 /// A request in flight; dropping it ends the request.
 pub struct Busy(Arc<Activity>);
 
@@ -79,33 +96,54 @@ impl Activity {
     }
 
     /// Resolves once the connection has been idle for its timeout.
+    ///
+    /// One timer for the connection's life, re-armed lazily. After the first request, a request
+    /// that ends only moves the deadline later, so it does not wake this task: the timer, when
+    /// it fires early, sleeps on to the new deadline, and a busy keep-alive connection costs no
+    /// wake-up per request. Before it (the deadline may move earlier) and while a request is in
+    /// flight, the end of a request wakes it.
     pub async fn idle_for(&self, timeouts: IdleTimeouts) {
+        let timer = tokio::time::sleep_until(Instant::now() + timeouts.first_request);
+        tokio::pin!(timer);
         loop {
-            // Registered before the state is read, so an end of requests in between still wakes.
             let went_idle = self.went_idle.notified();
             tokio::pin!(went_idle);
-            went_idle.as_mut().enable();
-            match self.idle_deadline(timeouts) {
-                Some(deadline) if deadline <= Instant::now() => return,
-                Some(deadline) => {
+            let mut phase = self.phase(timeouts);
+            if !matches!(phase, Phase::Idle(_)) {
+                // Registered before the state is read again, so an end of requests in between
+                // still wakes.
+                went_idle.as_mut().enable();
+                phase = self.phase(timeouts);
+            }
+            match phase {
+                Phase::Idle(deadline) | Phase::BeforeFirst(deadline)
+                    if deadline <= Instant::now() =>
+                {
+                    return
+                }
+                Phase::Idle(deadline) => {
+                    arm(timer.as_mut(), deadline);
+                    timer.as_mut().await;
+                }
+                Phase::BeforeFirst(deadline) => {
+                    arm(timer.as_mut(), deadline);
                     tokio::select! {
-                        () = tokio::time::sleep_until(deadline) => {}
+                        () = timer.as_mut() => {}
                         () = went_idle => {}
                     }
                 }
-                None => went_idle.await,
+                Phase::Busy => went_idle.await,
             }
         }
     }
 
-    /// When the connection will have been idle too long, if nothing starts; `None` while a
-    /// request is in flight.
-    fn idle_deadline(&self, timeouts: IdleTimeouts) -> Option<Instant> {
+    /// Where the connection is, with the deadline by which it must be busy again.
+    fn phase(&self, timeouts: IdleTimeouts) -> Phase {
         let state = self.lock();
         match (state.in_flight, state.started_any) {
-            (0, false) => Some(state.idle_since + timeouts.first_request),
-            (0, true) => Some(state.idle_since + timeouts.between_requests),
-            _ => None,
+            (0, false) => Phase::BeforeFirst(state.idle_since + timeouts.first_request),
+            (0, true) => Phase::Idle(state.idle_since + timeouts.between_requests),
+            _ => Phase::Busy,
         }
     }
 
@@ -298,6 +336,41 @@ impl HttpBody for BusyBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Activity {
+        fn idle_deadline(&self, timeouts: IdleTimeouts) -> Option<Instant> {
+            match self.phase(timeouts) {
+                Phase::BeforeFirst(deadline) | Phase::Idle(deadline) => Some(deadline),
+                Phase::Busy => None,
+            }
+        }
+    }
+
+    /// The watchdog's timer is armed for the deadline it saw; a later request moves the deadline
+    /// without waking it, and when the timer fires it must sleep on rather than close.
+    #[tokio::test]
+    async fn a_request_after_the_watchdog_armed_its_timer_moves_the_idle_deadline_later() {
+        let timeouts = IdleTimeouts {
+            first_request: Duration::from_secs(3600),
+            between_requests: Duration::from_millis(300),
+        };
+        let activity = Activity::new();
+        drop(activity.begin());
+        let watchdog = tokio::spawn({
+            let activity = activity.clone();
+            async move { activity.idle_for(timeouts).await }
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let ((), ended) = during(|| drop(activity.begin()));
+        tokio::time::timeout(Duration::from_secs(10), watchdog)
+            .await
+            .expect("idle 300 ms after the last request")
+            .unwrap();
+        assert!(
+            Instant::now() >= *ended.start() + timeouts.between_requests,
+            "closed before the last request's idle timeout"
+        );
+    }
 
     const TIMEOUTS: IdleTimeouts = IdleTimeouts {
         first_request: Duration::from_secs(10),

@@ -47,7 +47,7 @@ pub struct HttpsLimits {
 /// What every HTTPS connection task shares.
 struct Server {
     tls: TlsAcceptor,
-    router: axum::Router,
+    api: fleethub_api::Api,
     http: auto::Builder<TokioExecutor>,
     limits: HttpsLimits,
     admission: Arc<Admission>,
@@ -58,7 +58,7 @@ struct Server {
 pub async fn serve(
     listener: TcpListener,
     tls: TlsAcceptor,
-    router: axum::Router,
+    api: fleethub_api::Api,
     hub: Hub,
     limits: HttpsLimits,
 ) {
@@ -73,7 +73,7 @@ pub async fn serve(
         .keep_alive_timeout(limits.header_timeout);
     let server = Arc::new(Server {
         tls,
-        router,
+        api,
         http,
         limits,
         admission: Admission::new(limits.caps, hub.clone()),
@@ -104,7 +104,7 @@ impl Server {
         let activity = Activity::new();
         let stream = Counted::new(stream, activity.clone());
         let service = hyper::service::service_fn({
-            let (router, activity, hub) = (self.router.clone(), activity.clone(), self.hub.clone());
+            let (api, activity, hub) = (self.api.clone(), activity.clone(), self.hub.clone());
             let body_limit = self.limits.idle_timeout;
             move |mut request: Request<Incoming>| {
                 let busy = activity.begin();
@@ -115,7 +115,7 @@ impl Server {
                     let stalled = move || count(&hub.metrics().https.body_timeouts);
                     axum::body::Body::new(StallLimit::new(body, body_limit, stalled))
                 });
-                let response = router.clone().oneshot(request);
+                let response = api.clone().oneshot(request);
                 async move {
                     let response = response.await?;
                     Ok::<_, Infallible>(response.map(|body| BusyBody::new(body, busy)))
