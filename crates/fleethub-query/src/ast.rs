@@ -207,15 +207,18 @@ impl Select {
     }
 }
 
-fn write_segment(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
-    let plain = s
-        .chars()
+/// Whether `s` reads back as one name: a word that is not a keyword.
+fn is_plain_name(s: &str) -> bool {
+    s.chars()
         .next()
         .is_some_and(|c| c.is_alphabetic() || c == '_' || c == '$')
         && s.chars()
             .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
-        && !crate::parser::is_reserved(s);
-    if plain {
+        && !crate::parser::is_reserved(s)
+}
+
+fn write_segment(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    if is_plain_name(s) {
         write!(f, "{s}")
     } else {
         write!(f, "[[{s}]]")
@@ -333,7 +336,13 @@ impl fmt::Display for Select {
                         ItemExpr::Aggregate(a, None) => write!(f, "{}()", a.name())?,
                         ItemExpr::Aggregate(a, Some(e)) => write!(f, "{}({e})", a.name())?,
                     }
-                    write!(f, " AS {}", item.name)?;
+                    // An alias given as a string (`AS 'two words'`) is written back as one.
+                    f.write_str(" AS ")?;
+                    if is_plain_name(&item.name) {
+                        f.write_str(&item.name)?;
+                    } else {
+                        write_const(f, &Value::String(item.name.clone()))?;
+                    }
                 }
             }
         }

@@ -37,6 +37,35 @@ fn valid_queries_parse_to_their_canonical_form() {
     ]));
 }
 
+/// Found by an hour of fuzzing (fuzz/seeds/query/crash_string_alias_written_back_bare): an alias
+/// given as a string that is not a plain name was written back bare, and the canonical form of
+/// `SELECT LENGTH(deviceId) AS ', "d"] OR ...'` no longer parsed.
+#[test]
+fn an_alias_that_is_not_a_plain_name_is_written_back_quoted() {
+    for q in [
+        "SELECT deviceId AS 'two words' FROM devices",
+        "SELECT LENGTH(deviceId) AS ', \"d\"] OR deviceId IN [1' FROM devices",
+        "SELECT deviceId AS 'select' FROM devices",
+        "SELECT deviceId AS 'it\\'s' FROM devices",
+        "SELECT deviceId AS '9lives' FROM devices",
+        "SELECT COUNT() AS 'a\tb' FROM devices",
+    ] {
+        let parsed = Query::parse(q).unwrap();
+        let canonical = parsed.to_string();
+        let again = Query::parse(&canonical)
+            .unwrap_or_else(|e| panic!("{canonical:?} does not parse: {}", e.message));
+        assert_eq!(again.select, parsed.select, "{q} -> {canonical}");
+        assert_eq!(again.to_string(), canonical);
+    }
+    assert_eq!(
+        Query::parse("SELECT deviceId AS 'plain' FROM devices")
+            .unwrap()
+            .to_string(),
+        "SELECT deviceId AS plain FROM devices",
+        "a string alias that is a plain name is written as one"
+    );
+}
+
 #[test]
 fn invalid_queries_point_at_the_mistake() {
     insta::assert_snapshot!(render_all(&[
