@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod query;
 pub mod quota;
 pub mod registry;
+pub mod rollouts;
 mod startup;
 pub mod twin;
 

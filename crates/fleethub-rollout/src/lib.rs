@@ -15,7 +15,8 @@ pub mod window;
 pub use device::{bucket, Compliance, Counts, DeviceFacts, DeviceRecord, DeviceState};
 pub use event::{Event, EventKind, Push, Step};
 pub use machine::{
-    Command, CommandError, Observation, Rollout, Snapshot, Status, WaveRecord, WaveStatus,
+    Command, CommandError, Observation, Rollout, RolloutState, Snapshot, Status, WaveRecord,
+    WaveStatus,
 };
 pub use spec::{
     Artifact, BatchSpec, RetrySpec, RolloutSpec, Selector, SpecError, Threshold, TripAction,

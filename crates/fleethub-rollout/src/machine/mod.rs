@@ -122,11 +122,19 @@ pub struct CommandError(pub String);
 /// Everything a rollout keeps, as the store persists it (the spec beside it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
+    #[serde(flatten)]
+    pub state: RolloutState,
+    pub devices: Vec<DeviceRecord>,
+}
+
+/// The rollout-level part of a [`Snapshot`]: what changes with every step, without the devices
+/// (which are stored one record each).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutState {
     pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub waves: Vec<WaveRecord>,
-    pub devices: Vec<DeviceRecord>,
 }
 
 /// One rollout's state machine.
@@ -147,11 +155,23 @@ pub struct Rollout {
     queues: Vec<Vec<BTreeSet<(u8, u32, u32)>>>,
     /// Devices with a timer, by (time in ms, index).
     timers: BTreeSet<(i64, u32)>,
+    /// Devices whose record changed since the last [`Rollout::take_changed`].
+    changed: BTreeSet<u32>,
     /// Set when something may be pushable without a timer saying so (a joiner, a resume).
     pump_due: Option<DateTime<Utc>>,
     /// When waiting devices may next be pushed: the earliest window opening or batch interval
     /// that the last pump found them waiting for.
     push_wake: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for Rollout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rollout")
+            .field("id", &self.id)
+            .field("status", &self.status)
+            .field("totals", &self.totals)
+            .finish_non_exhaustive()
+    }
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -226,23 +246,25 @@ impl Rollout {
     /// The rollout as it was persisted: the same behaviour from here as if it had never stopped.
     pub fn restore(id: &str, spec: &RolloutSpec, snapshot: Snapshot) -> Result<Rollout, SpecError> {
         let plan = spec.plan(id)?;
-        if snapshot.waves.len() != plan.waves.len() {
+        let state = snapshot.state;
+        if state.waves.len() != plan.waves.len() {
             return Err(SpecError(format!(
                 "stored rollout {id} has {} waves, its spec {}",
-                snapshot.waves.len(),
+                state.waves.len(),
                 plan.waves.len()
             )));
         }
-        let mut waves = snapshot.waves;
+        let mut waves = state.waves;
         for w in &mut waves {
             w.counts = Counts::default();
         }
         let mut r = Rollout::empty(id, plan, waves);
-        r.status = snapshot.status;
-        r.reason = snapshot.reason;
+        r.status = state.status;
+        r.reason = state.reason;
         for record in snapshot.devices {
             r.insert(record);
         }
+        r.changed.clear();
         // Windows and batches are worked out again at the first tick.
         r.pump_due = Some(DateTime::<Utc>::UNIX_EPOCH);
         Ok(r)
@@ -264,6 +286,7 @@ impl Rollout {
             device_zone: Vec::new(),
             queues: vec![Vec::new(); n],
             timers: BTreeSet::new(),
+            changed: BTreeSet::new(),
             pump_due: None,
             push_wake: None,
         };
@@ -317,6 +340,7 @@ impl Rollout {
 
     /// Counts, queues and timers for a device's current wave and state.
     fn attach(&mut self, idx: u32) {
+        self.changed.insert(idx);
         let d = &self.devices[idx as usize];
         let cat = d.state.category();
         self.totals.add(cat);
@@ -456,11 +480,27 @@ impl Rollout {
     /// What the store keeps.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
+            state: self.state(),
+            devices: self.devices.clone(),
+        }
+    }
+
+    /// The rollout-level state, without the devices.
+    pub fn state(&self) -> RolloutState {
+        RolloutState {
             status: self.status,
             reason: self.reason.clone(),
             waves: self.waves.clone(),
-            devices: self.devices.clone(),
         }
+    }
+
+    /// The records of the devices that changed since the last call (every device, the first
+    /// time after `create`): what a step must write besides its state, pushes and events.
+    pub fn take_changed(&mut self) -> Vec<DeviceRecord> {
+        std::mem::take(&mut self.changed)
+            .into_iter()
+            .map(|i| self.devices[i as usize].clone())
+            .collect()
     }
 
     /// When the machine must be ticked even if nothing is observed (a timeout, a soak ending,

@@ -22,11 +22,13 @@ impl Rollout {
             Observation::Left { device } => self.left(&device),
             Observation::Reported { device, firmware } => {
                 if let Some(&idx) = self.index.get(&device) {
+                    self.changed.insert(idx);
                     self.reported(now, idx, &firmware, &mut step);
                 }
             }
             Observation::Connected { device } => {
                 if let Some(&idx) = self.index.get(&device) {
+                    self.changed.insert(idx);
                     self.connected(now, idx, &mut step);
                 }
             }
@@ -195,6 +197,16 @@ impl Rollout {
 
     fn reported(&mut self, now: DateTime<Utc>, idx: u32, fw: &ReportedFirmware, step: &mut Step) {
         let d = &mut self.devices[idx as usize];
+        // The report it made before this push, seen again (a hub replaying twins after a
+        // restart): it says nothing about the push.
+        let stale = matches!(d.state, DeviceState::InFlight { .. })
+            && !d.status_seen
+            && d.version.as_deref() == Some(fw.current_version.as_str())
+            && d.status == Some(fw.status)
+            && d.error == fw.error;
+        if stale {
+            return;
+        }
         d.version = Some(fw.current_version.clone());
         d.status = Some(fw.status);
         d.status_seen = true;

@@ -319,6 +319,10 @@ fn failed_devices_retry_with_backoff_then_are_flagged() {
     let fail = |run: &mut Run| {
         run.see(Observation::Reported {
             device: "d000".into(),
+            firmware: reported(V1, UpdateStatus::Downloading, None),
+        });
+        run.see(Observation::Reported {
+            device: "d000".into(),
             firmware: reported(V1, UpdateStatus::Failed, Some("sha256 mismatch")),
         })
     };
@@ -980,4 +984,34 @@ fn a_device_that_recovers_by_itself_during_its_backoff_is_not_pushed_again() {
     run.all_in_flight_update();
     assert_eq!(run.state("d000"), DeviceState::Updated);
     assert_eq!(run.pushed("d000"), vec![1]);
+}
+
+#[test]
+fn the_report_from_before_the_push_replayed_says_nothing_about_the_push() {
+    let mut s = spec(vec![wave("all", Selector::Percent(100.0))]);
+    s.retry.retries = 1;
+    let mut run = Run::new(s, fleet(1));
+    let failed = reported(V1, UpdateStatus::Failed, Some("flash write error"));
+    run.see(Observation::Reported {
+        device: "d000".into(),
+        firmware: failed.clone(),
+    });
+    run.advance(60);
+    assert_eq!(run.pushed("d000"), vec![1, 2]);
+    // A restarted hub replays the twin: the same failure, from attempt 1.
+    run.see(Observation::Reported {
+        device: "d000".into(),
+        firmware: failed.clone(),
+    });
+    assert!(matches!(run.state("d000"), DeviceState::InFlight { .. }));
+    // Once the device has said something since, the same failure is a new one.
+    run.see(Observation::Reported {
+        device: "d000".into(),
+        firmware: reported(V1, UpdateStatus::Downloading, None),
+    });
+    run.see(Observation::Reported {
+        device: "d000".into(),
+        firmware: failed,
+    });
+    assert_eq!(run.state("d000"), DeviceState::Flagged);
 }
