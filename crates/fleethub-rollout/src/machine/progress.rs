@@ -19,7 +19,7 @@ impl Rollout {
         }
         match observation {
             Observation::Joined(facts) => self.joined(now, facts),
-            Observation::Left { device } => self.left(&device),
+            Observation::Left { device } => self.left(now, &device, &mut step),
             Observation::Reported { device, firmware } => {
                 if let Some(&idx) = self.index.get(&device) {
                     self.changed.insert(idx);
@@ -60,6 +60,8 @@ impl Rollout {
         if self.pump_due.is_some() {
             self.pump(now, &mut step);
         }
+        // The last device with work left may just have finished.
+        self.check_completed(now, &mut step);
         step
     }
 
@@ -183,7 +185,7 @@ impl Rollout {
         }
     }
 
-    fn left(&mut self, device: &str) {
+    fn left(&mut self, now: DateTime<Utc>, device: &str, step: &mut Step) {
         let Some(&idx) = self.index.get(device) else {
             return;
         };
@@ -192,6 +194,8 @@ impl Rollout {
             DeviceState::Unassigned | DeviceState::Waiting
         ) {
             self.set_state(idx, DeviceState::Left);
+            // A smaller wave may have reached its gate.
+            self.evaluate(now, idx, step);
         }
     }
 

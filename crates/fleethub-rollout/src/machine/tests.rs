@@ -1015,3 +1015,67 @@ fn the_report_from_before_the_push_replayed_says_nothing_about_the_push() {
     });
     assert_eq!(run.state("d000"), DeviceState::Flagged);
 }
+
+#[test]
+fn the_rollout_completes_on_the_report_that_ends_its_last_device() {
+    let s = spec(vec![WaveSpec {
+        success: Threshold {
+            percent: Some(50.0),
+            count: None,
+        },
+        ..wave("all", Selector::Percent(100.0))
+    }]);
+    let mut run = Run::new(s, fleet(2));
+    let first = run.pushes[0].device.clone();
+    let second = run.pushes[1].device.clone();
+    run.boots_new(&first);
+    run.advance(240);
+    run.telemetry(&first);
+    run.advance(240);
+    run.telemetry(&first);
+    run.advance(120);
+    assert_eq!(run.r.waves()[0].status, WaveStatus::Passed);
+    assert_eq!(
+        run.r.status(),
+        Status::Running,
+        "the second device is still in flight"
+    );
+    // Its failure (no retries left) is the last thing to happen: no tick follows.
+    run.see(Observation::Reported {
+        device: second,
+        firmware: reported(V1, UpdateStatus::Failed, Some("bad block")),
+    });
+    assert_eq!(run.r.status(), Status::Completed);
+    assert_eq!(run.kinds(EventKind::Completed).len(), 1);
+}
+
+#[test]
+fn a_device_leaving_a_wave_can_let_its_gate_pass() {
+    let s = spec(vec![WaveSpec {
+        batch: Some(BatchSpec {
+            size: 1,
+            interval_secs: 3600,
+        }),
+        ..wave("first", Selector::Percent(100.0))
+    }]);
+    let mut run = Run::new(s, fleet(2));
+    let waiting: Vec<String> = run
+        .r
+        .devices()
+        .iter()
+        .filter(|d| d.state == DeviceState::Waiting)
+        .map(|d| d.id.clone())
+        .collect();
+    assert_eq!(waiting.len(), 1);
+    run.all_in_flight_update();
+    assert_eq!(
+        run.r.waves()[0].status,
+        WaveStatus::Running,
+        "1 of 2 updated"
+    );
+    run.see(Observation::Left {
+        device: waiting[0].clone(),
+    });
+    assert_eq!(run.r.waves()[0].status, WaveStatus::Passed, "1 of 1");
+    assert_eq!(run.r.status(), Status::Completed);
+}
