@@ -7,29 +7,30 @@ use fleethub_core::connection_string::ConnectionString;
 use fleethub_scenario::processes::ConnectPlan;
 use std::path::{Path, PathBuf};
 
-/// Flags that say where the hub is.
+/// Flags that say where the hub is. They are global: a command with verbs (`fleethub firmware`)
+/// takes them before or after its verb.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct HubArgs {
     /// The hub's service connection string
     /// (`HostName=…;SharedAccessKeyName=iothubowner;SharedAccessKey=…`). Scenarios without it
     /// (and without --ready-file) start a hub in this process.
-    #[arg(long, env = "FLEETHUB_CONNECTION_STRING")]
+    #[arg(long, env = "FLEETHUB_CONNECTION_STRING", global = true)]
     pub hub: Option<String>,
     /// The JSON file `fleethub serve --ready-file` wrote: connection string, CA and ports.
-    #[arg(long, conflicts_with = "hub")]
+    #[arg(long, conflicts_with = "hub", global = true)]
     pub ready_file: Option<PathBuf>,
     /// The CA (PEM) the hub's certificate chains to [default: the ready file's, else
     /// $FLEETHUB_DATA_DIR/tls/ca.pem or ./fleethub-data/tls/ca.pem].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub ca: Option<PathBuf>,
     /// The hub's MQTT/TLS port [default: the ready file's, else 8883].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub mqtt_port: Option<u16>,
     /// The hub's HTTPS (REST) port [default: the port in HostName, else 443].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub https_port: Option<u16>,
     /// The address devices dial [default: HostName's host; localhost dials 127.0.0.1].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub mqtt_host: Option<String>,
 }
 

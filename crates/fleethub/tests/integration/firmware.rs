@@ -1,7 +1,7 @@
 //! The firmware store end to end: uploads (no-op, conflict, cut, bad digest or signature),
 //! signing, per-device URLs, every Range form ESP-IDF sends, resuming after a cut, and delete.
 
-use crate::harness::{eventually, TestHub, DEADLINE};
+use crate::harness::{eventually, run_cli, TestHub, DEADLINE};
 use base64::Engine;
 use reqwest::header::{CONTENT_RANGE, ETAG, RANGE};
 use reqwest::{Method, StatusCode};
@@ -532,26 +532,6 @@ async fn an_artifact_a_twin_still_wants_cannot_be_deleted() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
-async fn fleethub_firmware(hub: &TestHub, args: &[&str]) -> (bool, String, String) {
-    let ca = hub.running.ca_file.clone().unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fleethub"));
-    // Where the hub is comes before the subcommand: `fleethub firmware --hub … --ca … upload …`.
-    cmd.arg("firmware")
-        .arg("--hub")
-        .arg(&hub.running.owner_connection_string)
-        .arg("--ca")
-        .arg(ca)
-        .args(args);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn the_firmware_command_uploads_lists_shows_and_deletes() {
     let hub = TestHub::start().await;
@@ -562,8 +542,10 @@ async fn the_firmware_command_uploads_lists_shows_and_deletes() {
     let sha = fleethub_core::firmware::sha256_hex(&img);
     let path = file.to_str().unwrap();
 
-    let (ok, out, err) = fleethub_firmware(
+    // The hub's flags before the verb, `fleethub firmware --hub … --ca … upload …`, ...
+    let (ok, out, err) = run_cli(
         &hub,
+        &["firmware"],
         &[
             "upload",
             path,
@@ -581,26 +563,30 @@ async fn the_firmware_command_uploads_lists_shows_and_deletes() {
     assert!(out.contains("300000"), "{out}");
     assert!(out.contains("signature"), "{out}");
 
-    let (ok, out, err) = fleethub_firmware(&hub, &["list", "--json"]).await;
+    // ... or after it, `fleethub firmware list --json --hub … --ca …`: the same answer.
+    let (ok, out, err) = run_cli(&hub, &["firmware", "list", "--json"], &[]).await;
     assert!(ok, "{err}");
     let listed: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(listed[0]["sha256"], sha.as_str());
     assert_eq!(listed[0]["notes"], "from CI");
-    let (ok, out, _) = fleethub_firmware(&hub, &["list"]).await;
+    let (ok, before, err) = run_cli(&hub, &["firmware"], &["list", "--json"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(before, out);
+    let (ok, out, _) = run_cli(&hub, &["firmware", "list"], &[]).await;
     assert!(ok);
     assert!(out.lines().nth(1).unwrap().starts_with("2.1.0"), "{out}");
 
-    let (ok, out, _) = fleethub_firmware(&hub, &["key"]).await;
+    let (ok, out, _) = run_cli(&hub, &["firmware", "key"], &[]).await;
     assert!(ok);
     assert!(out.starts_with("-----BEGIN PUBLIC KEY-----"), "{out}");
 
-    let (ok, _, err) = fleethub_firmware(&hub, &["delete", "9.9.9"]).await;
+    let (ok, _, err) = run_cli(&hub, &["firmware"], &["delete", "9.9.9"]).await;
     assert!(!ok);
     assert!(err.contains("404"), "{err}");
-    let (ok, out, err) = fleethub_firmware(&hub, &["delete", &sha]).await;
+    let (ok, out, err) = run_cli(&hub, &["firmware", "delete", &sha], &[]).await;
     assert!(ok, "{err}");
     assert!(out.contains("deleted"), "{out}");
-    let (ok, out, _) = fleethub_firmware(&hub, &["list", "--json"]).await;
+    let (ok, out, _) = run_cli(&hub, &["firmware", "list", "--json"], &[]).await;
     assert!(ok);
     assert_eq!(out.trim(), "[]");
 }

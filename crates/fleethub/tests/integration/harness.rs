@@ -162,6 +162,29 @@ pub async fn refusal(opts: fleethub_sim::ConnectOptions) -> u8 {
     }
 }
 
+/// Runs the `fleethub` binary as an operator would, pointed at `hub`:
+/// `fleethub <before…> --hub <its connection string> --ca <its CA> <after…>`, so a test puts the
+/// hub's flags where it means to (before a verb, or last). Returns whether it succeeded, its
+/// stdout and its stderr.
+pub async fn run_cli(hub: &TestHub, before: &[&str], after: &[&str]) -> (bool, String, String) {
+    let ca = hub.running.ca_file.clone().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fleethub"));
+    cmd.args(before)
+        .arg("--hub")
+        .arg(&hub.running.owner_connection_string)
+        .arg("--ca")
+        .arg(ca)
+        .args(after);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,28 +1,8 @@
 //! `fleethub query` against a running hub, as an operator runs it.
 
-use crate::harness::TestHub;
+use crate::harness::{run_cli, TestHub};
 use axum::http::Method;
 use serde_json::{json, Value};
-use std::process::Command;
-
-async fn fleethub_query(hub: &TestHub, args: &[&str]) -> (bool, String, String) {
-    let ca = hub.running.ca_file.clone().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleethub"));
-    cmd.arg("query")
-        .args(args)
-        .arg("--hub")
-        .arg(&hub.running.owner_connection_string)
-        .arg("--ca")
-        .arg(ca);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[tokio::test]
 async fn the_query_command_follows_pages_and_prints_json() {
@@ -42,21 +22,25 @@ async fn the_query_command_follows_pages_and_prints_json() {
             .await;
         assert_eq!(r.status, 200, "{:?}", r.body);
     }
-    let (ok, out, err) = fleethub_query(
+    let (ok, out, err) = run_cli(
         &hub,
         &[
+            "query",
             "SELECT deviceId FROM devices WHERE tags.city = 'boston'",
             "--page-size",
             "1",
         ],
+        &[],
     )
     .await;
     assert!(ok, "{err}");
     let items: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(items, json!([{"deviceId": "cli-1"}, {"deviceId": "cli-3"}]));
 
-    let (ok, out, _) = fleethub_query(
+    // The hub's flags may come first as well.
+    let (ok, out, _) = run_cli(
         &hub,
+        &["query"],
         &[
             "SELECT tags.city AS city, COUNT() AS n FROM devices GROUP BY tags.city",
             "--lines",
@@ -80,7 +64,8 @@ async fn the_query_command_follows_pages_and_prints_json() {
 #[tokio::test]
 async fn a_bad_query_fails_with_the_position_marked() {
     let hub = TestHub::start().await;
-    let (ok, _, err) = fleethub_query(&hub, &["SELECT * FROM devices WHERE tags.city = "]).await;
+    let query = "SELECT * FROM devices WHERE tags.city = ";
+    let (ok, _, err) = run_cli(&hub, &["query", query], &[]).await;
     assert!(!ok);
     assert!(
         err.contains("InvalidQuery") || err.contains("line 1, column"),
