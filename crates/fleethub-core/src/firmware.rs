@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 
 pub mod manifest;
+pub mod public_key;
 
 pub use manifest::Manifest;
 

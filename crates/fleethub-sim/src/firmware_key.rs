@@ -4,14 +4,9 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use fleethub_core::firmware::public_key::p256_point;
 use fleethub_core::firmware::DesiredFirmware;
 use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1};
-
-/// The DER prefix of a P-256 SubjectPublicKeyInfo, before the 65-byte uncompressed point.
-const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
-    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-];
 
 /// A pinned ECDSA P-256 public key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,11 +25,11 @@ impl FirmwareKey {
         let der = STANDARD
             .decode(body)
             .map_err(|e| format!("the firmware key PEM is not base64: {e}"))?;
-        match der.strip_prefix(&P256_SPKI_PREFIX[..]) {
-            Some(point) if point.len() == 65 => Ok(FirmwareKey {
+        match p256_point(&der) {
+            Some(point) => Ok(FirmwareKey {
                 point: point.to_vec(),
             }),
-            _ => Err("the firmware key is not an ECDSA P-256 public key".into()),
+            None => Err("the firmware key is not an ECDSA P-256 public key".into()),
         }
     }
 
@@ -81,8 +76,7 @@ mod tests {
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
         let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
             .unwrap();
-        let mut spki = P256_SPKI_PREFIX.to_vec();
-        spki.extend_from_slice(key.public_key().as_ref());
+        let spki = fleethub_core::firmware::public_key::p256_spki(key.public_key().as_ref());
         let pem = format!(
             "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
             STANDARD.encode(&spki)

@@ -14,13 +14,6 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivatePkcs8KeyDer;
 use std::path::Path;
 
-/// The DER prefix of a P-256 SubjectPublicKeyInfo: the algorithm (id-ecPublicKey, prime256v1)
-/// and the BIT STRING header of the 65-byte uncompressed point that follows.
-const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
-    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-];
-
 /// The name clients see for the algorithm.
 pub const ALGORITHM: &str = "ECDSA-P256-SHA256";
 
@@ -78,9 +71,7 @@ impl SigningKey {
 
     /// The public key as SubjectPublicKeyInfo DER.
     pub fn public_spki(&self) -> Vec<u8> {
-        let mut der = P256_SPKI_PREFIX.to_vec();
-        der.extend_from_slice(self.public_point());
-        der
+        fleethub_core::firmware::public_key::p256_spki(self.public_point())
     }
 
     /// The public key as a `PUBLIC KEY` PEM block (what `openssl pkey -pubout` prints).
