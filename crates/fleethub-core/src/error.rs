@@ -102,7 +102,8 @@ error_codes! {
     /// A firmware artifact is still referenced (a twin's desired firmware, a job in flight) and
     /// cannot be deleted.
     FirmwareInUse = (409021, 409),
-    /// The etag in If-Match does not match.
+    /// The etag in If-Match does not match, or the twin or device changed while the change was
+    /// being written; read it again and retry.
     PreconditionFailed = (412001, 412),
     /// The message or payload exceeds its size limit.
     MessageTooLarge = (413001, 413),
@@ -118,7 +119,8 @@ error_codes! {
     ServerError = (500001, 500),
     /// The request asks for something this hub does not implement (AMQP).
     NotImplemented = (501000, 501),
-    /// The hub is shutting down or its store is unavailable.
+    /// The hub is shutting down, its store is unavailable or full, or a change kept losing races
+    /// with other writers; retry later.
     ServiceUnavailable = (503001, 503),
     /// The device did not answer a direct method in time.
     GatewayTimeout = (504101, 504),

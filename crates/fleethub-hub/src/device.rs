@@ -122,24 +122,37 @@ pub fn etag_for(revision: u64) -> String {
 
 /// Strips the quotes an If-Match value may carry; `None` and `*` match anything.
 pub fn etag_matches(if_match: Option<&str>, current: &str) -> bool {
-    match if_match.map(|s| s.trim().trim_matches('"')) {
-        None | Some("*") | Some("") => true,
-        Some(tag) => tag == current,
-    }
+    pinned_etag(if_match).is_none_or(|tag| tag == current)
+}
+
+/// The etag an If-Match value pins a change to, without quotes; `None` for none or `*`.
+pub(crate) fn pinned_etag(if_match: Option<&str>) -> Option<&str> {
+    if_match
+        .map(|s| s.trim().trim_matches('"'))
+        .filter(|tag| !tag.is_empty() && *tag != "*")
 }
 
 impl Device {
+    /// The registry entry a stored row holds; its revision is the row's `revision` column.
     pub(crate) fn from_row(row: &DeviceRow) -> HubResult<Device> {
-        Device::deserialize(&row.identity).map_err(|e| {
+        let mut d = Device::deserialize(&row.identity).map_err(|e| {
             HubError::server(format!(
                 "stored identity of '{}' is unreadable: {e}",
                 row.device_id
             ))
-        })
+        })?;
+        d.revision = row.revision.max(0) as u64;
+        Ok(d)
     }
 
+    /// The stored form of the entry, without its revision: the store keeps that in a column of
+    /// its own, which writes carry to detect a concurrent change.
     pub(crate) fn to_identity(&self) -> Value {
-        serde_json::to_value(self).unwrap_or(Value::Null)
+        let mut identity = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Some(fields) = identity.as_object_mut() {
+            fields.remove("$revision");
+        }
+        identity
     }
 
     /// Validates a submitted registry entry and fills keys the hub generates.

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod certificates;
+mod concurrency;
 pub mod connections;
 pub mod device;
 pub mod events;

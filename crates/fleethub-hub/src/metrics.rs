@@ -15,6 +15,8 @@ pub struct Metrics {
     pub c2d_delivered: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub connections_refused: AtomicU64,
+    /// Writes that lost a race to another writer (and were computed again, or refused with 412).
+    pub write_conflicts: AtomicU64,
     /// Telemetry messages delayed by a quota (back-pressure; none are dropped).
     pub throttled_telemetry: AtomicU64,
     /// Reported-property patches answered 429 by a quota.
@@ -62,7 +64,7 @@ impl Metrics {
     /// Renders the counters plus the given gauges.
     pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 9] = [
+        let counters: [(&str, &str, &AtomicU64); 10] = [
             (
                 "fleethub_reported_updates_total",
                 "Reported-property patches committed",
@@ -107,6 +109,11 @@ impl Metrics {
                 "fleethub_connections_refused_total",
                 "Device connections refused",
                 &self.connections_refused,
+            ),
+            (
+                "fleethub_write_conflicts_total",
+                "Writes that found a twin or device changed since they read it",
+                &self.write_conflicts,
             ),
         ];
         for (name, help, v) in counters {

@@ -3,6 +3,7 @@
 
 pub use crate::device::{etag_for, etag_matches, Authentication, SymmetricKey, X509Thumbprint};
 
+use crate::concurrency::{OnConflict, WriteResult};
 use crate::device::{disconnected, Capabilities, Device, DeviceStatus};
 use crate::events::append_change;
 use crate::Hub;
@@ -115,6 +116,7 @@ impl ImportMode {
 /// A submitted registry entry and which of its parts the request named. On an update, what it
 /// does not name is kept from the stored entry: a request never changes credentials, status or
 /// capabilities it did not mention.
+#[derive(Clone)]
 struct IdentityChange {
     device: Device,
     names_status: bool,
@@ -271,9 +273,11 @@ impl Hub {
         let now = self.now_string();
         let if_match = if_match.map(str::to_string);
         let hub = self.clone();
+        let on_conflict = OnConflict::for_if_match(if_match.as_deref());
         let device = self
-            .store()
-            .write(move |tx| hub.upsert_in(tx, change, if_match.as_deref(), &now))
+            .write_versioned(on_conflict, move |tx| {
+                hub.upsert_in(tx, change.clone(), if_match.as_deref(), &now)
+            })
             .await?;
         Ok(self.present(device))
     }
@@ -303,15 +307,16 @@ impl Hub {
         Ok(())
     }
 
-    /// Creates or updates one registry entry inside `tx`: the one path for `PUT /devices/{id}`
-    /// and bulk import. A device that becomes disabled is disconnected once the write commits.
+    /// Creates or updates one registry entry inside `tx`, at the revision it reads: the one path
+    /// for `PUT /devices/{id}` and bulk import. A device that becomes disabled is disconnected
+    /// once the write commits.
     fn upsert_in(
         &self,
         tx: &mut WriteTx<'_>,
         change: IdentityChange,
         if_match: Option<&str>,
         now: &str,
-    ) -> HubResult<Device> {
+    ) -> WriteResult<Device> {
         let Some(row) = tx.get_device(&change.device.device_id)? else {
             let mut d = change.device;
             d.normalize()?;
@@ -323,11 +328,11 @@ impl Hub {
         let old = Device::from_row(&row)?;
         let id = old.device_id.clone();
         if if_match.is_none() {
-            return Err(already_exists(&id));
+            return Err(already_exists(&id).into());
         }
         let current = etag_for(old.revision);
         if !etag_matches(if_match, &current) {
-            return Err(precondition_failed("device", &id, &current));
+            return Err(precondition_failed("device", &id, &current).into());
         }
         let mut d = change.onto(&old);
         d.normalize()?;
@@ -342,7 +347,7 @@ impl Hub {
         d.last_activity_time = old.last_activity_time;
         d.cloud_to_device_message_count = old.cloud_to_device_message_count;
         d.connection_state = disconnected();
-        tx.update_identity(&id, d.status.as_str(), &d.to_identity())?;
+        tx.update_identity(&id, d.status.as_str(), &d.to_identity(), d.revision as i64)?;
         append_change(tx, Some(&id), &Change::DeviceUpdated {}, self.now_ms())?;
         if d.status == DeviceStatus::Disabled {
             self.disconnect_on_commit(tx, &id, "device disabled");
@@ -366,22 +371,24 @@ impl Hub {
     /// `DELETE /devices/{id}`.
     pub async fn delete_device(&self, id: &str, if_match: Option<&str>) -> HubResult<()> {
         let (id, if_match, hub) = (id.to_string(), if_match.map(str::to_string), self.clone());
-        self.store()
-            .write(move |tx| hub.delete_in(tx, &id, if_match.as_deref()))
-            .await
+        let on_conflict = OnConflict::for_if_match(if_match.as_deref());
+        self.write_versioned(on_conflict, move |tx| {
+            hub.delete_in(tx, &id, if_match.as_deref())
+        })
+        .await
     }
 
-    /// Deletes a device inside `tx`, with its persisted MQTT session (a re-created id starts with
-    /// no subscriptions); its connection closes once the write commits.
-    fn delete_in(&self, tx: &mut WriteTx<'_>, id: &str, if_match: Option<&str>) -> HubResult<()> {
+    /// Deletes a device inside `tx`, at the revision it reads, with its persisted MQTT session (a
+    /// re-created id starts with no subscriptions); its connection closes once the write commits.
+    fn delete_in(&self, tx: &mut WriteTx<'_>, id: &str, if_match: Option<&str>) -> WriteResult<()> {
         let row = tx
             .get_device(id)?
             .ok_or_else(|| HubError::device_not_found(id))?;
-        let current = etag_for(Device::from_row(&row)?.revision);
+        let current = etag_for(row.revision.max(0) as u64);
         if !etag_matches(if_match, &current) {
-            return Err(precondition_failed("device", id, &current));
+            return Err(precondition_failed("device", id, &current).into());
         }
-        tx.delete_device(id)?;
+        tx.delete_device(id, row.revision)?;
         tx.delete_session(id)?;
         append_change(tx, Some(id), &Change::DeviceDeleted {}, self.now_ms())?;
         self.disconnect_on_commit(tx, id, "device deleted");
@@ -470,8 +477,10 @@ impl Hub {
             })
         };
         let if_match = match mode {
-            ImportMode::Delete => return self.delete_in(tx, id.as_str(), Some("*")),
-            ImportMode::DeleteIfMatchETag => return self.delete_in(tx, id.as_str(), Some(etag()?)),
+            ImportMode::Delete => return Ok(self.delete_in(tx, id.as_str(), Some("*"))?),
+            ImportMode::DeleteIfMatchETag => {
+                return Ok(self.delete_in(tx, id.as_str(), Some(etag()?))?)
+            }
             ImportMode::UpdateTwin | ImportMode::UpdateTwinIfMatchETag => {
                 return self.import_twin_only_in(tx, e, mode, now);
             }

@@ -1,5 +1,6 @@
 //! Twins: the service's view (tags, desired, reported with metadata) and the device's view.
 
+use crate::concurrency::{OnConflict, WriteResult};
 use crate::device::{etag_for, etag_matches, Device};
 use crate::events::append_change;
 use crate::{DeviceCommand, Hub};
@@ -111,12 +112,13 @@ pub(crate) fn new_device_row(d: &Device, now: &str) -> DeviceRow {
     DeviceRow {
         device_id: d.device_id.clone(),
         status: d.status.as_str().to_string(),
-        identity: serde_json::to_value(d).unwrap_or(Value::Null),
+        identity: d.to_identity(),
         tags: json!({}),
         desired: empty(now),
         reported: empty(now),
         twin_version: 1,
         twin_etag: etag_for(1),
+        revision: d.revision as i64,
     }
 }
 
@@ -253,26 +255,27 @@ impl Hub {
             if_match.map(str::to_string),
             self.clone(),
         );
+        let on_conflict = OnConflict::for_if_match(if_match.as_deref());
         let twin = self
-            .store()
-            .write(move |tx| {
-                hub.change_twin_in(tx, &key, change, if_match.as_deref(), replace, &now)
+            .write_versioned(on_conflict, move |tx| {
+                hub.change_twin_in(tx, &key, &change, if_match.as_deref(), replace, &now)
             })
             .await?;
         Ok(twin.into_twin(self.inner.connections.is_connected(id)))
     }
 
-    /// Applies a service change to a twin inside `tx`; a desired change is pushed to the device
-    /// once the write commits, in commit order with every other push.
+    /// Applies a service change to a twin inside `tx`, at the twin version it reads; a desired
+    /// change is pushed to the device once the write commits, in commit order with every other
+    /// push.
     fn change_twin_in(
         &self,
         tx: &mut WriteTx<'_>,
         id: &str,
-        change: ServiceTwinChange,
+        change: &ServiceTwinChange,
         if_match: Option<&str>,
         replace: bool,
         now: &str,
-    ) -> HubResult<TwinState> {
+    ) -> WriteResult<TwinState> {
         let row = tx
             .get_device(id)?
             .ok_or_else(|| HubError::device_not_found(id))?;
@@ -282,7 +285,8 @@ impl Hub {
             return Err(HubError::new(
                 ErrorCode::PreconditionFailed,
                 format!("twin '{id}' has etag \"{current}\", not the one in If-Match; read it again and retry"),
-            ));
+            )
+            .into());
         }
         if let Some(tags) = &change.tags {
             if replace {
@@ -395,8 +399,9 @@ impl Hub {
         };
         let (now, key, hub) = (self.now_string(), id.to_string(), self.clone());
         let version = self
-            .store()
-            .write(move |tx| hub.report_in(tx, &key, &patch, &now))
+            .write_versioned(OnConflict::Recompute, move |tx| {
+                hub.report_in(tx, &key, &patch, &now)
+            })
             .await?;
         self.metrics()
             .reported_updates
@@ -404,13 +409,15 @@ impl Hub {
         Ok(version)
     }
 
+    /// Merges a reported patch inside `tx`, at the twin version it reads. The version check is
+    /// part of the one `UPDATE`, so the hot path reads the row once, as before.
     fn report_in(
         &self,
         tx: &mut WriteTx<'_>,
         id: &str,
         patch: &Map<String, Value>,
         now: &str,
-    ) -> HubResult<u64> {
+    ) -> WriteResult<u64> {
         // Hot path: decode and re-encode only the reported section, straight from its text.
         let (text, twin_version) = tx
             .get_reported_text(id)?
@@ -447,6 +454,6 @@ pub(crate) fn import_twin_in(
         tags: tags.cloned(),
         desired,
     };
-    hub.change_twin_in(tx, id, change, None, false, now)?;
+    hub.change_twin_in(tx, id, &change, None, false, now)?;
     Ok(())
 }

@@ -21,6 +21,9 @@ pub struct DeviceRow {
     pub twin_version: i64,
     /// The twin's etag.
     pub twin_etag: String,
+    /// The registry entry's revision, bumped by the hub on every identity change; an update or
+    /// delete carries the one it read and fails with [`crate::StoreError::Conflict`] if it moved.
+    pub revision: i64,
 }
 
 /// A device row with its JSON columns already encoded as text, so that callers can do the
@@ -43,6 +46,8 @@ pub struct EncodedDeviceRow {
     pub twin_version: i64,
     /// The twin's etag.
     pub twin_etag: String,
+    /// The registry entry's revision.
+    pub revision: i64,
 }
 
 impl DeviceRow {
@@ -57,6 +62,7 @@ impl DeviceRow {
             reported: serde_json::to_string(&self.reported)?,
             twin_version: self.twin_version,
             twin_etag: self.twin_etag.clone(),
+            revision: self.revision,
         })
     }
 }

@@ -23,6 +23,7 @@ fn device(id: &str, tags: serde_json::Value) -> DeviceRow {
         reported: json!({}),
         twin_version: 1,
         twin_etag: "AAAAAAAAAAE=".into(),
+        revision: 1,
     }
 }
 
@@ -203,7 +204,7 @@ async fn twin_targets_carry_only_the_sections_asked_for_and_flag_deleted_devices
                 condition: None,
             };
             tx.snapshot_job_devices(&snapshot, None, 100)?;
-            tx.delete_device("d001")?;
+            tx.delete_device("d001", 1)?;
             Ok(())
         })
         .await

@@ -95,6 +95,55 @@ async fn update_needs_the_current_etag() {
     );
 }
 
+/// Two registry updates pinned to one etag, sent at once: one wins, the other gets IoT Hub's 412
+/// PreconditionFailed and is not retried; a delete pinned to that etag is then 412 too, and the
+/// device stays with the winner's change until a delete names the current etag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_registry_changes_pinned_to_one_etag_one_wins_and_the_others_get_412() {
+    let api = TestApi::start().await;
+    let created = api.create_device("dev1").await;
+    let token = api.token("iothubowner");
+    let etag = format!("\"{}\"", created["etag"].as_str().unwrap());
+    let pinned = [("if-match", etag.as_str())];
+    let update = |reason: &'static str| {
+        let mut body = sas_device("dev1");
+        body["statusReason"] = json!(reason);
+        api.call(
+            Method::PUT,
+            "/devices/dev1",
+            Some(&token),
+            Some(body),
+            &pinned,
+        )
+    };
+    let (first, second) = tokio::join!(update("first"), update("second"));
+    let (won, lost, winner) = if first.status.is_success() {
+        (&first, &second, "first")
+    } else {
+        (&second, &first, "second")
+    };
+    assert_eq!(won.status, StatusCode::OK, "{}", won.text);
+    lost.assert_error(412, 412001, "PreconditionFailed");
+
+    let stale = api
+        .call(Method::DELETE, "/devices/dev1", Some(&token), None, &pinned)
+        .await;
+    stale.assert_error(412, 412001, "PreconditionFailed");
+    let now = api.owner(Method::GET, "/devices/dev1", None).await.json();
+    assert_eq!(now["statusReason"], winner, "{now}");
+    let current = format!("\"{}\"", now["etag"].as_str().unwrap());
+    let deleted = api
+        .call(
+            Method::DELETE,
+            "/devices/dev1",
+            Some(&token),
+            None,
+            &[("if-match", &current)],
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.text);
+}
+
 #[tokio::test]
 async fn unknown_device_is_404_device_not_found() {
     let api = TestApi::start().await;

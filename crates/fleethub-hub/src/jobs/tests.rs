@@ -7,6 +7,7 @@ use fleethub_core::{ErrorCode, ManualClock};
 use fleethub_store::DeviceJobStatus;
 use fleethub_store::{JobDeviceUpdate, JobReads, Store, StoreConfig};
 use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tempfile::TempDir;
 use tokio::sync::mpsc;
@@ -673,6 +674,11 @@ async fn a_twin_patched_between_a_batch_read_and_its_write_keeps_both_changes() 
         .await
         .unwrap();
     assert_eq!(written, 2);
+    let conflicts = f.hub.metrics().write_conflicts.load(Ordering::Relaxed);
+    assert_eq!(
+        conflicts, 1,
+        "d001's write lost to the PATCH and was merged again"
+    );
     let twin = f.hub.get_twin("d001").await.unwrap();
     assert_eq!(twin.desired.values["fw"], "2.0");
     assert_eq!(twin.desired.values["led"], 1);

@@ -1,11 +1,13 @@
 //! A twin job's batches. Each device's patch is merged (with the same core functions as
 //! `PATCH /twins/{id}`) on a read connection; one store write then, for each device, marks its row
 //! `completed` (only if still pending) and writes the twin (only if unchanged since it was read,
-//! else merged again on the writer) — so a crash leaves each device either updated and marked, or
-//! neither. Connected devices get the desired patch pushed after the commit.
+//! else merged again on the writer, a bounded number of times) — so a crash leaves each device
+//! either updated and marked, or neither. Connected devices get the desired patch pushed after
+//! the commit.
 
 use super::document::{device_error, JobDocument, TwinUpdate};
 use super::notify::OperationNotice;
+use crate::concurrency::{gave_up, ATTEMPTS};
 use crate::device::etag_for;
 use crate::events::append_change;
 use crate::Hub;
@@ -13,9 +15,10 @@ use fleethub_core::events::Change;
 use fleethub_core::twin::patch::apply_tags_patch;
 use fleethub_core::twin::{Section, TwinProperties};
 use fleethub_core::{HubError, HubResult};
-use fleethub_store::DeviceJobStatus;
+use fleethub_store::{DeviceJobStatus, StoreError};
 use fleethub_store::{JobDeviceUpdate, JobReads, JobTwinTarget, WriteTx};
 use serde_json::{Map, Value};
+use std::sync::atomic::Ordering;
 
 /// A device whose desired properties changed: who to notify, with which `$version`.
 struct Pushed {
@@ -113,8 +116,12 @@ pub(super) async fn commit(
         .store()
         .write(move |tx| {
             let mut finished = notices.any().then(Vec::new);
-            let (processed, pushed) =
+            let (processed, pushed, conflicts) =
                 apply_batch(tx, &job_id, &patch, prepared, &now, now_ms, &mut finished)?;
+            if conflicts > 0 {
+                let counter = &hub.metrics().write_conflicts;
+                counter.fetch_add(conflicts, Ordering::Relaxed);
+            }
             if let Some(finished) = finished {
                 notices.on_commit(tx, finished);
             }
@@ -136,7 +143,8 @@ pub(super) async fn commit(
 }
 
 /// Writes a batch; `finished`, when someone listens for completion notices, gets one per device
-/// row this batch ended.
+/// row this batch ended. Returns how many devices it processed, the desired pushes, and how many
+/// twins it found changed since they were merged (each merged again).
 fn apply_batch(
     tx: &mut WriteTx<'_>,
     job_id: &str,
@@ -145,8 +153,9 @@ fn apply_batch(
     now: &str,
     now_ms: i64,
     finished: &mut Option<Vec<OperationNotice>>,
-) -> HubResult<(usize, Vec<Pushed>)> {
+) -> HubResult<(usize, Vec<Pushed>, u64)> {
     let mut pushed = Vec::with_capacity(prepared.len());
+    let mut conflicts = 0;
     let mut ended = |device_id: &str, status| {
         if let Some(list) = finished.as_mut() {
             list.push(OperationNotice::DeviceFinished {
@@ -178,17 +187,7 @@ fn apply_batch(
             // Only a row still pending is processed: the job may have been cancelled or expired
             // since the batch was read.
             Ok(applied) if mark(tx, job_id, device_id, DeviceJobStatus::Completed, now, None)? => {
-                let applied = if write(tx, device_id, &applied)? {
-                    Ok(applied)
-                } else {
-                    // The twin changed (or went) after the batch was read: merge again from what
-                    // the writer sees now, which nothing can change before this commits.
-                    let fresh =
-                        tx.twin_target(device_id, update.tags.is_some(), update.desired.is_some())?;
-                    merge(&fresh, update, now)
-                        .and_then(|applied| write(tx, device_id, &applied).map(|_| applied))
-                };
-                match applied {
+                match write_merged(tx, device_id, update, applied, now, &mut conflicts)? {
                     Ok(applied) => {
                         updated += 1;
                         ended(device_id, DeviceJobStatus::Completed);
@@ -225,19 +224,47 @@ fn apply_batch(
         };
         append_change(tx, None, &batch, now_ms)?;
     }
-    Ok(((updated + failed) as usize, pushed))
+    Ok(((updated + failed) as usize, pushed, conflicts))
 }
 
-/// Writes merged sections if the twin is still at the version they were merged from.
-fn write(tx: &mut WriteTx<'_>, device_id: &str, applied: &Merged) -> HubResult<bool> {
-    let etag = etag_for(applied.twin_version as u64);
-    Ok(tx.update_twin_text(
-        device_id,
-        applied.tags.as_deref(),
-        applied.desired.as_deref(),
-        applied.twin_version,
-        &etag,
-    )?)
+/// Writes merged sections if the twin is still at the version they were merged from; if it
+/// changed (or went) after the batch was read, merges again from what the writer reads now, at
+/// most [`ATTEMPTS`] tries in all, counting each lost try in `conflicts`. The outer error fails
+/// the batch (the store failed); the inner one fails this device.
+fn write_merged(
+    tx: &mut WriteTx<'_>,
+    device_id: &str,
+    update: &TwinUpdate,
+    mut applied: Merged,
+    now: &str,
+    conflicts: &mut u64,
+) -> Result<HubResult<Merged>, StoreError> {
+    let mut attempt = 1;
+    loop {
+        let etag = etag_for(applied.twin_version as u64);
+        let written = tx.update_twin_text(
+            device_id,
+            applied.tags.as_deref(),
+            applied.desired.as_deref(),
+            applied.twin_version,
+            &etag,
+        );
+        let lost = match written {
+            Ok(()) => return Ok(Ok(applied)),
+            Err(e) if !e.is_conflict() => return Err(e),
+            Err(lost) => lost,
+        };
+        *conflicts += 1;
+        if attempt == ATTEMPTS {
+            return Ok(Err(gave_up(&lost)));
+        }
+        attempt += 1;
+        let fresh = tx.twin_target(device_id, update.tags.is_some(), update.desired.is_some())?;
+        applied = match merge(&fresh, update, now) {
+            Ok(merged) => merged,
+            Err(e) => return Ok(Err(e)),
+        };
+    }
 }
 
 /// The row update that fails a device now with `error`.

@@ -13,6 +13,7 @@ pub const DEVICE_COLUMNS: &[&str] = &[
     "reported",
     "twin_version",
     "twin_etag",
+    "revision",
 ];
 
 /// The columns `SELECT *` returns on devices.jobs, in this order.

@@ -44,6 +44,7 @@ pub(crate) fn device(id: &str, tags: Value, desired: Value, reported: Value) -> 
         reported: section(reported, 5),
         twin_version: 7,
         twin_etag: "AAAAAAAAAAc=".into(),
+        revision: 1,
     }
 }
 

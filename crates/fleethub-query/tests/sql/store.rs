@@ -81,7 +81,7 @@ fn paging_is_stable_under_concurrent_inserts_and_deletes() {
         store
             .write(|tx| {
                 tx.insert_device(&device("d015", json!({}), json!({}), json!({})))?;
-                tx.delete_device("d04")?;
+                tx.delete_device("d04", 1)?;
                 Ok::<_, fleethub_store::StoreError>(())
             })
             .await

@@ -234,11 +234,11 @@ mod tests {
         store
             .write(move |tx| {
                 tx.conn.execute(
-                    "INSERT INTO devices VALUES ('d1','enabled','{}','{}',?1,'{}',1,'e')",
+                    "INSERT INTO devices VALUES ('d1','enabled','{}','{}',?1,'{}',1,'e',1)",
                     [&desired],
                 )?;
                 tx.conn.execute(
-                    "INSERT INTO devices VALUES ('d2','enabled','{}','{}','{}','{}',1,'e')",
+                    "INSERT INTO devices VALUES ('d2','enabled','{}','{}','{}','{}',1,'e',1)",
                     [],
                 )?;
                 for (id, status, end, body) in &jobs {

@@ -13,6 +13,7 @@ pub use fleethub_core::jobs::{DeviceJobStatus, JobStatus};
 
 use super::compiled::{condition_params, condition_sql};
 use super::reads::{json_text, sql_limit};
+use super::writes::Versioned;
 use crate::{Reads, StoreError, WriteTx};
 
 /// The SET clause of every `job_devices` update: `?3` status, `?4` start, `?5` end, `?6` updated,
@@ -712,9 +713,10 @@ impl WriteTx<'_> {
     }
 
     /// Replaces tags and/or desired (as already-serialized JSON text; `None` keeps a section) and
-    /// the twin version and etag of a device, if its twin version is still `expected_version`
-    /// (`twin_version - 1`); `false` if it changed meanwhile or the device is gone. The batch
-    /// path of twin jobs, which merges on a read connection and never decodes the rest of the row.
+    /// the twin version and etag of a device, if its twin is still at `twin_version - 1` (the
+    /// version the caller read); [`StoreError::Conflict`], and nothing written, if it changed
+    /// meanwhile or the device is gone. The batch path of twin jobs, which merges on a read
+    /// connection and never decodes the rest of the row.
     pub fn update_twin_text(
         &mut self,
         device_id: &str,
@@ -722,13 +724,21 @@ impl WriteTx<'_> {
         desired: Option<&str>,
         twin_version: i64,
         twin_etag: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(), StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "UPDATE devices SET tags = coalesce(?2, tags), desired = coalesce(?3, desired),
                  twin_version = ?4, twin_etag = ?5
              WHERE device_id = ?1 AND twin_version = ?4 - 1",
         )?;
-        Ok(stmt.execute(params![device_id, tags, desired, twin_version, twin_etag])? == 1)
+        let changed = stmt.execute(params![device_id, tags, desired, twin_version, twin_etag])?;
+        let read = twin_version - 1;
+        self.expect_one(
+            changed,
+            Versioned::Twin {
+                id: device_id,
+                read,
+            },
+        )
     }
 
     /// Deletes up to `limit` device rows of a job (a finished one, being pruned: its statistics

@@ -11,7 +11,7 @@ use crate::{C2dRow, DeviceCounts, DeviceRow, EventRow, StoreError, TelemetryRow}
 /// The columns [`device_row`] reads, in order (a macro, so statements are built at compile time).
 macro_rules! device_row_columns {
     () => {
-        "device_id, status, identity, tags, desired, reported, twin_version, twin_etag"
+        "device_id, status, identity, tags, desired, reported, twin_version, twin_etag, revision"
     };
 }
 
@@ -222,6 +222,7 @@ pub(crate) fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceRow> {
         reported: json_column(r, 5)?,
         twin_version: r.get(6)?,
         twin_etag: r.get(7)?,
+        revision: r.get(8)?,
     })
 }
 

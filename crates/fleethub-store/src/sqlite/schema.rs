@@ -245,6 +245,13 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX rollout_events_by_rollout ON rollout_events (rollout_id, seq);
     "#,
+    // 9: a device's registry revision as a column, so an identity update or a delete can carry
+    // the revision it read in its WHERE clause (optimistic concurrency, as `twin_version` does
+    // for twins). Until now the hub kept it inside `identity` as `$revision`: copied once here.
+    r#"
+    ALTER TABLE devices ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+    UPDATE devices SET revision = coalesce(json_extract(identity, '$."$revision"'), 0);
+    "#,
 ];
 
 /// Brings the database up to the newest schema this build knows.
@@ -303,7 +310,7 @@ mod tests {
     fn the_tag_index_follows_every_insert_update_and_delete() {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();
-        let insert = "INSERT INTO devices VALUES (?1, 'enabled', '{}', ?2, '{}', '{}', 1, 'e')";
+        let insert = "INSERT INTO devices VALUES (?1, 'enabled', '{}', ?2, '{}', '{}', 1, 'e', 1)";
         conn.execute(
             insert,
             ["d1", r#"{"v":"1.0","loc":{"floor":3},"ok":true,"n":null}"#],
@@ -402,6 +409,33 @@ mod tests {
             !plan.iter().any(|p| p.starts_with("SCAN events")),
             "{plan:?}"
         );
+    }
+
+    #[test]
+    fn device_revisions_move_from_the_identity_into_their_column() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        // A database at version 8 with devices whose revision lives in the identity.
+        let tx = conn.transaction().unwrap();
+        for sql in &MIGRATIONS[..8] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 8).unwrap();
+        tx.commit().unwrap();
+        let insert = "INSERT INTO devices (device_id, status, identity, tags, desired, reported, \
+                      twin_version, twin_etag) VALUES (?1, 'enabled', ?2, '{}', '{}', '{}', 1, 'e')";
+        conn.execute(insert, ["d1", r#"{"deviceId":"d1","$revision":4}"#])
+            .unwrap();
+        conn.execute(insert, ["d2", r#"{"deviceId":"d2"}"#])
+            .unwrap();
+        migrate(&mut conn).unwrap();
+        let revisions: Vec<(String, i64)> = conn
+            .prepare("SELECT device_id, revision FROM devices ORDER BY 1")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(revisions, vec![("d1".into(), 4), ("d2".into(), 0)]);
     }
 
     #[test]

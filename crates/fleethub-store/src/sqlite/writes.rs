@@ -1,6 +1,6 @@
 //! Changes, made inside the writer's transaction.
 
-use rusqlite::{params, Connection, Statement};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 use super::reads::{json_text, sql_limit};
@@ -74,9 +74,9 @@ impl WriteTx<'_> {
     /// [`insert_device`](Self::insert_device) for a row encoded beforehand.
     pub fn insert_encoded_device(&mut self, row: &EncodedDeviceRow) -> Result<bool, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "INSERT INTO devices
-                 (device_id, status, identity, tags, desired, reported, twin_version, twin_etag)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+            "INSERT INTO devices (device_id, status, identity, tags, desired, reported,
+                                  twin_version, twin_etag, revision)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (device_id) DO NOTHING",
         )?;
         let inserted = stmt.execute(params![
@@ -88,62 +88,70 @@ impl WriteTx<'_> {
             row.reported,
             row.twin_version,
             row.twin_etag,
+            row.revision,
         ])?;
         Ok(inserted == 1)
     }
 
-    /// Stores a whole device row, replacing the one with its id if any.
-    pub fn put_device(&mut self, row: &DeviceRow) -> Result<(), StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "INSERT INTO devices
-                 (device_id, status, identity, tags, desired, reported, twin_version, twin_etag)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (device_id) DO UPDATE SET
-                 status = excluded.status, identity = excluded.identity, tags = excluded.tags,
-                 desired = excluded.desired, reported = excluded.reported,
-                 twin_version = excluded.twin_version, twin_etag = excluded.twin_etag",
-        )?;
-        execute_device(&mut stmt, row)?;
-        Ok(())
-    }
-
-    /// Replaces a device's status and registry entry; `false` if it does not exist.
+    /// Replaces a device's status and registry entry and sets its revision to `revision`, if the
+    /// stored revision is still `revision - 1` (the one the caller read); otherwise nothing is
+    /// written and the answer is [`StoreError::Conflict`].
     pub fn update_identity(
         &mut self,
         id: &str,
         status: &str,
         identity: &Value,
-    ) -> Result<bool, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("UPDATE devices SET status = ?2, identity = ?3 WHERE device_id = ?1")?;
-        Ok(stmt.execute(params![id, status, json_text(identity)?])? == 1)
+        revision: i64,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE devices SET status = ?2, identity = ?3, revision = ?4
+             WHERE device_id = ?1 AND revision = ?4 - 1",
+        )?;
+        let changed = stmt.execute(params![id, status, json_text(identity)?, revision])?;
+        self.expect_one(
+            changed,
+            Versioned::Device {
+                id,
+                read: revision - 1,
+            },
+        )
     }
 
     /// Replaces the reported section with already-serialized JSON text (the hot path; the caller
-    /// guarantees it is a valid JSON document). False if the device is missing.
+    /// guarantees it is a valid JSON document) and sets the twin's version and etag, if the twin
+    /// is still at `twin_version - 1` (the version the caller read); otherwise nothing is written
+    /// and the answer is [`StoreError::Conflict`]. The check is part of the one `UPDATE`.
     pub fn update_reported_text(
         &mut self,
         id: &str,
         reported_json: &str,
         twin_version: i64,
         twin_etag: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(), StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "UPDATE devices SET reported = ?2, twin_version = ?3, twin_etag = ?4 WHERE device_id = ?1",
+            "UPDATE devices SET reported = ?2, twin_version = ?3, twin_etag = ?4
+             WHERE device_id = ?1 AND twin_version = ?3 - 1",
         )?;
-        Ok(stmt.execute(params![id, reported_json, twin_version, twin_etag])? == 1)
+        let changed = stmt.execute(params![id, reported_json, twin_version, twin_etag])?;
+        self.expect_one(
+            changed,
+            Versioned::Twin {
+                id,
+                read: twin_version - 1,
+            },
+        )
     }
 
-    /// Replaces the given twin sections and the twin's version and etag; `false` if the device
-    /// does not exist.
+    /// Replaces the given twin sections and sets the twin's version and etag, if the twin is still
+    /// at `twin_version - 1` (the version the caller read); otherwise nothing is written and the
+    /// answer is [`StoreError::Conflict`].
     pub fn update_twin(
         &mut self,
         id: &str,
         sections: TwinSections<'_>,
         twin_version: i64,
         twin_etag: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(), StoreError> {
         // One statement for every combination of sections (NULL keeps a section): SQLite rewrites
         // the whole row on any update, so naming only the changed columns would save nothing.
         let mut stmt = self.conn.prepare_cached(
@@ -153,7 +161,7 @@ impl WriteTx<'_> {
                  reported = coalesce(?4, reported),
                  twin_version = ?5,
                  twin_etag = ?6
-             WHERE device_id = ?1",
+             WHERE device_id = ?1 AND twin_version = ?5 - 1",
         )?;
         let tags = sections.tags.map(json_text).transpose()?;
         let desired = sections.desired.map(json_text).transpose()?;
@@ -166,20 +174,55 @@ impl WriteTx<'_> {
             twin_version,
             twin_etag
         ])?;
-        Ok(changed == 1)
+        self.expect_one(
+            changed,
+            Versioned::Twin {
+                id,
+                read: twin_version - 1,
+            },
+        )
     }
 
-    /// Deletes a device and its queued cloud-to-device messages (its telemetry stays, as a
-    /// record); `false` if it did not exist.
-    pub fn delete_device(&mut self, id: &str) -> Result<bool, StoreError> {
+    /// Deletes a device at `revision` (the one the caller read) and its queued cloud-to-device
+    /// messages (its telemetry stays, as a record); [`StoreError::Conflict`], and nothing deleted,
+    /// if the device changed or went since it was read.
+    pub fn delete_device(&mut self, id: &str, revision: i64) -> Result<(), StoreError> {
         let deleted = self
             .conn
-            .prepare_cached("DELETE FROM devices WHERE device_id = ?1")?
-            .execute([id])?;
+            .prepare_cached("DELETE FROM devices WHERE device_id = ?1 AND revision = ?2")?
+            .execute(params![id, revision])?;
+        self.expect_one(deleted, Versioned::Device { id, read: revision })?;
         self.conn
             .prepare_cached("DELETE FROM c2d WHERE device_id = ?1")?
             .execute([id])?;
-        Ok(deleted == 1)
+        Ok(())
+    }
+
+    /// The answer to a write that carried the version it read: `Ok` if it changed its one row,
+    /// else [`StoreError::Conflict`] naming what the row is now. The extra read runs only on
+    /// that failure path.
+    pub(crate) fn expect_one(&self, changed: usize, row: Versioned<'_>) -> Result<(), StoreError> {
+        if changed == 1 {
+            return Ok(());
+        }
+        let (what, id, read, column) = match row {
+            Versioned::Twin { id, read } => ("twin", id, read, "twin_version"),
+            Versioned::Device { id, read } => ("device", id, read, "revision"),
+        };
+        let now: Option<i64> = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {column} FROM devices WHERE device_id = ?1"
+            ))?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        let now = match now {
+            Some(v) => format!("now at {v}"),
+            None => "since deleted".to_string(),
+        };
+        Err(StoreError::Conflict(format!(
+            "{what} '{id}' (read at version {read}, {now})"
+        )))
     }
 
     /// Records a telemetry message and returns its `seq`; `None` (and nothing written) if the
@@ -304,17 +347,11 @@ impl WriteTx<'_> {
 pub(crate) const PRUNE_EVENTS: &str = "DELETE FROM events WHERE seq IN (
     SELECT seq FROM events WHERE time_ms < ?1 LIMIT ?2)";
 
-/// Runs an insert-style statement whose eight parameters are a device row's columns in table
-/// order; returns how many rows changed.
-fn execute_device(stmt: &mut Statement<'_>, row: &DeviceRow) -> Result<usize, StoreError> {
-    Ok(stmt.execute(params![
-        row.device_id,
-        row.status,
-        json_text(&row.identity)?,
-        json_text(&row.tags)?,
-        json_text(&row.desired)?,
-        json_text(&row.reported)?,
-        row.twin_version,
-        row.twin_etag,
-    ])?)
+/// A row a write read at a version and expects to find unchanged.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Versioned<'a> {
+    /// A twin, by its `twin_version`.
+    Twin { id: &'a str, read: i64 },
+    /// A device's registry entry, by its `revision`.
+    Device { id: &'a str, read: i64 },
 }
