@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
+pub mod download;
 pub mod manifest;
 pub mod public_key;
 

@@ -1,6 +1,8 @@
-//! Firmware artifacts the simulator serves itself (`generate = { size = … }`): deterministic
-//! blobs over HTTPS with Range requests, under a CA generated for the run that the virtual
-//! devices are told to trust.
+//! A run's firmware artifacts. Generated ones (`generate = { size = … }`, deterministic blobs)
+//! are uploaded to the hub's firmware store, which signs them; each device is handed its own
+//! download URL (`set_firmware`). A job's one twin patch cannot carry per-device URLs, so for
+//! `${firmware:…}` in `http` steps the simulator also serves the same bytes itself, over HTTPS
+//! with Range requests under a CA generated for the run that the devices are told to trust.
 
 use crate::roster::splitmix64;
 use crate::scenario::{Firmware, FirmwareSource};
@@ -11,9 +13,11 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use fleethub_client::{FirmwareUpload, HubClient};
 use fleethub_core::firmware::{sha256_hex, DesiredFirmware};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -78,11 +82,10 @@ pub fn parse_range(header: Option<&str>, len: u64) -> RangeAnswer {
     }
 }
 
-/// Bytes and requests served, for the report.
+/// Bytes and requests served by the simulator's own server.
 #[derive(Debug, Default)]
 pub struct ServedCounters {
     pub requests: AtomicU64,
-    pub range_requests: AtomicU64,
     pub bytes: AtomicU64,
 }
 
@@ -105,46 +108,185 @@ impl Drop for FirmwareServer {
     }
 }
 
-/// Resolves every artifact of a scenario; starts the HTTPS server if any is generated.
+/// The model generated artifacts are uploaded for: the simulated boards.
+pub const SIMULATED_MODEL: &str = "esp32";
+
+/// How long a device's download URL is good for: a hub's longest, so a slow run never outlives
+/// one.
+const URL_SECONDS: u64 = 7 * 24 * 3600;
+
+/// One `[[firmware]]` artifact as the run hands it out.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// `desired.firmware` as `${firmware:…}` places it: version, SHA-256, size, and the hub's
+    /// signature and models for a generated image; `url` is the external URL, or the
+    /// simulator's own server's (empty when no step needs that server).
+    pub desired: DesiredFirmware,
+    /// The artifact's id in the hub's firmware store (its SHA-256) for a generated image:
+    /// `set_firmware` gives each device a URL of its own minted by the hub.
+    pub store_id: Option<String>,
+}
+
+impl Artifact {
+    /// The twin patch that asks `device` for this image: with a URL the hub mints for it when
+    /// the hub stores the image.
+    pub async fn twin_patch(&self, hub: &HubClient, device: &str) -> Result<Value> {
+        let Some(id) = &self.store_id else {
+            return Ok(self.desired.twin_patch());
+        };
+        let minted = hub.firmware_url(id, device, Some(URL_SECONDS)).await?;
+        Ok(json!({ "properties": { "desired": { "firmware": minted["desiredFirmware"] } } }))
+    }
+}
+
+/// A run's artifacts, the key devices pin, and the simulator's own server if a step needs it.
+pub struct PreparedFirmware {
+    pub artifacts: Vec<Artifact>,
+    /// The hub's firmware key (PEM) for devices to pin: `None` when the hub publishes none, or
+    /// when an artifact is external (unsigned: a device pinning the key would refuse it).
+    pub key_pem: Option<String>,
+    pub server: Option<FirmwareServer>,
+}
+
+impl PreparedFirmware {
+    /// Requests and bytes served for this run's generated artifacts: by the hub's store (since
+    /// the hub started) and by the simulator's own server; `None` when there are none.
+    pub async fn served(&self, hub: &HubClient) -> Option<(u64, u64)> {
+        if self.server.is_none() && self.artifacts.iter().all(|a| a.store_id.is_none()) {
+            return None;
+        }
+        let (mut requests, mut bytes) = self.server.as_ref().map_or((0, 0), |s| {
+            let c = &s.counters;
+            (
+                c.requests.load(Ordering::Relaxed),
+                c.bytes.load(Ordering::Relaxed),
+            )
+        });
+        for id in self.artifacts.iter().filter_map(|a| a.store_id.as_ref()) {
+            let Ok(shown) = hub.firmware(id).await else {
+                continue;
+            };
+            for d in shown["downloads"].as_array().into_iter().flatten() {
+                requests += d["requests"].as_u64().unwrap_or(0);
+                bytes += d["bytesServed"].as_u64().unwrap_or(0);
+            }
+        }
+        Some((requests, bytes))
+    }
+}
+
+/// Resolves every artifact of a scenario: uploads the generated ones to the hub's store, and
+/// starts the simulator's own server for them when `serve_locally` (a step places
+/// `${firmware:…}`).
 pub async fn prepare(
     seed: u64,
     firmware: &[Firmware],
-) -> Result<(Vec<DesiredFirmware>, Option<FirmwareServer>)> {
+    hub: &HubClient,
+    serve_locally: bool,
+) -> Result<PreparedFirmware> {
     let mut artifacts = Vec::new();
     let mut blobs = BTreeMap::new();
     for f in firmware {
         match &f.source {
-            FirmwareSource::External { url, sha256, size } => artifacts.push(DesiredFirmware {
-                version: f.version.clone(),
-                url: url.clone(),
-                sha256: sha256.clone(),
-                size: *size,
-                signature: None,
-                models: Vec::new(),
+            FirmwareSource::External { url, sha256, size } => artifacts.push(Artifact {
+                desired: DesiredFirmware {
+                    version: f.version.clone(),
+                    url: url.clone(),
+                    sha256: sha256.clone(),
+                    size: *size,
+                    signature: None,
+                    models: Vec::new(),
+                },
+                store_id: None,
             }),
             FirmwareSource::Generated(g) => {
                 let bytes = blob(seed, &f.version, g.size);
-                artifacts.push(DesiredFirmware {
-                    version: f.version.clone(),
-                    url: String::new(),
-                    sha256: sha256_hex(&bytes),
-                    size: g.size,
-                    signature: None,
-                    models: Vec::new(),
-                });
+                artifacts.push(upload(hub, seed, &f.version, &bytes).await?);
                 blobs.insert(f.version.clone(), Arc::new(bytes));
             }
         }
     }
-    if blobs.is_empty() {
-        return Ok((artifacts, None));
-    }
+    let external = artifacts.iter().any(|a| a.store_id.is_none());
+    let key_pem = match external {
+        true => None,
+        false => hub
+            .firmware_key()
+            .await
+            .ok()
+            .and_then(|k| k["publicKeyPem"].as_str().map(str::to_string)),
+    };
+    let server = match serve_locally && !blobs.is_empty() {
+        true => Some(serve(blobs, &mut artifacts).await?),
+        false => None,
+    };
+    Ok(PreparedFirmware {
+        artifacts,
+        key_pem,
+        server,
+    })
+}
+
+/// Uploads a generated image to the hub's store; the hub signs its manifest.
+async fn upload(hub: &HubClient, seed: u64, version: &str, bytes: &[u8]) -> Result<Artifact> {
+    let dir = tempfile::tempdir().context("a temporary directory for generated firmware")?;
+    let file = dir.path().join(format!("{version}.bin"));
+    tokio::fs::write(&file, bytes)
+        .await
+        .with_context(|| format!("writing {}", file.display()))?;
+    let request = FirmwareUpload {
+        version: version.to_string(),
+        models: vec![SIMULATED_MODEL.to_string()],
+        notes: Some(format!("generated by fleethub simulate (seed {seed})")),
+        signature: None,
+        sha256: Some(sha256_hex(bytes)),
+    };
+    let (_, stored) = hub
+        .upload_firmware(&file, &request)
+        .await
+        .with_context(|| {
+            format!(
+                "uploading generated firmware {version} to the hub's firmware store (a hub that \
+             already holds {version} with other bytes refuses it: use another version or seed)"
+            )
+        })?;
+    let text = |k: &str| stored[k].as_str().map(str::to_string);
+    let models = stored["models"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Artifact {
+        desired: DesiredFirmware {
+            version: version.to_string(),
+            url: String::new(),
+            sha256: text("sha256").unwrap_or_else(|| sha256_hex(bytes)),
+            size: bytes.len() as u64,
+            signature: text("signature"),
+            models,
+        },
+        store_id: text("sha256"),
+    })
+}
+
+/// Starts the simulator's own HTTPS server for `blobs` and points their artifacts' `url` at it.
+async fn serve(
+    blobs: BTreeMap<String, Arc<Vec<u8>>>,
+    artifacts: &mut [Artifact],
+) -> Result<FirmwareServer> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding the firmware server on 127.0.0.1")?;
     let port = listener.local_addr()?.port();
-    for a in artifacts.iter_mut().filter(|a| a.url.is_empty()) {
-        a.url = format!("https://127.0.0.1:{port}/firmware/{}.bin", a.version);
+    for a in artifacts.iter_mut() {
+        if blobs.contains_key(&a.desired.version) {
+            a.desired.url = format!(
+                "https://127.0.0.1:{port}/firmware/{}.bin",
+                a.desired.version
+            );
+        }
     }
     let (ca_pem, tls) = certificates()?;
     let counters = Arc::new(ServedCounters::default());
@@ -155,15 +297,12 @@ pub async fn prepare(
     let router = Router::new()
         .route("/firmware/{file}", get(download))
         .with_state(state);
-    let task = tokio::spawn(serve(listener, tls, router));
-    Ok((
-        artifacts,
-        Some(FirmwareServer {
-            ca_pem,
-            counters,
-            task,
-        }),
-    ))
+    let task = tokio::spawn(serve_tls(listener, tls, router));
+    Ok(FirmwareServer {
+        ca_pem,
+        counters,
+        task,
+    })
 }
 
 /// A CA for this run and a server certificate for 127.0.0.1 and localhost signed by it.
@@ -203,9 +342,6 @@ async fn download(
             return r;
         }
     };
-    if status == StatusCode::PARTIAL_CONTENT {
-        c.range_requests.fetch_add(1, Ordering::Relaxed);
-    }
     let body = if len == 0 {
         Vec::new()
     } else {
@@ -233,7 +369,7 @@ fn header_value(s: String) -> HeaderValue {
     HeaderValue::from_str(&s).expect("ASCII header value")
 }
 
-async fn serve(listener: TcpListener, tls: TlsAcceptor, router: Router) {
+async fn serve_tls(listener: TcpListener, tls: TlsAcceptor, router: Router) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -284,13 +420,21 @@ mod tests {
 
     #[tokio::test]
     async fn the_server_answers_ranges_over_tls_that_its_ca_vouches_for() {
-        let fw = Firmware {
-            version: "2.1.0".into(),
-            source: FirmwareSource::Generated(crate::scenario::Generate { size: 5000 }),
-        };
-        let (artifacts, server) = prepare(3, &[fw]).await.unwrap();
-        let server = server.unwrap();
-        let a = &artifacts[0];
+        let bytes = blob(3, "2.1.0", 5000);
+        let mut artifacts = vec![Artifact {
+            desired: DesiredFirmware {
+                version: "2.1.0".into(),
+                url: String::new(),
+                sha256: sha256_hex(&bytes),
+                size: 5000,
+                signature: None,
+                models: Vec::new(),
+            },
+            store_id: None,
+        }];
+        let blobs = BTreeMap::from([("2.1.0".to_string(), Arc::new(bytes))]);
+        let server = serve(blobs, &mut artifacts).await.unwrap();
+        let a = &artifacts[0].desired;
         let client = reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(server.ca_pem.as_bytes()).unwrap())
             .build()

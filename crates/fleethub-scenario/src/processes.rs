@@ -5,7 +5,7 @@
 use crate::roster::Roster;
 use anyhow::{Context, Result};
 use fleethub_sim::esp32::{spawn_device, SimClock, SimulationStats, StatsSnapshot};
-use fleethub_sim::ConnectTemplate;
+use fleethub_sim::{ConnectTemplate, FirmwareKey};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 use std::process::Stdio;
@@ -31,9 +31,24 @@ pub struct ConnectPlan {
     pub hub_host_name: String,
     /// Every CA the devices trust (PEM): the hub's, and the firmware server's when there is one.
     pub trust_pem: String,
+    /// The hub's firmware signing key (PEM) the devices pin, if any.
+    #[serde(default)]
+    pub firmware_key_pem: Option<String>,
 }
 
 impl ConnectPlan {
+    /// The firmware key the devices pin, parsed once for the whole process.
+    pub fn firmware_key(&self) -> Result<Option<Arc<FirmwareKey>>> {
+        self.firmware_key_pem
+            .as_deref()
+            .map(|pem| {
+                FirmwareKey::from_pem(pem)
+                    .map(Arc::new)
+                    .map_err(|e| anyhow::anyhow!("the hub's firmware key: {e}"))
+            })
+            .transpose()
+    }
+
     /// The device library's template.
     pub fn template(&self) -> Result<ConnectTemplate> {
         Ok(ConnectTemplate {
@@ -94,10 +109,11 @@ impl LocalDevices {
         clock: &SimClock,
     ) -> Result<LocalDevices> {
         let template = Arc::new(connect.template()?);
+        let key = connect.firmware_key()?;
         let stats = Arc::new(SimulationStats::default());
         let (stop, stop_rx) = watch::channel(false);
         let handles = roster
-            .specs(range)
+            .specs(range, key)
             .into_iter()
             .map(|spec| {
                 spawn_device(
@@ -334,6 +350,7 @@ mod tests {
                 port: 8883,
                 hub_host_name: "localhost".into(),
                 trust_pem: "PEM".into(),
+                firmware_key_pem: Some("KEY".into()),
             },
             time_scale: 360.0,
             range: 1..3,
@@ -341,6 +358,7 @@ mod tests {
         let back: WorkerPlan =
             serde_json::from_str(&serde_json::to_string(&plan).unwrap()).unwrap();
         assert_eq!(back.range, 1..3);
+        assert_eq!(back.connect.firmware_key_pem.as_deref(), Some("KEY"));
         assert_eq!(back.roster.all_ids(), plan.roster.all_ids());
         assert_eq!(back.roster.key("sim-g-1"), plan.roster.key("sim-g-1"));
         assert_eq!(back.roster.groups[0].behavior.faults.power_loss, 0.5);

@@ -5,6 +5,7 @@ use crate::scenario::Scenario;
 use base64::Engine;
 use fleethub_client::{ClientError, HubClient, BULK_LIMIT};
 use fleethub_sim::esp32::{Behavior, DeviceSpec};
+use fleethub_sim::FirmwareKey;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -145,8 +146,12 @@ impl Roster {
         fleethub_sim::esp32::device_seed(self.seed, index)
     }
 
-    /// Specs of the devices in `range`.
-    pub fn specs(&self, range: Range<usize>) -> Vec<DeviceSpec> {
+    /// Specs of the devices in `range`, pinning `firmware_key` if given.
+    pub fn specs(
+        &self,
+        range: Range<usize>,
+        firmware_key: Option<Arc<FirmwareKey>>,
+    ) -> Vec<DeviceSpec> {
         range
             .map(|index| {
                 let g = self.group_at(index);
@@ -159,6 +164,7 @@ impl Roster {
                     behavior: g.behavior.clone(),
                     seed: self.device_seed(index),
                     index,
+                    firmware_key: firmware_key.clone(),
                 }
             })
             .collect()
@@ -211,7 +217,7 @@ mod tests {
             r.group_ids("beta"),
             ["sim-beta-0", "sim-beta-1", "sim-beta-2"]
         );
-        let specs = r.specs(1..3);
+        let specs = r.specs(1..3, None);
         assert_eq!(specs[1].device_id, "sim-beta-0");
         assert_eq!(specs[1].index, 2);
         assert_eq!(specs[1].group, "beta");
@@ -225,7 +231,7 @@ mod tests {
         let (a, b) = (roster(TWO, false), roster(TWO, false));
         assert_eq!(a.key("sim-hq-0"), b.key("sim-hq-0"));
         assert_ne!(a.key("sim-hq-0"), a.key("sim-hq-1"));
-        assert_eq!(a.specs(0..5)[4].seed, b.specs(0..5)[4].seed);
+        assert_eq!(a.specs(0..5, None)[4].seed, b.specs(0..5, None)[4].seed);
         let other = roster(&TWO.replace("seed = 7", "seed = 8"), false);
         assert_ne!(a.key("sim-hq-0"), other.key("sim-hq-0"));
         assert_ne!(a.device_seed(0), other.device_seed(0));

@@ -3,12 +3,12 @@
 
 use crate::duration::SimDuration;
 use crate::expect::{decides_early, describe, satisfied, Measure};
+use crate::firmware::Artifact;
 use crate::roster::Roster;
 use crate::scenario::{Action, Expectation, Step, Target};
 use anyhow::{anyhow, Result};
 use fleethub_client::HubClient;
 use fleethub_client::Method;
-use fleethub_core::firmware::DesiredFirmware;
 use fleethub_sim::esp32::SimClock;
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -22,7 +22,7 @@ use tokio::sync::watch;
 pub struct Operator {
     pub rest: HubClient,
     pub roster: Arc<Roster>,
-    pub artifacts: Vec<DesiredFirmware>,
+    pub artifacts: Vec<Artifact>,
     pub clock: SimClock,
     /// When the run started in real time.
     pub started: Instant,
@@ -74,6 +74,25 @@ pub fn summarize(step: &Step) -> String {
         Action::Method(m) => format!("method {} → {who}", m.name),
         Action::Http(h) => format!("http {} {}", h.method, h.path),
     }
+}
+
+/// The version a `"${firmware:VERSION}"` placeholder names.
+fn placeholder_version(text: &str) -> Option<&str> {
+    text.strip_prefix("${firmware:")?.strip_suffix('}')
+}
+
+/// Whether a step places an artifact in an `http` body (`"${firmware:VERSION}"`): such a body
+/// goes to many devices at once, so it cannot carry a URL minted for one.
+pub fn places_artifacts(step: &Step) -> bool {
+    fn any(value: &Value) -> bool {
+        match value {
+            Value::String(text) => placeholder_version(text).is_some(),
+            Value::Array(items) => items.iter().any(any),
+            Value::Object(map) => map.values().any(any),
+            _ => false,
+        }
+    }
+    matches!(&step.action, Action::Http(h) if h.body.as_ref().is_some_and(any))
 }
 
 impl Operator {
@@ -166,16 +185,16 @@ impl Operator {
     }
 
     /// Replaces every string `"${firmware:VERSION}"` in an `http` body with that artifact's
-    /// `{version, url, sha256, size}`, so a step can hand the simulator's own firmware to a job
-    /// (or, later, a rollout) without knowing the server's port.
+    /// `desired.firmware` (version, url, sha256, size, and the hub's signature and models for a
+    /// generated image), so a step can hand the simulator's own firmware to a job (or, later, a
+    /// rollout) without knowing the server's port.
     fn with_artifacts(&self, body: Value) -> Value {
         match body {
             Value::String(text) => {
-                let version = text
-                    .strip_prefix("${firmware:")
-                    .and_then(|rest| rest.strip_suffix('}'));
-                match version.and_then(|v| self.artifacts.iter().find(|a| a.version == v)) {
-                    Some(a) => serde_json::to_value(a).unwrap_or(Value::String(text)),
+                let artifact = placeholder_version(&text)
+                    .and_then(|v| self.artifacts.iter().find(|a| a.desired.version == v));
+                match artifact {
+                    Some(a) => serde_json::to_value(&a.desired).unwrap_or(Value::String(text)),
                     None => Value::String(text),
                 }
             }
@@ -197,9 +216,13 @@ impl Operator {
                 let a = self
                     .artifacts
                     .iter()
-                    .find(|a| &a.version == v)
+                    .find(|a| &a.desired.version == v)
                     .ok_or_else(|| anyhow!("no artifact for {v}"))?;
-                (Method::PATCH, format!("/twins/{id}"), a.twin_patch())
+                (
+                    Method::PATCH,
+                    format!("/twins/{id}"),
+                    a.twin_patch(&self.rest, id).await?,
+                )
             }
             Action::TwinPatch(p) => (Method::PATCH, format!("/twins/{id}"), p.clone()),
             Action::Method(m) => (
@@ -318,6 +341,19 @@ impl Serialize for SimDuration {
 mod tests {
     use super::*;
     use crate::scenario::Scenario;
+
+    #[test]
+    fn only_an_http_body_with_a_firmware_placeholder_places_artifacts() {
+        let s = Scenario::parse(
+            "[[group]]\nname = \"g\"\ncount = 1\n[[firmware]]\nversion = \"2\"\ngenerate = { size = 1 }\n\
+             [[step]]\nat = 1\nhttp = { method = \"PUT\", path = \"/jobs/v2/j\", body = { a = [{ fw = \"${firmware:2}\" }] } }\n\
+             [[step]]\nat = 2\nhttp = { method = \"PUT\", path = \"/jobs/v2/k\", body = { fw = \"firmware:2\" } }\n\
+             [[step]]\nat = 3\nset_firmware = \"2\"\n",
+        )
+        .unwrap();
+        let placed: Vec<bool> = s.steps.iter().map(places_artifacts).collect();
+        assert_eq!(placed, [true, false, false]);
+    }
 
     #[test]
     fn steps_summarize_in_one_line() {

@@ -56,13 +56,41 @@ impl FirmwareKey {
         if self.verifies(manifest.canonical().as_bytes(), signature) {
             Ok(())
         } else {
-            Err(format!(
-                "firmware {} has a signature that does not verify against the hub's key; \
-                 refused before erasing anything",
-                desired.version
-            ))
+            Err(Self::refusal(&desired.version))
         }
     }
+
+    /// What a device reports when `version`'s signature does not verify.
+    pub fn refusal(version: &str) -> String {
+        format!(
+            "firmware {version} has a signature that does not verify against the hub's key; \
+             refused before erasing anything"
+        )
+    }
+}
+
+/// A fresh key pair for tests: the pinned public half and the signing half.
+#[cfg(test)]
+pub(crate) fn test_pair() -> (FirmwareKey, ring::signature::EcdsaKeyPair) {
+    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+    let key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let spki = fleethub_core::firmware::public_key::p256_spki(key.public_key().as_ref());
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        STANDARD.encode(&spki)
+    );
+    (FirmwareKey::from_pem(&pem).unwrap(), key)
+}
+
+/// `desired`'s manifest signed with `key`, as the hub would (base64 DER).
+#[cfg(test)]
+pub(crate) fn test_sign(key: &ring::signature::EcdsaKeyPair, desired: &DesiredFirmware) -> String {
+    let rng = ring::rand::SystemRandom::new();
+    let manifest = desired.manifest().unwrap().canonical();
+    STANDARD.encode(key.sign(&rng, manifest.as_bytes()).unwrap())
 }
 
 #[cfg(test)]
@@ -71,17 +99,7 @@ mod tests {
 
     #[test]
     fn only_the_hubs_signature_over_this_exact_manifest_passes() {
-        use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
-            .unwrap();
-        let spki = fleethub_core::firmware::public_key::p256_spki(key.public_key().as_ref());
-        let pem = format!(
-            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-            STANDARD.encode(&spki)
-        );
-        let pinned = FirmwareKey::from_pem(&pem).unwrap();
+        let (pinned, key) = test_pair();
         let mut desired = DesiredFirmware {
             version: "2.1.0".into(),
             url: "https://hub/x".into(),
@@ -91,9 +109,7 @@ mod tests {
             models: vec!["esp32".into()],
         };
         assert!(pinned.check(&desired).unwrap_err().contains("unsigned"));
-        let manifest = desired.manifest().unwrap().canonical();
-        let sig = key.sign(&rng, manifest.as_bytes()).unwrap();
-        desired.signature = Some(STANDARD.encode(sig));
+        desired.signature = Some(test_sign(&key, &desired));
         assert_eq!(pinned.check(&desired), Ok(()));
         let mut other = desired.clone();
         other.size = 1001;

@@ -64,6 +64,9 @@ pub(crate) struct FirmwareTarget {
     pub url: String,
     pub sha256: [u8; 32],
     pub size: u64,
+    /// The hub's signature over the manifest, and the models it lists.
+    pub signature: Option<String>,
+    pub models: Vec<String>,
 }
 
 impl FirmwareTarget {
@@ -81,7 +84,27 @@ impl FirmwareTarget {
             url: fw.url,
             sha256,
             size: fw.size,
+            signature: fw.signature,
+            models: fw.models,
         }))
+    }
+
+    /// Whether `other` is the same image (a new URL or signature for it does not make the bytes
+    /// already in the slot worthless).
+    pub(crate) fn same_image(&self, other: &FirmwareTarget) -> bool {
+        self.version == other.version && self.sha256 == other.sha256 && self.size == other.size
+    }
+
+    /// The `desired.firmware` this target was read from, for checking its signature.
+    pub(crate) fn desired(&self) -> DesiredFirmware {
+        DesiredFirmware {
+            version: self.version.clone(),
+            url: self.url.clone(),
+            sha256: hex::encode(self.sha256),
+            size: self.size,
+            signature: self.signature.clone(),
+            models: self.models.clone(),
+        }
     }
 }
 

@@ -23,12 +23,13 @@ mod telemetry;
 mod model_tests;
 
 pub use clock::SimClock;
-pub use download::http_client;
+pub use download::{fetch_image, http_client};
 pub use faults::device_seed;
 pub use methods::METHODS;
 pub use stats::{in_version_order, SimulationStats, StatsSnapshot};
 
 use crate::load::ConnectTemplate;
+use crate::FirmwareKey;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -65,8 +66,15 @@ pub struct Faults {
     pub bandwidth_bytes_per_s: Option<u64>,
     /// Probability of losing power at each OTA step (downloading, verifying, switching).
     pub power_loss: f64,
+    /// Power is lost once, the first time a download has written this many bytes of the
+    /// image into the inactive slot: a deterministic cut, to rehearse (or test) the resume.
+    pub power_loss_at_byte: Option<u64>,
     /// Probability that a finished download is corrupt (hash mismatch).
     pub corrupt_download: f64,
+    /// Probability that an update's signature does not verify (as if the image was signed by
+    /// another key or `desired.firmware` was altered): the device refuses it before erasing
+    /// anything and gives up on that target until desired changes or it restarts.
+    pub bad_signature: f64,
     /// Firmware versions that misbehave on this group's devices.
     pub bad_firmware: Vec<BadFirmware>,
     /// Probability that a telemetry message is published twice (QoS 1 redelivery).
@@ -126,6 +134,10 @@ pub struct DeviceSpec {
     pub seed: u64,
     /// Index in the fleet (spreads source addresses over 127.0.0.0/8).
     pub index: usize,
+    /// The hub's firmware signing key, pinned as firmware would be: with it the device refuses
+    /// an update whose `desired.firmware.signature` does not verify (or is missing); without
+    /// it the device checks only the SHA-256.
+    pub firmware_key: Option<Arc<FirmwareKey>>,
 }
 
 /// Starts one device: boots, connects over MQTT/TLS with its own SAS key, follows its twin,

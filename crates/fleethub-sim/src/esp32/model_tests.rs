@@ -460,3 +460,103 @@ fn methods_answer_like_the_documentation_says() {
         AfterMethod::Reboot
     );
 }
+
+/// `desired.firmware` for `blob` with models and the hub's signature made with `key`.
+fn signed(version: &str, blob: &[u8], key: &ring::signature::EcdsaKeyPair) -> Value {
+    let mut fw = DesiredFirmware {
+        version: version.into(),
+        url: format!(
+            "https://hub.example/v1/firmware/{}/download",
+            sha256_hex(blob)
+        ),
+        sha256: sha256_hex(blob),
+        size: blob.len() as u64,
+        signature: None,
+        models: vec!["esp32".into()],
+    };
+    fw.signature = Some(crate::firmware_key::test_sign(key, &fw));
+    let mut desired = fw.desired_section();
+    desired["$version"] = json!(2);
+    desired
+}
+
+#[test]
+fn a_bad_signature_is_refused_before_any_slot_is_touched() {
+    let (pinned, key) = crate::firmware_key::test_pair();
+    let (_, other_key) = crate::firmware_key::test_pair();
+    let blob = image(5_000);
+    let mut m = device(Faults::default(), 1);
+    m.firmware_key = Some(Arc::new(pinned));
+    let before = m.flash.slots.clone();
+    for (want, why) in [
+        (signed("2.0.0", &blob, &other_key), "does not verify"),
+        (desired("2.0.0", &blob), "unsigned"),
+    ] {
+        let log = drive(&mut m, &want, &blob, 1000);
+        assert!(log.offsets.is_empty(), "nothing was downloaded: {log:?}");
+        assert_eq!(m.flash.slots, before, "no slot was erased or written");
+        assert!(m.flash.download.is_none());
+        assert_eq!(m.running_version(), "1.0.0");
+        assert_eq!(m.status(), UpdateStatus::Failed);
+        let error = m.report_patch()["firmware"]["error"].to_string();
+        assert!(error.contains("2.0.0") && error.contains(why), "{error}");
+        // The refusal is final for that target: reading desired again starts nothing.
+        assert_eq!(m.set_desired(want, 3, &now()), OtaCommand::Nothing);
+    }
+    let log = drive(&mut m, &signed("2.0.0", &blob, &key), &blob, 1000);
+    assert_eq!(log.offsets, [0]);
+    assert_updated(&m, "2.0.0");
+}
+
+#[test]
+fn the_bad_signature_fault_refuses_like_a_wrong_key() {
+    let blob = image(3_000);
+    let faults = Faults {
+        bad_signature: 1.0,
+        ..Faults::default()
+    };
+    let mut m = device(faults, 4);
+    let log = drive(&mut m, &desired("2.0.0", &blob), &blob, 1000);
+    assert!(log.offsets.is_empty(), "{log:?}");
+    assert_eq!(m.flash.slot(1).state, SlotState::Empty);
+    let error = m.report_patch()["firmware"]["error"].to_string();
+    assert!(error.contains("does not verify"), "{error}");
+}
+
+#[test]
+fn power_loss_at_a_byte_cuts_once_and_the_download_resumes_there() {
+    let blob = image(9_000);
+    let faults = Faults {
+        power_loss_at_byte: Some(4_000),
+        ..Faults::default()
+    };
+    let mut m = device(faults, 1);
+    let log = drive(&mut m, &desired("2.0.0", &blob), &blob, 1000);
+    assert_updated(&m, "2.0.0");
+    assert_eq!(log.power_losses, 1);
+    assert_eq!(log.offsets, [0, 4_000]);
+}
+
+#[test]
+fn a_new_url_for_the_same_image_keeps_the_bytes_in_the_slot() {
+    let blob = image(6_000);
+    let mut m = device(Faults::default(), 1);
+    m.power_on(&now());
+    m.set_desired(desired("2.0.0", &blob), 2, &now());
+    m.begin_download(&now());
+    assert_eq!(m.write_chunk(&blob[..2_500], &now()), Written::More);
+    let mut moved = desired("2.0.0", &blob);
+    moved["firmware"]["url"] = json!("https://mirror.example/2.0.0.bin");
+    assert_eq!(m.set_desired(moved, 3, &now()), OtaCommand::Start);
+    match m.begin_download(&now()) {
+        Some(NextStep::Download { url, offset, .. }) => {
+            assert_eq!(
+                (url.as_str(), offset),
+                ("https://mirror.example/2.0.0.bin", 2_500)
+            );
+        }
+        other => panic!("expected a resumed download, got {other:?}"),
+    }
+    assert_eq!(m.write_chunk(&blob[2_500..], &now()), Written::Complete);
+    assert_eq!(m.verify(&now()), StepEnd::Done);
+}

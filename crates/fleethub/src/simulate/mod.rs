@@ -2,7 +2,7 @@
 //! fault injection, an operator timeline and expectations checked against what the hub serves,
 //! to rehearse a rollout before it touches hardware.
 //!
-//! The runner lives in `fleethub-scenario` (scenario files, roster, firmware server, device
+//! The runner lives in `fleethub-scenario` (scenario files, roster, firmware, device
 //! processes, timeline, expectations, report); here are the flags, [`target`] (which hub; or
 //! one started in-process) and the live [`view`].
 
@@ -153,12 +153,15 @@ pub async fn run(args: SimulateArgs) -> Result<bool> {
     let (scenario, label, bare_ids) = load(&args)?;
     let target = target::HubTarget::resolve(&args.hub, args.scenario.is_some()).await?;
     let sim = scenario.simulation.clone();
-    let (artifacts, fw_server) = firmware::prepare(sim.seed, &scenario.firmware).await?;
+    let serve_locally = scenario.steps.iter().any(timeline::places_artifacts);
+    let prepared =
+        firmware::prepare(sim.seed, &scenario.firmware, &target.rest, serve_locally).await?;
     let mut connect = target.connect.clone();
-    if let Some(server) = &fw_server {
+    if let Some(server) = &prepared.server {
         connect.trust_pem.push('\n');
         connect.trust_pem.push_str(&server.ca_pem);
     }
+    connect.firmware_key_pem = prepared.key_pem.clone();
     let roster = Arc::new(Roster::new(&scenario, bare_ids));
     if args.register || target.embedded {
         eprintln!(
@@ -176,7 +179,7 @@ pub async fn run(args: SimulateArgs) -> Result<bool> {
     let operator = Operator {
         rest: target.rest.clone(),
         roster: roster.clone(),
-        artifacts,
+        artifacts: prepared.artifacts.clone(),
         clock: clock.clone(),
         started,
     };
@@ -184,6 +187,10 @@ pub async fn run(args: SimulateArgs) -> Result<bool> {
     let simulated = SimDuration::whole_secs(clock.elapsed());
     // The fleet as it ran, before the devices are told to disconnect.
     let stats = fleet.stop().await;
+    let firmware_served = prepared
+        .served(&target.rest)
+        .await
+        .map(|(requests, bytes)| Served { requests, bytes });
     let passed = outcomes.iter().all(|o| o.passed);
     let report = Report {
         scenario: label,
@@ -199,18 +206,14 @@ pub async fn run(args: SimulateArgs) -> Result<bool> {
         steps,
         expectations: outcomes,
         stats,
-        firmware_served: fw_server.as_ref().map(|s| Served {
-            requests: s.counters.requests.load(Ordering::Relaxed),
-            range_requests: s.counters.range_requests.load(Ordering::Relaxed),
-            bytes: s.counters.bytes.load(Ordering::Relaxed),
-        }),
+        firmware_served,
         passed,
     };
     match args.report {
         ReportFormat::Text => print!("{}", report.text()),
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
     }
-    drop(fw_server);
+    drop(prepared);
     target.close();
     Ok(passed)
 }

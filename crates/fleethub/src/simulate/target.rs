@@ -109,6 +109,7 @@ impl HubTarget {
             port: args.mqtt_port.or(mqtt_port).unwrap_or(8883),
             hub_host_name: host,
             trust_pem: String::from_utf8(ca_pem).context("the CA PEM is not text")?,
+            firmware_key_pem: None,
         };
         Ok(HubTarget {
             description: format!("hub {}", cs.host_name),

@@ -1,5 +1,6 @@
 //! The fleet simulator's virtual ESP32 devices against a real hub: MQTT over TLS, twins
-//! through REST, firmware over HTTPS with Range requests from a small TLS server in the test.
+//! through REST, firmware over HTTPS with Range requests from the hub's firmware store (signed,
+//! per-device URLs) or from a small TLS server in the test.
 
 use crate::harness::TestHub;
 use axum::extract::{Path, State};
@@ -10,7 +11,7 @@ use fleethub_sim::esp32::{
     device_seed, spawn_device, BadFirmware, Behavior, DeviceSpec, Faults, FirmwareFailure,
     SimClock, SimulationStats, StatsSnapshot,
 };
-use fleethub_sim::ConnectTemplate;
+use fleethub_sim::{ConnectTemplate, FirmwareKey};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -111,7 +112,8 @@ async fn serve_image(
     match range {
         None => (StatusCode::OK, blob.clone()).into_response(),
         Some((start, end)) => {
-            if start > 0 {
+            // A fresh download asks in 64 KiB chunks, so only a resume starts off that grid.
+            if start % (64 * 1024) != 0 {
                 images.resumed.fetch_add(1, Ordering::Relaxed);
             }
             let content_range = format!("bytes {start}-{end}/{len}");
@@ -195,6 +197,15 @@ async fn start_fleet(hub: &TestHub, groups: &[(&str, usize, Behavior)]) -> Fleet
 
 /// Starts registered devices: (ids, group, behavior) per group.
 fn spawn_fleet(hub: &TestHub, groups: Vec<(Vec<String>, &str, Behavior)>) -> Fleet {
+    spawn_pinned_fleet(hub, groups, None)
+}
+
+/// [`spawn_fleet`] with devices that pin the hub's firmware key.
+fn spawn_pinned_fleet(
+    hub: &TestHub,
+    groups: Vec<(Vec<String>, &str, Behavior)>,
+    firmware_key: Option<Arc<FirmwareKey>>,
+) -> Fleet {
     let connect = Arc::new(ConnectTemplate {
         host: "127.0.0.1".into(),
         port: hub.running.mqtt_addr.port(),
@@ -217,6 +228,7 @@ fn spawn_fleet(hub: &TestHub, groups: Vec<(Vec<String>, &str, Behavior)>) -> Fle
                 behavior: behavior.clone(),
                 seed: device_seed(2026, index),
                 index,
+                firmware_key: firmware_key.clone(),
             };
             let task = spawn_device(
                 spec,
@@ -590,5 +602,150 @@ async fn direct_methods_answer_and_reboot_reconnects() {
         "settings live in flash: {}",
         get.body
     );
+    fleet.stop().await;
+}
+
+/// The hub's published firmware key, as firmware pins it.
+async fn pinned_key(hub: &TestHub) -> Arc<FirmwareKey> {
+    let key = hub.call(Method::GET, "/v1/firmware/key", None).await;
+    let pem = key.body["publicKeyPem"].as_str().expect("a published key");
+    Arc::new(FirmwareKey::from_pem(pem).unwrap())
+}
+
+/// Uploads `blob` as `version` for the simulated boards; the stored artifact.
+async fn store(hub: &TestHub, version: &str, blob: &[u8]) -> Value {
+    let query = format!("version={version}&model=esp32");
+    let (status, artifact) = crate::firmware::upload(hub, &query, blob.to_vec()).await;
+    assert!(status.is_success(), "upload {version}: {status} {artifact}");
+    artifact
+}
+
+/// The `desired.firmware` patch the hub mints for `device`.
+async fn minted_patch(hub: &TestHub, sha256: &str, device: &str) -> Value {
+    let minted = crate::firmware::mint(hub, sha256, device, "").await;
+    json!({"properties": {"desired": {"firmware": minted["desiredFirmware"]}}})
+}
+
+/// `(bytes, requests)` the hub's store served `device` for artifact `sha256`.
+async fn served_to(hub: &TestHub, sha256: &str, device: &str) -> (u64, u64) {
+    let shown = hub
+        .call(Method::GET, &format!("/v1/firmware/{sha256}"), None)
+        .await;
+    shown.body["downloads"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["deviceId"] == device)
+        .map_or((0, 0), |d| {
+            (
+                d["bytesServed"].as_u64().unwrap_or(0),
+                d["requests"].as_u64().unwrap_or(0),
+            )
+        })
+}
+
+async fn diagnostics(hub: &TestHub, device: &str) -> Value {
+    let body = json!({"methodName": "diagnostics", "payload": {}, "responseTimeoutInSeconds": 30});
+    let r = hub
+        .call(
+            Method::POST,
+            &format!("/twins/{device}/methods"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.body["status"], 200, "{}", r.body);
+    r.body["payload"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_updates_from_the_hub_store_resuming_by_range_after_power_is_cut() {
+    let hub = TestHub::start().await;
+    let blob = image(256 * 1024, 3);
+    let size = blob.len() as u64;
+    let sha = store(&hub, "2.0.0", &blob).await["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cut = 150_000;
+    let behavior = Behavior {
+        faults: Faults {
+            power_loss_at_byte: Some(cut),
+            ..Faults::default()
+        },
+        ..Behavior::default()
+    };
+    let ids = register(&hub, "store", 1).await;
+    set_desired(&hub, &ids, &minted_patch(&hub, &sha, &ids[0]).await).await;
+    let fleet = spawn_pinned_fleet(
+        &hub,
+        vec![(ids.clone(), "store", behavior)],
+        Some(pinned_key(&hub).await),
+    );
+    wait_for_reports(&hub, &ids, "the device to run 2.0.0 from the store", |fw| {
+        fw["current_version"] == "2.0.0" && fw["status"] == "success"
+    })
+    .await;
+    assert_eq!(fleet.stats.snapshot().power_losses, 1);
+    // Resumed, not restarted: a second download from byte 0 would have been sent at least
+    // `cut` bytes again on top of the whole image.
+    let (bytes, requests) = served_to(&hub, &sha, &ids[0]).await;
+    assert!(
+        bytes >= size && bytes < size + cut,
+        "the hub served {bytes} bytes of a {size}-byte image cut at {cut}"
+    );
+    // Two probes, the chunks up to the cut, and the resume.
+    assert!(requests >= 6, "{requests} requests");
+    let diag = diagnostics(&hub, &ids[0]).await;
+    assert_eq!(diag["running_slot"], "B", "{diag}");
+    assert_eq!(diag["slots"][1]["state"], "valid", "{diag}");
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_refuses_an_image_whose_signature_does_not_verify() {
+    let hub = TestHub::start().await;
+    let good = image(40 * 1024, 4);
+    let other = image(40 * 1024, 5);
+    let sha = store(&hub, "2.0.0", &good).await["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A signature the hub really made, but over another artifact's manifest.
+    let foreign = store(&hub, "2.0.1", &other).await["signature"].clone();
+    let ids = register(&hub, "signed", 1).await;
+    let device = ids[0].clone();
+    let fleet = spawn_pinned_fleet(
+        &hub,
+        vec![(ids.clone(), "signed", Behavior::default())],
+        Some(pinned_key(&hub).await),
+    );
+    wait_for_reports(&hub, &ids, "the device to report", |fw| {
+        fw["status"] == "idle"
+    })
+    .await;
+    let mut forged = minted_patch(&hub, &sha, &device).await;
+    forged["properties"]["desired"]["firmware"]["signature"] = foreign;
+    set_desired(&hub, &ids, &forged).await;
+    wait_for_reports(&hub, &ids, "the device to refuse the signature", |fw| {
+        fw["status"] == "failed"
+            && fw["current_version"] == "1.0.0"
+            && fw["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("2.0.0") && e.contains("does not verify"))
+    })
+    .await;
+    // Refused before anything was fetched or erased.
+    assert_eq!(served_to(&hub, &sha, &device).await, (0, 0));
+    let diag = diagnostics(&hub, &device).await;
+    assert_eq!(diag["slots"][0]["version"], "1.0.0", "{diag}");
+    assert_eq!(diag["slots"][0]["state"], "valid", "{diag}");
+    assert_eq!(diag["slots"][1]["state"], "empty", "{diag}");
+    assert!(diag["download"].is_null(), "{diag}");
+    // The operator's fix, the URL the hub minted with its own signature, goes through.
+    set_desired(&hub, &ids, &minted_patch(&hub, &sha, &device).await).await;
+    wait_for_reports(&hub, &ids, "the device to run the signed image", |fw| {
+        fw["current_version"] == "2.0.0" && fw["status"] == "success"
+    })
+    .await;
     fleet.stop().await;
 }

@@ -98,12 +98,13 @@ impl Driver {
         stats: StatsHandle,
         stop: watch::Receiver<bool>,
     ) -> Driver {
-        let model = Model::new(
+        let mut model = Model::new(
             &spec.device_id,
             &spec.factory_version,
             spec.behavior.clone(),
             spec.seed,
         );
+        model.firmware_key = spec.firmware_key;
         let mut driver = Driver {
             model,
             key: spec.key,

@@ -12,6 +12,7 @@ async fn a_device_task_stays_small() {
         behavior: Arc::new(super::super::Behavior::default()),
         seed: 1,
         index: 0,
+        firmware_key: None,
     };
     let connect = Arc::new(ConnectTemplate {
         host: "127.0.0.1".into(),

@@ -8,6 +8,7 @@ use super::faults::{DeviceRng, SwitchCut};
 use super::flash::{other, FirmwareReport, FirmwareTarget, Flash, Slot, SlotState};
 use super::telemetry::Telemetry;
 use super::{BadFirmware, Behavior, FirmwareFailure};
+use crate::FirmwareKey;
 use fleethub_core::firmware::UpdateStatus;
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -126,8 +127,10 @@ pub(crate) struct Model {
     /// Boots since the simulation started; survives even a factory reset, so message ids
     /// (`{id}-{boot}-{n}`) never repeat.
     pub lifetime_boots: u64,
-    /// A power loss forced at one step, for tests that cut power at each step in turn.
+    /// A power loss forced at one step: the group's `power_loss_at_byte`, or a test's cut.
     pub injected: Option<Cut>,
+    /// The hub's firmware key this device pins, if any.
+    pub firmware_key: Option<Arc<FirmwareKey>>,
     dirty: bool,
 }
 
@@ -135,7 +138,6 @@ pub(crate) struct Model {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Cut {
     /// While downloading, once the slot holds this many bytes.
-    #[cfg_attr(not(test), allow(dead_code))]
     Download(u64),
     Verify,
     Switch(SwitchCut),
@@ -152,12 +154,13 @@ impl Model {
         Model {
             id: id.to_string(),
             factory_version: factory_version.to_string(),
+            injected: behavior.faults.power_loss_at_byte.map(Cut::Download),
             behavior,
             flash: Flash::factory(factory_version),
             ram: Ram::default(),
             rng: DeviceRng::new(seed),
             lifetime_boots: 0,
-            injected: None,
+            firmware_key: None,
             dirty: true,
         }
     }

@@ -4,14 +4,16 @@
 use super::{percent, Cut, Model, NextStep, Now, StepEnd, Written};
 use super::{FIRST_RETRY_WAIT, MAX_OTA_ATTEMPTS, MAX_RETRY_WAIT};
 use crate::esp32::faults::SwitchCut;
-use crate::esp32::flash::{other, PartialDownload, Slot, SlotState};
+use crate::esp32::flash::{other, FirmwareTarget, PartialDownload, Slot, SlotState};
+use crate::FirmwareKey;
 use fleethub_core::firmware::UpdateStatus;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 impl Model {
     /// Starts (or resumes) writing the target into the inactive slot, deciding whether power
-    /// will be lost during this attempt and where. None when no OTA is running.
+    /// will be lost during this attempt and where. None when no OTA is running, or when the
+    /// target's signature was refused (nothing in flash changed then).
     pub(crate) fn begin_download(&mut self, now: &Now) -> Option<NextStep> {
         let target = self.ram.ota.as_ref()?.target.clone();
         let slot = other(self.ram.running);
@@ -19,8 +21,18 @@ impl Model {
             .flash
             .download
             .as_ref()
-            .is_some_and(|p| p.slot == slot && p.target == target);
-        if !resumable {
+            .is_some_and(|p| p.slot == slot && p.target.same_image(&target));
+        if let Err(error) = self.check_signature(&target, resumable) {
+            self.set_status(UpdateStatus::Failed, Some(error), now);
+            self.ram.gave_up = self.ram.ota.take().map(|ota| ota.target);
+            return None;
+        }
+        if resumable {
+            // The same image, perhaps under a new URL: keep the bytes, use the new URL.
+            if let Some(partial) = self.flash.download.as_mut() {
+                partial.target = target.clone();
+            }
+        } else {
             *self.flash.slot_mut(slot) = Slot::empty();
             self.flash.download = Some(PartialDownload {
                 slot,
@@ -55,6 +67,19 @@ impl Model {
             offset: written,
             size: target.size,
         })
+    }
+
+    /// The pinned key's verdict on the target's signature, then the group's `bad_signature`
+    /// fault (drawn once per image, when its download starts from nothing). A signature never
+    /// changes for a target, so a refusal is final for it.
+    fn check_signature(&mut self, target: &FirmwareTarget, resumable: bool) -> Result<(), String> {
+        if let Some(key) = &self.firmware_key {
+            key.check(&target.desired())?;
+        }
+        if !resumable && self.rng.ota_chance(self.behavior.faults.bad_signature) {
+            return Err(FirmwareKey::refusal(&target.version));
+        }
+        Ok(())
     }
 
     /// Writes downloaded bytes into the inactive slot. Bytes beyond the image's size are
