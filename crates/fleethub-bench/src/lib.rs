@@ -8,9 +8,12 @@
 //! the coordinator that writes them and the worker that parses them, so `WorkerArgs` (and
 //! `BenchArgs`, for the same `clap` vocabulary) are declared here.
 
+mod firmware;
 mod hub_process;
 mod million_devices;
 mod mosquitto;
+mod nginx;
+mod ports;
 mod scenarios;
 mod worker;
 

@@ -23,7 +23,7 @@ impl Mosquitto {
             .context("mosquitto is not installed (apt-get install mosquitto)")?;
         let dir = tempfile::tempdir_in(tmp)?;
         let certs = fleethub_tls::ensure_certificates(dir.path(), "localhost", None)?;
-        let port = free_port()?;
+        let port = super::ports::free_loopback_port()?;
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
@@ -70,10 +70,4 @@ impl Drop for Mosquitto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }

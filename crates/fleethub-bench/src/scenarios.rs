@@ -32,6 +32,9 @@ pub enum BenchName {
     Jobs,
     /// Only the method job of `jobs`.
     MethodJob,
+    /// 1,000 concurrent ranged HTTPS downloads of a 1 MiB image from the firmware store, beside
+    /// nginx serving the same file.
+    Firmware,
     /// The connection-level benchmarks above (not the million-device ones).
     All,
 }
@@ -56,6 +59,9 @@ pub struct BenchArgs {
     /// Skip the Mosquitto reference run.
     #[arg(long)]
     pub no_mosquitto: bool,
+    /// Skip the nginx reference run of `firmware`.
+    #[arg(long)]
+    pub no_nginx: bool,
 }
 
 pub(super) const KEY: &str = "ZmxlZXRodWItYmVuY2gta2V5LTAwMDAwMDAwMDAwMDA=";
@@ -93,6 +99,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         BenchName::Query => super::million_devices::query(args.devices).await?,
         BenchName::Jobs => super::million_devices::jobs(&args).await?,
         BenchName::MethodJob => super::million_devices::method_job(&args).await?,
+        BenchName::Firmware => super::firmware::firmware(&args).await?,
         _ => {}
     }
     Ok(())
