@@ -80,7 +80,7 @@ async fn the_documented_canary_example_passes_on_its_own_hub() {
 const SMALL: &str = r#"
 [simulation]
 seed = 3
-time_scale = 600
+time_scale = 300
 duration = "1h"
 
 [[group]]
@@ -102,9 +102,11 @@ set_firmware = "2.0.0"
 #[tokio::test]
 async fn an_ota_scenario_meets_its_expectation_and_reports_json() {
     let dir = tempfile::tempdir().unwrap();
-    // At 600x a simulated minute is 0.1 s: the window is wide (5 s real) because a loaded
-    // two-core runner once spent 1.5 s on the step's REST calls alone and missed a 20m window.
-    // A run that passes ends as soon as every device has reported, so width costs nothing.
+    // At 300x a simulated minute is 0.2 s: the window is wide (10 s real) because a loaded
+    // two-core runner once spent 1.5 s on the step's REST calls alone and missed a 20m window,
+    // and the step now makes two calls per device (the hub mints each device's URL) and each
+    // device fetches its image from the hub in real time. A run that passes ends as soon as
+    // every device has reported, so width costs nothing.
     let text = format!(
         "{SMALL}\n[[expect]]\nname = \"updated\"\nafter = \"ota\"\nwithin = \"50m\"\ngroup = \"field\"\nreported_firmware = \"2.0.0\"\nat_least = \"100%\"\n"
     );
