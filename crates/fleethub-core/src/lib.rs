@@ -4,6 +4,7 @@
 //! clock. This crate does no I/O.
 
 pub mod clock;
+pub mod configuration;
 pub mod connection_string;
 pub mod error;
 pub mod events;

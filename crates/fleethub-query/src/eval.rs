@@ -18,7 +18,6 @@ pub(crate) fn lookup<'d>(source: Source, path: &Path, doc: &'d Value) -> Option<
     let root = segments.next()?;
     let mut cur = match (source, root.as_str()) {
         (Source::Devices, "$version") => doc.get("version")?,
-        (Source::Devices, "configurations") => return None,
         _ => doc.get(root)?,
     };
     for s in segments {

@@ -18,8 +18,9 @@ pub use rows::{
     C2dRow, DeviceCounts, DeviceRow, EncodedDeviceRow, EventRow, TelemetryRow, TwinSections,
 };
 pub use sqlite::{
-    DeviceJobStatus, Effect, FirmwareReads, FirmwareReferences, FirmwareRow, JobDeviceCounts,
-    JobDeviceRow, JobDeviceUpdate, JobFilter, JobReads, JobRow, JobSnapshot, JobStatus,
-    JobTwinTarget, NewJobDevice, NewJobDevices, QueryRow, QueryRows, ReadTx, Reads,
-    RolloutEventRow, RolloutPushRow, RolloutReads, RolloutRow, Store, WriteTx,
+    ConfigurationCounts, ConfigurationReads, ConfigurationRow, DeviceJobStatus, Effect,
+    FirmwareReads, FirmwareReferences, FirmwareRow, JobDeviceCounts, JobDeviceRow, JobDeviceUpdate,
+    JobFilter, JobReads, JobRow, JobSnapshot, JobStatus, JobTwinTarget, NewJobDevice,
+    NewJobDevices, QueryRow, QueryRows, ReadTx, Reads, RolloutEventRow, RolloutPushRow,
+    RolloutReads, RolloutRow, Store, WriteTx,
 };

@@ -1,9 +1,10 @@
 //! The two executors agree: on generated twins and generated queries, the SQL compiled for the
 //! store selects exactly the devices the evaluator selects, and projections and groups match.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use fleethub_core::configuration::ConfigurationStatus;
 use fleethub_query::{Condition, Page, Query};
 use fleethub_store::QueryRow;
 use proptest::prelude::*;
@@ -79,6 +80,10 @@ fn path() -> impl Strategy<Value = String> {
         "tags.missing",
         "tags",
         "properties.reported.$version",
+        "configurations.[[cfg-1]].status",
+        "configurations.p2.status",
+        "configurations.[[cfg-1]]",
+        "configurations",
     ])
     .prop_map(String::from)
 }
@@ -111,6 +116,8 @@ fn constant() -> impl Strategy<Value = String> {
         "7",
         "5",
         "0x2",
+        "'Applied'",
+        "'Targeted'",
     ])
     .prop_map(String::from)
 }
@@ -179,16 +186,33 @@ fn condition() -> impl Strategy<Value = String> {
 
 #[derive(Debug, Clone)]
 struct Fleet {
-    twins: Vec<(Value, Value, Value, bool)>,
+    twins: Vec<(Value, Value, Value, bool, Statuses)>,
     conditions: Vec<String>,
 }
 
 fn fleet() -> impl Strategy<Value = Fleet> {
     (
-        prop::collection::vec((object(), object(), object(), any::<bool>()), 20..40),
+        prop::collection::vec(
+            (object(), object(), object(), any::<bool>(), statuses()),
+            20..40,
+        ),
         prop::collection::vec(condition(), 30),
     )
         .prop_map(|(twins, conditions)| Fleet { twins, conditions })
+}
+
+/// A twin's `configurations.{id}.status`, by configuration id.
+type Statuses = BTreeMap<&'static str, ConfigurationStatus>;
+
+fn statuses() -> impl Strategy<Value = Statuses> {
+    prop::collection::btree_map(
+        prop::sample::select(vec!["cfg-1", "p2"]),
+        prop::sample::select(vec![
+            ConfigurationStatus::Targeted,
+            ConfigurationStatus::Applied,
+        ]),
+        0..3,
+    )
 }
 
 fn projection_rows(rows: Vec<QueryRow>) -> Vec<Value> {
@@ -202,7 +226,8 @@ fn projection_rows(rows: Vec<QueryRow>) -> Vec<Value> {
 
 const PROJECTION: &str = "SELECT deviceId, tags.a, properties.reported.fw AS fw, \
     LOWER(tags.b) AS lb, tags.n + 1 AS inc, SEMVER(properties.reported.fw) AS sv, \
-    properties.desired, tags, IS_NUMBER(tags.n) AS isnum, $version FROM devices WHERE ";
+    properties.desired, tags, IS_NUMBER(tags.n) AS isnum, $version, configurations.[[cfg-1]].status AS cfg, \
+    configurations FROM devices WHERE ";
 
 const GROUPED: &str = "SELECT tags.a AS a, COUNT() AS n, SUM(properties.reported.n) AS s, \
     AVG(tags.n) AS av, MIN(tags.b) AS lo, MAX(properties.desired.n) AS hi FROM devices WHERE ";
@@ -233,7 +258,7 @@ fn check_fleet(f: Fleet) -> Result<(), TestCaseError> {
         .twins
         .iter()
         .enumerate()
-        .map(|(i, (t, d, r, _))| device(&format!("d{i:02}"), t.clone(), d.clone(), r.clone()))
+        .map(|(i, (t, d, r, _, _))| device(&format!("d{i:02}"), t.clone(), d.clone(), r.clone()))
         .collect();
     let connected: HashSet<String> = rows
         .iter()
@@ -243,11 +268,36 @@ fn check_fleet(f: Fleet) -> Result<(), TestCaseError> {
         .collect();
     let docs: Vec<Value> = rows
         .iter()
-        .map(|r| twin(r, connected.contains(&r.device_id)))
+        .zip(&f.twins)
+        .map(|(r, t)| {
+            let mut doc = twin(r, connected.contains(&r.device_id));
+            if !t.4.is_empty() {
+                let configurations: Map<String, Value> =
+                    t.4.iter()
+                        .map(|(id, s)| (id.to_string(), json!({ "status": s.as_str() })))
+                        .collect();
+                doc["configurations"] = Value::Object(configurations);
+            }
+            doc
+        })
+        .collect();
+    let statuses: Vec<(String, Statuses)> = rows
+        .iter()
+        .zip(&f.twins)
+        .map(|(r, t)| (r.device_id.clone(), t.4.clone()))
         .collect();
     let rt = runtime();
     let (store, _dir) = open_store(connected);
     rt.block_on(insert_all(&store, rows));
+    rt.block_on(store.write(move |tx| {
+        for (device, statuses) in &statuses {
+            for (id, status) in statuses {
+                tx.set_device_configuration(id, device, *status)?;
+            }
+        }
+        Ok::<_, fleethub_store::StoreError>(())
+    }))
+    .map_err(|e| TestCaseError::fail(e.to_string()))?;
     for (i, text) in f.conditions.iter().enumerate() {
         let cond = Condition::parse(text).map_err(|e| TestCaseError::fail(e.rendered))?;
         let expected: BTreeSet<String> = docs

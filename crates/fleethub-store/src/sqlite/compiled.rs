@@ -145,6 +145,22 @@ pub(crate) fn devices_matching(
     ids.collect::<Result<_, _>>().map_err(compiled)
 }
 
+/// How many devices `condition` selects.
+pub(crate) fn count_matching(
+    conn: &Connection,
+    condition: &SqlFragment,
+) -> Result<u64, StoreError> {
+    let sql = format!(
+        "SELECT count(*) FROM devices WHERE ({})",
+        condition_sql(condition)?
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(compiled)?;
+    let n: i64 = stmt
+        .query_row(params_from_iter(condition_params(condition)), |r| r.get(0))
+        .map_err(compiled)?;
+    Ok(n.unsigned_abs())
+}
+
 /// A condition's SQL, if it is in this store's dialect.
 pub(crate) fn condition_sql(condition: &SqlFragment) -> Result<&str, StoreError> {
     sqlite_only(condition.dialect)?;

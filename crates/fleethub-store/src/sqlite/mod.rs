@@ -8,6 +8,7 @@
 
 mod checkpointer;
 mod compiled;
+mod configurations;
 mod errors;
 mod firmware;
 mod functions;
@@ -34,6 +35,7 @@ use read_pool::ReadPool;
 use writer::{WriteJob, Writer};
 
 pub use compiled::{QueryRow, QueryRows};
+pub use configurations::{ConfigurationCounts, ConfigurationReads, ConfigurationRow};
 pub use firmware::{FirmwareReads, FirmwareReferences, FirmwareRow};
 pub use jobs::{
     DeviceJobStatus, JobDeviceCounts, JobDeviceRow, JobDeviceUpdate, JobFilter, JobReads, JobRow,

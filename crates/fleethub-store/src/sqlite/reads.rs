@@ -63,6 +63,11 @@ pub trait Reads: sealed::Connected {
         compiled::devices_matching(self.conn(), condition, after, limit)
     }
 
+    /// How many devices a compiled condition selects (a configuration's custom metric).
+    fn count_matching(&self, condition: &SqlFragment) -> Result<u64, StoreError> {
+        compiled::count_matching(self.conn(), condition)
+    }
+
     /// How the database would run a compiled query, one step per line (SQLite's `EXPLAIN
     /// QUERY PLAN`): which indexes it uses.
     fn query_plan(&self, query: &CompiledQuery) -> Result<String, StoreError> {

@@ -252,6 +252,36 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE devices ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
     UPDATE devices SET revision = coalesce(json_extract(identity, '$."$revision"'), 0);
     "#,
+    // 10: configurations (IoT Hub automatic device management). `configurations` holds one row
+    // per configuration; `body` is the configuration as the hub keeps it (labels, content,
+    // target condition, metric queries). A deleted configuration stays as a tombstone
+    // (`deleted = 1`) until no device holds it any more, because removing its settings from the
+    // devices that had them needs its content. `device_configurations` is each twin's
+    // `configurations.{id}.status` (Targeted or Applied): one row per device a configuration
+    // targets, so a configuration's targeted and applied counts are a range of its key.
+    r#"
+    CREATE TABLE configurations (
+        config_id  TEXT PRIMARY KEY NOT NULL,
+        body       TEXT NOT NULL,
+        priority   INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        etag       TEXT NOT NULL,
+        deleted    INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+
+    CREATE TABLE device_configurations (
+        config_id TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        status    TEXT NOT NULL,
+        PRIMARY KEY (config_id, device_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX device_configurations_device ON device_configurations (device_id);
+
+    CREATE TRIGGER devices_configurations_after_delete AFTER DELETE ON devices BEGIN
+        DELETE FROM device_configurations WHERE device_id = OLD.device_id;
+    END;
+    "#,
 ];
 
 /// Brings the database up to the newest schema this build knows.

@@ -171,9 +171,17 @@ fn device_path(path: &Path) -> Sv {
             json_leaf("tags", json_path(&[], rest), index)
         }
         Some("properties") => properties_path(rest),
+        Some("configurations") => json_leaf(CONFIGURATIONS, json_path(&[], rest), Index::None),
         _ => Sv::Undef,
     }
 }
+
+/// The twin's `configurations` object (`{id: {status}}`), built from the store's
+/// `device_configurations` rows; NULL (undefined) when no configuration targets the device, as
+/// the twin then has no `configurations`.
+const CONFIGURATIONS: &str = "(SELECT CASE WHEN count(*) = 0 THEN NULL ELSE \
+    json_group_object(config_id, json_object('status', status)) END \
+    FROM device_configurations WHERE device_configurations.device_id = devices.device_id)";
 
 fn properties_path(rest: &[String]) -> Sv {
     let Some(section_name) = rest.first() else {
