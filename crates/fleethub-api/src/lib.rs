@@ -78,6 +78,7 @@ fn routes(state: ApiState) -> Router {
         .merge(routes::query::routes())
         .merge(routes::methods::routes())
         .merge(routes::jobs::routes())
+        .merge(routes::configurations::routes())
         .merge(routes::statistics::routes())
         .merge(routes::certificates::routes())
         .merge(routes::messages::routes())

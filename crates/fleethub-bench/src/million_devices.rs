@@ -302,3 +302,74 @@ pub async fn method_job(args: &super::BenchArgs) -> Result<()> {
     );
     Ok(())
 }
+
+fn system_count(c: &Value, name: &str) -> u64 {
+    c["systemMetrics"]["results"][name].as_u64().unwrap_or(0)
+}
+
+async fn configuration(hub: &HubProcess, id: &str) -> Result<Value> {
+    hub.client
+        .configuration(id)
+        .await?
+        .ok_or_else(|| anyhow!("configuration {id} is gone"))
+}
+
+/// `fleethub bench configurations`: a configuration targeting one city (a tenth of the
+/// devices): seconds from its creation until `appliedCount` reaches the targeted count, then how
+/// long after a targeted twin leaves the target its metrics show it (median of 5).
+pub async fn configurations(devices: Option<usize>) -> Result<()> {
+    let count = devices.unwrap_or(1_000_000);
+    println!("== configurations: one configuration over {count} devices (a tenth targeted)");
+    let hub = HubProcess::start()?;
+    let secs = register_devices(&hub, "bench-", count, super::scenarios::KEY, 8).await?;
+    println!("  registered in {secs:.1} s");
+    let body = json!({
+        "content": {"deviceContent": {"properties.desired.config.telemetryIntervalSeconds": 30}},
+        "targetCondition": "tags.city = 'boston'",
+        "priority": 10,
+        "metrics": {"queries": {"highPm25": "SELECT deviceId FROM devices WHERE \
+            tags.city = 'boston' AND properties.reported.sensors.pm25 > 40"}},
+    });
+    let started = Instant::now();
+    hub.client
+        .put_configuration("bench-boston", &body, None)
+        .await?;
+    let mut last = configuration(&hub, "bench-boston").await?;
+    let targeted = system_count(&last, "targetedCount");
+    while system_count(&last, "appliedCount") < targeted {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        last = configuration(&hub, "bench-boston").await?;
+    }
+    let applied_secs = started.elapsed().as_secs_f64();
+    println!("  {targeted} twins targeted, all applied in {applied_secs:.1} s");
+    figure("configuration_applied_seconds", applied_secs, "s", "<= 10");
+
+    // A targeted device leaves the target; time until both counts show it.
+    let mut samples = Vec::new();
+    for i in (0..count).step_by(CITIES.len()).take(5) {
+        let id = format!("bench-{i}");
+        let (before_t, before_a) = (
+            system_count(&last, "targetedCount"),
+            system_count(&last, "appliedCount"),
+        );
+        let started = Instant::now();
+        hub.client
+            .patch_twin(&id, &json!({"tags": {"city": "elsewhere"}}))
+            .await?;
+        loop {
+            last = configuration(&hub, "bench-boston").await?;
+            let now = (
+                system_count(&last, "targetedCount"),
+                system_count(&last, "appliedCount"),
+            );
+            if now.0 < before_t && now.1 < before_a {
+                break;
+            }
+        }
+        samples.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let (p50, p90) = median_p90(samples);
+    println!("  metrics after a twin leaves the target: p50 {p50:.0} ms, p90 {p90:.0} ms");
+    figure("configuration_metrics_refresh_ms", p50, "ms", "<= 1000");
+    Ok(())
+}

@@ -35,6 +35,9 @@ pub enum BenchName {
     /// 1,000 concurrent ranged HTTPS downloads of a 1 MiB image from the firmware store, beside
     /// nginx serving the same file.
     Firmware,
+    /// A configuration targeting a tenth of a million devices: time until applied, and how
+    /// soon its metrics follow a twin change.
+    Configurations,
     /// The connection-level benchmarks above (not the million-device ones).
     All,
 }
@@ -100,6 +103,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         BenchName::Jobs => super::million_devices::jobs(&args).await?,
         BenchName::MethodJob => super::million_devices::method_job(&args).await?,
         BenchName::Firmware => super::firmware::firmware(&args).await?,
+        BenchName::Configurations => super::million_devices::configurations(args.devices).await?,
         _ => {}
     }
     Ok(())

@@ -23,7 +23,8 @@ pub struct FirmwareUpload {
     pub sha256: Option<String>,
 }
 
-fn query_value(text: &str) -> String {
+/// `text` percent-encoded for a query value or one path segment (unreserved bytes kept).
+pub(crate) fn query_value(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

@@ -5,6 +5,7 @@
 //! Calls return the hub's JSON or a [`ClientError`] that carries IoT Hub's `errorCode` and
 //! message; [`HubClient::call`] is the raw form for anything without a typed method.
 
+mod configurations;
 mod error;
 mod firmware;
 mod query;

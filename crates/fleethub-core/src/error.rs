@@ -68,6 +68,8 @@ error_codes! {
     IotHubUnauthorized = (401003, 401),
     /// The device is disabled.
     DeviceDisabled = (403001, 403),
+    /// A hub-wide quota is full (configurations: 100 per hub).
+    IotHubQuotaExceeded = (403002, 403),
     /// The device has too many queued cloud-to-device messages.
     DeviceMaximumQueueDepthExceeded = (403004, 403),
     /// A twin section exceeds its size limit.
@@ -78,6 +80,8 @@ error_codes! {
     NotFound = (404000, 404),
     /// No device with this id.
     DeviceNotFound = (404001, 404),
+    /// No configuration with this id.
+    ConfigurationNotFound = (404005, 404),
     /// No job with this id.
     JobNotFound = (404002, 404),
     /// No module with this id.
@@ -96,6 +100,9 @@ error_codes! {
     DeviceAlreadyExists = (409001, 409),
     /// A job with this id already exists.
     JobAlreadyExists = (409003, 409),
+    /// A configuration with this id already exists (create without If-Match), or a deleted one
+    /// of that id is still being removed from its devices.
+    ConfigurationAlreadyExists = (409004, 409),
     /// A firmware version is already stored with other bytes, or these bytes under another
     /// version (artifacts are immutable).
     FirmwareConflict = (409020, 409),

@@ -33,6 +33,9 @@ pub enum Change {
     /// The device reported; its reported properties are now at `version`.
     #[serde(rename = "twin.reported")]
     TwinReported { version: u64 },
+    /// Configurations set the twin's desired properties; the twin is now at `version`.
+    #[serde(rename = "twin.configured")]
+    TwinConfigured { version: u64 },
     /// A job was created (`job_type` is IoT Hub's name, e.g. `scheduleUpdateTwin`).
     #[serde(rename = "job.created")]
     JobCreated {
@@ -109,6 +112,11 @@ mod tests {
                 Change::TwinReported { version: 5 },
                 "twin.reported",
                 json!({ "version": 5 }),
+            ),
+            (
+                Change::TwinConfigured { version: 6 },
+                "twin.configured",
+                json!({ "version": 6 }),
             ),
             (
                 Change::JobCreated {

@@ -40,6 +40,8 @@ pub struct HubConfig {
     pub quotas: QuotaConfig,
     /// The firmware store's files and keys; `None` runs without one (its routes answer 503).
     pub firmware: Option<FirmwareConfig>,
+    /// Devices per second a changed configuration is applied to; `None`: unlimited.
+    pub configuration_rate: Option<u32>,
 }
 
 impl Default for HubConfig {
@@ -54,6 +56,7 @@ impl Default for HubConfig {
             jobs: JobsConfig::default(),
             quotas: QuotaConfig::default(),
             firmware: None,
+            configuration_rate: None,
         }
     }
 }
@@ -74,6 +77,7 @@ pub(crate) struct HubInner {
     pub jobs: Arc<JobsState>,
     pub quotas: HubQuotas,
     pub firmware: Option<Arc<FirmwareState>>,
+    pub configurations: Arc<crate::configurations::apply::ConfigurationsState>,
 }
 
 /// An uploaded CA certificate that device certificates may chain to.
@@ -130,6 +134,7 @@ impl Hub {
                 telemetry_tx,
                 jobs: Arc::default(),
                 firmware,
+                configurations: Arc::default(),
             }),
         };
         // The store registers the functions compiled queries call on every connection; only

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod certificates;
 mod concurrency;
+pub mod configurations;
 pub mod connections;
 pub mod device;
 pub mod events;
@@ -26,6 +27,7 @@ pub mod twin;
 
 pub use auth::{AuthFailure, Authenticated, DeviceCredentials, Policy, Right};
 pub use certificates::UploadedCertificate;
+pub use configurations::{Configuration, ConfigurationContent, PutOutcome, QueryTestResult};
 pub use connections::{ConnectionHandle, DeviceCommand};
 pub use device::{Authentication, AuthenticationType, Device, DeviceStatus};
 pub use events::{ChangeEvent, EventsPage};

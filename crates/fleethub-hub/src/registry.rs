@@ -304,6 +304,7 @@ impl Hub {
             &Change::DeviceCreated {},
             self.now_ms(),
         )?;
+        self.configurations_wake_on_commit(tx);
         Ok(())
     }
 
@@ -349,6 +350,7 @@ impl Hub {
         d.connection_state = disconnected();
         tx.update_identity(&id, d.status.as_str(), &d.to_identity(), d.revision as i64)?;
         append_change(tx, Some(&id), &Change::DeviceUpdated {}, self.now_ms())?;
+        self.configurations_wake_on_commit(tx);
         if d.status == DeviceStatus::Disabled {
             self.disconnect_on_commit(tx, &id, "device disabled");
         }
@@ -441,6 +443,7 @@ impl Hub {
                         device_ids: created,
                     };
                     append_change(tx, None, &created, hub.now_ms())?;
+                    hub.configurations_wake_on_commit(tx);
                 }
                 Ok(errors)
             })

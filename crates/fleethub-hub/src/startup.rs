@@ -17,6 +17,10 @@ impl Hub {
         hub.job_engine().recover().await?;
         if hub.config().jobs.autorun {
             crate::jobs::spawn_engine(Arc::downgrade(&hub.inner), hub.jobs_state().clone());
+            crate::configurations::apply::spawn_follower(
+                Arc::downgrade(&hub.inner),
+                hub.configurations_state().clone(),
+            );
         }
         hub.spawn_upkeep();
         Ok(hub)

@@ -5,12 +5,14 @@ use crate::device::{etag_for, etag_matches, Device};
 use crate::events::append_change;
 use crate::{DeviceCommand, Hub};
 use bytes::Bytes;
+use fleethub_core::configuration::ConfigurationStatus;
 use fleethub_core::events::Change;
 use fleethub_core::twin::{patch::apply_tags_patch, Section, TwinProperties};
 use fleethub_core::{ErrorCode, HubError, HubResult};
-use fleethub_store::{DeviceRow, Reads, TwinSections, WriteTx};
+use fleethub_store::{ConfigurationReads, DeviceRow, Reads, StoreError, TwinSections, WriteTx};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 /// A twin as stored: the registry entry it belongs to plus its three sections.
@@ -20,6 +22,8 @@ pub(crate) struct TwinState {
     pub desired: TwinProperties,
     pub reported: TwinProperties,
     pub version: u64,
+    /// `configurations.{id}.status`, when read (only `GET /twins` and twin writes read it).
+    pub configurations: BTreeMap<String, ConfigurationStatus>,
 }
 
 impl TwinState {
@@ -39,7 +43,35 @@ impl TwinState {
             reported: TwinProperties::deserialize(&row.reported)
                 .map_err(|e| unreadable("reported", e))?,
             version: row.twin_version.max(0) as u64,
+            configurations: BTreeMap::new(),
         })
+    }
+
+    /// The twin as the query language reads it, for `Condition::matches` (the configuration
+    /// engine's targeting): the fields a condition can name, in the shape `fleethub-api` writes
+    /// them (an input to the evaluator, never a response).
+    pub(crate) fn evaluation_document(&self, connected: bool) -> Value {
+        let mut doc = json!({
+            "deviceId": self.device.device_id,
+            "status": self.device.status.as_str(),
+            "connectionState": if connected { "Connected" } else { "Disconnected" },
+            "lastActivityTime": self.device.last_activity_time,
+            "version": self.version,
+            "tags": self.tags,
+            "properties": {
+                "desired": self.desired.to_twin_json(),
+                "reported": self.reported.to_twin_json(),
+            },
+        });
+        if !self.configurations.is_empty() {
+            let statuses: Map<String, Value> = self
+                .configurations
+                .iter()
+                .map(|(id, s)| (id.clone(), json!({ "status": s.as_str() })))
+                .collect();
+            doc["configurations"] = Value::Object(statuses);
+        }
+        doc
     }
 
     /// The twin as the service sees it, online or not.
@@ -51,6 +83,7 @@ impl TwinState {
             reported: self.reported,
             version: self.version,
             connection_state: ConnectionState::from_connected(connected),
+            configurations: self.configurations,
         }
     }
 }
@@ -84,6 +117,9 @@ pub struct Twin {
     pub reported: TwinProperties,
     pub version: u64,
     pub connection_state: ConnectionState,
+    /// The configurations that target the twin, with their status (IoT Hub's root
+    /// `configurations`, left out when empty).
+    pub configurations: BTreeMap<String, ConfigurationStatus>,
 }
 
 impl Twin {
@@ -212,9 +248,22 @@ impl Hub {
         TwinState::from_row(&row.ok_or_else(|| HubError::device_not_found(id))?)
     }
 
-    /// `GET /twins/{id}`.
+    /// `GET /twins/{id}`, with the configurations that target it.
     pub async fn get_twin(&self, id: &str) -> HubResult<Twin> {
-        let twin = self.load_twin(id).await?;
+        let key = id.to_string();
+        let (row, configurations) = self
+            .store()
+            .read_point(move |r| {
+                let row = r.get_device(&key)?;
+                let configurations = match row {
+                    Some(_) => r.device_configurations(&key)?,
+                    None => Vec::new(),
+                };
+                Ok::<_, StoreError>((row, configurations))
+            })
+            .await?;
+        let mut twin = TwinState::from_row(&row.ok_or_else(|| HubError::device_not_found(id))?)?;
+        twin.configurations = configurations.into_iter().collect();
         Ok(twin.into_twin(self.inner.connections.is_connected(id)))
     }
 
@@ -280,6 +329,7 @@ impl Hub {
             .get_device(id)?
             .ok_or_else(|| HubError::device_not_found(id))?;
         let mut twin = TwinState::from_row(&row)?;
+        twin.configurations = tx.device_configurations(id)?.into_iter().collect();
         let current = etag_for(twin.version);
         if !etag_matches(if_match, &current) {
             return Err(HubError::new(
@@ -347,6 +397,7 @@ impl Hub {
         if let Some((version, body)) = notify {
             self.push_desired_on_commit(tx, id, version, body);
         }
+        self.configurations_wake_on_commit(tx);
         Ok(twin)
     }
 
@@ -433,6 +484,7 @@ impl Hub {
             version: reported.version,
         };
         append_change(tx, Some(id), &change, self.now_ms())?;
+        self.configurations_wake_on_commit(tx);
         Ok(reported.version)
     }
 }

@@ -56,6 +56,11 @@ pub struct ServeConfig {
     #[arg(long, env = "FLEETHUB_JOB_METHOD_CONCURRENCY", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub job_method_concurrency: u64,
+    /// Devices per second a configuration is applied to after it changes (unlimited when not
+    /// given: as fast as the store writes).
+    #[arg(long, env = "FLEETHUB_CONFIGURATION_RATE",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub configuration_rate: Option<u32>,
     /// Write a JSON file with the connection string, CA path and ports once listening.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
@@ -205,6 +210,7 @@ impl ServeConfig {
             job_retention_days: 30,
             max_concurrent_jobs: 100,
             job_method_concurrency: 100,
+            configuration_rate: None,
             ready_file: None,
             event_retention_days: 7,
             store_max_mb: None,

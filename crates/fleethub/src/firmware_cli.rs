@@ -2,6 +2,7 @@
 //! for people or `--json` for scripts.
 
 use crate::simulate::target::{HubArgs, HubTarget};
+use crate::table::text;
 use anyhow::{Context, Result};
 use base64::Engine;
 use fleethub_client::{FirmwareUpload, HubClient};
@@ -136,15 +137,6 @@ fn read_signature(path: &PathBuf) -> Result<String> {
     Ok(engine.encode(&bytes))
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(","),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
 /// One line per artifact, in columns.
 fn table(items: &[Value]) -> String {
     let columns = [
@@ -155,34 +147,7 @@ fn table(items: &[Value]) -> String {
         "signedBy",
         "uploadedTimeUtc",
     ];
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|a| columns.iter().map(|c| text(&a[*c])).collect())
-        .collect();
-    let widths: Vec<usize> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            rows.iter()
-                .map(|r| r[i].len())
-                .chain([c.len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        format!("{}\n", padded.join("  ").trim_end())
-    };
-    let mut out = line(columns.iter().map(|c| c.to_string()).collect());
-    for row in rows {
-        out.push_str(&line(row));
-    }
-    out
+    crate::table::columns(&columns, items, |a, c| text(&a[c]))
 }
 
 /// One artifact, a field per line, then its downloads.

@@ -2,6 +2,7 @@
 //! tests and benchmarks start exactly the hub that `fleethub serve` starts.
 
 pub mod config;
+pub mod config_cli;
 pub mod fd_budget;
 pub mod firmware_cli;
 pub mod https;
@@ -9,6 +10,7 @@ pub mod query_cli;
 pub mod server;
 pub mod simulate;
 pub mod stop_signal;
+pub mod table;
 
 pub use config::ServeConfig;
 pub use server::{start, RunningHub};

@@ -32,6 +32,8 @@ enum Command {
     Query(fleethub::query_cli::QueryArgs),
     /// The firmware store: upload, list, show, delete, key, url.
     Firmware(fleethub::firmware_cli::FirmwareArgs),
+    /// Configurations (automatic device management): create, list, show, delete.
+    Config(fleethub::config_cli::ConfigArgs),
     /// Simulate a fleet of virtual devices against a hub, or run a scenario file.
     Simulate(Box<fleethub::simulate::SimulateArgs>),
     /// One device process of a simulation (started by `simulate --processes`).
@@ -61,6 +63,7 @@ fn main() -> Result<()> {
         Command::Bench(args) => runtime.block_on(fleethub_bench::run(args)),
         Command::Query(args) => runtime.block_on(fleethub::query_cli::run(args)),
         Command::Firmware(args) => runtime.block_on(fleethub::firmware_cli::run(args)),
+        Command::Config(args) => runtime.block_on(fleethub::config_cli::run(args)),
         Command::BenchWorker(args) => runtime.block_on(fleethub_bench::run_worker(args)),
         Command::Simulate(args) => {
             let passed = runtime.block_on(fleethub::simulate::run(*args))?;

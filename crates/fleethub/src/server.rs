@@ -186,6 +186,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
             ..JobsConfig::default()
         },
         firmware: Some(firmware_config(&cfg, &data_dir)),
+        configuration_rate: cfg.configuration_rate,
         ..HubConfig::default()
     };
     let hub = Hub::open(

@@ -2,6 +2,7 @@
 
 mod byte_range;
 pub mod certificates;
+pub mod configurations;
 pub mod devices;
 pub mod events;
 pub mod firmware;

@@ -79,6 +79,7 @@ impl Serialize for TwinBody<'_> {
             reported,
             version,
             connection_state,
+            configurations,
         } = self.0;
         let connection_state = match connection_state {
             ConnectionState::Connected => "Connected",
@@ -108,6 +109,14 @@ impl Serialize for TwinBody<'_> {
             reported: reported.to_twin_json(),
         };
         twin.serialize_field("properties", &properties)?;
+        if !configurations.is_empty() {
+            // IoT Hub's root `configurations`: `{id: {status}}` for each one targeting the twin.
+            let statuses: std::collections::BTreeMap<&str, Value> = configurations
+                .iter()
+                .map(|(id, s)| (id.as_str(), serde_json::json!({ "status": s.as_str() })))
+                .collect();
+            twin.serialize_field("configurations", &statuses)?;
+        }
         twin.end()
     }
 }
@@ -140,6 +149,7 @@ mod tests {
             reported: TwinProperties::default(),
             version: 3,
             connection_state,
+            configurations: Default::default(),
         }
     }
 

@@ -18,6 +18,10 @@ pub enum JobType {
     /// Invokes a direct method.
     #[serde(rename = "scheduleDeviceMethod")]
     DeviceMethod,
+    /// Brings each device's twin in line with the configurations that target it (FleetHub's
+    /// own operation; REST job requests cannot ask for it).
+    #[serde(rename = "applyConfigurations")]
+    ApplyConfigurations,
 }
 
 impl JobType {
@@ -26,10 +30,11 @@ impl JobType {
         match self {
             JobType::UpdateTwin => "scheduleUpdateTwin",
             JobType::DeviceMethod => "scheduleDeviceMethod",
+            JobType::ApplyConfigurations => "applyConfigurations",
         }
     }
 
-    /// Parses IoT Hub's name.
+    /// Parses IoT Hub's name (the REST job types only).
     pub fn parse(s: &str) -> Option<JobType> {
         match s {
             "scheduleUpdateTwin" => Some(JobType::UpdateTwin),

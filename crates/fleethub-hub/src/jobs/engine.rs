@@ -276,7 +276,9 @@ impl JobEngine {
     ) -> HubResult<(usize, usize)> {
         let cfg = &self.hub.config().jobs;
         let mut wanted = match doc.job_type {
-            JobType::UpdateTwin => cfg.twin_batch.max(1) * cfg.twin_batches_per_step.max(1),
+            JobType::UpdateTwin | JobType::ApplyConfigurations => {
+                cfg.twin_batch.max(1) * cfg.twin_batches_per_step.max(1)
+            }
             JobType::DeviceMethod => cfg
                 .method_concurrency
                 .max(1)
@@ -291,6 +293,10 @@ impl JobEngine {
         }
         let done = match doc.job_type {
             JobType::UpdateTwin => twin_batch::run(&self.hub, doc, wanted, cfg.twin_batch).await?,
+            JobType::ApplyConfigurations => {
+                crate::configurations::apply::run_operation(&self.hub, doc, wanted, cfg.twin_batch)
+                    .await?
+            }
             JobType::DeviceMethod => {
                 method_calls::start(&self.hub, doc, wanted, runtime.in_flight.clone()).await?
             }

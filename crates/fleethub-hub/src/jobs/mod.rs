@@ -29,6 +29,7 @@ mod request;
 mod state;
 mod twin_batch;
 
+pub(crate) use document::JobDocument;
 pub use document::JobType;
 pub use document::{Job, JobStatus, MethodCall, Statistics, TwinUpdate};
 pub(crate) use engine::spawn as spawn_engine;
@@ -38,6 +39,7 @@ pub use operation::{DeviceAction, DeviceSet, DeviceTarget, OperationCreated, Ope
 pub use operations::{JobPage, JobQuery};
 pub use rate::{Pace, Ramp, RateControl, RateLimiter};
 pub use request::JobId;
+pub(crate) use request::MAX_EXECUTION_SECS_LIMIT;
 pub(crate) use state::JobsState;
 
 use std::time::Duration;

@@ -69,6 +69,9 @@ pub enum DeviceAction {
     UpdateTwin(TwinUpdate),
     /// Invoke a direct method.
     InvokeMethod(MethodCall),
+    /// Bring the twin in line with the configurations that target it (the configuration
+    /// engine's own action: what it writes depends on each twin).
+    ApplyConfigurations,
 }
 
 /// A device operation, as an engine asks for it.
@@ -118,6 +121,29 @@ pub(super) struct Listed {
 }
 
 impl Hub {
+    /// Publishes, once `tx` commits, that these devices' parts in operation `job` ended (an
+    /// engine that processes its own rows reports through this).
+    pub(crate) fn operation_devices_finished_on_commit(
+        &self,
+        tx: &mut fleethub_store::WriteTx<'_>,
+        job: &str,
+        finished: Vec<(String, DeviceJobStatus)>,
+    ) {
+        let notices = &self.jobs_state().notices;
+        if finished.is_empty() || !notices.any() {
+            return;
+        }
+        let list = finished
+            .into_iter()
+            .map(|(device_id, status)| OperationNotice::DeviceFinished {
+                operation: job.to_string(),
+                device_id,
+                status,
+            })
+            .collect();
+        notices.on_commit(tx, list);
+    }
+
     /// Completion notices of every device operation (jobs included) from now on: each device's
     /// terminal state and each operation's, once each, in commit order. "From now on" counts
     /// from the writes that run after this call: subscribe before creating the operations whose
@@ -129,9 +155,39 @@ impl Hub {
 
     /// Creates a device operation; it starts at its start time, like a job.
     pub async fn create_operation(&self, spec: OperationSpec) -> HubResult<OperationCreated> {
+        let prepared = self.prepare_operation(spec)?;
+        let count = prepared.listed.as_ref().map_or(0, |l| l.len() as u64);
+        let (doc, duplicates) = (prepared.doc, prepared.duplicates);
+        let unknown = self
+            .insert_job(&doc, prepared.listed.unwrap_or_default())
+            .await?;
+        Ok(OperationCreated {
+            job: doc.into_job(Statistics::default()),
+            listed: count,
+            duplicates,
+            unknown,
+        })
+    }
+
+    /// Writes a prepared operation inside `tx`, so an engine creates it in the same commit as
+    /// the change it follows from; `false` if its id is taken.
+    pub(crate) fn insert_operation_in(
+        &self,
+        tx: &mut fleethub_store::WriteTx<'_>,
+        prepared: PreparedOperation,
+    ) -> HubResult<bool> {
+        let row = job_row(&prepared.doc, self.now_ms())?;
+        let listed = prepared.listed.unwrap_or_default();
+        let inserted = insert_job_in(self, tx, &row, &prepared.doc.created_time, &listed)?;
+        Ok(inserted.is_some())
+    }
+
+    /// Validates an operation and builds its document, without writing anything.
+    pub(crate) fn prepare_operation(&self, spec: OperationSpec) -> HubResult<PreparedOperation> {
         match &spec.action {
             DeviceAction::UpdateTwin(update) => check_twin_update(update)?,
             DeviceAction::InvokeMethod(call) => check_method_call(call)?,
+            DeviceAction::ApplyConfigurations => {}
         }
         let secs = spec.max_execution.as_secs();
         if !(1..=MAX_EXECUTION_SECS_LIMIT).contains(&secs) {
@@ -155,6 +211,7 @@ impl Hub {
         let (job_type, method, twin) = match spec.action {
             DeviceAction::UpdateTwin(t) => (JobType::UpdateTwin, None, Some(t)),
             DeviceAction::InvokeMethod(m) => (JobType::DeviceMethod, Some(m), None),
+            DeviceAction::ApplyConfigurations => (JobType::ApplyConfigurations, None, None),
         };
         let now = self.now();
         let mut doc = new_document(spec.id, job_type, query_condition, now, spec.start_time);
@@ -166,13 +223,10 @@ impl Hub {
             doc.listed_devices = Some(list.len() as u64);
             doc.snapshot_done = true;
         }
-        let count = listed.as_ref().map_or(0, |l| l.len() as u64);
-        let unknown = self.insert_job(&doc, listed.unwrap_or_default()).await?;
-        Ok(OperationCreated {
-            job: doc.into_job(Statistics::default()),
-            listed: count,
+        Ok(PreparedOperation {
+            doc,
+            listed,
             duplicates,
-            unknown,
         })
     }
 
@@ -183,41 +237,11 @@ impl Hub {
         doc: &JobDocument,
         listed: Vec<Listed>,
     ) -> HubResult<Vec<String>> {
-        let start = fleethub_core::time::parse_timestamp(&doc.start_time)
-            .ok_or_else(|| HubError::server("a new job's start time is unreadable"))?;
-        let now_ms = self.now_ms();
-        let row = JobRow {
-            job_id: doc.job_id.clone(),
-            job_type: doc.job_type.as_str().to_string(),
-            status: doc.status,
-            created_ms: now_ms,
-            start_ms: start.timestamp_millis(),
-            end_ms: None,
-            body: doc.to_value(),
-        };
+        let row = job_row(doc, self.now_ms())?;
         let (hub, created_time) = (self.clone(), doc.created_time.clone());
-        let notices = self.jobs_state().notices.clone();
         let inserted = self
             .store()
-            .write(move |tx| -> HubResult<Option<Vec<String>>> {
-                if !tx.insert_job(&row)? {
-                    return Ok(None);
-                }
-                let missing = insert_listed(tx, &row, &created_time, &listed, now_ms)?;
-                notices.devices_on_commit(
-                    tx,
-                    &row.job_id,
-                    missing.clone(),
-                    DeviceJobStatus::Failed,
-                );
-                let created = Change::JobCreated {
-                    job_id: row.job_id.clone(),
-                    job_type: row.job_type.clone(),
-                };
-                append_change(tx, None, &created, now_ms)?;
-                tx.on_commit(move || hub.jobs_state().wake.notify_one());
-                Ok(Some(missing))
-            })
+            .write(move |tx| insert_job_in(&hub, tx, &row, &created_time, &listed))
             .await?;
         inserted.ok_or_else(|| {
             HubError::new(
@@ -230,6 +254,54 @@ impl Hub {
             )
         })
     }
+}
+
+/// A validated operation: its document and listed devices, not yet written.
+pub(crate) struct PreparedOperation {
+    doc: JobDocument,
+    listed: Option<Vec<Listed>>,
+    duplicates: u64,
+}
+
+/// A new job's row.
+fn job_row(doc: &JobDocument, now_ms: i64) -> HubResult<JobRow> {
+    let start = fleethub_core::time::parse_timestamp(&doc.start_time)
+        .ok_or_else(|| HubError::server("a new job's start time is unreadable"))?;
+    Ok(JobRow {
+        job_id: doc.job_id.clone(),
+        job_type: doc.job_type.as_str().to_string(),
+        status: doc.status,
+        created_ms: now_ms,
+        start_ms: start.timestamp_millis(),
+        end_ms: None,
+        body: doc.to_value(),
+    })
+}
+
+/// Writes a new job's row, its listed devices' rows, its event and the engine's wake-up;
+/// `None` (nothing written) if the id is taken, else the listed ids that are not registered.
+fn insert_job_in(
+    hub: &Hub,
+    tx: &mut fleethub_store::WriteTx<'_>,
+    row: &JobRow,
+    created_time: &str,
+    listed: &[Listed],
+) -> HubResult<Option<Vec<String>>> {
+    if !tx.insert_job(row)? {
+        return Ok(None);
+    }
+    let now_ms = row.created_ms;
+    let missing = insert_listed(tx, row, created_time, listed, now_ms)?;
+    let notices = hub.jobs_state().notices.clone();
+    notices.devices_on_commit(tx, &row.job_id, missing.clone(), DeviceJobStatus::Failed);
+    let created = Change::JobCreated {
+        job_id: row.job_id.clone(),
+        job_type: row.job_type.clone(),
+    };
+    append_change(tx, None, &created, now_ms)?;
+    let hub = hub.clone();
+    tx.on_commit(move || hub.jobs_state().wake.notify_one());
+    Ok(Some(missing))
 }
 
 /// A new job's document: `scheduled` when it starts later, `queued` otherwise.

@@ -118,6 +118,13 @@ pub fn parse_job_request(path_id: &str, body: &Value) -> HubResult<JobSpec> {
     let (method, twin) = match job_type {
         JobType::DeviceMethod => (Some(parse_method(obj.get("cloudToDeviceMethod"))?), None),
         JobType::UpdateTwin => (None, Some(parse_twin(obj.get("updateTwin"))?)),
+        // `JobType::parse` knows only the REST types.
+        JobType::ApplyConfigurations => {
+            return Err(job_invalid(
+                "type applyConfigurations is the hub's own; use scheduleUpdateTwin or \
+                 scheduleDeviceMethod",
+            ))
+        }
     };
     let rate_control = match obj.get("rateControl") {
         None | Some(Value::Null) => None,

@@ -125,6 +125,7 @@ pub(super) async fn commit(
             if let Some(finished) = finished {
                 notices.on_commit(tx, finished);
             }
+            hub.configurations_wake_on_commit(tx);
             if let Some(desired) = patch.desired.filter(|_| !pushed.is_empty()) {
                 // One effect for the batch: pushed in commit order with every other change.
                 tx.on_commit(move || {

@@ -5,6 +5,7 @@
 mod harness;
 
 mod bad_input;
+mod configurations;
 mod crash;
 mod esp32;
 mod firmware;

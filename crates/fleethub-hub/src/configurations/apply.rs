@@ -1,0 +1,546 @@
+//! Bringing twins in line with the configurations that target them.
+//!
+//! One function, [`reconcile_in`], decides a device's configured state from scratch inside a
+//! store write: which configurations target the twin now (their conditions evaluated on it by the
+//! query evaluator), which wins each path (highest priority, then newest), the statuses, and the
+//! settings of configurations it no longer has (removed unless another configuration sets them).
+//! It writes the desired properties only if they change, so applying twice patches nothing the
+//! second time. Two paths call it:
+//! - a configuration's change creates an `applyConfigurations` device operation in the same
+//!   commit (every device its condition selects, plus those whose twin carries it); the job
+//!   engine steps it, and each device's row is marked completed in the write that reconciles it,
+//!   so a restart neither repeats nor skips a device;
+//! - a twin's change (tags, desired, reported, registry status, creation) wakes the change-feed
+//!   follower from the write's commit effects; it reconciles the devices of the events after its
+//!   cursor and stores the cursor in the same write, so a restart resumes where it stopped.
+
+use super::request::{overlaps, Stored};
+use crate::device::etag_for;
+use crate::events::append_change;
+use crate::jobs::JobDocument;
+use crate::twin::TwinState;
+use crate::Hub;
+use fleethub_core::configuration::ConfigurationStatus;
+use fleethub_core::events::Change;
+use fleethub_core::twin::{Section, TwinProperties};
+use fleethub_core::{HubError, HubResult};
+use fleethub_query::Condition;
+use fleethub_store::{
+    ConfigurationReads, DeviceJobStatus, EventRow, JobDeviceUpdate, JobReads, Reads, TwinSections,
+    WriteTx,
+};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+
+/// Where the change-feed follower has read to (a setting, written with its reconciliations).
+const CURSOR_KEY: &str = "configurations.cursor";
+/// Events the follower reads per write.
+const FOLLOW_BATCH: usize = 1000;
+/// How long a metrics read waits for the follower to catch up before answering anyway.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
+
+/// The configuration engine's in-memory state.
+pub(crate) struct ConfigurationsState {
+    /// Signalled after a commit that may change what a configuration selects.
+    wake: Notify,
+    /// Whether any configuration exists (deleted ones still being removed count): while none
+    /// does, twin writes record no wake-up.
+    active: AtomicBool,
+    /// The follower's cursor after its last step.
+    processed: watch::Sender<i64>,
+}
+
+impl Default for ConfigurationsState {
+    fn default() -> Self {
+        ConfigurationsState {
+            wake: Notify::new(),
+            active: AtomicBool::new(false),
+            processed: watch::Sender::new(0),
+        }
+    }
+}
+
+impl ConfigurationsState {
+    /// A configuration now exists: twin writes from now on wake the follower.
+    pub(crate) fn mark_active(self: &Arc<Self>, tx: &mut WriteTx<'_>) {
+        self.active.store(true, Ordering::Release);
+        let state = self.clone();
+        tx.on_commit(move || state.wake.notify_one());
+    }
+}
+
+/// A configuration, read for application: its condition parsed, its content as paths.
+struct Loaded {
+    id: String,
+    deleted: bool,
+    /// `None`: it targets no device (an empty condition).
+    condition: Option<Condition>,
+    /// Paths under `properties.desired`, as segments, with their values.
+    paths: Vec<(Vec<String>, Value)>,
+}
+
+/// Every stored configuration, highest precedence first (priority, then the newest).
+fn load(r: &impl Reads) -> HubResult<Vec<Loaded>> {
+    let mut rows = r.list_configurations(usize::MAX)?;
+    rows.sort_by(|a, b| (b.priority, b.created_ms, &a.id).cmp(&(a.priority, a.created_ms, &b.id)));
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let stored = Stored::from_row(&row)?;
+        let condition = match stored.target_condition.trim() {
+            "" => None,
+            text => Some(Condition::parse(text).map_err(|e| {
+                HubError::server(format!("stored targetCondition of '{}': {e}", row.id))
+            })?),
+        };
+        let paths = stored
+            .content
+            .device_content
+            .iter()
+            .map(|(path, value)| (segments(path), value.clone()))
+            .collect();
+        out.push(Loaded {
+            id: row.id,
+            deleted: row.deleted,
+            condition,
+            paths,
+        });
+    }
+    Ok(out)
+}
+
+/// A content path's segments under `properties.desired` (checked on the way in).
+fn segments(path: &str) -> Vec<String> {
+    path.strip_prefix("properties.desired.")
+        .unwrap_or(path)
+        .split('.')
+        .map(str::to_string)
+        .collect()
+}
+
+/// Sets `value` at `path` in a merge patch.
+fn set_path(patch: &mut Map<String, Value>, path: &[String], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut node = patch;
+    for p in parents {
+        let entry = node
+            .entry(p.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        let Value::Object(next) = entry else { return };
+        node = next;
+    }
+    node.insert(last.clone(), value);
+}
+
+/// A content's `deviceContent` as one desired-properties merge patch.
+pub(crate) fn content_patch_of(device_content: &Map<String, Value>) -> Map<String, Value> {
+    let mut patch = Map::new();
+    for (path, value) in device_content {
+        set_path(&mut patch, &segments(path), value.clone());
+    }
+    patch
+}
+
+/// A checked content as one desired-properties merge patch.
+pub(crate) fn content_patch(content: &super::ConfigurationContent) -> Map<String, Value> {
+    content_patch_of(&content.device_content)
+}
+
+/// Decides and writes one device's configured state (see the module docs). Returns whether
+/// its desired properties changed.
+fn reconcile_in(
+    hub: &Hub,
+    tx: &mut WriteTx<'_>,
+    configs: &[Loaded],
+    device_id: &str,
+    now: &str,
+    now_ms: i64,
+) -> HubResult<bool> {
+    let Some(row) = tx.get_device(device_id)? else {
+        return Ok(false);
+    };
+    let mut twin = TwinState::from_row(&row)?;
+    let held: BTreeMap<String, ConfigurationStatus> =
+        tx.device_configurations(device_id)?.into_iter().collect();
+    twin.configurations = held.clone();
+    let doc = twin.evaluation_document(hub.connections().is_connected(device_id));
+    let mut claimed: Vec<&[String]> = Vec::new();
+    let mut patch = Map::new();
+    let mut statuses: BTreeMap<&str, ConfigurationStatus> = BTreeMap::new();
+    let targeting = configs
+        .iter()
+        .filter(|c| !c.deleted && c.condition.as_ref().is_some_and(|k| k.matches(&doc)));
+    for c in targeting {
+        let mut won = false;
+        for (path, value) in &c.paths {
+            if claimed.iter().any(|p| overlaps(p, path)) {
+                continue;
+            }
+            claimed.push(path);
+            won = true;
+            set_path(&mut patch, path, value.clone());
+        }
+        let status = if won {
+            ConfigurationStatus::Applied
+        } else {
+            ConfigurationStatus::Targeted
+        };
+        statuses.insert(&c.id, status);
+    }
+    // Settings of configurations the twin no longer has go, unless a winner sets them.
+    for id in held.keys().filter(|id| !statuses.contains_key(id.as_str())) {
+        let Some(c) = configs.iter().find(|c| &c.id == id) else {
+            continue;
+        };
+        for (path, _) in &c.paths {
+            if !claimed.iter().any(|p| overlaps(p, path)) {
+                set_path(&mut patch, path, Value::Null);
+            }
+        }
+    }
+    let changed = write_desired(hub, tx, device_id, &twin, &patch, now, now_ms);
+    let changed = match changed {
+        Ok(changed) => changed,
+        Err(e) => {
+            // The twin cannot take the settings (its desired section would outgrow its limit):
+            // it stays targeted, not applied, and the reason is logged.
+            tracing::warn!(device_id, "configurations not applied: {}", e.message);
+            for s in statuses.values_mut() {
+                *s = ConfigurationStatus::Targeted;
+            }
+            false
+        }
+    };
+    for (id, status) in &statuses {
+        if held.get(*id) != Some(status) {
+            tx.set_device_configuration(id, device_id, *status)?;
+        }
+    }
+    for id in held.keys().filter(|id| !statuses.contains_key(id.as_str())) {
+        tx.remove_device_configuration(id, device_id)?;
+    }
+    Ok(changed)
+}
+
+/// Applies `patch` to the twin's desired properties and writes them if they change; the
+/// device gets the patch after the commit.
+fn write_desired(
+    hub: &Hub,
+    tx: &mut WriteTx<'_>,
+    device_id: &str,
+    twin: &TwinState,
+    patch: &Map<String, Value>,
+    now: &str,
+    now_ms: i64,
+) -> HubResult<bool> {
+    if patch.is_empty() {
+        return Ok(false);
+    }
+    let mut desired = twin.desired.clone();
+    desired.apply_patch(Section::Desired, patch, now)?;
+    if desired.values == twin.desired.values {
+        return Ok(false);
+    }
+    let version = twin.version + 1;
+    let value = serde_json::to_value(&desired).map_err(|e| HubError::server(e.to_string()))?;
+    tx.update_twin(
+        device_id,
+        TwinSections {
+            tags: None,
+            desired: Some(&value),
+            reported: None,
+        },
+        version as i64,
+        &etag_for(version),
+    )?;
+    let change = Change::TwinConfigured { version };
+    append_change(tx, Some(device_id), &change, now_ms)?;
+    let body = TwinProperties::patch_to_device_json(patch, desired.version);
+    hub.push_desired_on_commit(tx, device_id, desired.version, body);
+    Ok(true)
+}
+
+/// Removes deleted configurations no twin carries any more.
+fn purge_removed_in(tx: &mut WriteTx<'_>, configs: &[Loaded]) -> HubResult<()> {
+    for c in configs.iter().filter(|c| c.deleted) {
+        if tx.configuration_counts(&c.id)?.targeted == 0 {
+            tx.purge_configuration(&c.id)?;
+        }
+    }
+    Ok(())
+}
+
+/// One step of an `applyConfigurations` operation: reconciles up to `limit` pending devices,
+/// `batch` per store write, each marked completed in the write that reconciles it. Returns how
+/// many it processed.
+pub(crate) async fn run_operation(
+    hub: &Hub,
+    doc: &JobDocument,
+    limit: usize,
+    batch: usize,
+) -> HubResult<usize> {
+    let mut processed = 0;
+    while processed < limit {
+        let n = (limit - processed).min(batch.max(1));
+        let job = doc.job_id.clone();
+        let ids = hub
+            .store()
+            .read(move |r| r.job_device_ids(&job, DeviceJobStatus::Pending, n))
+            .await?;
+        let count = ids.len();
+        if count == 0 {
+            break;
+        }
+        let (h, job) = (hub.clone(), doc.job_id.clone());
+        let (now, now_ms) = (hub.now_string(), hub.now_ms());
+        hub.store()
+            .write(move |tx| operation_batch_in(&h, tx, &job, &ids, &now, now_ms))
+            .await?;
+        processed += count;
+        if count < n {
+            break;
+        }
+    }
+    Ok(processed)
+}
+
+fn operation_batch_in(
+    hub: &Hub,
+    tx: &mut WriteTx<'_>,
+    job: &str,
+    ids: &[String],
+    now: &str,
+    now_ms: i64,
+) -> HubResult<()> {
+    let configs = load(tx)?;
+    let mut finished = Vec::new();
+    for id in ids {
+        let done = JobDeviceUpdate {
+            status: DeviceJobStatus::Completed,
+            start_time: Some(now),
+            end_time: Some(now),
+            updated_time: now,
+            outcome: None,
+            error: None,
+        };
+        let outcome = tx.atomically(|tx| -> HubResult<bool> {
+            if !tx.update_pending_job_device(job, id, &done)? {
+                return Ok(false);
+            }
+            reconcile_in(hub, tx, &configs, id, now, now_ms)?;
+            Ok(true)
+        });
+        let status = match outcome {
+            Ok(false) => continue,
+            Ok(true) => DeviceJobStatus::Completed,
+            Err(e) => {
+                let error = json!({ "code": e.code.name(), "description": e.message });
+                let failed = JobDeviceUpdate {
+                    status: DeviceJobStatus::Failed,
+                    error: Some(&error),
+                    ..done
+                };
+                if !tx.update_pending_job_device(job, id, &failed)? {
+                    continue;
+                }
+                DeviceJobStatus::Failed
+            }
+        };
+        finished.push((id.clone(), status));
+    }
+    purge_removed_in(tx, &configs)?;
+    hub.operation_devices_finished_on_commit(tx, job, finished);
+    Ok(())
+}
+
+/// Moves the follower's cursor forward to `seq` (never back: a follower step that read its
+/// events before a first configuration skipped the log must not undo the skip).
+fn advance_cursor_in(tx: &mut WriteTx<'_>, seq: i64) -> HubResult<()> {
+    let stored = tx
+        .get_setting(CURSOR_KEY)?
+        .and_then(|c| c.parse::<i64>().ok())
+        .unwrap_or(0);
+    if seq > stored {
+        tx.put_setting(CURSOR_KEY, &seq.to_string())?;
+    }
+    Ok(())
+}
+
+/// Called in the write that creates a configuration: when it is the first, the follower skips
+/// the change feed up to now, because the configuration's operation covers every twin as it is
+/// (a registry imported before it would otherwise be evaluated twice, once unpaced).
+pub(crate) fn skip_backlog_if_first_in(tx: &mut WriteTx<'_>) -> HubResult<()> {
+    if tx.list_configurations(1)?.is_empty() {
+        let last = tx.last_event_seq()?;
+        advance_cursor_in(tx, last)?;
+    }
+    Ok(())
+}
+
+/// The devices whose twin an event says changed in a way a target condition may see.
+fn changed_devices(r: &impl Reads, events: &[EventRow]) -> HubResult<BTreeSet<String>> {
+    let mut ids = BTreeSet::new();
+    for e in events {
+        match e.kind.as_str() {
+            "twin.updated" | "twin.replaced" | "twin.reported" | "device.created"
+            | "device.updated" => ids.extend(e.device_id.clone()),
+            "devices.created" => {
+                let listed = e.body["deviceIds"].as_array().into_iter().flatten();
+                ids.extend(listed.filter_map(|v| v.as_str().map(str::to_string)));
+            }
+            "job.twins_updated" => {
+                let text = |k: &str| e.body[k].as_str().unwrap_or_default().to_string();
+                let (job, first, last) =
+                    (text("jobId"), text("firstDeviceId"), text("lastDeviceId"));
+                ids.extend(r.completed_job_devices_between(&job, &first, &last)?);
+            }
+            _ => {}
+        }
+    }
+    Ok(ids)
+}
+
+impl Hub {
+    pub(crate) fn configurations_state(&self) -> &Arc<ConfigurationsState> {
+        &self.inner.configurations
+    }
+
+    /// Records, in a write that changes a twin or a registry entry, the follower's wake-up
+    /// after the commit (nothing while no configuration exists).
+    pub(crate) fn configurations_wake_on_commit(&self, tx: &mut WriteTx<'_>) {
+        let state = self.configurations_state();
+        if state.active.load(Ordering::Acquire) {
+            let state = state.clone();
+            tx.on_commit(move || state.wake.notify_one());
+        }
+    }
+
+    /// Waits (a little) until the follower has handled every change committed before this call,
+    /// so metrics read after a twin write reflect it.
+    pub(crate) async fn configurations_caught_up(&self) {
+        let state = self.configurations_state().clone();
+        // Without the background follower (tests that step it) there is nothing to wait for.
+        if !state.active.load(Ordering::Acquire) || !self.config().jobs.autorun {
+            return;
+        }
+        let Ok(target) = self.store().read(|r| r.last_event_seq()).await else {
+            return;
+        };
+        state.wake.notify_one();
+        let mut rx = state.processed.subscribe();
+        let _ = tokio::time::timeout(CATCH_UP_WAIT, rx.wait_for(|seen| *seen >= target)).await;
+    }
+
+    /// One step of the change-feed follower: reconciles the devices of the next events after
+    /// its cursor and moves the cursor, in one write. Returns whether it read any event.
+    pub async fn follow_configurations(&self) -> HubResult<bool> {
+        let (cursor, events, any) = self
+            .store()
+            .read(|r| {
+                let cursor = r
+                    .get_setting(CURSOR_KEY)?
+                    .and_then(|c| c.parse::<i64>().ok())
+                    .unwrap_or(0);
+                let any = !r.list_configurations(1)?.is_empty();
+                let events = if any {
+                    r.events_after(cursor, FOLLOW_BATCH)?
+                } else {
+                    Vec::new()
+                };
+                Ok::<_, fleethub_store::StoreError>((cursor, events, any))
+            })
+            .await?;
+        let state = self.configurations_state().clone();
+        if !any {
+            // Nothing to apply: skip the log up to its end, so a first configuration starts
+            // from now (its operation covers every twin as it is).
+            state.active.store(false, Ordering::Release);
+            let last = self
+                .store()
+                .write(|tx| {
+                    // Checked again in the write: a configuration created since the read must
+                    // see the events after it.
+                    skip_backlog_if_first_in(tx)?;
+                    let cursor = tx.get_setting(CURSOR_KEY)?.and_then(|c| c.parse().ok());
+                    Ok::<_, HubError>(cursor.unwrap_or(0))
+                })
+                .await?;
+            state.processed.send_replace(last);
+            return Ok(false);
+        }
+        state.active.store(true, Ordering::Release);
+        let Some(last) = events.last().map(|e| e.seq) else {
+            state.processed.send_replace(cursor);
+            return Ok(false);
+        };
+        let (hub, now, now_ms) = (self.clone(), self.now_string(), self.now_ms());
+        self.store()
+            .write(move |tx| {
+                let ids = changed_devices(tx, &events)?;
+                let configs = load(tx)?;
+                for id in &ids {
+                    reconcile_in(&hub, tx, &configs, id, &now, now_ms)?;
+                }
+                purge_removed_in(tx, &configs)?;
+                advance_cursor_in(tx, last)?;
+                Ok::<_, HubError>(())
+            })
+            .await?;
+        state.processed.send_replace(last);
+        Ok(true)
+    }
+}
+
+/// Runs the change-feed follower in the background until the hub is dropped.
+pub(crate) fn spawn_follower(inner: Weak<crate::hub::HubInner>, state: Arc<ConfigurationsState>) {
+    tokio::spawn(async move {
+        loop {
+            let Some(inner) = inner.upgrade() else { return };
+            let hub = Hub { inner };
+            let more = match hub.follow_configurations().await {
+                Ok(more) => more,
+                Err(e) => {
+                    tracing::warn!("configuration follower step failed: {e}");
+                    drop(hub);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            drop(hub);
+            if more {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            // Woken by commits; the timer only bounds how long a missed wake-up could matter.
+            tokio::select! {
+                _ = state.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_paths_become_one_merge_patch() {
+        let mut content = Map::new();
+        content.insert("properties.desired.config.a".into(), json!(1));
+        content.insert("properties.desired.config.b".into(), json!({"x": true}));
+        content.insert("properties.desired.top".into(), json!("v"));
+        assert_eq!(
+            Value::Object(content_patch_of(&content)),
+            json!({"config": {"a": 1, "b": {"x": true}}, "top": "v"})
+        );
+    }
+}
