@@ -9,6 +9,7 @@ pub mod cron;
 pub mod device;
 pub mod event;
 pub mod machine;
+pub mod rehearsal;
 pub mod spec;
 pub mod window;
 

@@ -14,6 +14,7 @@ pub const MAX_RETRIES: u32 = 10;
 
 /// The image a rollout installs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Artifact {
     pub version: String,
     /// Its SHA-256, naming it in the firmware store.
@@ -22,6 +23,7 @@ pub struct Artifact {
 
 /// A rollout as created.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RolloutSpec {
     pub artifact: Artifact,
     /// The devices it is for, in the query language (`tags.product = 'aq-sensor' AND …`); the
@@ -53,6 +55,7 @@ pub struct RolloutSpec {
 
 /// One wave.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WaveSpec {
     pub name: String,
     pub select: Selector,
@@ -80,6 +83,7 @@ pub enum Selector {
 
 /// A paced wave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BatchSpec {
     pub size: u32,
     pub interval_secs: u64,
@@ -87,6 +91,7 @@ pub struct BatchSpec {
 
 /// A share of a wave's devices: a percentage, a count, or both.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Threshold {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percent: Option<f64>,
@@ -97,6 +102,7 @@ pub struct Threshold {
 /// Retries of a failed device: up to `retries` more pushes, the n-th after
 /// `backoff_secs * factor^(n-1)` (at most `max_backoff_secs`); then the device is flagged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RetrySpec {
     pub retries: u32,
     pub backoff_secs: u64,

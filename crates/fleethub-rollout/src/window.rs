@@ -25,6 +25,7 @@ const LOOKAHEAD_DAYS: u32 = 4 * 366 + 1;
 
 /// A maintenance window as a rollout spec states it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WindowSpec {
     /// When the window opens, five cron fields in local time, e.g. `0 2 * * *`.
     pub cron: String,

@@ -7,6 +7,7 @@ pub mod fd_budget;
 pub mod firmware_cli;
 pub mod https;
 pub mod query_cli;
+pub mod rollout_cli;
 pub mod server;
 pub mod simulate;
 pub mod stop_signal;

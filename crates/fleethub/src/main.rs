@@ -34,6 +34,9 @@ enum Command {
     Firmware(fleethub::firmware_cli::FirmwareArgs),
     /// Configurations (automatic device management): create, list, show, delete.
     Config(fleethub::config_cli::ConfigArgs),
+    /// Phased firmware rollouts: plan, rehearse, create, list, show, watch, and operator
+    /// commands.
+    Rollout(fleethub::rollout_cli::RolloutArgs),
     /// Simulate a fleet of virtual devices against a hub, or run a scenario file.
     Simulate(Box<fleethub::simulate::SimulateArgs>),
     /// One device process of a simulation (started by `simulate --processes`).
@@ -64,6 +67,7 @@ fn main() -> Result<()> {
         Command::Query(args) => runtime.block_on(fleethub::query_cli::run(args)),
         Command::Firmware(args) => runtime.block_on(fleethub::firmware_cli::run(args)),
         Command::Config(args) => runtime.block_on(fleethub::config_cli::run(args)),
+        Command::Rollout(args) => runtime.block_on(fleethub::rollout_cli::run(args)),
         Command::BenchWorker(args) => runtime.block_on(fleethub_bench::run_worker(args)),
         Command::Simulate(args) => {
             let passed = runtime.block_on(fleethub::simulate::run(*args))?;

@@ -16,6 +16,7 @@ mod methods;
 mod query_cli;
 mod query_limits;
 mod registry;
+mod rollout_cli;
 mod sessions;
 mod simulate;
 mod store_full;
