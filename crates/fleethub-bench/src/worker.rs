@@ -82,6 +82,7 @@ pub async fn run_worker(args: WorkerArgs) -> Result<()> {
         port: args.port,
         hub_host_name: "localhost".into(),
         tls,
+        sas_lifetime_secs: None,
     };
     let devices: Vec<(String, String)> = (args.first..args.first + args.count)
         .map(|i| (format!("{}{i}", args.prefix), args.key.clone()))

@@ -34,6 +34,9 @@ pub struct ConnectPlan {
     /// The hub's firmware signing key (PEM) the devices pin, if any.
     #[serde(default)]
     pub firmware_key_pem: Option<String>,
+    /// How long the devices' SAS tokens are valid [default: an hour].
+    #[serde(default)]
+    pub sas_lifetime_secs: Option<u64>,
 }
 
 impl ConnectPlan {
@@ -59,6 +62,7 @@ impl ConnectPlan {
                 fleethub_sim::tls_config_trusting(self.trust_pem.as_bytes())
                     .context("the CA the devices should trust")?,
             ),
+            sas_lifetime_secs: self.sas_lifetime_secs,
         })
     }
 }
@@ -351,6 +355,7 @@ mod tests {
                 hub_host_name: "localhost".into(),
                 trust_pem: "PEM".into(),
                 firmware_key_pem: Some("KEY".into()),
+                sas_lifetime_secs: Some(7 * 86_400),
             },
             time_scale: 360.0,
             range: 1..3,

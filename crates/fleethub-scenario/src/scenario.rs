@@ -896,4 +896,27 @@ count = 12
         let e = err(&format!("{ONE_GROUP}[[step]]\nat = \"1m\"\nname = \"x\"\ntwin_patch = {{}}\n[[step]]\nat = \"2m\"\nname = \"x\"\ntwin_patch = {{}}\n"));
         assert!(e.contains("two steps are named 'x'"), "{e}");
     }
+    #[test]
+    fn the_demo_fleet_is_2500_sensors_in_ten_cities_with_their_zones() {
+        let s = Scenario::parse(include_str!("../../../examples/demo/fleet.toml")).unwrap();
+        assert_eq!(s.device_count(), 2500);
+        let tag = |g: &Group, k: &str| g.tags[k].as_str().unwrap_or_default().to_string();
+        let cities: BTreeSet<String> = s.groups.iter().map(|g| tag(g, "city")).collect();
+        assert_eq!(cities.len(), 10, "{cities:?}");
+        let canaries: usize = s
+            .groups
+            .iter()
+            .filter(|g| tag(g, "ring") == "canary")
+            .map(|g| g.count)
+            .sum();
+        assert_eq!(canaries, 20);
+        for g in &s.groups {
+            assert_eq!(tag(g, "product"), "aq-sensor");
+            fleethub_core::semver::parse(&g.firmware).unwrap();
+            assert!(tag(g, "tz").starts_with("America/"), "{}", g.name);
+        }
+        let boston = s.groups.iter().find(|g| g.name == "boston").unwrap();
+        assert_eq!(boston.count, 200);
+        assert_eq!(boston.behavior.faults.bad_firmware[0].version, "2.1.0");
+    }
 }

@@ -11,7 +11,7 @@ pub mod load;
 
 pub use device::{
     tls_config_trusting, ClientError, ConnectOptions, DeviceAuth, DeviceClient, DeviceEvent,
-    DeviceEvents,
+    DeviceEvents, TOKEN_LIFETIME_SECS,
 };
 pub use firmware_key::FirmwareKey;
 pub use load::{

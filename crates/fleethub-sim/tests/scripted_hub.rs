@@ -514,6 +514,7 @@ async fn report_load_counts_every_request_and_samples_latencies() {
             port: hub.addr.port(),
             hub_host_name: "localhost".into(),
             tls: None,
+            sas_lifetime_secs: None,
         },
         rate_per_sec: None,
         duration: Duration::from_millis(300),
@@ -543,6 +544,7 @@ async fn report_load_fails_when_no_device_can_connect() {
             port: hub.addr.port(),
             hub_host_name: "localhost".into(),
             tls: None,
+            sas_lifetime_secs: None,
         },
         rate_per_sec: Some(10),
         duration: Duration::from_millis(100),
@@ -596,6 +598,7 @@ async fn idle_fleet_holds_connections_subscribed_to_all_feeds() {
         port: hub.addr.port(),
         hub_host_name: "localhost".into(),
         tls: None,
+        sas_lifetime_secs: None,
     };
     let fleet = fleethub_sim::connect_idle(&template, &devices).await;
     assert!(fleet.failures.is_empty(), "{:?}", fleet.failures);
@@ -616,6 +619,7 @@ fn template_for(hub: &ScriptedHub) -> fleethub_sim::ConnectTemplate {
         port: hub.addr.port(),
         hub_host_name: "localhost".into(),
         tls: None,
+        sas_lifetime_secs: None,
     }
 }
 

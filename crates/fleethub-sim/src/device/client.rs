@@ -5,7 +5,7 @@
 use super::connection::{Command, Connection};
 use super::correlation::{Ack, Correlation, TwinResponse};
 use super::events::DeviceEvents;
-use super::options::{ConnectOptions, TOKEN_LIFETIME_SECS};
+use super::options::ConnectOptions;
 use super::ClientError;
 use bytes::Bytes;
 use fleethub_mqtt::codec::{Connect, Packet, Publish, Subscribe};
@@ -305,7 +305,9 @@ where
         keep_alive: opts.keep_alive_secs,
         client_id: opts.device_id.clone(),
         username: Some(opts.username()),
-        password: Some(Bytes::from(opts.password(now + TOKEN_LIFETIME_SECS)?)),
+        password: Some(Bytes::from(
+            opts.password(now.saturating_add(opts.sas_lifetime_secs))?,
+        )),
         will: None,
     };
     writer

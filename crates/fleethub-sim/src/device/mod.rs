@@ -13,7 +13,7 @@ mod tls;
 pub use client::DeviceClient;
 pub use error::ClientError;
 pub use events::{DeviceEvent, DeviceEvents};
-pub use options::{ConnectOptions, DeviceAuth};
+pub use options::{ConnectOptions, DeviceAuth, TOKEN_LIFETIME_SECS};
 pub use tls::tls_config_trusting;
 
 /// The four subscriptions an IoT Hub device may hold, for `device_id`.

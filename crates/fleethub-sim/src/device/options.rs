@@ -49,6 +49,8 @@ pub struct ConnectOptions {
     pub keep_alive_secs: u16,
     /// Source address to bind, to spread many connections over 127.0.0.0/8.
     pub local_addr: Option<IpAddr>,
+    /// How long a token signed from a key at connect is valid.
+    pub sas_lifetime_secs: u64,
 }
 
 impl ConnectOptions {
@@ -70,6 +72,7 @@ impl ConnectOptions {
             clean_session: false,
             keep_alive_secs: 60,
             local_addr: None,
+            sas_lifetime_secs: TOKEN_LIFETIME_SECS,
         }
     }
 

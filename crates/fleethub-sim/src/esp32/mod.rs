@@ -77,6 +77,9 @@ pub struct Faults {
     pub bad_signature: f64,
     /// Firmware versions that misbehave on this group's devices.
     pub bad_firmware: Vec<BadFirmware>,
+    /// Probability that a device rebooting into a new image never comes back: it dies on that
+    /// boot (a brick, a dead battery) and is silent for the rest of the run.
+    pub never_back: f64,
     /// Probability that a telemetry message is published twice (QoS 1 redelivery).
     pub duplicate_rate: f64,
     /// The device clock's offset from true time, in seconds (reported timestamps use it).

@@ -85,6 +85,7 @@ fn drive(m: &mut Model, want: &Value, blob: &[u8], chunk: usize) -> Log {
         log.note(m);
         let health = match boot {
             Boot::Crashed | Boot::NoNetwork => continue 'boot,
+            Boot::Dead => return log,
             Boot::Running { health_fails_after } => health_fails_after,
         };
         m.set_desired(want.clone(), 2, &now());
@@ -287,6 +288,35 @@ fn a_download_that_is_always_corrupt_gives_up_on_the_old_version() {
         error.contains("2.0.0") && error.contains("SHA-256"),
         "{error}"
     );
+}
+
+#[test]
+fn a_device_that_never_comes_back_dies_on_its_first_boot_into_the_image() {
+    let blob = image(2_000);
+    let faults = Faults {
+        never_back: 1.0,
+        ..Faults::default()
+    };
+    let mut m = device(faults, 5);
+    let log = drive(&mut m, &desired("2.0.0", &blob), &blob, 1000);
+    assert_eq!(
+        log.boots, 2,
+        "the first boot, then the one it never comes back from"
+    );
+    assert_eq!(
+        log.statuses.last(),
+        Some(&"rebooting"),
+        "the last the hub hears: {log:?}"
+    );
+    // Before the update it booted as usual: the fault is about rebooting into a new image.
+    let mut fresh = device(
+        Faults {
+            never_back: 1.0,
+            ..Faults::default()
+        },
+        5,
+    );
+    assert!(matches!(fresh.power_on(&now()), Boot::Running { .. }));
 }
 
 fn bad(failure: FirmwareFailure) -> Faults {

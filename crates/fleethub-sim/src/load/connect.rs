@@ -19,6 +19,10 @@ pub struct ConnectTemplate {
     pub hub_host_name: String,
     /// TLS settings; `None` for plain TCP.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// How long each connect's SAS token is valid [default: an hour, as the SDKs sign]. A run
+    /// against a hub whose clock is compressed (`fleethub demo`) needs tokens that outlive its
+    /// simulated nights.
+    pub sas_lifetime_secs: Option<u64>,
 }
 
 impl ConnectTemplate {
@@ -32,6 +36,9 @@ impl ConnectTemplate {
             DeviceAuth::SasKey(key.to_string()),
         );
         opts.tls = self.tls.clone();
+        if let Some(secs) = self.sas_lifetime_secs {
+            opts.sas_lifetime_secs = secs;
+        }
         opts.local_addr = spread_local_addr(&self.host, index);
         opts
     }
@@ -141,6 +148,7 @@ mod tests {
             port: 8883,
             hub_host_name: "localhost".into(),
             tls: None,
+            sas_lifetime_secs: None,
         };
         let opts = template.options(2, "dev-2", "a2V5");
         assert_eq!(opts.device_id, "dev-2");

@@ -110,6 +110,7 @@ impl HubTarget {
             hub_host_name: host,
             trust_pem: String::from_utf8(ca_pem).context("the CA PEM is not text")?,
             firmware_key_pem: None,
+            sas_lifetime_secs: None,
         };
         Ok(HubTarget {
             description: format!("hub {}", cs.host_name),

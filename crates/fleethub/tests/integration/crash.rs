@@ -50,6 +50,7 @@ async fn every_acknowledged_write_survives_kill_dash_nine() {
             clean_session: false,
             keep_alive_secs: 60,
             local_addr: None,
+            sas_lifetime_secs: fleethub_sim::TOKEN_LIFETIME_SECS,
         };
         let stop = stop.clone();
         writers.push(tokio::spawn(async move {

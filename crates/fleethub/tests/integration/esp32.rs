@@ -211,6 +211,7 @@ fn spawn_pinned_fleet(
         port: hub.running.mqtt_addr.port(),
         hub_host_name: "localhost".into(),
         tls: Some(hub.tls.clone()),
+        sas_lifetime_secs: None,
     });
     let clock = SimClock::new(SCALE);
     let stats = Arc::new(SimulationStats::default());

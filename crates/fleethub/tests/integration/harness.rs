@@ -124,6 +124,7 @@ impl TestHub {
             clean_session: false,
             keep_alive_secs: 60,
             local_addr: None,
+            sas_lifetime_secs: fleethub_sim::TOKEN_LIFETIME_SECS,
         }
     }
 

@@ -466,6 +466,7 @@ async fn device_publishes(ready: &Value, tls: &Arc<rustls::ClientConfig>, id: &s
         clean_session: true,
         keep_alive_secs: 60,
         local_addr: None,
+        sas_lifetime_secs: fleethub_sim::TOKEN_LIFETIME_SECS,
     };
     let (device, _events) = tokio::time::timeout(DEADLINE, DeviceClient::connect(opts))
         .await

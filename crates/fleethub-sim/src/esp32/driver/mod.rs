@@ -233,6 +233,10 @@ impl Driver {
                     Flow::Stop
                 }
             }
+            Boot::Dead => {
+                while self.pause(Duration::from_secs(3600)).await {}
+                Flow::Stop
+            }
             Boot::Running { health_fails_after } => {
                 self.health_at = health_fails_after.map(|after| (self.at(after), after));
                 self.event_loop().await

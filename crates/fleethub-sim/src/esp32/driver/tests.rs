@@ -19,6 +19,7 @@ async fn a_device_task_stays_small() {
         port: 1,
         hub_host_name: "localhost".into(),
         tls: None,
+        sas_lifetime_secs: None,
     });
     let stats = StatsHandle::new(Arc::new(super::super::SimulationStats::default()), "g");
     let (_stop, stop_rx) = watch::channel(false);

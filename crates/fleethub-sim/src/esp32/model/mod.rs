@@ -47,6 +47,8 @@ pub(crate) enum Boot {
     Crashed,
     /// Running, but its Wi-Fi never comes up: the connect watchdog resets it.
     NoNetwork,
+    /// Never comes back (the `never_back` fault): silent until the run ends.
+    Dead,
 }
 
 /// What the driver must do about a desired-properties change.
@@ -235,6 +237,9 @@ impl Model {
             };
         }
         self.ram.pending = true;
+        if self.flash.boot.attempts == 1 && self.rng.ota_chance(self.behavior.faults.never_back) {
+            return Boot::Dead;
+        }
         let version = self.running_version().to_string();
         let report = &mut self.flash.nvs.report;
         report.status = UpdateStatus::Verifying;
