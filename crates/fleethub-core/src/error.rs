@@ -62,6 +62,9 @@ error_codes! {
     FirmwareVerificationFailed = (400040, 400),
     /// A Range header is not `bytes=first-last`, `bytes=first-` or `bytes=-suffix`.
     InvalidRange = (400041, 400),
+    /// A rollout spec or command is invalid (the message names the field), or asks for a
+    /// downgrade without `allow_downgrade`.
+    RolloutInvalid = (400050, 400),
     /// Authorization header or token is missing or malformed.
     IotHubUnauthorizedAccess = (401002, 401),
     /// The token is valid but its signature, expiry or rights do not allow this.
@@ -90,6 +93,8 @@ error_codes! {
     CertificateNotFound = (404011, 404),
     /// No firmware artifact with this id (SHA-256) or version.
     FirmwareNotFound = (404020, 404),
+    /// No rollout with this id.
+    RolloutNotFound = (404030, 404),
     /// The device is not connected (direct methods).
     DeviceNotOnline = (404103, 404),
     /// The device's connection closed before it answered.
@@ -109,6 +114,11 @@ error_codes! {
     /// A firmware artifact is still referenced (a twin's desired firmware, a job in flight) and
     /// cannot be deleted.
     FirmwareInUse = (409021, 409),
+    /// A rollout with this id already exists.
+    RolloutAlreadyExists = (409030, 409),
+    /// The rollout's state does not allow this command now (resume a running rollout, command a
+    /// finished one).
+    RolloutStateConflict = (409031, 409),
     /// The etag in If-Match does not match, or the twin or device changed while the change was
     /// being written; read it again and retry.
     PreconditionFailed = (412001, 412),

@@ -16,6 +16,6 @@ pub mod semver;
 pub mod time;
 pub mod twin;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, ScaledClock, SystemClock};
 pub use error::{ErrorCode, HubError, HubResult};
 pub use ids::DeviceId;

@@ -78,6 +78,7 @@ pub(crate) struct HubInner {
     pub quotas: HubQuotas,
     pub firmware: Option<Arc<FirmwareState>>,
     pub configurations: Arc<crate::configurations::apply::ConfigurationsState>,
+    pub rollouts: Arc<crate::rollouts::engine::RolloutsState>,
 }
 
 /// An uploaded CA certificate that device certificates may chain to.
@@ -135,6 +136,7 @@ impl Hub {
                 jobs: Arc::default(),
                 firmware,
                 configurations: Arc::default(),
+                rollouts: Arc::default(),
             }),
         };
         // The store registers the functions compiled queries call on every connection; only
@@ -232,6 +234,11 @@ impl Hub {
         tx: mpsc::UnboundedSender<DeviceCommand>,
     ) -> ConnectionHandle {
         let (conn_id, state) = self.inner.connections.register(device_id, tx);
+        self.inner
+            .rollouts
+            .observe(fleethub_rollout::Observation::Connected {
+                device: device_id.to_string(),
+            });
         self.metrics()
             .connections_accepted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

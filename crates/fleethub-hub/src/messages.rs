@@ -4,6 +4,7 @@
 use crate::{DeviceCommand, Hub};
 use bytes::Bytes;
 use fleethub_core::{ErrorCode, HubError, HubResult};
+use fleethub_rollout::Observation;
 use fleethub_store::{C2dRow, Reads, TelemetryRow};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -117,9 +118,18 @@ impl Hub {
             body: msg.body.to_vec(),
         };
         let mut stored = row.clone();
+        let hub = self.clone();
         let inserted = self
             .store()
-            .write(move |tx| tx.insert_telemetry(&row).map_err(HubError::from))
+            .write(move |tx| {
+                let seq = tx.insert_telemetry(&row).map_err(HubError::from)?;
+                if seq.is_some() {
+                    hub.rollouts_observe_on_commit(tx, || Observation::Telemetry {
+                        device: row.device_id.clone(),
+                    });
+                }
+                Ok::<_, HubError>(seq)
+            })
             .await?;
         let m = self.metrics();
         if let Some(seq) = inserted {

@@ -15,11 +15,16 @@ impl Hub {
         let hub = Hub::assemble(store, clock, config).await?;
         // Before anything runs: method calls a crash left in flight are failed, never repeated.
         hub.job_engine().recover().await?;
+        hub.load_unfinished_rollouts().await?;
         if hub.config().jobs.autorun {
             crate::jobs::spawn_engine(Arc::downgrade(&hub.inner), hub.jobs_state().clone());
             crate::configurations::apply::spawn_follower(
                 Arc::downgrade(&hub.inner),
                 hub.configurations_state().clone(),
+            );
+            crate::rollouts::engine::spawn(
+                Arc::downgrade(&hub.inner),
+                hub.rollouts_state().clone(),
             );
         }
         hub.spawn_upkeep();

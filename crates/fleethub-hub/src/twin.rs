@@ -485,8 +485,28 @@ impl Hub {
         };
         append_change(tx, Some(id), &change, self.now_ms())?;
         self.configurations_wake_on_commit(tx);
+        if patch.contains_key("firmware") {
+            self.rollouts_observe_report_on_commit(tx, id, &reported);
+        }
         Ok(reported.version)
     }
+}
+
+/// Merges a desired-properties patch into a device's twin inside `tx` (pushed to the device
+/// after the commit): an engine's own change, such as a rollout's `desired.firmware`.
+pub(crate) fn patch_desired_in(
+    hub: &Hub,
+    tx: &mut WriteTx<'_>,
+    id: &str,
+    desired: Map<String, Value>,
+    now: &str,
+) -> HubResult<()> {
+    let change = ServiceTwinChange {
+        tags: None,
+        desired: Some(desired),
+    };
+    hub.change_twin_in(tx, id, &change, None, false, now)?;
+    Ok(())
 }
 
 /// Bulk import: sets tags and desired properties given with a registry entry.

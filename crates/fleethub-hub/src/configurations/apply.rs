@@ -17,6 +17,7 @@
 use super::request::{overlaps, Stored};
 use crate::device::etag_for;
 use crate::events::append_change;
+use crate::jobs::own_rows::{self, OwnRows};
 use crate::jobs::JobDocument;
 use crate::twin::TwinState;
 use crate::Hub;
@@ -25,11 +26,8 @@ use fleethub_core::events::Change;
 use fleethub_core::twin::{Section, TwinProperties};
 use fleethub_core::{HubError, HubResult};
 use fleethub_query::Condition;
-use fleethub_store::{
-    ConfigurationReads, DeviceJobStatus, EventRow, JobDeviceUpdate, JobReads, Reads, TwinSections,
-    WriteTx,
-};
-use serde_json::{json, Map, Value};
+use fleethub_store::{ConfigurationReads, EventRow, Reads, TwinSections, WriteTx};
+use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -287,78 +285,16 @@ pub(crate) async fn run_operation(
     limit: usize,
     batch: usize,
 ) -> HubResult<usize> {
-    let mut processed = 0;
-    while processed < limit {
-        let n = (limit - processed).min(batch.max(1));
-        let job = doc.job_id.clone();
-        let ids = hub
-            .store()
-            .read(move |r| r.job_device_ids(&job, DeviceJobStatus::Pending, n))
-            .await?;
-        let count = ids.len();
-        if count == 0 {
-            break;
-        }
-        let (h, job) = (hub.clone(), doc.job_id.clone());
-        let (now, now_ms) = (hub.now_string(), hub.now_ms());
-        hub.store()
-            .write(move |tx| operation_batch_in(&h, tx, &job, &ids, &now, now_ms))
-            .await?;
-        processed += count;
-        if count < n {
-            break;
-        }
-    }
-    Ok(processed)
-}
-
-fn operation_batch_in(
-    hub: &Hub,
-    tx: &mut WriteTx<'_>,
-    job: &str,
-    ids: &[String],
-    now: &str,
-    now_ms: i64,
-) -> HubResult<()> {
-    let configs = load(tx)?;
-    let mut finished = Vec::new();
-    for id in ids {
-        let done = JobDeviceUpdate {
-            status: DeviceJobStatus::Completed,
-            start_time: Some(now),
-            end_time: Some(now),
-            updated_time: now,
-            outcome: None,
-            error: None,
-        };
-        let outcome = tx.atomically(|tx| -> HubResult<bool> {
-            if !tx.update_pending_job_device(job, id, &done)? {
-                return Ok(false);
-            }
-            reconcile_in(hub, tx, &configs, id, now, now_ms)?;
-            Ok(true)
-        });
-        let status = match outcome {
-            Ok(false) => continue,
-            Ok(true) => DeviceJobStatus::Completed,
-            Err(e) => {
-                let error = json!({ "code": e.code.name(), "description": e.message });
-                let failed = JobDeviceUpdate {
-                    status: DeviceJobStatus::Failed,
-                    error: Some(&error),
-                    ..done
-                };
-                if !tx.update_pending_job_device(job, id, &failed)? {
-                    continue;
-                }
-                DeviceJobStatus::Failed
-            }
-        };
-        finished.push((id.clone(), status));
-    }
-    purge_removed_in(tx, &configs)?;
-    hub.operation_devices_finished_on_commit(tx, job, finished);
-    Ok(())
+    let work = OwnRows {
+        begin: |_, tx, _| load(tx),
+        row: |hub, tx, configs: &Vec<Loaded>, id| {
+            let (now, now_ms) = (hub.now_string(), hub.now_ms());
+            reconcile_in(hub, tx, configs, id, &now, now_ms).map(drop)
+        },
+        failed: own_rows::no_failed,
+        end: |_, tx, configs| purge_removed_in(tx, configs),
+    };
+    own_rows::run(hub, doc, limit, batch, work).await
 }
 
 /// Moves the follower's cursor forward to `seq` (never back: a follower step that read its
@@ -531,6 +467,7 @@ pub(crate) fn spawn_follower(inner: Weak<crate::hub::HubInner>, state: Arc<Confi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn content_paths_become_one_merge_patch() {

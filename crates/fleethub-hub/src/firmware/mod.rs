@@ -408,29 +408,47 @@ impl Hub {
                 state.config.max_url_ttl.as_secs()
             )));
         }
+        let (desired, expiry) = self.desired_firmware_in(&row, device_id.as_str(), ttl)?;
+        Ok(MintedUrl {
+            url: desired.url.clone(),
+            device_id: device_id.as_str().to_string(),
+            expiry,
+            desired,
+        })
+    }
+
+    /// The `desired.firmware` that sends `device_id` artifact `row`, with a URL of its own good
+    /// for `ttl` (not checked against the limit: the hub's own callers choose it), and when the
+    /// URL expires. No I/O: a store write that sets desired firmware calls it.
+    pub(crate) fn desired_firmware_in(
+        &self,
+        row: &FirmwareRow,
+        device_id: &str,
+        ttl: Duration,
+    ) -> HubResult<(DesiredFirmware, DateTime<Utc>)> {
+        let state = self.firmware_state()?;
         let expiry = self.now_unix() + ttl.as_secs();
         let base = state.base_url.read().clone();
         let url = format!(
             "{base}{}",
-            state
-                .urls
-                .path_and_query(&row.sha256, device_id.as_str(), expiry)
+            state.urls.path_and_query(&row.sha256, device_id, expiry)
         );
         let desired = DesiredFirmware {
             version: row.version.clone(),
-            url: url.clone(),
+            url,
             sha256: row.sha256.clone(),
             size: row.size,
             signature: Some(row.signature.clone()),
             models: row.models.clone(),
         };
-        Ok(MintedUrl {
-            url,
-            device_id: device_id.as_str().to_string(),
-            expiry: DateTime::from_timestamp(i64::try_from(expiry).unwrap_or(i64::MAX), 0)
-                .unwrap_or_default(),
-            desired,
-        })
+        let expiry = DateTime::from_timestamp(i64::try_from(expiry).unwrap_or(i64::MAX), 0)
+            .unwrap_or_default();
+        Ok((desired, expiry))
+    }
+
+    /// The longest a download URL may live: what the rollout engine gives the URLs it sends.
+    pub(crate) fn firmware_max_url_ttl(&self) -> HubResult<Duration> {
+        Ok(self.firmware_state()?.config.max_url_ttl)
     }
 
     /// Checks a download URL's parts (and, when the request carries a device SAS token, that

@@ -22,6 +22,10 @@ pub enum JobType {
     /// own operation; REST job requests cannot ask for it).
     #[serde(rename = "applyConfigurations")]
     ApplyConfigurations,
+    /// Sets each device's `desired.firmware` to its latest push in a rollout (the rollout
+    /// engine's own operation, `rollout_id` in the document).
+    #[serde(rename = "pushFirmware")]
+    PushFirmware,
 }
 
 impl JobType {
@@ -31,6 +35,7 @@ impl JobType {
             JobType::UpdateTwin => "scheduleUpdateTwin",
             JobType::DeviceMethod => "scheduleDeviceMethod",
             JobType::ApplyConfigurations => "applyConfigurations",
+            JobType::PushFirmware => "pushFirmware",
         }
     }
 
@@ -135,6 +140,9 @@ pub struct JobDocument {
     /// The pace set through the typed operation API (a REST job has `rate_control` instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pace: Option<Pace>,
+    /// For a `pushFirmware` operation: the rollout whose pushes it delivers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_id: Option<String>,
 }
 
 /// The `error` of a device row: `{"code": name, "description": message}`.

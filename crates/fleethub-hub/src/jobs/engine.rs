@@ -276,7 +276,7 @@ impl JobEngine {
     ) -> HubResult<(usize, usize)> {
         let cfg = &self.hub.config().jobs;
         let mut wanted = match doc.job_type {
-            JobType::UpdateTwin | JobType::ApplyConfigurations => {
+            JobType::UpdateTwin | JobType::ApplyConfigurations | JobType::PushFirmware => {
                 cfg.twin_batch.max(1) * cfg.twin_batches_per_step.max(1)
             }
             JobType::DeviceMethod => cfg
@@ -296,6 +296,9 @@ impl JobEngine {
             JobType::ApplyConfigurations => {
                 crate::configurations::apply::run_operation(&self.hub, doc, wanted, cfg.twin_batch)
                     .await?
+            }
+            JobType::PushFirmware => {
+                crate::rollouts::push::run_operation(&self.hub, doc, wanted, cfg.twin_batch).await?
             }
             JobType::DeviceMethod => {
                 method_calls::start(&self.hub, doc, wanted, runtime.in_flight.clone()).await?

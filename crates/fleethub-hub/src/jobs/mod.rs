@@ -24,6 +24,7 @@ mod method_calls;
 mod notify;
 mod operation;
 mod operations;
+pub(crate) mod own_rows;
 mod rate;
 mod request;
 mod state;

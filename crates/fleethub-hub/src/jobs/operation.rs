@@ -72,6 +72,10 @@ pub enum DeviceAction {
     /// Bring the twin in line with the configurations that target it (the configuration
     /// engine's own action: what it writes depends on each twin).
     ApplyConfigurations,
+    /// Set `desired.firmware` to the device's latest push in this rollout (the rollout
+    /// engine's own action: each device gets its own download URL, and an attempt's desired
+    /// firmware is written in the same commit that marks it sent, once).
+    PushFirmware { rollout: String },
 }
 
 /// A device operation, as an engine asks for it.
@@ -187,7 +191,7 @@ impl Hub {
         match &spec.action {
             DeviceAction::UpdateTwin(update) => check_twin_update(update)?,
             DeviceAction::InvokeMethod(call) => check_method_call(call)?,
-            DeviceAction::ApplyConfigurations => {}
+            DeviceAction::ApplyConfigurations | DeviceAction::PushFirmware { .. } => {}
         }
         let secs = spec.max_execution.as_secs();
         if !(1..=MAX_EXECUTION_SECS_LIMIT).contains(&secs) {
@@ -208,10 +212,15 @@ impl Hub {
                 (String::new(), Some(listed), duplicates)
             }
         };
+        let rollout_id = match &spec.action {
+            DeviceAction::PushFirmware { rollout } => Some(rollout.clone()),
+            _ => None,
+        };
         let (job_type, method, twin) = match spec.action {
             DeviceAction::UpdateTwin(t) => (JobType::UpdateTwin, None, Some(t)),
             DeviceAction::InvokeMethod(m) => (JobType::DeviceMethod, Some(m), None),
             DeviceAction::ApplyConfigurations => (JobType::ApplyConfigurations, None, None),
+            DeviceAction::PushFirmware { .. } => (JobType::PushFirmware, None, None),
         };
         let now = self.now();
         let mut doc = new_document(spec.id, job_type, query_condition, now, spec.start_time);
@@ -219,6 +228,7 @@ impl Hub {
         doc.cloud_to_device_method = method;
         doc.update_twin = twin;
         doc.pace = spec.pace;
+        doc.rollout_id = rollout_id;
         if let Some(list) = &listed {
             doc.listed_devices = Some(list.len() as u64);
             doc.snapshot_done = true;
@@ -338,6 +348,7 @@ pub(super) fn new_document(
         final_statistics: None,
         listed_devices: None,
         pace: None,
+        rollout_id: None,
     }
 }
 

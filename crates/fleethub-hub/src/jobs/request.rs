@@ -119,11 +119,11 @@ pub fn parse_job_request(path_id: &str, body: &Value) -> HubResult<JobSpec> {
         JobType::DeviceMethod => (Some(parse_method(obj.get("cloudToDeviceMethod"))?), None),
         JobType::UpdateTwin => (None, Some(parse_twin(obj.get("updateTwin"))?)),
         // `JobType::parse` knows only the REST types.
-        JobType::ApplyConfigurations => {
-            return Err(job_invalid(
-                "type applyConfigurations is the hub's own; use scheduleUpdateTwin or \
-                 scheduleDeviceMethod",
-            ))
+        JobType::ApplyConfigurations | JobType::PushFirmware => {
+            return Err(job_invalid(format!(
+                "type {} is the hub's own; use scheduleUpdateTwin or scheduleDeviceMethod",
+                job_type.as_str()
+            )))
         }
     };
     let rate_control = match obj.get("rateControl") {

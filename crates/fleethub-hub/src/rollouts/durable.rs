@@ -118,6 +118,22 @@ impl StepWrite {
         })
     }
 
+    /// Whether the step changed nothing the store keeps (no pushes, events or device records;
+    /// the rollout-level state changes only with those).
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty() && self.pushes.is_empty() && self.events.is_empty()
+    }
+
+    /// The rollout's status as stored (`running`, `paused`, …).
+    pub fn status(&self) -> &str {
+        &self.status
+    }
+
+    /// The rollout-level state as stored (JSON).
+    pub fn state(&self) -> &str {
+        &self.state
+    }
+
     /// Writes the step inside a store write.
     pub fn apply(&self, tx: &mut WriteTx<'_>) -> Result<(), StoreError> {
         if !tx.update_rollout(&self.rollout_id, &self.status, &self.state, self.now_ms)? {

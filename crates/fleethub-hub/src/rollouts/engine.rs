@@ -1,0 +1,298 @@
+//! The rollout engine inside the hub: every rollout's machine in memory, fed in commit order.
+//!
+//! Observations come from commit effects (a reported patch carrying `firmware`, stored
+//! telemetry) and from the connection registry (a device connected); each is one channel send
+//! and, in the engine, one map lookup per rollout, so a report costs O(1) besides the machine's
+//! own O(log n). A pass drains what was observed, ticks every machine at the hub's clock (soak,
+//! timeouts, backoff, windows and batches: the machines' own timers), and writes each rollout's
+//! step — state, changed device records, journalled pushes, events — together with the device
+//! operation that delivers its pushes, in one store write. So a push is journalled and handed to
+//! the operation layer in the same commit, or not at all.
+//!
+//! One background task runs passes when woken (an observation, a command) or when the earliest
+//! machine timer comes due by the hub's clock; tests drive passes with [`Hub::run_rollouts`] on
+//! a manual clock.
+
+use super::durable::StepWrite;
+use super::push;
+use crate::hub::HubInner;
+use crate::Hub;
+use chrono::{DateTime, Utc};
+use fleethub_core::{HubError, HubResult};
+use fleethub_rollout::{Observation, Rollout, Step};
+use fleethub_store::WriteTx;
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Observations a pass takes at most; the rest wait for the next pass.
+const PASS_OBSERVATIONS: usize = 20_000;
+/// The longest the background task sleeps without a reason to wake.
+const IDLE_WAIT: Duration = Duration::from_secs(5);
+
+/// A loaded rollout: its machine and its row's times.
+pub(crate) struct Loaded {
+    pub machine: Rollout,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// The engine's in-memory state, held by the hub.
+#[derive(Default)]
+pub(crate) struct RolloutsState {
+    /// Loaded rollouts by id; the lock serializes passes and commands.
+    pub(crate) machines: tokio::sync::Mutex<BTreeMap<String, Loaded>>,
+    /// Whether an unfinished rollout exists: while none does, nothing is observed.
+    pub(crate) active: AtomicBool,
+    /// Observations in commit order, with when they were made (for the decision latency).
+    queue: Mutex<Vec<(Observation, Instant)>>,
+    /// Signalled by an observation or a command.
+    pub(crate) wake: Notify,
+    /// Figures for the benchmark: see [`RolloutFigures`].
+    observations: AtomicU64,
+    pass_nanos: AtomicU64,
+    decisions: AtomicU64,
+    decision_latency_max_us: AtomicU64,
+    decision_latency_sum_us: AtomicU64,
+}
+
+/// What the engine measured since the hub started: enough for a benchmark to work out the
+/// engine's cost per device report and how soon a gate decision follows the report that
+/// decided it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RolloutFigures {
+    /// Observations taken in (reports, connections, telemetry).
+    pub observations: u64,
+    /// Time spent in engine passes (machines, encoding, waiting for the store's commit), ns.
+    pub pass_nanos: u64,
+    /// Gate decisions (passed or tripped) committed.
+    pub gate_decisions: u64,
+    /// The longest and the summed time from the deciding observation to the commit of the
+    /// decision, µs.
+    pub decision_latency_max_us: u64,
+    pub decision_latency_sum_us: u64,
+}
+
+impl RolloutsState {
+    /// Queues an observation for the next pass (nothing while no rollout runs).
+    pub(crate) fn observe(&self, observation: Observation) {
+        if !self.active.load(Ordering::Acquire) {
+            return;
+        }
+        self.queue.lock().push((observation, Instant::now()));
+        self.observations.fetch_add(1, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    /// Observations waiting for a pass.
+    #[cfg(test)]
+    pub(crate) fn queue_len(&self) -> usize {
+        self.queue.lock().len()
+    }
+
+    fn take_queue(&self) -> Vec<(Observation, Instant)> {
+        let mut q = self.queue.lock();
+        if q.len() <= PASS_OBSERVATIONS {
+            return std::mem::take(&mut *q);
+        }
+        let rest = q.split_off(PASS_OBSERVATIONS);
+        std::mem::replace(&mut *q, rest)
+    }
+
+    pub(crate) fn figures(&self) -> RolloutFigures {
+        RolloutFigures {
+            observations: self.observations.load(Ordering::Relaxed),
+            pass_nanos: self.pass_nanos.load(Ordering::Relaxed),
+            gate_decisions: self.decisions.load(Ordering::Relaxed),
+            decision_latency_max_us: self.decision_latency_max_us.load(Ordering::Relaxed),
+            decision_latency_sum_us: self.decision_latency_sum_us.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A step ready to commit: its rows, and what to do once committed.
+pub(crate) struct PendingStep {
+    pub rows: StepWrite,
+    pub pushes: Vec<fleethub_rollout::Push>,
+    pub rollout_id: String,
+    /// The earliest observation behind a gate decision in this step, if it made one.
+    pub decided_by: Option<Instant>,
+}
+
+impl PendingStep {
+    /// The step's rows; `None` when it changed nothing.
+    pub(crate) fn of(
+        loaded: &mut Loaded,
+        step: Step,
+        now: DateTime<Utc>,
+        decided_by: Option<Instant>,
+    ) -> HubResult<Option<PendingStep>> {
+        let rows = StepWrite::of(&mut loaded.machine, &step, now)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        loaded.updated_ms = now.timestamp_millis();
+        let decided = step.events.iter().any(|e| {
+            matches!(
+                e.kind,
+                fleethub_rollout::EventKind::GatePassed | fleethub_rollout::EventKind::GateTripped
+            )
+        });
+        Ok(Some(PendingStep {
+            rows,
+            pushes: step.pushes,
+            rollout_id: loaded.machine.id().to_string(),
+            decided_by: decided.then_some(decided_by).flatten(),
+        }))
+    }
+
+    /// Writes the step and the operation that delivers its pushes, inside `tx`.
+    pub(crate) fn apply(&self, hub: &Hub, tx: &mut WriteTx<'_>) -> HubResult<()> {
+        self.rows.apply(tx)?;
+        push::hand_on_in(hub, tx, &self.rollout_id, &self.pushes)
+    }
+}
+
+fn merge(into: &mut Step, step: Step) {
+    into.pushes.extend(step.pushes);
+    into.events.extend(step.events);
+}
+
+impl Hub {
+    pub(crate) fn rollouts_state(&self) -> &Arc<RolloutsState> {
+        &self.inner.rollouts
+    }
+
+    /// What the rollout engine measured (for `fleethub bench` and `/metrics`).
+    pub fn rollout_figures(&self) -> RolloutFigures {
+        self.rollouts_state().figures()
+    }
+
+    /// One pass of the rollout engine at the hub's clock: takes in what was observed, ticks
+    /// every loaded rollout, and commits their steps. Returns when it must run again even if
+    /// nothing happens (the earliest timer). The background task runs it; tests call it after
+    /// moving a manual clock.
+    pub async fn run_rollouts(&self) -> HubResult<Option<DateTime<Utc>>> {
+        let started = Instant::now();
+        let state = self.rollouts_state().clone();
+        let mut machines = state.machines.lock().await;
+        let observed = state.take_queue();
+        let now = self.now();
+        let mut steps: BTreeMap<String, (Step, Option<Instant>)> = BTreeMap::new();
+        for (observation, at) in observed {
+            for (id, loaded) in machines.iter_mut() {
+                if loaded.machine.status().is_terminal() {
+                    continue;
+                }
+                let relevant = match &observation {
+                    Observation::Joined(_) => true,
+                    Observation::Reported { device, .. }
+                    | Observation::Connected { device }
+                    | Observation::Telemetry { device }
+                    | Observation::Left { device }
+                    | Observation::PushFailed { device, .. } => {
+                        loaded.machine.device(device).is_some()
+                    }
+                };
+                if !relevant {
+                    continue;
+                }
+                let step = loaded.machine.observe(now, observation.clone());
+                if step.is_empty() {
+                    continue;
+                }
+                let entry = steps.entry(id.clone()).or_default();
+                entry.1.get_or_insert(at);
+                merge(&mut entry.0, step);
+            }
+        }
+        let mut pending = Vec::new();
+        let mut next_wake: Option<DateTime<Utc>> = None;
+        for (id, loaded) in machines.iter_mut() {
+            if loaded.machine.status().is_terminal() {
+                continue;
+            }
+            let (mut step, at) = steps.remove(id).unwrap_or_default();
+            merge(&mut step, loaded.machine.tick(now));
+            if let Some(p) = PendingStep::of(loaded, step, now, at)? {
+                pending.push(p);
+            }
+            if let Some(t) = loaded.machine.next_wake() {
+                next_wake = Some(next_wake.map_or(t, |w| w.min(t)));
+            }
+        }
+        state.active.store(
+            machines.values().any(|l| !l.machine.status().is_terminal()),
+            Ordering::Release,
+        );
+        self.commit_steps(pending).await?;
+        drop(machines);
+        state
+            .pass_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        Ok(next_wake)
+    }
+
+    /// Commits steps (each with its pushes' operation) in one write; records decision latency.
+    pub(crate) async fn commit_steps(&self, pending: Vec<PendingStep>) -> HubResult<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let hub = self.clone();
+        let decided: Vec<Instant> = pending.iter().filter_map(|p| p.decided_by).collect();
+        self.store()
+            .write(move |tx| {
+                for p in &pending {
+                    p.apply(&hub, tx)?;
+                }
+                Ok::<_, HubError>(())
+            })
+            .await?;
+        let state = self.rollouts_state();
+        for at in decided {
+            let us = at.elapsed().as_micros() as u64;
+            state.decisions.fetch_add(1, Ordering::Relaxed);
+            state
+                .decision_latency_sum_us
+                .fetch_add(us, Ordering::Relaxed);
+            state
+                .decision_latency_max_us
+                .fetch_max(us, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// Runs rollout passes in the background until the hub is dropped: when woken, or when the
+/// earliest timer comes due by the hub's clock (converted to real time by the clock, so a
+/// compressed clock wakes the engine sooner).
+pub(crate) fn spawn(inner: Weak<HubInner>, state: Arc<RolloutsState>) {
+    tokio::spawn(async move {
+        loop {
+            let Some(inner) = inner.upgrade() else { return };
+            let hub = Hub { inner };
+            let wait = match hub.run_rollouts().await {
+                Ok(Some(t)) => {
+                    let ahead = (t - hub.now()).to_std().unwrap_or_default();
+                    hub.inner.clock.real_duration(ahead).min(IDLE_WAIT)
+                }
+                Ok(None) => IDLE_WAIT,
+                Err(e) => {
+                    tracing::warn!("rollout engine pass failed: {e}");
+                    Duration::from_secs(1)
+                }
+            };
+            drop(hub);
+            // A timer already due is run at once; the floor only keeps a clock that stands
+            // still from spinning the loop.
+            let wait = wait.max(Duration::from_millis(1));
+            tokio::select! {
+                _ = state.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    });
+}
