@@ -218,11 +218,34 @@ impl Hub {
 
     /// Prometheus text for `/metrics`.
     pub fn metrics_text(&self) -> String {
-        let gauges = [(
-            "fleethub_connected_devices",
-            "Devices with a live connection",
-            self.inner.connections.count() as u64,
-        )];
+        let r = self.inner.rollouts.figures();
+        let gauges = [
+            (
+                "fleethub_connected_devices",
+                "Devices with a live connection",
+                self.inner.connections.count() as u64,
+            ),
+            (
+                "fleethub_rollout_observations_total",
+                "Device reports, connections and telemetry the rollout engine took in",
+                r.observations,
+            ),
+            (
+                "fleethub_rollout_pass_nanoseconds_total",
+                "Time spent in rollout engine passes, commits included",
+                r.pass_nanos,
+            ),
+            (
+                "fleethub_rollout_gate_decisions_total",
+                "Rollout gate decisions (passed or tripped) committed",
+                r.gate_decisions,
+            ),
+            (
+                "fleethub_rollout_gate_decision_latency_max_microseconds",
+                "Longest time from a deciding observation to its gate decision's commit",
+                r.decision_latency_max_us,
+            ),
+        ];
         self.inner.metrics.render(&gauges)
     }
 

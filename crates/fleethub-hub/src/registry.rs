@@ -305,6 +305,7 @@ impl Hub {
             self.now_ms(),
         )?;
         self.configurations_wake_on_commit(tx);
+        self.rollouts_twin_changed_on_commit(tx, &row.device_id);
         Ok(())
     }
 
@@ -351,6 +352,7 @@ impl Hub {
         tx.update_identity(&id, d.status.as_str(), &d.to_identity(), d.revision as i64)?;
         append_change(tx, Some(&id), &Change::DeviceUpdated {}, self.now_ms())?;
         self.configurations_wake_on_commit(tx);
+        self.rollouts_twin_changed_on_commit(tx, &id);
         if d.status == DeviceStatus::Disabled {
             self.disconnect_on_commit(tx, &id, "device disabled");
         }
@@ -393,6 +395,7 @@ impl Hub {
         tx.delete_device(id, row.revision)?;
         tx.delete_session(id)?;
         append_change(tx, Some(id), &Change::DeviceDeleted {}, self.now_ms())?;
+        self.rollouts_twin_changed_on_commit(tx, id);
         self.disconnect_on_commit(tx, id, "device deleted");
         Ok(())
     }
@@ -439,6 +442,9 @@ impl Hub {
                 if !created.is_empty() {
                     // One event for the call rather than one per device: bulk import is the
                     // path that writes a million devices, and the log row is a fifth of its cost.
+                    for id in &created {
+                        hub.rollouts_twin_changed_on_commit(tx, id);
+                    }
                     let created = Change::DevicesCreated {
                         device_ids: created,
                     };

@@ -397,6 +397,7 @@ impl Hub {
         if let Some((version, body)) = notify {
             self.push_desired_on_commit(tx, id, version, body);
         }
+        self.rollouts_twin_changed_on_commit(tx, id);
         self.configurations_wake_on_commit(tx);
         Ok(twin)
     }
@@ -485,6 +486,7 @@ impl Hub {
         };
         append_change(tx, Some(id), &change, self.now_ms())?;
         self.configurations_wake_on_commit(tx);
+        self.rollouts_twin_changed_on_commit(tx, id);
         if patch.contains_key("firmware") {
             self.rollouts_observe_report_on_commit(tx, id, &reported);
         }

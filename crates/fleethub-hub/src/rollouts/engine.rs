@@ -14,15 +14,18 @@
 //! a manual clock.
 
 use super::durable::StepWrite;
+use super::facts::Targeting;
 use super::push;
 use crate::hub::HubInner;
 use crate::Hub;
 use chrono::{DateTime, Utc};
 use fleethub_core::{HubError, HubResult};
-use fleethub_rollout::{Observation, Rollout, Step};
+use fleethub_rollout::{DeviceState, Observation, Rollout, Step};
 use fleethub_store::WriteTx;
 use parking_lot::Mutex;
+use serde_json::Value;
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -33,11 +36,70 @@ const PASS_OBSERVATIONS: usize = 20_000;
 /// The longest the background task sleeps without a reason to wake.
 const IDLE_WAIT: Duration = Duration::from_secs(5);
 
-/// A loaded rollout: its machine and its row's times.
+/// A loaded rollout: its machine, its row's times, and its target and wave queries parsed
+/// (for devices that join or leave).
 pub(crate) struct Loaded {
     pub machine: Rollout,
     pub created_ms: i64,
     pub updated_ms: i64,
+    targeting: Option<Targeting>,
+}
+
+impl Loaded {
+    pub(crate) fn new(machine: Rollout, created_ms: i64, updated_ms: i64) -> Loaded {
+        let targeting = Targeting::parse(machine.spec())
+            .map_err(|e| tracing::warn!(rollout = machine.id(), "target not usable: {e}"))
+            .ok();
+        Loaded {
+            machine,
+            created_ms,
+            updated_ms,
+            targeting,
+        }
+    }
+
+    /// Whether a change to `device`'s twin may move it in or out of this rollout: it is not
+    /// tracked, or tracked but not pushed yet. A device already pushed is followed to the end.
+    fn membership_may_change(&self, device: &str) -> bool {
+        if self.machine.status().is_terminal() || self.targeting.is_none() {
+            return false;
+        }
+        match self.machine.device(device) {
+            None => true,
+            Some(d) => matches!(
+                d.state,
+                DeviceState::Unassigned | DeviceState::Waiting | DeviceState::Left
+            ),
+        }
+    }
+
+    /// What the twin's change means to this rollout (`doc` is `None` for a deleted device).
+    fn membership(&self, device: &str, doc: Option<&Value>) -> Option<Observation> {
+        let targeting = self.targeting.as_ref()?;
+        let tracked = self.machine.device(device).map(|d| d.state);
+        let matches = doc.is_some_and(|d| targeting.target.matches(d));
+        match (matches, tracked) {
+            (true, None | Some(DeviceState::Left)) => {
+                let facts = targeting.waves.facts(device, doc?);
+                Some(Observation::Joined(facts))
+            }
+            (false, Some(DeviceState::Unassigned | DeviceState::Waiting)) => {
+                Some(Observation::Left {
+                    device: device.to_string(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Something seen, in commit order.
+pub(crate) enum Seen {
+    /// For the machines holding the device.
+    Machine(Observation),
+    /// A device's twin or registry entry changed (or it was created or deleted): it may join
+    /// or leave a rollout's target.
+    Twin(String),
 }
 
 /// The engine's in-memory state, held by the hub.
@@ -48,7 +110,7 @@ pub(crate) struct RolloutsState {
     /// Whether an unfinished rollout exists: while none does, nothing is observed.
     pub(crate) active: AtomicBool,
     /// Observations in commit order, with when they were made (for the decision latency).
-    queue: Mutex<Vec<(Observation, Instant)>>,
+    queue: Mutex<Vec<(Seen, Instant)>>,
     /// Signalled by an observation or a command.
     pub(crate) wake: Notify,
     /// Figures for the benchmark: see [`RolloutFigures`].
@@ -79,10 +141,19 @@ pub struct RolloutFigures {
 impl RolloutsState {
     /// Queues an observation for the next pass (nothing while no rollout runs).
     pub(crate) fn observe(&self, observation: Observation) {
+        self.push(Seen::Machine(observation));
+    }
+
+    /// Queues a device whose twin changed, for the next pass (nothing while no rollout runs).
+    pub(crate) fn twin_changed(&self, device: String) {
+        self.push(Seen::Twin(device));
+    }
+
+    fn push(&self, seen: Seen) {
         if !self.active.load(Ordering::Acquire) {
             return;
         }
-        self.queue.lock().push((observation, Instant::now()));
+        self.queue.lock().push((seen, Instant::now()));
         self.observations.fetch_add(1, Ordering::Relaxed);
         self.wake.notify_one();
     }
@@ -93,7 +164,7 @@ impl RolloutsState {
         self.queue.lock().len()
     }
 
-    fn take_queue(&self) -> Vec<(Observation, Instant)> {
+    fn take_queue(&self) -> Vec<(Seen, Instant)> {
         let mut q = self.queue.lock();
         if q.len() <= PASS_OBSERVATIONS {
             return std::mem::take(&mut *q);
@@ -102,6 +173,7 @@ impl RolloutsState {
         std::mem::replace(&mut *q, rest)
     }
 
+    /// What the engine measured so far.
     pub(crate) fn figures(&self) -> RolloutFigures {
         RolloutFigures {
             observations: self.observations.load(Ordering::Relaxed),
@@ -182,6 +254,7 @@ impl Hub {
         let observed = state.take_queue();
         let now = self.now();
         let mut steps: BTreeMap<String, (Step, Option<Instant>)> = BTreeMap::new();
+        let observed = self.with_membership(&machines, observed).await?;
         for (observation, at) in observed {
             for (id, loaded) in machines.iter_mut() {
                 if loaded.machine.status().is_terminal() {
@@ -234,6 +307,53 @@ impl Hub {
             .pass_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         Ok(next_wake)
+    }
+
+    /// The observations of a pass, with each changed twin replaced by what it means to each
+    /// rollout (joined, left, or nothing): the twins are read once, and only of devices whose
+    /// membership may change (untracked, or tracked but not pushed yet).
+    async fn with_membership(
+        &self,
+        machines: &BTreeMap<String, Loaded>,
+        seen: Vec<(Seen, Instant)>,
+    ) -> HubResult<Vec<(Observation, Instant)>> {
+        let wanted: BTreeSet<String> = seen
+            .iter()
+            .filter_map(|(s, _)| match s {
+                Seen::Twin(id) => Some(id),
+                Seen::Machine(_) => None,
+            })
+            .filter(|id| machines.values().any(|l| l.membership_may_change(id)))
+            .cloned()
+            .collect();
+        let docs = if wanted.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.twin_docs(wanted.into_iter().collect()).await?
+        };
+        let mut out = Vec::with_capacity(seen.len());
+        let mut done = BTreeSet::new();
+        for (s, at) in seen {
+            match s {
+                Seen::Machine(o) => out.push((o, at)),
+                Seen::Twin(id) => {
+                    // A twin is judged once per pass, as it is now.
+                    let Some(doc) = docs.get(&id) else { continue };
+                    if !done.insert(id.clone()) {
+                        continue;
+                    }
+                    for l in machines.values() {
+                        if !l.membership_may_change(&id) {
+                            continue;
+                        }
+                        if let Some(o) = l.membership(&id, doc.as_ref()) {
+                            out.push((o, at));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Commits steps (each with its pushes' operation) in one write; records decision latency.

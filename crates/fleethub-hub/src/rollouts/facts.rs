@@ -9,9 +9,26 @@ use fleethub_query::Condition;
 use fleethub_rollout::{DeviceFacts, RolloutSpec, Selector};
 use fleethub_store::{Reads, StoreError};
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// Devices read per page while resolving a target.
 const PAGE: usize = 1000;
+
+/// A rollout's target and wave queries, parsed once: what decides whether a changed twin
+/// joins or leaves it.
+pub(crate) struct Targeting {
+    pub target: Condition,
+    pub waves: WaveQueries,
+}
+
+impl Targeting {
+    pub(crate) fn parse(spec: &RolloutSpec) -> HubResult<Targeting> {
+        Ok(Targeting {
+            target: super::parse_condition("target", &spec.target)?,
+            waves: WaveQueries::parse(spec)?,
+        })
+    }
+}
 
 /// The query waves' conditions, by wave index.
 pub(crate) struct WaveQueries {
@@ -96,6 +113,25 @@ impl Hub {
                     }
                     after = ids.last().cloned();
                 }
+            })
+            .await
+            .map_err(Into::into)
+    }
+
+    /// The twins of `ids` as conditions read them; `None` for a device that no longer exists.
+    pub(crate) async fn twin_docs(
+        &self,
+        ids: Vec<String>,
+    ) -> HubResult<BTreeMap<String, Option<Value>>> {
+        let hub = self.clone();
+        self.store()
+            .read(move |r| {
+                let mut out = BTreeMap::new();
+                for id in ids {
+                    let doc = evaluation_doc(&hub, r, &id)?;
+                    out.insert(id, doc);
+                }
+                Ok(out)
             })
             .await
             .map_err(Into::into)

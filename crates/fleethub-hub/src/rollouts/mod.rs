@@ -154,14 +154,7 @@ impl Hub {
             ));
         }
         let view = RolloutView::of(&machine, now_ms, now_ms);
-        machines.insert(
-            id,
-            Loaded {
-                machine,
-                created_ms: now_ms,
-                updated_ms: now_ms,
-            },
-        );
+        machines.insert(id, Loaded::new(machine, now_ms, now_ms));
         state.active.store(true, Ordering::Release);
         state.wake.notify_one();
         Ok(view)
@@ -340,14 +333,8 @@ impl Hub {
             let machine = durable::load(self.store(), id)
                 .await?
                 .ok_or_else(|| not_found(id))?;
-            machines.insert(
-                id.to_string(),
-                Loaded {
-                    machine,
-                    created_ms: row.created_ms,
-                    updated_ms: row.updated_ms,
-                },
-            );
+            let loaded = Loaded::new(machine, row.created_ms, row.updated_ms);
+            machines.insert(id.to_string(), loaded);
         }
         machines.get_mut(id).ok_or_else(|| not_found(id))
     }
@@ -380,6 +367,17 @@ impl Hub {
         }
         let (state, observation) = (state.clone(), make());
         tx.on_commit(move || state.observe(observation));
+    }
+
+    /// Records, in a write that changes a device's twin or registry entry (or creates or
+    /// deletes it), that rollouts should judge its membership again once it commits.
+    pub(crate) fn rollouts_twin_changed_on_commit(&self, tx: &mut WriteTx<'_>, device: &str) {
+        let state = self.rollouts_state();
+        if !state.active.load(Ordering::Acquire) {
+            return;
+        }
+        let (state, device) = (state.clone(), device.to_string());
+        tx.on_commit(move || state.twin_changed(device));
     }
 
     /// A reported patch that touched `firmware`: the section as merged, once committed.

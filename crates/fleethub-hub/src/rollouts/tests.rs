@@ -533,3 +533,54 @@ async fn a_restart_mid_wave_goes_on_and_pushes_each_attempt_once() {
     assert_eq!(view.compliance.updated, 6);
     assert_pushed_once_per_attempt(&f.hub, "r", &ids).await;
 }
+
+#[tokio::test]
+async fn a_device_that_starts_matching_joins_and_one_that_leaves_is_not_pushed() {
+    let mut f = Fixture::new().await;
+    f.device("canary-0", json!({"product": "aq", "ring": "canary"}))
+        .await;
+    f.device("rest-0", json!({"product": "aq"})).await;
+    f.device("rest-1", json!({"product": "aq"})).await;
+    let spec = f.spec(vec![
+        wave(
+            "canary",
+            Selector::Query("tags.ring = 'canary'".into()),
+            Some(0),
+        ),
+        wave("rest", Selector::Percent(100.0), Some(1)),
+    ]);
+    f.hub.create_rollout(create("dyn", spec)).await.unwrap();
+    f.settle().await;
+    // New after the rollout began, and one moving out of the target before its wave.
+    f.device("late", json!({"product": "aq"})).await;
+    f.hub
+        .update_twin("rest-1", json!({"tags": {"product": "lamp"}}), None)
+        .await
+        .unwrap();
+    f.settle().await;
+    let records = f.hub.rollout_devices("dyn").await.unwrap();
+    let state = |id: &str| {
+        records
+            .iter()
+            .find(|d| d.id == id)
+            .map(|d| (d.state, d.wave))
+    };
+    assert_eq!(
+        state("late"),
+        Some((fleethub_rollout::DeviceState::Waiting, Some(1)))
+    );
+    assert_eq!(
+        state("rest-1").unwrap().0,
+        fleethub_rollout::DeviceState::Left
+    );
+    f.act("canary-0", false).await;
+    for _ in 0..4 {
+        f.telemetry("canary-0").await;
+        f.advance(200).await;
+    }
+    assert_eq!(f.desired("late").await.unwrap().version, NEW);
+    assert_eq!(f.desired("rest-0").await.unwrap().version, NEW);
+    assert!(f.desired("rest-1").await.is_none(), "left before its wave");
+    let view = f.hub.get_rollout("dyn").await.unwrap();
+    assert_eq!(view.totals.left, 1);
+}
