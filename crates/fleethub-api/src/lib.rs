@@ -84,6 +84,7 @@ fn routes(state: ApiState) -> Router {
         .merge(routes::messages::routes())
         .merge(routes::events::routes())
         .merge(routes::firmware::routes())
+        .merge(routes::rollouts::routes())
         .merge(routes::system::routes())
         .route("/$iothub/websocket", get(websocket::upgrade))
         .route("/$servicebus/websocket", get(websocket::amqp_not_supported))

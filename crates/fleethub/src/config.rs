@@ -85,6 +85,26 @@ pub struct ServeConfig {
     /// How long HTTPS clients may idle and how many connections they may hold.
     #[command(flatten)]
     pub https_limits: HttpsLimitArgs,
+    /// The hub's clock: the wall clock unless a caller in this process supplies another
+    /// (`fleethub demo` compresses a night into minutes).
+    #[arg(skip)]
+    pub clock: HubClock,
+}
+
+/// The clock a hub started in this process runs on; the wall clock by default.
+#[derive(Clone)]
+pub struct HubClock(pub std::sync::Arc<dyn fleethub_core::Clock>);
+
+impl Default for HubClock {
+    fn default() -> Self {
+        HubClock(std::sync::Arc::new(fleethub_core::SystemClock))
+    }
+}
+
+impl std::fmt::Debug for HubClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HubClock({})", self.0.now())
+    }
 }
 
 /// Limits on HTTPS connections, so that idle, slow or hostile HTTPS clients can never take the
@@ -218,6 +238,7 @@ impl ServeConfig {
             firmware_base_url: None,
             quotas: QuotaArgs::default(),
             https_limits: HttpsLimitArgs::default(),
+            clock: HubClock::default(),
         }
     }
 }

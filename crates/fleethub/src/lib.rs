@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod config_cli;
+pub mod demo;
 pub mod fd_budget;
 pub mod firmware_cli;
 pub mod https;

@@ -12,7 +12,6 @@ use fleethub_store::{Store, StoreConfig};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -189,12 +188,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
         configuration_rate: cfg.configuration_rate,
         ..HubConfig::default()
     };
-    let hub = Hub::open(
-        store.clone(),
-        Arc::new(fleethub_core::SystemClock),
-        hub_config,
-    )
-    .await?;
+    let hub = Hub::open(store.clone(), cfg.clock.0.clone(), hub_config).await?;
     let gateway = Gateway::new(
         hub.clone(),
         GatewayConfig {

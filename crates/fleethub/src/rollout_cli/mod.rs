@@ -5,11 +5,15 @@
 pub mod fleet;
 pub mod rehearse;
 pub mod spec_file;
+pub mod view;
+pub mod watch;
 
 use crate::simulate::target::{HubArgs, HubTarget};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
+use fleethub_client::{HubClient, RolloutCommand as Command};
 use fleethub_rollout::rehearsal::{self, Expectations};
+use serde_json::Value;
 use std::path::PathBuf;
 
 /// `fleethub rollout` arguments.
@@ -27,6 +31,70 @@ pub struct RolloutArgs {
 /// What to do with rollouts.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum RolloutCommand {
+    /// Create a rollout from a file (TOML or JSON, docs/rollouts.md); its first wave starts now.
+    Create {
+        /// Its id: letters, digits and '-'.
+        id: String,
+        /// The rollout spec.
+        #[arg(long)]
+        file: PathBuf,
+        /// A rollout this one takes over (it pushes nothing more).
+        #[arg(long)]
+        supersedes: Option<String>,
+    },
+    /// List rollouts with their compliance.
+    List {
+        /// At most this many, newest first.
+        #[arg(long)]
+        top: Option<usize>,
+    },
+    /// One rollout: status, each wave with its gate, compliance.
+    Show { id: String },
+    /// Stop pushing; nothing is undone.
+    Pause { id: String },
+    /// Go on; a tripped wave is armed again. With --where, only the failed and flagged devices
+    /// matching a query condition are pushed again (fresh retries).
+    Resume {
+        id: String,
+        /// A query condition, e.g. "tags.city = 'boston'".
+        #[arg(long = "where", value_name = "CONDITION")]
+        condition: Option<String>,
+    },
+    /// Push nothing more; devices not pushed yet are skipped. Final.
+    Abort { id: String },
+    /// Send a wave's devices (or, without --wave, every device the rollout changed) back to
+    /// the versions they ran; pauses the rollout.
+    Rollback {
+        id: String,
+        #[arg(long)]
+        wave: Option<String>,
+    },
+    /// Push failed and flagged devices again with fresh retries: those named, or all.
+    Retry {
+        id: String,
+        /// A device id; repeat for more.
+        #[arg(long = "device")]
+        devices: Vec<String>,
+    },
+    /// The audit trail: every wave started, gate passed or tripped, device failed, rollback.
+    Events {
+        id: String,
+        /// Only events after this sequence number.
+        #[arg(long)]
+        after: Option<i64>,
+        /// At most this many.
+        #[arg(long)]
+        top: Option<u32>,
+    },
+    /// Every device the rollout tracks, with its wave, state and attempts.
+    Devices { id: String },
+    /// Live progress bars per wave and new events as they happen, until the rollout ends.
+    Watch {
+        id: String,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
     /// Which wave takes each targeted device and when it is pushed (windows and batches
     /// applied), if every device is healthy. Nothing is created.
     Plan {
@@ -127,6 +195,123 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
 }
 
 async fn command(target: &HubTarget, args: &RolloutArgs) -> Result<()> {
+    let rest = &target.rest;
+    let out = match &args.command {
+        RolloutCommand::Create {
+            id,
+            file,
+            supersedes,
+        } => {
+            let spec = creatable_spec(rest, file).await?;
+            rest.create_rollout(id, &spec, supersedes.as_deref())
+                .await?
+        }
+        RolloutCommand::List { top } => {
+            let mut all = rest.rollouts().await?;
+            if let (Some(n), Some(items)) = (top, all.as_array_mut()) {
+                items.truncate(*n);
+            }
+            all
+        }
+        RolloutCommand::Show { id } => match rest.rollout(id).await? {
+            Some(v) => v,
+            None => bail!("rollout '{id}' does not exist"),
+        },
+        RolloutCommand::Pause { id } => rest.rollout_command(id, &Command::Pause).await?,
+        RolloutCommand::Resume { id, condition } => {
+            let query = condition.clone();
+            rest.rollout_command(id, &Command::Resume { query }).await?
+        }
+        RolloutCommand::Abort { id } => rest.rollout_command(id, &Command::Abort).await?,
+        RolloutCommand::Rollback { id, wave } => {
+            let wave = wave.clone();
+            rest.rollout_command(id, &Command::Rollback { wave })
+                .await?
+        }
+        RolloutCommand::Retry { id, devices } => {
+            let devices = (!devices.is_empty()).then(|| devices.clone());
+            rest.rollout_command(id, &Command::Retry { devices })
+                .await?
+        }
+        RolloutCommand::Events { id, after, top } => rest.rollout_events(id, *after, *top).await?,
+        RolloutCommand::Devices { id } => {
+            let mut devices = rest.rollout_devices(id).await?;
+            let view = rest.rollout(id).await?.unwrap_or_default();
+            name_waves(&mut devices, &view);
+            devices
+        }
+        RolloutCommand::Watch { id, interval } => {
+            return watch::watch(rest, id, *interval, args.json).await
+        }
+        RolloutCommand::Plan { .. } | RolloutCommand::Rehearse { .. } => {
+            return play(target, args).await
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let empty = Vec::new();
+    let items = out.as_array().unwrap_or(&empty);
+    match &args.command {
+        RolloutCommand::List { .. } => print!("{}", view::list_table(items)),
+        RolloutCommand::Events { .. } => {
+            let events = out["events"].as_array().unwrap_or(&empty);
+            print!("{}", view::events_table(events));
+            if let Some(next) = out["next"].as_i64() {
+                println!("(more: --after {next})");
+            }
+        }
+        RolloutCommand::Devices { .. } => print!("{}", devices_table(items)),
+        _ => print!("{}{}", view::details(&out), view::progress(&out)),
+    }
+    Ok(())
+}
+
+/// The spec in `file`, ready to send: an artifact given by version alone (no SHA-256 yet) is
+/// looked up in the hub's firmware store.
+async fn creatable_spec(rest: &HubClient, file: &std::path::Path) -> Result<Value> {
+    let spec = spec_file::read(file)?;
+    let mut value = serde_json::to_value(&spec)?;
+    if !fleethub_core::firmware::is_sha256_hex(&spec.artifact.sha256) {
+        let version = &spec.artifact.version;
+        let artifact = rest
+            .firmware(version)
+            .await
+            .with_context(|| format!("finding firmware {version} in the hub's store (upload it first, or give artifact.sha256)"))?;
+        let sha = artifact["sha256"]
+            .as_str()
+            .or_else(|| artifact["artifact"]["sha256"].as_str())
+            .context("the firmware store answered without a sha256")?;
+        value["artifact"]["sha256"] = Value::String(sha.to_string());
+    }
+    Ok(value)
+}
+
+/// Each device's wave index replaced by the wave's name.
+fn name_waves(devices: &mut Value, view: &Value) {
+    for d in devices.as_array_mut().into_iter().flatten() {
+        if let Some(w) = d["wave"].as_u64() {
+            let name = view["waves"][w as usize]["name"].clone();
+            if !name.is_null() {
+                d["wave"] = name;
+            }
+        }
+    }
+}
+
+fn devices_table(devices: &[Value]) -> String {
+    crate::table::columns(
+        &[
+            "id", "wave", "state", "attempt", "version", "status", "failure",
+        ],
+        devices,
+        |d, name| crate::table::text(&d[name]),
+    )
+}
+
+/// `plan` and `rehearse`.
+async fn play(target: &HubTarget, args: &RolloutArgs) -> Result<()> {
     match &args.command {
         RolloutCommand::Plan { id, play, devices } => {
             let expect = ExpectArgs::healthy().expectations(play.horizon_days);
@@ -152,6 +337,7 @@ async fn command(target: &HubTarget, args: &RolloutArgs) -> Result<()> {
                 print!("{}", rehearse::rehearse_text(&r));
             }
         }
+        _ => {}
     }
     Ok(())
 }

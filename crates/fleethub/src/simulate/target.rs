@@ -57,7 +57,7 @@ impl HubTarget {
                 let ca = args.ca.clone().or_else(default_ca);
                 Self::external(args, conn, ca.as_deref(), None)
             }
-            None if embed_allowed => Self::embedded().await,
+            None if embed_allowed => Self::embedded_with(|_| {}).await,
             None => bail!(
                 "say which hub: --hub \"HostName=…;SharedAccessKeyName=iothubowner;SharedAccessKey=…\" \
                  (printed by `fleethub serve`) or --ready-file; only --scenario runs can start their own hub"
@@ -121,10 +121,15 @@ impl HubTarget {
         })
     }
 
-    async fn embedded() -> Result<HubTarget> {
+    /// A hub started in this process on ephemeral ports in a temporary directory, its
+    /// configuration adjusted by `configure` first.
+    pub async fn embedded_with(
+        configure: impl FnOnce(&mut crate::ServeConfig),
+    ) -> Result<HubTarget> {
         let dir = tempfile::tempdir()?;
         let mut cfg = crate::ServeConfig::ephemeral(dir.path());
         cfg.plain_mqtt_port = None;
+        configure(&mut cfg);
         let running = crate::start(cfg)
             .await
             .context("starting the embedded hub")?;

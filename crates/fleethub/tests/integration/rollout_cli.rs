@@ -138,3 +138,213 @@ async fn rehearse_reports_a_tripped_gate_and_a_bad_file_is_named() {
     assert!(!ok);
     assert!(err.contains("bad.toml") && err.contains("soak"), "{err}");
 }
+
+/// The fleet of `fleet`, with 2.1.0 in the firmware store; answers the spec file.
+async fn hub_with_firmware(hub: &TestHub) -> (tempfile::TempDir, String) {
+    fleet(hub).await;
+    let (dir, file) = spec_file();
+    let image = dir.path().join("fw-2.1.0.bin");
+    std::fs::write(&image, vec![7u8; 4096]).unwrap();
+    let (ok, _, err) = run_cli(
+        hub,
+        &["firmware", "upload", image.to_str().unwrap()],
+        &["--version", "2.1.0", "--model", "esp32"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    (dir, file)
+}
+
+#[tokio::test]
+async fn the_rollout_commands_create_show_command_and_read_the_trail() {
+    let hub = TestHub::start().await;
+    let (_dir, file) = hub_with_firmware(&hub).await;
+    // The example names its artifact by a placeholder SHA-256: the CLI finds 2.1.0's in the
+    // store.
+    let spec = std::fs::read_to_string(&file).unwrap().replace(
+        "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e",
+        "the upload of 2.1.0",
+    );
+    std::fs::write(&file, spec).unwrap();
+    let f = file.as_str();
+    let (ok, out, err) = run_cli(
+        &hub,
+        &["rollout", "create", "night", "--file", f],
+        &["--json"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(created["id"], "night");
+    assert_eq!(created["status"], "running");
+    assert_eq!(created["compliance"]["targeted"], 7);
+    assert_eq!(
+        created["spec"]["artifact"]["sha256"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+
+    let (ok, out, err) = run_cli(&hub, &["rollout", "create", "night", "--file", f], &[]).await;
+    assert!(!ok && out.is_empty());
+    assert!(
+        err.contains("409") && err.contains("already exists"),
+        "{err}"
+    );
+
+    let (ok, out, err) = run_cli(&hub, &["rollout", "list"], &[]).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("id") && out.contains("night") && out.contains("canary running"),
+        "{out}"
+    );
+
+    let (ok, out, err) = run_cli(&hub, &["rollout", "pause", "night"], &[]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("status      paused"), "{out}");
+    let (ok, _, err) = run_cli(&hub, &["rollout", "pause", "night"], &[]).await;
+    assert!(!ok);
+    assert!(err.contains("409") && err.contains("paused"), "{err}");
+    let (ok, out, err) = run_cli(&hub, &["rollout", "resume", "night"], &["--json"]).await;
+    assert!(ok, "{err}");
+    let resumed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(resumed["status"], "running");
+
+    let (ok, out, err) = run_cli(&hub, &["rollout", "show", "night"], &[]).await;
+    assert!(ok, "{err}");
+    for want in ["compliance  7 targeted", "canary", "[", "2% or 5 devices"] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    let (ok, out, err) = run_cli(&hub, &["rollout", "devices", "night"], &["--json"]).await;
+    assert!(ok, "{err}");
+    let devices: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(devices.as_array().unwrap().len(), 7);
+    assert!(
+        devices
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["wave"] == "boston"),
+        "{devices}"
+    );
+
+    let (ok, out, err) = run_cli(&hub, &["rollout", "abort", "night"], &[]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("aborted"), "{out}");
+    let (ok, out, err) = run_cli(&hub, &["rollout", "events", "night"], &["--json"]).await;
+    assert!(ok, "{err}");
+    let trail: Value = serde_json::from_str(&out).unwrap();
+    let kinds: Vec<&str> = trail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for want in ["created", "wave_started", "paused", "resumed", "aborted"] {
+        assert!(kinds.contains(&want), "{want} in {kinds:?}");
+    }
+    let (ok, out, err) = run_cli(&hub, &["rollout", "events", "night", "--top", "2"], &[]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("(more: --after"), "{out}");
+    // watch ends at once on a finished rollout, with its last frame.
+    let (ok, out, err) = run_cli(&hub, &["rollout", "watch", "night"], &[]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("rollout night to 2.1.0: aborted"), "{out}");
+}
+
+#[tokio::test]
+async fn rest_refuses_bad_specs_unknown_ids_and_illegal_commands_with_their_codes() {
+    let hub = TestHub::start().await;
+    let (_dir, file) = hub_with_firmware(&hub).await;
+    let mut spec: Value = {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let parsed: toml::Value = toml::from_str(&text).unwrap();
+        serde_json::to_value(parsed).unwrap()
+    };
+    let artifact = hub.call(Method::GET, "/v1/firmware/2.1.0", None).await;
+    let sha = artifact.body["sha256"].clone();
+    assert!(sha.is_string(), "{:?}", artifact.body);
+    spec["artifact"]["sha256"] = sha;
+    let create = |body: Value| async { hub.call(Method::POST, "/v1/rollouts", Some(body)).await };
+    let code = |r: &fleethub_client::Reply| r.body["info"]["name"].clone();
+    let mut bad = spec.clone();
+    bad["soak"] = json!(5);
+    let r = create(json!({"id": "r1", "spec": bad})).await;
+    assert_eq!(
+        (r.status.as_u16(), code(&r)),
+        (400, json!("RolloutInvalid")),
+        "{:?}",
+        r.body
+    );
+    assert!(
+        r.body["message"].as_str().unwrap().contains("soak"),
+        "{:?}",
+        r.body
+    );
+    let r = create(json!({"id": "r1"})).await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    let r = create(json!({"id": "r1", "spec": spec, "extra": 1})).await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    let mut no_waves = spec.clone();
+    no_waves["waves"] = json!([]);
+    let r = create(json!({"id": "r1", "spec": no_waves})).await;
+    assert_eq!(
+        (r.status.as_u16(), code(&r)),
+        (400, json!("RolloutInvalid")),
+        "{:?}",
+        r.body
+    );
+    let r = create(json!({"id": "r1", "spec": spec})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+
+    let r = hub.call(Method::GET, "/v1/rollouts/nope", None).await;
+    assert_eq!(
+        (r.status.as_u16(), code(&r)),
+        (404, json!("RolloutNotFound")),
+        "{:?}",
+        r.body
+    );
+    let r = hub
+        .call(Method::POST, "/v1/rollouts/nope/pause", None)
+        .await;
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    let r = hub.call(Method::POST, "/v1/rollouts/r1/resume", None).await;
+    assert_eq!(
+        (r.status.as_u16(), code(&r)),
+        (409, json!("RolloutStateConflict")),
+        "{:?}",
+        r.body
+    );
+    let r = hub
+        .call(
+            Method::POST,
+            "/v1/rollouts/r1/pause",
+            Some(json!({"wave": "x"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), code(&r)),
+        (400, json!("RolloutInvalid")),
+        "{:?}",
+        r.body
+    );
+    let r = hub
+        .call(Method::POST, "/v1/rollouts/r1/explode", None)
+        .await;
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    let r = hub
+        .call(
+            Method::POST,
+            "/v1/rollouts/r1/rollback",
+            Some(json!({"wave": "nowhere"})),
+        )
+        .await;
+    assert!(r.status.is_client_error(), "{:?}", r.body);
+    let r = hub
+        .call(Method::GET, "/v1/rollouts/r1/events?after=0&top=1", None)
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["events"].as_array().unwrap().len(), 1);
+    assert!(r.body["next"].is_i64(), "{:?}", r.body);
+}
