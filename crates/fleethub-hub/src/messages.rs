@@ -143,6 +143,11 @@ impl Hub {
             }
         } else {
             m.telemetry_duplicates.fetch_add(1, Ordering::Relaxed);
+            // Stored before under its id, but sent again now: the device is alive (a device that
+            // lost power may reuse message ids), which is what a soaking rollout watches for.
+            self.rollouts_state().observe(Observation::Telemetry {
+                device: device_id.to_string(),
+            });
         }
         Ok(())
     }

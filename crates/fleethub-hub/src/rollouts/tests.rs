@@ -125,8 +125,12 @@ impl Fixture {
     }
 
     pub(super) async fn telemetry(&self, id: &str) {
+        self.telemetry_with_id(id, None).await;
+    }
+
+    pub(super) async fn telemetry_with_id(&self, id: &str, message_id: Option<&str>) {
         let msg = TelemetryIn {
-            message_id: None,
+            message_id: message_id.map(str::to_string),
             properties: Vec::new(),
             body: bytes::Bytes::from_static(b"{\"pm25\": 3}"),
         };
@@ -583,4 +587,26 @@ async fn a_device_that_starts_matching_joins_and_one_that_leaves_is_not_pushed()
     assert!(f.desired("rest-1").await.is_none(), "left before its wave");
     let view = f.hub.get_rollout("dyn").await.unwrap();
     assert_eq!(view.totals.left, 1);
+}
+
+/// Found with the simulator: a device that lost power sent its telemetry again under message
+/// ids the hub had stored, the duplicates were not taken as signs of life, and the rollout
+/// failed it as silent during the soak.
+#[tokio::test]
+async fn telemetry_under_a_message_id_seen_before_still_counts_as_alive() {
+    let mut f = Fixture::new().await;
+    f.device("d0", json!({"product": "aq"})).await;
+    let spec = f.spec(vec![wave("all", Selector::Percent(100.0), Some(0))]);
+    f.hub.create_rollout(create("dup", spec)).await.unwrap();
+    f.settle().await;
+    f.telemetry_with_id("d0", Some("m-1")).await;
+    f.act("d0", false).await;
+    f.settle().await;
+    for _ in 0..4 {
+        f.telemetry_with_id("d0", Some("m-1")).await;
+        f.advance(200).await;
+    }
+    let view = f.hub.get_rollout("dup").await.unwrap();
+    assert_eq!(view.compliance.updated, 1, "{view:?}");
+    assert_eq!(view.status, Status::Completed);
 }

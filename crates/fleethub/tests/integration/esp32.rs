@@ -128,7 +128,7 @@ async fn serve_image(
 }
 
 /// A deterministic pseudo-random image.
-fn image(len: usize, salt: u64) -> Vec<u8> {
+pub(crate) fn image(len: usize, salt: u64) -> Vec<u8> {
     let mut x = salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {
@@ -141,15 +141,15 @@ fn image(len: usize, salt: u64) -> Vec<u8> {
 }
 
 /// A running simulated fleet.
-struct Fleet {
-    ids: Vec<String>,
-    stats: Arc<SimulationStats>,
+pub(crate) struct Fleet {
+    pub(crate) ids: Vec<String>,
+    pub(crate) stats: Arc<SimulationStats>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Fleet {
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {
             tokio::time::timeout(Duration::from_secs(60), task)
@@ -161,7 +161,7 @@ impl Fleet {
 }
 
 /// Registers `count` devices `{prefix}-{n}` in bulk; returns their ids.
-async fn register(hub: &TestHub, prefix: &str, count: usize) -> Vec<String> {
+pub(crate) async fn register(hub: &TestHub, prefix: &str, count: usize) -> Vec<String> {
     let ids: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
     for chunk in ids.chunks(100) {
         let body: Vec<Value> = chunk
@@ -196,12 +196,12 @@ async fn start_fleet(hub: &TestHub, groups: &[(&str, usize, Behavior)]) -> Fleet
 }
 
 /// Starts registered devices: (ids, group, behavior) per group.
-fn spawn_fleet(hub: &TestHub, groups: Vec<(Vec<String>, &str, Behavior)>) -> Fleet {
+pub(crate) fn spawn_fleet(hub: &TestHub, groups: Vec<(Vec<String>, &str, Behavior)>) -> Fleet {
     spawn_pinned_fleet(hub, groups, None)
 }
 
 /// [`spawn_fleet`] with devices that pin the hub's firmware key.
-fn spawn_pinned_fleet(
+pub(crate) fn spawn_pinned_fleet(
     hub: &TestHub,
     groups: Vec<(Vec<String>, &str, Behavior)>,
     firmware_key: Option<Arc<FirmwareKey>>,
@@ -252,7 +252,7 @@ fn spawn_pinned_fleet(
 
 /// Polls `check` until it returns Some, failing with `what` and the last state after
 /// [`FLEET_DEADLINE`].
-async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+pub(crate) async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
@@ -270,13 +270,13 @@ where
     }
 }
 
-async fn reported_firmware(hub: &TestHub, id: &str) -> Value {
+pub(crate) async fn reported_firmware(hub: &TestHub, id: &str) -> Value {
     let twin = hub.call(Method::GET, &format!("/twins/{id}"), None).await;
     twin.body["properties"]["reported"]["firmware"].clone()
 }
 
 /// Waits until every device in `ids` reports a firmware section `accept` takes.
-async fn wait_for_reports(
+pub(crate) async fn wait_for_reports(
     hub: &TestHub,
     ids: &[String],
     what: &str,
@@ -307,7 +307,7 @@ async fn wait_for_reports(
     }
 }
 
-fn snapshot_text(s: &StatsSnapshot) -> String {
+pub(crate) fn snapshot_text(s: &StatsSnapshot) -> String {
     serde_json::to_string(s).unwrap_or_default()
 }
 
@@ -614,7 +614,7 @@ async fn pinned_key(hub: &TestHub) -> Arc<FirmwareKey> {
 }
 
 /// Uploads `blob` as `version` for the simulated boards; the stored artifact.
-async fn store(hub: &TestHub, version: &str, blob: &[u8]) -> Value {
+pub(crate) async fn store(hub: &TestHub, version: &str, blob: &[u8]) -> Value {
     let query = format!("version={version}&model=esp32");
     let (status, artifact) = crate::firmware::upload(hub, &query, blob.to_vec()).await;
     assert!(status.is_success(), "upload {version}: {status} {artifact}");

@@ -17,6 +17,7 @@ mod query_cli;
 mod query_limits;
 mod registry;
 mod rollout_cli;
+mod rollouts;
 mod sessions;
 mod simulate;
 mod store_full;

@@ -1,0 +1,312 @@
+//! Rollouts on a real hub, with the simulator's virtual ESP32 devices: each wave's pushes go out
+//! as device operations, the devices download from the hub's firmware store over HTTPS with
+//! their own URLs, and the engine follows their reports, reconnections and telemetry.
+
+use crate::esp32::{image, register, spawn_fleet, store, wait_for, wait_for_reports};
+use crate::harness::TestHub;
+use fleethub_hub::rollouts::{CreateRollout, RolloutView};
+use fleethub_rollout::{
+    Artifact, EventKind, RetrySpec, RolloutSpec, Selector, Status, Threshold, TripAction, WaveSpec,
+    WaveStatus,
+};
+use fleethub_sim::esp32::{BadFirmware, Behavior, Faults, FirmwareFailure};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+async fn tag(hub: &TestHub, ids: &[String], tags: Value) {
+    for id in ids {
+        let r = hub
+            .call(
+                Method::PATCH,
+                &format!("/twins/{id}"),
+                Some(json!({ "tags": tags })),
+            )
+            .await;
+        assert!(r.status.is_success(), "{id}: {} {}", r.status, r.body);
+    }
+}
+
+fn wave(name: &str, ring: &str, failures: u32) -> WaveSpec {
+    WaveSpec {
+        name: name.into(),
+        select: Selector::Query(format!("tags.ring = '{ring}'")),
+        batch: None,
+        success: Threshold {
+            percent: Some(100.0),
+            count: None,
+        },
+        failure: Threshold {
+            percent: None,
+            count: Some(failures),
+        },
+    }
+}
+
+/// A rollout of 2.1.0 (`sha256`) over `tags.product = 'aq'`. The hub runs on the wall clock:
+/// its seconds are real ones, so the soak is short.
+fn night(
+    sha256: String,
+    waves: Vec<WaveSpec>,
+    retry: RetrySpec,
+    on_trip: TripAction,
+) -> RolloutSpec {
+    RolloutSpec {
+        artifact: Artifact {
+            version: "2.1.0".into(),
+            sha256,
+        },
+        target: "tags.product = 'aq'".into(),
+        waves,
+        soak_secs: 3,
+        max_silence_secs: 30,
+        device_timeout_secs: 60,
+        retry,
+        window: None,
+        on_trip,
+        allow_downgrade: false,
+        seed: None,
+    }
+}
+
+/// Waits until rollout `id` is as `done` wants it; fails with its last view.
+async fn view_when(
+    hub: &TestHub,
+    id: &str,
+    what: &str,
+    done: impl Fn(&RolloutView) -> bool,
+) -> RolloutView {
+    let done = &done;
+    wait_for(what, move || {
+        let (hub, id) = (hub.running.hub.clone(), id.to_string());
+        async move {
+            let view = hub.get_rollout(&id).await.map_err(|e| e.to_string())?;
+            if done(&view) {
+                return Ok(view);
+            }
+            let devices = hub.rollout_devices(&id).await.map_err(|e| e.to_string())?;
+            let states: Vec<String> = devices
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{} {:?} v{:?} {:?} {:?}",
+                        d.id, d.state, d.version, d.status, d.failure
+                    )
+                })
+                .collect();
+            Err(format!(
+                "{:?} {:?}, waves {:?}, devices {states:#?}",
+                view.status,
+                view.reason,
+                view.waves
+                    .iter()
+                    .map(|w| (w.status, w.counts))
+                    .collect::<Vec<_>>()
+            ))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_passes_then_a_bad_image_trips_its_wave_which_rolls_back() {
+    let hub = TestHub::start().await;
+    let old = store(&hub, "1.0.0", &image(64 * 1024, 10)).await;
+    let new = store(&hub, "2.1.0", &image(64 * 1024, 11)).await;
+    let sha = |a: &Value| a["sha256"].as_str().unwrap().to_string();
+    let canary = register(&hub, "canary", 2).await;
+    let boston = register(&hub, "boston", 4).await;
+    tag(&hub, &canary, json!({"product": "aq", "ring": "canary"})).await;
+    tag(&hub, &boston, json!({"product": "aq", "ring": "boston"})).await;
+    let good = Behavior {
+        telemetry_interval_s: 60.0,
+        boot_delay_s: 2.0,
+        ..Behavior::default()
+    };
+    // Boston's Wi-Fi breaks on 2.1.0: silent after the reboot, and after two failed boots the
+    // bootloader goes back to 1.0.0.
+    let wifi_breaks = Behavior {
+        faults: Faults {
+            bad_firmware: vec![BadFirmware {
+                version: "2.1.0".into(),
+                failure: FirmwareFailure::WifiBreaks,
+                failed_boots: 2,
+                after_s: 0.0,
+            }],
+            ..Faults::default()
+        },
+        ..good.clone()
+    };
+    let fleet = spawn_fleet(
+        &hub,
+        vec![
+            (canary.clone(), "canary", good),
+            (boston.clone(), "boston", wifi_breaks),
+        ],
+    );
+    let all: Vec<String> = canary.iter().chain(&boston).cloned().collect();
+    wait_for_reports(&hub, &all, "every device to report 1.0.0", |fw| {
+        fw["current_version"] == "1.0.0"
+    })
+    .await;
+    let no_retries = RetrySpec {
+        retries: 0,
+        backoff_secs: 1,
+        factor: 1,
+        max_backoff_secs: 1,
+    };
+    let waves = vec![wave("canary", "canary", 0), wave("boston", "boston", 1)];
+    let spec = night(
+        sha(&new),
+        waves,
+        no_retries,
+        TripAction::PauseAndRollbackWave,
+    );
+    let rollouts = &hub.running.hub;
+    rollouts
+        .create_rollout(CreateRollout {
+            id: "night".into(),
+            spec,
+            supersedes: None,
+        })
+        .await
+        .unwrap();
+    view_when(&hub, "night", "the canary to pass its gate", |v| {
+        v.waves[0].status == WaveStatus::Passed
+    })
+    .await;
+    let view = view_when(&hub, "night", "boston to trip and roll back", |v| {
+        v.status == Status::Paused
+            && v.waves[1].status == WaveStatus::RolledBack
+            && v.waves[1].counts.rolled_back == 4
+    })
+    .await;
+    assert_eq!(view.waves[0].counts.updated, 2, "{view:#?}");
+    assert_eq!(view.compliance.updated, 2);
+    assert_eq!(view.compliance.rolled_back, 4);
+    // The canaries run 2.1.0; Boston runs 1.0.0 and its desired firmware says so, each twin
+    // with a download URL of its own.
+    wait_for_reports(&hub, &canary, "the canaries on 2.1.0", |fw| {
+        fw["current_version"] == "2.1.0" && fw["status"] == "success"
+    })
+    .await;
+    wait_for_reports(&hub, &boston, "boston back on 1.0.0", |fw| {
+        fw["current_version"] == "1.0.0"
+    })
+    .await;
+    for id in &boston {
+        let twin = hub.call(Method::GET, &format!("/twins/{id}"), None).await;
+        let fw = &twin.body["properties"]["desired"]["firmware"];
+        assert_eq!(fw["version"], "1.0.0", "{id}: {fw}");
+        assert_eq!(fw["sha256"], Value::String(sha(&old)), "{id}");
+        assert!(fw["url"].as_str().unwrap().contains(id.as_str()), "{fw}");
+    }
+    let events = rollouts
+        .rollout_events("night", 0, 1000)
+        .await
+        .unwrap()
+        .events;
+    let tripped = events
+        .iter()
+        .find(|e| e.kind == EventKind::GateTripped)
+        .expect("a trip event");
+    assert_eq!(tripped.wave.as_deref(), Some("boston"));
+    assert!(
+        events.iter().any(|e| e.kind == EventKind::RollbackStarted),
+        "{events:#?}"
+    );
+    // Each device was pushed once per attempt: the canaries once, Boston's devices once and
+    // then once back.
+    for id in &all {
+        let (r, d) = ("night".to_string(), id.clone());
+        let pushes = hub
+            .running
+            .store
+            .read(move |tx| fleethub_store::RolloutReads::rollout_pushes_of(tx, &r, &d))
+            .await
+            .unwrap();
+        let attempts: Vec<u32> = pushes.iter().map(|p| p.attempt).collect();
+        let expected: &[u32] = if id.starts_with("canary") {
+            &[1]
+        } else {
+            &[1, 2]
+        };
+        assert_eq!(attempts, expected, "{id}");
+        assert!(
+            pushes.iter().all(|p| p.sent_ms.is_some()),
+            "{id}: {pushes:?}"
+        );
+    }
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_survives_power_loss_in_the_middle_of_its_download() {
+    let hub = TestHub::start().await;
+    // Power fails at random OTA steps (each device's draws are fixed by its seed).
+    let old = store(&hub, "1.0.0", &image(256 * 1024, 20)).await;
+    let new = store(&hub, "2.1.0", &image(64 * 1024, 21)).await;
+    let sha = |a: &Value| a["sha256"].as_str().unwrap().to_string();
+    let ids = register(&hub, "paris", 3).await;
+    tag(&hub, &ids, json!({"product": "aq", "ring": "paris"})).await;
+    let behavior = Behavior {
+        telemetry_interval_s: 60.0,
+        boot_delay_s: 2.0,
+        faults: Faults {
+            power_loss: 0.3,
+            ..Faults::default()
+        },
+        ..Behavior::default()
+    };
+    let fleet = spawn_fleet(&hub, vec![(ids.clone(), "paris", behavior)]);
+    wait_for_reports(&hub, &ids, "every device to report 1.0.0", |fw| {
+        fw["current_version"] == "1.0.0"
+    })
+    .await;
+    let waves = vec![wave("paris", "paris", 0)];
+    let spec = night(sha(&new), waves, RetrySpec::default(), TripAction::Pause);
+    let rollouts = &hub.running.hub;
+    rollouts
+        .create_rollout(CreateRollout {
+            id: "paris".into(),
+            spec,
+            supersedes: None,
+        })
+        .await
+        .unwrap();
+    view_when(&hub, "paris", "the rollout to complete", |v| {
+        v.status == Status::Completed && v.compliance.updated == 3
+    })
+    .await;
+    let before = fleet.stats.snapshot().power_losses;
+    rollouts
+        .rollout_command(
+            "paris",
+            fleethub_hub::rollouts::RolloutCommand::Rollback {
+                wave: Some("paris".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let view = view_when(&hub, "paris", "every device to be rolled back", |v| {
+        v.compliance.rolled_back == 3
+    })
+    .await;
+    assert_eq!(view.status, Status::Paused);
+    assert_eq!(view.waves[0].status, WaveStatus::RolledBack);
+    wait_for_reports(&hub, &ids, "every device back on 1.0.0", |fw| {
+        fw["current_version"] == "1.0.0" && fw["status"] == "success"
+    })
+    .await;
+    // Power was lost during the rollback too, and the devices came back from it.
+    let after = fleet.stats.snapshot().power_losses;
+    assert!(
+        after > before,
+        "power losses: {before} before the rollback, {after} after"
+    );
+    for id in &ids {
+        let twin = hub.call(Method::GET, &format!("/twins/{id}"), None).await;
+        let fw = &twin.body["properties"]["desired"]["firmware"];
+        assert_eq!(fw["sha256"], Value::String(sha(&old)), "{id}");
+    }
+    fleet.stop().await;
+}
