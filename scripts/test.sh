@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs every check FleetHub has, as CI does: formatting, lints, the Rust tests, a release build,
-# and the compatibility suite (the unmodified Azure IoT Python and Node.js SDKs against a real hub
-# on 8883 and, when the hub may bind it, 443).
+# the compatibility suite (the unmodified Azure IoT Python and Node.js SDKs against a real hub
+# on 8883 and, when the hub may bind it, 443), and the dashboard's browser tests.
 #
 # Works on a fresh Debian machine with only the Rust toolchain and Python 3.11: it installs what
 # the tests need (a venv at .venv from tests/compat/requirements.txt, python3-venv if missing;
-# nodejs and npm if missing, and tests/compat-node/node_modules by `npm ci`). Re-running reuses
+# nodejs and npm if missing, and tests/compat-node/node_modules by `npm ci`; Debian's chromium
+# and chromium-driver if missing). Re-running reuses
 # the venv while the requirements are unchanged, and node_modules while package-lock.json and
 # node's version are.
 #
@@ -13,6 +14,7 @@
 #   SKIP_RUST=1 scripts/test.sh    only build the binary and run the compatibility suite
 #   SKIP_FUZZ=1 scripts/test.sh    without the short fuzz run (FUZZ_SECONDS=N: N s per target)
 #   PYTEST_ARGS="-k twin -x" scripts/test.sh
+#   SKIP_BROWSER=1 scripts/test.sh without the dashboard's browser tests (chromium)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -72,7 +74,7 @@ make_venv() {
 }
 want=$( { cat "$REQUIREMENTS"; "$PYTHON" --version 2>&1; } | sha256sum | cut -d' ' -f1)
 if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] \
-    && "$VENV/bin/python" -c 'import azure.iot.hub, azure.iot.device, paho.mqtt, pytest' 2>/dev/null; then
+    && "$VENV/bin/python" -c 'import azure.iot.hub, azure.iot.device, paho.mqtt, pytest, selenium' 2>/dev/null; then
     echo "reusing $VENV (requirements unchanged)"
 else
     rm -rf "$VENV"
@@ -80,7 +82,7 @@ else
     "$VENV/bin/python" -m pip install --quiet -r "$REQUIREMENTS"
     echo "$want" >"$STAMP"
 fi
-"$VENV/bin/python" -m pip freeze | grep -iE '^(azure-iot-hub|azure-iot-device|paho-mqtt|pytest)=='
+"$VENV/bin/python" -m pip freeze | grep -iE '^(azure-iot-hub|azure-iot-device|paho-mqtt|pytest|selenium)=='
 
 section "node environment (tests/compat-node)"
 NODE_SUITE="$ROOT/tests/compat-node"
@@ -145,5 +147,27 @@ case $rc in
     5) fail "pytest collected no tests in tests/compat" ;;
     *) fail "compatibility suite (pytest exit $rc)" ;;
 esac
+
+if [ -z "${SKIP_BROWSER:-}" ]; then
+    # The dashboard in Debian's chromium, headless, driven through chromedriver by selenium (in
+    # the venv), against a real hub and a simulated fleet on ephemeral ports.
+    section "browser tests (the dashboard in headless chromium)"
+    if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+        apt_install chromium chromium-driver
+    fi
+    chromium --version
+    browser_start=$SECONDS
+    set +e
+    # shellcheck disable=SC2086
+    "$VENV/bin/python" -m pytest tests/browser -v ${BROWSER_PYTEST_ARGS:-}
+    rc=$?
+    set -e
+    echo "browser tests took $((SECONDS - browser_start)) s"
+    case $rc in
+        0) ;;
+        5) fail "pytest collected no tests in tests/browser" ;;
+        *) fail "browser tests (pytest exit $rc)" ;;
+    esac
+fi
 
 section "all checks passed"

@@ -1,7 +1,11 @@
 //! Service authorization: each route names the right it needs in its signature
 //! (`Authorized<RegistryWrite>`), and the extractor checks the `Authorization` SAS token against
-//! the hub's shared access policies before the body is read.
+//! the hub's shared access policies before the body is read. A request without `Authorization`
+//! may carry the dashboard's session cookie instead (`crate::dashboard::session`): the same
+//! policy rights apply, and a request that changes something must also carry the session's CSRF
+//! token.
 
+use crate::dashboard::session;
 use crate::{ApiError, ApiState};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -52,9 +56,42 @@ impl<R: Requires> FromRequestParts<ApiState> for Authorized<R> {
                 })
             })
             .transpose()?;
+        if header.is_none() {
+            if let Some(cookie) = session::from_headers(&parts.headers) {
+                return authorize_session(parts, state, cookie, R::RIGHT);
+            }
+        }
         state
             .hub
             .authorize_service(header, R::RIGHT, parts.uri.path())?;
         Ok(Authorized(PhantomData))
     }
+}
+
+/// A request signed in through the dashboard: a valid session whose policy grants `right`,
+/// and for anything but a read, the session's CSRF token.
+fn authorize_session<R>(
+    parts: &Parts,
+    state: &ApiState,
+    cookie: &str,
+    right: Right,
+) -> Result<Authorized<R>, ApiError> {
+    let session = session::verify(&state.hub, cookie)?;
+    if !parts.method.is_safe() {
+        let sent = parts
+            .headers
+            .get(session::CSRF_HEADER)
+            .and_then(|v| v.to_str().ok());
+        session::check_csrf(&session, sent)?;
+    }
+    if !session.policy.grants(right) {
+        return Err(ApiError(HubError::new(
+            ErrorCode::IotHubUnauthorized,
+            format!(
+                "policy '{}' does not grant {right:?}; sign in with a policy that does",
+                session.policy.key_name
+            ),
+        )));
+    }
+    Ok(Authorized(PhantomData))
 }

@@ -1,12 +1,13 @@
 //! The REST API: IoT Hub's service surface (devices, twins, direct methods, statistics, bulk
 //! registry, certificates, jobs v2) so the official service SDKs work unmodified, the native `/v1`
-//! extensions (cloud-to-device messages, telemetry), `/metrics`, `/healthz`, and MQTT over
-//! WebSocket handed to the device gateway.
+//! extensions (cloud-to-device messages, telemetry, the change feed), `/metrics`, `/healthz`,
+//! MQTT over WebSocket handed to the device gateway, and the web dashboard at `/`.
 //!
 //! Everything here translates: HTTP in, a `Hub` call, HTTP out. Every failure answers from the
 //! one error table in `fleethub-core`, in IoT Hub's shape (see [`error`]).
 
 mod auth;
+pub mod dashboard;
 pub mod error;
 mod extract;
 mod paths;
@@ -25,6 +26,8 @@ pub struct ApiState {
     pub hub: fleethub_hub::Hub,
     /// The device gateway that serves MQTT over WebSocket.
     pub gateway: fleethub_mqtt::Gateway,
+    /// The web dashboard's sign-in links and cache.
+    pub dashboard: std::sync::Arc<dashboard::Dashboard>,
 }
 
 /// The whole HTTP surface as a tower service: paths are normalized before routing (see
@@ -86,6 +89,7 @@ fn routes(state: ApiState) -> Router {
         .merge(routes::firmware::routes())
         .merge(routes::rollouts::routes())
         .merge(routes::system::routes())
+        .merge(dashboard::routes())
         .route("/$iothub/websocket", get(websocket::upgrade))
         .route("/$servicebus/websocket", get(websocket::amqp_not_supported))
         // Applies to the routes above, so it must come after them.

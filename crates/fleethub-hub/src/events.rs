@@ -96,6 +96,23 @@ impl Hub {
         Ok(EventsPage { events, next })
     }
 
+    /// The newest event's position (0 for an empty feed): `events_after` from it reads only
+    /// what is committed next.
+    pub async fn last_event_seq(&self) -> HubResult<i64> {
+        Ok(self.store().read(|r| r.last_event_seq()).await?)
+    }
+
+    /// The newest `limit` (1..=1000) events, oldest first, and the cursor to read on from.
+    pub async fn latest_events(&self, limit: usize) -> HubResult<EventsPage> {
+        let last = self.last_event_seq().await?;
+        let after = last.saturating_sub(limit as i64).max(0);
+        let mut page = self.events_after(after, limit).await?;
+        if page.events.is_empty() {
+            page.next = last.to_string();
+        }
+        Ok(page)
+    }
+
     /// Removes events older than the retention, a batch per write; returns how many went.
     pub async fn prune_events(&self) -> HubResult<u64> {
         let retention = self.inner.config.event_retention.as_millis() as i64;
@@ -135,6 +152,39 @@ mod tests {
         let page = hub.events_after(0, 10).await.unwrap();
         let ids: Vec<_> = page.events.iter().map(|e| e.device_id.as_deref()).collect();
         assert_eq!(ids, vec![Some("new")]);
+    }
+
+    #[tokio::test]
+    async fn latest_events_are_the_newest_oldest_first_with_a_cursor_to_read_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path().join("hub.db"))).unwrap();
+        let hub = Hub::open(
+            store,
+            Arc::new(fleethub_core::SystemClock),
+            HubConfig::default(),
+        )
+        .await
+        .unwrap();
+        let empty = hub.latest_events(5).await.unwrap();
+        assert!(empty.events.is_empty());
+        assert_eq!(empty.next, "0");
+        for i in 0..7 {
+            let id = format!("d{i}");
+            hub.put_device(&id, serde_json::json!({ "deviceId": id }), None)
+                .await
+                .unwrap();
+        }
+        let page = hub.latest_events(3).await.unwrap();
+        let ids: Vec<_> = page.events.iter().map(|e| e.device_id.as_deref()).collect();
+        assert_eq!(ids, vec![Some("d4"), Some("d5"), Some("d6")]);
+        assert_eq!(page.next, hub.last_event_seq().await.unwrap().to_string());
+        hub.put_device("d7", serde_json::json!({ "deviceId": "d7" }), None)
+            .await
+            .unwrap();
+        let after = parse_cursor(Some(&page.next)).unwrap();
+        let next = hub.events_after(after, 10).await.unwrap();
+        assert_eq!(next.events.len(), 1);
+        assert_eq!(next.events[0].device_id.as_deref(), Some("d7"));
     }
 
     #[test]

@@ -168,6 +168,21 @@ impl Hub {
         Ok(rows.into_iter().map(TelemetryEvent::from_row).collect())
     }
 
+    /// The newest `limit` (1..=1000) telemetry messages of one device, oldest first.
+    pub async fn latest_telemetry(
+        &self,
+        device_id: &str,
+        limit: usize,
+    ) -> HubResult<Vec<TelemetryEvent>> {
+        let device = device_id.to_string();
+        let limit = limit.clamp(1, 1000);
+        let rows = self
+            .store()
+            .read(move |r| r.telemetry_latest(&device, limit))
+            .await?;
+        Ok(rows.into_iter().map(TelemetryEvent::from_row).collect())
+    }
+
     /// A live stream of telemetry as it is stored.
     pub fn subscribe_telemetry(&self) -> tokio::sync::broadcast::Receiver<Arc<TelemetryEvent>> {
         self.inner.telemetry_tx.subscribe()

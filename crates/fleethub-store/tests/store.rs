@@ -1177,3 +1177,58 @@ async fn two_writers_racing_on_one_twin_lose_no_update() {
     assert_eq!(row.twin_version, 1 + 2 * KEYS as i64);
     eprintln!("{} writes, {conflicts} conflicts retried", 2 * KEYS);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_latest_telemetry_of_a_device_is_its_newest_messages_oldest_first() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    store
+        .write(|tx| {
+            for i in 0..10 {
+                for device in ["plot-me", "other"] {
+                    tx.insert_telemetry(&TelemetryRow {
+                        seq: 0,
+                        device_id: device.into(),
+                        message_id: format!("m-{i}"),
+                        enqueued_ms: i,
+                        properties: json!({}),
+                        body: format!("{{\"i\":{i}}}").into_bytes(),
+                    })?;
+                }
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap();
+    let latest = store
+        .read(|tx| tx.telemetry_latest("plot-me", 3))
+        .await
+        .unwrap();
+    let ids: Vec<_> = latest.iter().map(|t| t.message_id.as_str()).collect();
+    assert_eq!(ids, ["m-7", "m-8", "m-9"]);
+    assert!(latest.iter().all(|t| t.device_id == "plot-me"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_event_seq_is_where_a_reader_of_only_new_events_starts() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    assert_eq!(store.read(|tx| tx.last_event_seq()).await.unwrap(), 0);
+    store
+        .write(|tx| {
+            for i in 0..4 {
+                tx.append_event(None, "job.created", &json!({}), i)?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap();
+    let last = store.read(|tx| tx.last_event_seq()).await.unwrap();
+    let all = store.read(|tx| tx.events_after(0, 10)).await.unwrap();
+    assert_eq!(Some(last), all.last().map(|e| e.seq));
+    assert!(store
+        .read(move |tx| tx.events_after(last, 10))
+        .await
+        .unwrap()
+        .is_empty());
+}

@@ -115,6 +115,11 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
         "  HTTPS               {}  (REST API, /$iothub/websocket, /metrics, /healthz)",
         running.https_addr
     );
+    println!("  dashboard           {}", running.dashboard_url);
+    println!(
+        "  sign-in link        {}  (one use, 15 minutes)",
+        running.sign_in_link
+    );
     println!(
         "  device connection   HostName={};DeviceId=<id>;SharedAccessKey=<device key>",
         running.host_name

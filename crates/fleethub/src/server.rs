@@ -33,6 +33,11 @@ pub struct RunningHub {
     pub https_note: Option<String>,
     /// How the open-file limit is shared between HTTPS and devices.
     pub fd_budget: FdBudget,
+    /// The web dashboard's address.
+    pub dashboard_url: String,
+    /// A link that signs its first visitor in to the dashboard as `iothubowner` (one use,
+    /// 15 minutes, this process only).
+    pub sign_in_link: String,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -55,6 +60,8 @@ impl RunningHub {
             "plainMqttPort": self.plain_mqtt_addr.map(|a| a.port()),
             "hostName": self.host_name,
             "dataDir": data_dir,
+            "dashboardUrl": self.dashboard_url,
+            "signInLink": self.sign_in_link,
         })
     }
 }
@@ -230,9 +237,11 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
         let g = gateway.clone();
         tasks.push(tokio::spawn(async move { g.serve_plain(plain).await }));
     }
+    let dashboard = std::sync::Arc::new(fleethub_api::dashboard::Dashboard::default());
     let api = fleethub_api::service(ApiState {
         hub: hub.clone(),
         gateway,
+        dashboard: dashboard.clone(),
     });
     let https_tls = TlsAcceptor::from(fleethub_tls::https_server_config(&certs)?);
     let limits = https_limits(&cfg, &fd_budget);
@@ -250,6 +259,14 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
             &public_host(&cfg.host_name, https_addr.port()),
         )
         .context("the iothubowner policy is missing from the store")?;
+    let dashboard_url = format!(
+        "https://{}/",
+        public_host(&cfg.host_name, https_addr.port())
+    );
+    let sign_in_link = format!(
+        "{dashboard_url}#signin={}",
+        dashboard.sign_in_token("iothubowner")
+    );
     let running = RunningHub {
         hub,
         store,
@@ -261,6 +278,8 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
         host_name: cfg.host_name.clone(),
         https_note,
         fd_budget,
+        dashboard_url,
+        sign_in_link,
         tasks,
     };
     if let Some(path) = &cfg.ready_file {

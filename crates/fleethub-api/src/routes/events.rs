@@ -1,23 +1,30 @@
-//! Native `/v1/events`: the change feed, read by cursor (see `fleethub_hub::events`).
+//! Native `/v1/events`: the change feed, read by cursor (see `fleethub_hub::events`), and
+//! `/v1/events/stream`, the same feed as server-sent events.
 
 use crate::auth::{Authorized, RegistryRead};
 use crate::extract::HubQuery;
 use crate::{ApiError, ApiState};
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::{Json, Router};
 use fleethub_hub::events::parse_cursor;
-use fleethub_hub::{ChangeEvent, EventsPage};
+use fleethub_hub::{ChangeEvent, EventsPage, Hub};
+use futures_util::Stream;
 use serde::Deserialize;
 use serde::Serialize;
 use serde_json::Value;
+use std::time::Duration;
 
 /// Events per page when the caller gives no `limit`.
 const DEFAULT_PAGE: usize = 100;
 
 /// The change-feed route.
 pub fn routes() -> Router<ApiState> {
-    Router::new().route("/v1/events", get(read_events))
+    Router::new()
+        .route("/v1/events", get(read_events))
+        .route("/v1/events/stream", get(stream_events))
 }
 
 #[derive(Deserialize)]
@@ -41,7 +48,7 @@ async fn read_events(
 
 /// A page of the feed: `{"events": […], "next": "<cursor>"}`.
 #[derive(Serialize)]
-struct PageBody {
+pub(crate) struct PageBody {
     events: Vec<EventBody>,
     next: String,
 }
@@ -71,6 +78,87 @@ impl From<EventsPage> for PageBody {
         PageBody {
             events: page.events.into_iter().map(event).collect(),
             next: page.next,
+        }
+    }
+}
+
+/// Events one stream message carries at most.
+const STREAM_BATCH: usize = 500;
+/// How often a stream with nothing new looks again.
+const STREAM_IDLE: Duration = Duration::from_millis(500);
+/// A reader further behind than this skips ahead: a live view wants now, not a backlog (the
+/// skipped events stay readable from `/v1/events`).
+const STREAM_MAX_BEHIND: i64 = 10_000;
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    after: Option<String>,
+}
+
+/// The change feed as server-sent events: one `event: events` message per batch of up to 500
+/// events, `data` a page as `/v1/events` answers it and `id` its cursor, so a reconnecting
+/// `EventSource` resumes where it stopped (`Last-Event-ID`). It starts after `after`, else
+/// after `Last-Event-ID`, else at the newest event (only what comes next). A reader more than
+/// 10,000 events behind gets `event: lagged` (`{"skipped": n}`) and continues from the newest.
+async fn stream_events(
+    _: Authorized<RegistryRead>,
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    HubQuery(query): HubQuery<StreamQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, axum::Error>>>, ApiError> {
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let cursor = match query.after.or(resume) {
+        Some(text) => parse_cursor(Some(&text))?,
+        None => state.hub.last_event_seq().await?,
+    };
+    let stream = futures_util::stream::unfold((state.hub, cursor), |(hub, cursor)| async move {
+        let (event, cursor) = next_message(&hub, cursor).await;
+        Some((Ok(event), (hub, cursor)))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Waits for the next message of a stream at `cursor`; returns it and the cursor after it.
+async fn next_message(hub: &Hub, cursor: i64) -> (Event, i64) {
+    loop {
+        let page = match hub.events_after(cursor, STREAM_BATCH).await {
+            Ok(page) => page,
+            Err(e) => {
+                tokio::time::sleep(STREAM_IDLE).await;
+                let body = serde_json::json!({ "message": e.message });
+                return (
+                    Event::default().event("error").data(body.to_string()),
+                    cursor,
+                );
+            }
+        };
+        if page.events.is_empty() {
+            tokio::time::sleep(STREAM_IDLE).await;
+            continue;
+        }
+        let next = parse_cursor(Some(&page.next)).unwrap_or(cursor);
+        if page.events.len() == STREAM_BATCH {
+            if let Ok(last) = hub.last_event_seq().await {
+                if last - next > STREAM_MAX_BEHIND {
+                    let body = serde_json::json!({ "skipped": last - cursor });
+                    let event = Event::default()
+                        .event("lagged")
+                        .id(last.to_string())
+                        .data(body.to_string());
+                    return (event, last);
+                }
+            }
+        }
+        let event = Event::default()
+            .event("events")
+            .id(page.next.clone())
+            .json_data(PageBody::from(page));
+        match event {
+            Ok(event) => return (event, next),
+            Err(_) => return (Event::default().event("error").data("{}"), next),
         }
     }
 }

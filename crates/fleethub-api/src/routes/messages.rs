@@ -47,9 +47,12 @@ struct TelemetryQuery {
     device_id: Option<String>,
     after: Option<i64>,
     limit: Option<usize>,
+    /// The newest `last` messages of `deviceId` instead of a page after `after`.
+    last: Option<usize>,
 }
 
-/// `{"items":[…], "next": <seq>}`: pass `next` as `after` to read on.
+/// `{"items":[…], "next": <seq>}`: pass `next` as `after` to read on. With `last=N` (and a
+/// `deviceId`), the device's newest N messages, oldest first.
 async fn read_telemetry(
     _: Authorized<ServiceConnect>,
     State(state): State<ApiState>,
@@ -57,10 +60,15 @@ async fn read_telemetry(
 ) -> Result<Json<Value>, ApiError> {
     let after = query.after.unwrap_or(0);
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    let items = state
-        .hub
-        .read_telemetry(query.device_id.as_deref(), after, limit)
-        .await?;
+    let items = match (query.last, query.device_id.as_deref()) {
+        (Some(last), Some(device)) => state.hub.latest_telemetry(device, last).await?,
+        (Some(_), None) => {
+            return Err(ApiError(fleethub_core::HubError::invalid(
+                "`last` reads one device's newest messages: add deviceId=<id>",
+            )))
+        }
+        (None, device) => state.hub.read_telemetry(device, after, limit).await?,
+    };
     let next = items.last().map_or(after, |item| item.seq);
     Ok(Json(json!({ "items": items, "next": next })))
 }

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)] // a panic here fails a test or a probe; it never reaches the hub
 
 mod auth;
+mod dashboard;
 mod devices;
 mod errors;
 mod events;

@@ -15,6 +15,8 @@ use tower::ServiceExt;
 pub struct TestApi {
     pub app: Router,
     pub hub: Hub,
+    /// The dashboard's state (sign-in links).
+    pub dashboard: Arc<fleethub_api::dashboard::Dashboard>,
     _dir: TempDir,
 }
 
@@ -84,13 +86,16 @@ impl TestApi {
         let hub = Hub::open(store, clock, config(dir.path())).await.unwrap();
         let gateway =
             fleethub_mqtt::Gateway::new(hub.clone(), fleethub_mqtt::GatewayConfig::default());
+        let dashboard = Arc::new(fleethub_api::dashboard::Dashboard::default());
         let app = router(ApiState {
             hub: hub.clone(),
             gateway,
+            dashboard: dashboard.clone(),
         });
         TestApi {
             app,
             hub,
+            dashboard,
             _dir: dir,
         }
     }
@@ -147,10 +152,13 @@ impl TestApi {
         body: String,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("content-type", "application/json");
+        let mut request = Request::builder().method(method).uri(uri);
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        {
+            request = request.header("content-type", "application/json");
+        }
         if let Some(token) = token {
             request = request.header("authorization", token);
         }

@@ -367,7 +367,7 @@ impl Hub {
         if !state.active.load(Ordering::Acquire) || !self.config().jobs.autorun {
             return;
         }
-        let Ok(target) = self.store().read(|r| r.last_event_seq()).await else {
+        let Ok(target) = self.last_event_seq().await else {
             return;
         };
         state.wake.notify_one();

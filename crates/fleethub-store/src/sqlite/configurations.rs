@@ -120,14 +120,6 @@ pub trait ConfigurationReads: Reads {
         let rows = stmt.query_map([job_id, first, last], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
-
-    /// The newest event's sequence number (0 when the log is empty).
-    fn last_event_seq(&self) -> Result<i64, StoreError> {
-        let mut stmt = self
-            .conn()
-            .prepare_cached("SELECT coalesce(max(seq), 0) FROM events")?;
-        Ok(stmt.query_row([], |r| r.get(0))?)
-    }
 }
 
 impl<T: Reads + ?Sized> ConfigurationReads for T {}

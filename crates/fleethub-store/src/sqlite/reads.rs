@@ -156,6 +156,22 @@ pub trait Reads: sealed::Connected {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The newest `limit` telemetry messages of one device, oldest first (a dashboard's plot).
+    fn telemetry_latest(
+        &self,
+        device_id: &str,
+        limit: usize,
+    ) -> Result<Vec<TelemetryRow>, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT seq, device_id, message_id, enqueued_ms, properties, body FROM telemetry
+             WHERE device_id = ?1 ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![device_id, sql_limit(limit)], telemetry_row)?;
+        let mut rows: Vec<TelemetryRow> = rows.collect::<Result<_, _>>()?;
+        rows.reverse();
+        Ok(rows)
+    }
+
     /// Up to `limit` of a device's queued cloud-to-device messages not expired at `now_ms`, oldest first.
     fn pending_c2d(
         &self,
@@ -206,6 +222,15 @@ pub trait Reads: sealed::Connected {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest event's `seq`, or 0 when the log is empty (a reader that wants only what
+    /// comes next starts there).
+    fn last_event_seq(&self) -> Result<i64, StoreError> {
+        let mut stmt = self
+            .conn()
+            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events")?;
+        Ok(stmt.query_row([], |r| r.get(0))?)
     }
 
     /// The value of a hub setting, if set.

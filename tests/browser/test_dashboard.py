@@ -1,0 +1,192 @@
+"""The dashboard in a real browser against a real hub with a simulated fleet: sign in, read the
+overview, watch it update live, query with an error then without, open a device and change it,
+and a read-only policy that sees no buttons and whose changes the server refuses."""
+
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+from conftest import DEVICES
+from waiting import wait_until
+
+TIMEOUT = 20
+
+
+def wait(browser, condition, timeout=TIMEOUT):
+    return WebDriverWait(browser, timeout).until(condition)
+
+
+def visible(browser, css, timeout=TIMEOUT):
+    return wait(browser, EC.visibility_of_element_located((By.CSS_SELECTOR, css)), timeout)
+
+
+def text_of(browser, css):
+    return browser.find_element(By.CSS_SELECTOR, css).text
+
+
+def sign_in(browser, hub, policy, key):
+    browser.get(hub.base_url + "/")
+    visible(browser, "#sign-in-form")
+    name = browser.find_element(By.ID, "sign-in-policy")
+    name.clear()
+    name.send_keys(policy)
+    browser.find_element(By.ID, "sign-in-key").send_keys(key, Keys.ENTER)
+    visible(browser, "#devices-total")
+
+
+def sign_out(browser):
+    browser.find_element(By.ID, "sign-out").click()
+    visible(browser, "#sign-in-form")
+
+
+def test_a_wrong_key_is_refused_and_the_right_one_signs_in(browser, hub, shots):
+    browser.get(hub.base_url + "/")
+    visible(browser, "#sign-in-form")
+    shots(browser, "sign-in")
+    browser.find_element(By.ID, "sign-in-key").send_keys("not-the-key", Keys.ENTER)
+    error = visible(browser, "#sign-in-error")
+    assert "no shared access policy has that name and key" in error.text
+    assert browser.find_element(By.ID, "nav").get_attribute("hidden") is not None
+
+    sign_in(browser, hub, "iothubowner", hub.owner_key())
+    cookies = {c["name"]: c for c in browser.get_cookies()}
+    session = cookies["fleethub_session"]
+    assert session["httpOnly"] and session["secure"] and session["sameSite"] == "Strict", session
+    assert browser.execute_script("return document.cookie") == "", "scripts cannot read the session"
+
+
+def test_the_overview_shows_the_fleet_and_firmware_in_semver_order(browser, hub, shots):
+    wait_until(lambda: text_of(browser, "#devices-total .value") == str(DEVICES), message="device total")
+    wait(browser, lambda b: text_of(b, "#devices-connected .value") == str(DEVICES))
+    rows = browser.find_elements(By.CSS_SELECTOR, "section[aria-labelledby=fw-title] tbody tr")
+    versions = [r.get_attribute("data-version") for r in rows]
+    assert versions == ["1.4.2"], versions
+    assert "idle" in text_of(browser, "section[aria-labelledby=st-title]")
+    visible(browser, "#recent-events li")
+    shots(browser, "overview")
+
+
+def test_the_overview_updates_live_without_a_reload(browser, hub):
+    browser.execute_script("window.__sameDocument = true")
+    hub.rest("PUT", "/devices/late-arrival", json={"deviceId": "late-arrival"}).raise_for_status()
+    wait(browser, lambda b: "late-arrival" in text_of(b, "#recent-events"))
+    wait(browser, lambda b: text_of(b, "#devices-total .value") == str(DEVICES + 1))
+    assert browser.execute_script("return window.__sameDocument") is True, "the page was reloaded"
+
+
+def test_a_query_error_points_at_the_spot_and_a_correct_query_pages(browser, hub, shots):
+    browser.find_element(By.CSS_SELECTOR, "a[data-nav=devices]").click()
+    visible(browser, "#results table")
+    box = browser.find_element(By.ID, "query")
+    box.clear()
+    box.send_keys("SELECT * FROM devices WHERE properties.reported.firmware.status = ")
+    browser.find_element(By.ID, "run-query").click()
+    error = visible(browser, "#query-error")
+    lines = error.text.splitlines()
+    assert any(line.strip() == "^" for line in lines), error.text
+    caret_line = next(i for i, line in enumerate(lines) if line.strip() == "^")
+    assert lines[caret_line - 1].rstrip().endswith("="), "the caret sits under the end of the query"
+    assert box.get_attribute("aria-invalid") == "true"
+    shots(browser, "devices-query-error")
+
+    box.clear()
+    box.send_keys("SELECT * FROM devices WHERE properties.reported.firmware.status = 'idle'")
+    browser.find_element(By.ID, "run-query").click()
+    wait(browser, lambda b: not b.find_element(By.ID, "query-error").is_displayed())
+    visible(browser, "#results table")
+    assert box.get_attribute("aria-invalid") is None
+    ids = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#results tbody th a")]
+    assert len(ids) == DEVICES and all(i.startswith("sim-") for i in ids), ids
+    shots(browser, "devices")
+
+
+def test_a_device_page_shows_its_twin_firmware_and_telemetry_and_edits_desired(browser, hub, shots):
+    browser.find_element(By.CSS_SELECTOR, "#results tbody th a").click()
+    device = visible(browser, "#device-id").text
+    assert text_of(browser, "#fw-current") == "1.4.2"
+    visible(browser, "#telemetry-plot")
+    patch = browser.find_element(By.ID, "desired-patch")
+    patch.clear()
+    patch.send_keys('{"ledColour": "amber"}')
+    browser.find_element(By.ID, "desired-save").click()
+    visible(browser, "#confirm")
+    shots(browser, "device-confirm")
+    browser.find_element(By.ID, "confirm-ok").click()
+    wait(browser, lambda b: "Saved." in text_of(b, "#desired-result"))
+    wait(browser, lambda b: "amber" in text_of(b, "#twin-desired"))
+    twin = hub.rest("GET", f"/twins/{device}").json()
+    assert twin["properties"]["desired"]["ledColour"] == "amber"
+    shots(browser, "device")
+
+
+def test_a_read_only_policy_sees_no_buttons_and_the_server_refuses_its_changes(browser, hub, shots):
+    sign_out(browser)
+    sign_in(browser, hub, "registryRead", hub.policy_key("registryRead"))
+    assert "read-only" in text_of(browser, "#policy")
+    browser.get(hub.base_url + "/#/devices/sim-1")
+    visible(browser, "#fw-current")
+    assert browser.find_elements(By.ID, "desired-form") == []
+    assert browser.find_elements(By.ID, "method-form") == []
+    shots(browser, "device-read-only")
+
+    # The same request the owner's page sent, from this session with its CSRF token: refused.
+    answer = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        (async () => {
+          const session = await (await fetch('/dashboard/session')).json();
+          const r = await fetch('/twins/sim-1', {method: 'PATCH',
+            headers: {'content-type': 'application/json', 'x-fleethub-csrf': session.csrfToken},
+            body: JSON.stringify({properties: {desired: {ledColour: 'red'}}})});
+          done({status: r.status, body: await r.json()});
+        })();
+    """)
+    assert answer["status"] == 401, answer
+    assert "does not grant ServiceConnect" in answer["body"]["message"], answer
+    assert hub.rest("GET", "/twins/sim-1").json()["properties"]["desired"].get("ledColour") != "red"
+
+
+def test_a_change_without_the_csrf_token_is_refused(browser, hub):
+    sign_out(browser)
+    sign_in(browser, hub, "iothubowner", hub.owner_key())
+    answer = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch('/twins/sim-2', {method: 'PATCH', headers: {'content-type': 'application/json'},
+              body: JSON.stringify({properties: {desired: {ledColour: 'red'}}})})
+          .then(async r => done({status: r.status, body: await r.json()}));
+    """)
+    assert answer["status"] == 401, answer
+    assert "CSRF" in answer["body"]["message"], answer
+
+
+def test_the_one_time_sign_in_link_works_once(phone, hub, shots):
+    link = hub.ready["signInLink"]
+    phone.get(link)
+    visible(phone, "#devices-total")
+    assert "#signin" not in phone.current_url, "the token is dropped from the address bar"
+    wait_until(lambda: text_of(phone, "#devices-total .value") != "", message="overview on a phone")
+    shots(phone, "overview-phone")
+    wide = phone.execute_script("""
+        return [...document.querySelectorAll('body *')]
+          .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+          .map(e => e.tagName + '#' + e.id + '.' + e.className).slice(0, 5);
+    """)
+    assert wide == [], f"the overview fits a phone's width; wider: {wide}"
+    phone.delete_all_cookies()
+    phone.get("about:blank")
+    phone.get(link)
+    error = visible(phone, "#sign-in-error")
+    assert "already used" in error.text
+
+
+def test_pages_of_jobs_configurations_and_firmware_render(browser, hub):
+    hub.rest("PUT", "/configurations/blue-leds", json={
+        "id": "blue-leds", "priority": 10, "targetCondition": "deviceId = 'sim-3'",
+        "content": {"deviceContent": {"properties.desired.ledColour": "blue"}},
+    }).raise_for_status()
+    for nav, expect in (("configurations", "blue-leds"), ("jobs", "Jobs"), ("firmware", "Firmware")):
+        browser.get(f"{hub.base_url}/#/{nav}")
+        wait(browser, lambda b: expect in text_of(b, "#page"))
+        assert browser.find_elements(By.CSS_SELECTOR, "#page .error") == []
+    browser.get(f"{hub.base_url}/#/configurations/blue-leds")
+    wait(browser, lambda b: "deviceId = 'sim-3'" in text_of(b, "#page"))
