@@ -56,7 +56,7 @@ class Hub:
         sim_log = open(self.workdir / "simulate.log", "wb")
         self.processes.append(subprocess.Popen(
             [str(_binary()), "simulate", "--ready-file", str(self.ready_path), "--devices", str(DEVICES),
-             "--register", "--telemetry-interval", "1", "--firmware", "1.4.2"],
+             "--register", "--tags", "product=aq", "--telemetry-interval", "1", "--firmware", "1.4.2"],
             stdout=sim_log, stderr=sim_log, cwd=self.workdir))
         wait_until(lambda: self.rest("GET", "/statistics/service").json()["connectedDeviceCount"] == DEVICES,
                    timeout=60, message=f"{DEVICES} simulated devices connected")
@@ -97,6 +97,13 @@ class Hub:
         finally:
             db.close()
         return next(p["primaryKey"] for p in json.loads(text) if p["keyName"] == name)
+
+    def cli(self, *args):
+        """Runs `fleethub <args> --ready-file …` against this hub; returns its stdout."""
+        done = subprocess.run([str(_binary()), *args, "--ready-file", str(self.ready_path)],
+                              capture_output=True, text=True, timeout=60, cwd=self.workdir)
+        assert done.returncode == 0, f"fleethub {' '.join(args)}: {done.stderr}"
+        return done.stdout
 
     def owner_key(self):
         return parse_connection_string(self.ready["ownerConnectionString"])["SharedAccessKey"]

@@ -2,6 +2,7 @@
 overview, watch it update live, query with an error then without, open a device and change it,
 and a read-only policy that sees no buttons and whose changes the server refuses."""
 
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
@@ -14,7 +15,8 @@ TIMEOUT = 20
 
 
 def wait(browser, condition, timeout=TIMEOUT):
-    return WebDriverWait(browser, timeout).until(condition)
+    # Live pages redraw: an element read mid-redraw is gone, and the condition is asked again.
+    return WebDriverWait(browser, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def visible(browser, css, timeout=TIMEOUT):

@@ -1,5 +1,5 @@
 //! `GET /dashboard/overview`: the fleet in one answer — device counts, firmware versions in
-//! semantic-version order, firmware update statuses, configurations' compliance and the newest
+//! semantic-version order, firmware update statuses, configurations' and rollouts' compliance, devices flagged by rollouts, and the newest
 //! events. Each figure is a count the store computes (an aggregate query, a counter), never a
 //! walk the page does over devices; the answer is kept for a moment so that many open
 //! dashboards, each refreshing when the change feed moves, cost one computation.
@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 const FRESH_FOR: Duration = Duration::from_secs(2);
 /// Events the overview lists.
 const RECENT_EVENTS: usize = 15;
+/// Rollouts the overview lists, newest first; devices flagged are summed over them.
+const ROLLOUTS: usize = 20;
 /// Configurations the overview lists (IoT Hub allows 100).
 const CONFIGURATIONS: u64 = 100;
 
@@ -71,6 +73,11 @@ async fn compute(hub: &Hub) -> Result<Value, ApiError> {
     let statuses = group_count(hub, REPORTED_STATUS_PATH).await?;
     let configurations = hub.list_configurations(Some(CONFIGURATIONS)).await?;
     let events = hub.latest_events(RECENT_EVENTS).await?;
+    let rollouts = hub.list_rollouts(ROLLOUTS).await?;
+    let flagged: u64 = rollouts
+        .iter()
+        .map(|r| u64::from(r.compliance.flagged))
+        .sum();
     Ok(json!({
         "devices": {
             "total": counts.total,
@@ -95,6 +102,19 @@ async fn compute(hub: &Hub) -> Result<Value, ApiError> {
                 "applied": c.system_metrics.results.get("appliedCount").copied().unwrap_or(0),
             }))
             .collect::<Vec<_>>(),
+        "rollouts": rollouts
+            .iter()
+            .map(|r| json!({
+                "id": r.id,
+                "status": r.status,
+                "targeted": r.compliance.targeted,
+                "updated": r.compliance.updated,
+                "failed": r.compliance.failed,
+                "rolledBack": r.compliance.rolled_back,
+                "flagged": r.compliance.flagged,
+            }))
+            .collect::<Vec<_>>(),
+        "flagged": flagged,
         "events": PageBody::from(events),
     }))
 }

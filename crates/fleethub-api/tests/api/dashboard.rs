@@ -386,6 +386,8 @@ async fn the_overview_counts_devices_and_lists_firmware_versions_in_semver_order
     let o = reply.json();
     assert_eq!(o["devices"]["total"], 5);
     assert_eq!(o["devices"]["connected"], 0);
+    assert_eq!(o["rollouts"], json!([]));
+    assert_eq!(o["flagged"], 0);
     assert_eq!(
         o["firmware"]["versions"],
         json!([

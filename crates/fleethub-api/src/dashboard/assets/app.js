@@ -262,7 +262,7 @@ function overviewContent(o, recent) {
     card("Connected now", d.connected, "devices-connected", pct(d.connected, d.total)),
     card("Disabled", d.disabled, "devices-disabled"),
     card("Firmware failed or rolled back", failing, "devices-failing", null, failing > 0),
-    card("Flagged for a visit", o.flagged ?? "—", "devices-flagged", o.flagged == null ? "from rollouts" : null, o.flagged > 0));
+    card("Flagged for a visit", o.flagged, "devices-flagged", "by rollouts", o.flagged > 0));
   const maxVersion = Math.max(1, ...o.firmware.versions.map((v) => v.devices));
   const versions = h("section", { class: "panel", "aria-labelledby": "fw-title" },
     h("h2", { id: "fw-title" }, "Firmware versions"),
@@ -291,8 +291,7 @@ function overviewContent(o, recent) {
           h("td", { class: "bar-cell" }, progress(c.applied, c.targeted))))));
   const rollouts = h("section", { class: "panel", "aria-labelledby": "ro-title" },
     h("h2", { id: "ro-title" }, "Compliance per rollout"),
-    !o.rollouts ? h("p", { class: "muted" }, "Rollouts are not available on this hub yet.") :
-      o.rollouts.length === 0 ? h("p", { class: "muted" }, "No rollouts.") :
+    o.rollouts.length === 0 ? h("p", { class: "muted" }, "No rollouts.") :
         table([{ label: "Rollout" }, { label: "Status" }, { label: "Updated", num: true }, { label: "Targeted", num: true }, { label: "Flagged", num: true }, { label: "Compliance" }],
           o.rollouts.map((r) => h("tr", {},
             h("th", { scope: "row" }, h("a", { href: `#/rollouts/${enc(r.id)}` }, r.id)),
@@ -716,11 +715,94 @@ async function firmwareItemPage(root, params, fid) {
 // ---------- rollouts ----------
 
 async function rolloutsPage(root) {
-  root.append(h("h1", {}, "Rollouts"), h("p", { class: "notice" }, "This hub does not serve rollouts over REST yet."));
+  const list = (await api("GET", "/v1/rollouts?top=100")).data;
+  root.append(h("h1", {}, "Rollouts"),
+    list.length === 0 ? h("p", { class: "muted" }, "No rollouts. Create one with: fleethub rollout create FILE") :
+      table(["Rollout", "Status", "Firmware", { label: "Targeted", num: true }, { label: "Updated", num: true },
+        { label: "Failed", num: true }, { label: "Flagged", num: true }, "Compliance"],
+      list.map((r) => h("tr", {},
+        h("th", { scope: "row" }, h("a", { href: `#/rollouts/${enc(r.id)}` }, r.id)),
+        h("td", {}, badge(r.status)), h("td", {}, (r.spec && r.spec.artifact && r.spec.artifact.version) || "—"),
+        h("td", { class: "num" }, fmt(r.compliance.targeted)), h("td", { class: "num" }, fmt(r.compliance.updated)),
+        h("td", { class: "num" }, fmt(r.compliance.failed)), h("td", { class: "num" }, fmt(r.compliance.flagged)),
+        h("td", { class: "bar-cell" }, progress(r.compliance.updated, r.compliance.targeted))))));
+  const refresh = throttle(() => { if (parseHash().path === "/rollouts") route(); }, 3000);
+  S.onEvents = (events) => { if (events.length) refresh(); };
 }
 
+const COMMANDS = [
+  ["pause", "Pause", (r) => r.status === "running", "Pause rollout %s? No device is pushed until it is resumed."],
+  ["resume", "Resume", (r) => r.status === "paused", "Resume rollout %s?"],
+  ["retry", "Retry failed", (r) => r.status === "running" || r.status === "paused", "Retry the failed and flagged devices of %s with fresh retries?"],
+  ["rollback", "Roll back", (r) => r.status !== "aborted" && r.status !== "superseded", "Roll back rollout %s? Its devices are sent back to their previous firmware."],
+  ["abort", "Abort", (r) => r.status !== "aborted" && r.status !== "superseded", "Abort rollout %s? Nothing more is pushed; this cannot be undone."],
+];
+
 async function rolloutPage(root, params, rid) {
-  await rolloutsPage(root, params, rid);
+  const id = S.renderId;
+  const head = h("div", {});
+  const body = h("div", {});
+  root.append(h("p", {}, h("a", { href: "#/rollouts" }, "← Rollouts")), head, body);
+  const draw = async () => {
+    const r = (await api("GET", `/v1/rollouts/${enc(rid)}`)).data;
+    const trail = (await api("GET", `/v1/rollouts/${enc(rid)}/events?top=500`)).data.events || [];
+    if (!current(id)) return;
+    const c = r.compliance;
+    head.replaceChildren(
+      h("h1", {}, "Rollout ", h("span", { class: "mono" }, rid), " ", h("span", { id: "rollout-status" }, badge(r.status))),
+      r.reason ? h("p", { class: "notice" }, r.reason) : null,
+      h("div", { class: "cards" },
+        card("Targeted", c.targeted, "ro-targeted"), card("Updated", c.updated, "ro-updated", pct(c.updated, c.targeted)),
+        card("Pending", c.pending, "ro-pending"), card("Failed", c.failed, "ro-failed", null, c.failed > 0),
+        card("Rolled back", c.rolled_back, "ro-rolled-back"), card("Flagged", c.flagged, "ro-flagged", null, c.flagged > 0)),
+      can("registryWrite") ? h("div", { class: "row", id: "rollout-actions" },
+        COMMANDS.filter(([, , when]) => when(r)).map(([verb, label, , question]) =>
+          h("button", { type: "button", id: `rollout-${verb}`, class: verb === "resume" || verb === "pause" ? "" : "danger",
+            onclick: async () => {
+              if (!await confirmAction(question.replace("%s", rid), label)) return;
+              try { await api("POST", `/v1/rollouts/${enc(rid)}/${verb}`, {}); await draw(); }
+              catch (e) { head.append(errorBox(e)); }
+            } }, label))) : null);
+    body.replaceChildren(
+      h("h2", {}, "Waves"),
+      table(["Wave", "Status", { label: "Pending", num: true }, { label: "Updating", num: true }, { label: "Updated", num: true },
+        { label: "Failed", num: true }, { label: "Rolled back", num: true }, "Gate"],
+      r.waves.map((w) => {
+        const k = w.counts, g = w.gate;
+        return h("tr", { "data-wave": w.name },
+          h("th", { scope: "row" }, w.name), h("td", {}, badge(w.status)),
+          h("td", { class: "num", "data-count": "pending" }, fmt(k.unassigned + k.waiting)),
+          h("td", { class: "num", "data-count": "updating" }, fmt(k.in_progress)),
+          h("td", { class: "num", "data-count": "updated" }, fmt(k.updated)),
+          h("td", { class: "num", "data-count": "failed" }, fmt(k.failed + k.flagged)),
+          h("td", { class: "num", "data-count": "rolled-back" }, fmt(k.rolled_back + k.rolling_back)),
+          h("td", {}, `success ${g.success_text}: ${g.updated}/${g.size} ${g.success_reached ? "✓ reached" : "not yet"}; ` +
+            `failure ${g.failure_text}: ${g.failures} ${g.failure_exceeded ? "✗ exceeded" : "within"}`));
+      }), "Per wave, live"),
+      h("h2", {}, "Failure reasons"), failureReasons(trail),
+      h("h2", {}, "Audit trail"),
+      trail.length === 0 ? h("p", { class: "muted" }, "Nothing yet.") :
+        h("ul", { class: "events", id: "rollout-trail" }, trail.slice().reverse().slice(0, 100).map((e) => h("li", {},
+          h("time", { datetime: e.at }, timeText(e.at)), h("strong", {}, e.kind), " ",
+          e.wave ? `[${e.wave}] ` : "", e.device ? h("a", { href: `#/devices/${enc(e.device)}` }, e.device) : null,
+          h("span", { class: "muted" }, ` ${e.message}`)))));
+  };
+  await draw();
+  const refresh = throttle(() => draw().catch(() => {}), 1000);
+  S.onEvents = (events) => { if (events.length) refresh(); };
+}
+
+/** Failed and flagged devices' messages from the audit trail, grouped with a count each. */
+function failureReasons(trail) {
+  const groups = new Map();
+  for (const e of trail) {
+    if (!["device_failed", "device_flagged", "device_refused"].includes(e.kind)) continue;
+    const reason = e.message.replace(/^device \S+:?\s*/, "");
+    groups.set(reason, (groups.get(reason) || 0) + 1);
+  }
+  if (groups.size === 0) return h("p", { class: "muted" }, "No failures.");
+  return table(["Reason", { label: "Events", num: true }],
+    [...groups].sort((a, b) => b[1] - a[1]).map(([reason, n]) => h("tr", {}, h("td", {}, reason), h("td", { class: "num" }, fmt(n)))));
 }
 
 // ---------- start ----------

@@ -1,0 +1,81 @@
+"""A rollout in the dashboard: created with the CLI over the simulated fleet, its waves' counts
+move on the page without a reload, it is paused from the page (and the engine is paused), and a
+read-only policy sees no command buttons and cannot pause it."""
+
+from selenium.webdriver.common.by import By
+
+from test_dashboard import sign_in, text_of, visible, wait
+
+SPEC = """
+target = "tags.product = 'aq'"
+soak_secs = 5
+max_silence_secs = 900
+device_timeout_secs = 1200
+[artifact]
+version = "2.1.0"
+sha256 = "the upload of 2.1.0"
+[[waves]]
+name = "canary"
+select = { percent = 10 }
+success = { percent = 100 }
+failure = { count = 0 }
+[[waves]]
+name = "rest"
+select = { percent = 100 }
+batch = { size = 2, interval_secs = 20 }
+success = { percent = 98 }
+failure = { percent = 50 }
+"""
+
+
+def updated(browser):
+    return text_of(browser, "#ro-updated .value")
+
+
+def test_a_rollout_updates_live_and_is_paused_from_the_page(browser, hub, shots):
+    image = hub.workdir / "fw-2.1.0.bin"
+    image.write_bytes(bytes(range(256)) * 32)
+    hub.cli("firmware", "upload", str(image), "--version", "2.1.0", "--model", "esp32")
+    spec = hub.workdir / "rollout.toml"
+    spec.write_text(SPEC)
+    hub.cli("rollout", "create", "night", "--file", str(spec))
+
+    browser.delete_all_cookies()
+    sign_in(browser, hub, "iothubowner", hub.owner_key())
+    browser.get(hub.base_url + "/#/rollouts/night")
+    visible(browser, "tr[data-wave=canary]")
+    browser.execute_script("window.__sameDocument = true")
+    before = updated(browser)
+    wait(browser, lambda b: updated(b) not in ("", before), timeout=60)
+    wait(browser, lambda b: "passed" in text_of(b, "tr[data-wave=canary]"), timeout=60)
+    assert browser.execute_script("return window.__sameDocument") is True, "the page was reloaded"
+    shots(browser, "rollout")
+
+    browser.find_element(By.ID, "rollout-pause").click()
+    visible(browser, "#confirm")
+    browser.find_element(By.ID, "confirm-ok").click()
+    wait(browser, lambda b: "paused" in text_of(b, "#rollout-status"))
+    assert hub.rest("GET", "/v1/rollouts/night").json()["status"] == "paused"
+    visible(browser, "#rollout-resume")
+    assert "paused" in text_of(browser, "#rollout-trail")
+    shots(browser, "rollout-paused")
+
+
+def test_a_read_only_policy_cannot_command_a_rollout(browser, hub):
+    browser.delete_all_cookies()
+    sign_in(browser, hub, "registryRead", hub.policy_key("registryRead"))
+    browser.get(hub.base_url + "/#/rollouts/night")
+    visible(browser, "tr[data-wave=rest]")
+    assert browser.find_elements(By.ID, "rollout-actions") == []
+    answer = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        (async () => {
+          const session = await (await fetch('/dashboard/session')).json();
+          const r = await fetch('/v1/rollouts/night/resume', {method: 'POST',
+            headers: {'content-type': 'application/json', 'x-fleethub-csrf': session.csrfToken}, body: '{}'});
+          done({status: r.status, body: await r.json()});
+        })();
+    """)
+    assert answer["status"] == 401, answer
+    assert "does not grant RegistryWrite" in answer["body"]["message"], answer
+    assert hub.rest("GET", "/v1/rollouts/night").json()["status"] == "paused"
