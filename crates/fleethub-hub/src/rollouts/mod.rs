@@ -347,10 +347,33 @@ impl Hub {
         for id in &ids {
             self.loaded(&mut machines, id).await?;
         }
-        if !ids.is_empty() {
-            state.active.store(true, Ordering::Release);
-            state.wake.notify_one();
+        if ids.is_empty() {
+            return Ok(());
         }
+        state.active.store(true, Ordering::Release);
+        // Reports committed before the stop whose observations had not been taken in yet were
+        // lost with the queue: tell the machines what the twins say now (a report they already
+        // saw is recognised as such and changes nothing).
+        let watched: Vec<String> = machines
+            .values()
+            .filter(|l| !l.machine.status().is_terminal())
+            .flat_map(|l| l.machine.devices().iter())
+            .filter(|d| d.state.timer().is_some())
+            .map(|d| d.id.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        drop(machines);
+        for (device, doc) in self.twin_docs(watched).await? {
+            let Some(firmware) = doc
+                .as_ref()
+                .and_then(fleethub_core::firmware::ReportedFirmware::from_twin)
+            else {
+                continue;
+            };
+            state.observe(Observation::Reported { device, firmware });
+        }
+        state.wake.notify_one();
         Ok(())
     }
 
