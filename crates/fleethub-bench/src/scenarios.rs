@@ -38,6 +38,9 @@ pub enum BenchName {
     /// A configuration targeting a tenth of a million devices: time until applied, and how
     /// soon its metrics follow a twin change.
     Configurations,
+    /// A rollout over 100,000 devices: hub CPU per device report with and without it, and the
+    /// engine's own figures.
+    Rollout,
     /// The connection-level benchmarks above (not the million-device ones).
     All,
 }
@@ -68,7 +71,7 @@ pub struct BenchArgs {
 }
 
 pub(super) const KEY: &str = "ZmxlZXRodWItYmVuY2gta2V5LTAwMDAwMDAwMDAwMDA=";
-const PREFIX: &str = "bench-";
+pub(super) const PREFIX: &str = "bench-";
 
 /// Prints the closing JSON line of one figure.
 pub(super) fn figure(bench: &str, value: f64, unit: &str, target: &str) {
@@ -104,6 +107,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         BenchName::MethodJob => super::million_devices::method_job(&args).await?,
         BenchName::Firmware => super::firmware::firmware(&args).await?,
         BenchName::Configurations => super::million_devices::configurations(args.devices).await?,
+        BenchName::Rollout => super::rollout::rollout(&args).await?,
         _ => {}
     }
     Ok(())
@@ -239,10 +243,10 @@ impl WorkerProcesses {
 }
 
 /// Totals of a throughput run: acked per second over the longest worker window, p50/p99.
-struct Totals {
-    acked: u64,
-    errors: u64,
-    rate: f64,
+pub(super) struct Totals {
+    pub(super) acked: u64,
+    pub(super) errors: u64,
+    pub(super) rate: f64,
     p50_ms: f64,
     p99_ms: f64,
 }
@@ -273,7 +277,7 @@ fn totals(results: &[WorkerResult]) -> Totals {
 }
 
 /// One load phase; the second value is how many cores `watch` (a server's pid) used while loaded.
-async fn load_run(
+pub(super) async fn load_run(
     mode: WorkerMode,
     port: u16,
     ca: Option<&Path>,
