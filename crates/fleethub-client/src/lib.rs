@@ -135,6 +135,14 @@ pub struct MethodCall {
     pub method_name: String,
     pub payload: Value,
     pub response_timeout_in_seconds: u64,
+    /// Seconds the hub waits for the device to connect; 0 (left out) means it must be
+    /// connected now.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub connect_timeout_in_seconds: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A device's answer to a direct method.
@@ -294,6 +302,47 @@ impl HubClient {
             .await
     }
 
+    /// Replaces a device's registry entry only if it is still at `etag` (`If-Match`); a change
+    /// in between is refused with 412.
+    pub async fn update_device(
+        &self,
+        id: &str,
+        device: &Value,
+        etag: &str,
+    ) -> Result<Value, ClientError> {
+        let path = format!("/devices/{id}");
+        self.json_if_match(Method::PUT, &path, Some(device), etag)
+            .await
+    }
+
+    /// Deletes a device only if it is still at `etag`.
+    pub async fn delete_device_if(&self, id: &str, etag: &str) -> Result<(), ClientError> {
+        let path = format!("/devices/{id}");
+        self.json_if_match(Method::DELETE, &path, None, etag)
+            .await
+            .map(drop)
+    }
+
+    /// A call with `If-Match: "{etag}"` (`*` matches any version).
+    async fn json_if_match(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        etag: &str,
+    ) -> Result<Value, ClientError> {
+        let what = format!("{method} {path}");
+        let token = self.token()?;
+        let quoted = if etag == "*" || etag.starts_with('"') {
+            etag.to_string()
+        } else {
+            format!("\"{etag}\"")
+        };
+        self.call_as(method, path, body, &[("If-Match", &quoted)], Some(&token))
+            .await?
+            .ok(&what)
+    }
+
     /// Deletes a device.
     pub async fn delete_device(&self, id: &str) -> Result<(), ClientError> {
         self.json(Method::DELETE, &format!("/devices/{id}"), None)
@@ -370,6 +419,31 @@ impl HubClient {
             .await
     }
 
+    /// Replaces a twin's tags and desired properties (`PUT /twins/{id}`), if it is still at
+    /// `etag` when one is given; answers the twin.
+    pub async fn replace_twin(
+        &self,
+        id: &str,
+        twin: &Value,
+        etag: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let path = format!("/twins/{id}");
+        self.json_if_match(Method::PUT, &path, Some(twin), etag.unwrap_or("*"))
+            .await
+    }
+
+    /// Merges a patch into a twin only if it is still at `etag`; answers the twin.
+    pub async fn patch_twin_if(
+        &self,
+        id: &str,
+        patch: &Value,
+        etag: &str,
+    ) -> Result<Value, ClientError> {
+        let path = format!("/twins/{id}");
+        self.json_if_match(Method::PATCH, &path, Some(patch), etag)
+            .await
+    }
+
     /// Invokes a direct method and waits for the device's answer.
     pub async fn invoke_method(
         &self,
@@ -403,6 +477,44 @@ impl HubClient {
     pub async fn cancel_job(&self, id: &str) -> Result<Value, ClientError> {
         self.json(Method::POST, &format!("/jobs/v2/{id}/cancel"), None)
             .await
+    }
+
+    /// Every job the hub keeps (`GET /jobs/v2/query`), newest first, optionally of one type
+    /// (`scheduleUpdateTwin`, `scheduleDeviceMethod`) or status, following continuation tokens.
+    pub async fn list_jobs(
+        &self,
+        job_type: Option<&str>,
+        job_status: Option<&str>,
+    ) -> Result<Vec<Value>, ClientError> {
+        let mut items = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut params = vec![];
+            if let Some(t) = job_type {
+                params.push(format!("jobType={t}"));
+            }
+            if let Some(s) = job_status {
+                params.push(format!("jobStatus={s}"));
+            }
+            if let Some(t) = &token {
+                params.push(format!(
+                    "continuationToken={}",
+                    percent_encoding::utf8_percent_encode(t, percent_encoding::NON_ALPHANUMERIC)
+                ));
+            }
+            let path = format!("/jobs/v2/query?{}", params.join("&"));
+            let page = self.json(Method::GET, &path, None).await?;
+            if let Some(page_items) = page["items"].as_array() {
+                items.extend(page_items.iter().cloned());
+            }
+            token = page["continuationToken"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                return Ok(items);
+            }
+        }
     }
 
     /// `GET /statistics/devices`: total, enabled and disabled device counts.

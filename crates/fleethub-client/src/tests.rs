@@ -49,6 +49,7 @@ fn bulk_results_and_method_answers_read_iot_hubs_shapes() {
         method_name: "reboot".into(),
         payload: json!({}),
         response_timeout_in_seconds: 30,
+        connect_timeout_in_seconds: 0,
     };
     assert_eq!(
         serde_json::to_value(call).unwrap(),

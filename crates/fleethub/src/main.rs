@@ -1,7 +1,8 @@
 //! `fleethub`: the hub (`serve`) and its tools.
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use fleethub::cli::{Cli, Command};
 use fleethub::ServeConfig;
 
 /// mimalloc for Rust and, through its `override` feature, for SQLite's C allocations too: glibc's
@@ -10,49 +11,13 @@ use fleethub::ServeConfig;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// FleetHub: a self-hosted device-management hub that speaks Azure IoT Hub's protocols.
-#[derive(Parser)]
-#[command(name = "fleethub", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the hub: MQTT/TLS on 8883, HTTPS (REST, WebSocket, metrics) on 443 (8443 when 443
-    /// cannot be bound).
-    Serve(ServeConfig),
-    /// Run a benchmark against a fresh hub on this machine and print its figures.
-    Bench(fleethub_bench::BenchArgs),
-    /// One load process of a benchmark (started by `bench`).
-    #[command(hide = true)]
-    BenchWorker(fleethub_bench::WorkerArgs),
-    /// Run a query (IoT Hub's query language) against a hub and print the results as JSON.
-    Query(fleethub::query_cli::QueryArgs),
-    /// The firmware store: upload, list, show, delete, key, url.
-    Firmware(fleethub::firmware_cli::FirmwareArgs),
-    /// Configurations (automatic device management): create, list, show, delete.
-    Config(fleethub::config_cli::ConfigArgs),
-    /// Phased firmware rollouts: plan, rehearse, create, list, show, watch, and operator
-    /// commands.
-    Rollout(fleethub::rollout_cli::RolloutArgs),
-    /// The night a security fix ships: an embedded hub, 2,500 simulated sensors and a phased
-    /// rollout in which Boston's Wi-Fi breaks, in under three minutes. Exits 0 when the story
-    /// came out as told.
-    Demo(fleethub::demo::DemoArgs),
-    /// Simulate a fleet of virtual devices against a hub, or run a scenario file.
-    Simulate(Box<fleethub::simulate::SimulateArgs>),
-    /// One device process of a simulation (started by `simulate --processes`).
-    #[command(hide = true)]
-    SimulateWorker,
-}
-
 fn main() -> Result<()> {
     let cli = Cli::parse();
     // The simulator's live view owns the terminal: only warnings interrupt it.
     let default_filter = match cli.command {
         Command::Simulate(_) | Command::SimulateWorker | Command::Demo(_) => "warn",
+        // The CLI's stdout and stderr are for the person (or script) that ran it.
+        Command::Noun(_) | Command::Completions { .. } => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -68,10 +33,17 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve(cfg) => runtime.block_on(serve(cfg)),
         Command::Bench(args) => runtime.block_on(fleethub_bench::run(args)),
-        Command::Query(args) => runtime.block_on(fleethub::query_cli::run(args)),
-        Command::Firmware(args) => runtime.block_on(fleethub::firmware_cli::run(args)),
-        Command::Config(args) => runtime.block_on(fleethub::config_cli::run(args)),
-        Command::Rollout(args) => runtime.block_on(fleethub::rollout_cli::run(args)),
+        Command::Noun(noun) => {
+            let result = runtime.block_on(fleethub::cli::run(noun));
+            drop(runtime);
+            // A sentence for the operator, not a backtrace.
+            if let Err(e) = result {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Completions { shell } => fleethub::cli::completions(shell),
         Command::BenchWorker(args) => runtime.block_on(fleethub_bench::run_worker(args)),
         Command::Simulate(args) => {
             let passed = runtime.block_on(fleethub::simulate::run(*args))?;

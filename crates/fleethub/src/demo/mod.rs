@@ -206,7 +206,7 @@ async fn follow(
             out.push_str(&format!(
                 "[{:>5.1}s] {at} NY  {}\n",
                 started.elapsed().as_secs_f64(),
-                crate::table::text(&e["message"])
+                crate::cli::table::text(&e["message"])
             ));
         }
         let done = watch::finished(&v);

@@ -2,7 +2,7 @@
 //! flagged devices, the fleet's compliance, and whether the story came out as told.
 
 use super::ID;
-use crate::table::{columns, text};
+use crate::cli::table::{columns, text};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use fleethub_client::HubClient;

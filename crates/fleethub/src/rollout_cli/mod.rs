@@ -301,12 +301,12 @@ fn name_waves(devices: &mut Value, view: &Value) {
 }
 
 fn devices_table(devices: &[Value]) -> String {
-    crate::table::columns(
+    crate::cli::table::columns(
         &[
             "id", "wave", "state", "attempt", "version", "status", "failure",
         ],
         devices,
-        |d, name| crate::table::text(&d[name]),
+        |d, name| crate::cli::table::text(&d[name]),
     )
 }
 

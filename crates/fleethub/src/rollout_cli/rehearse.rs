@@ -4,7 +4,7 @@
 //! its window and batch let it be pushed; `rehearse` adds the failure rates the operator
 //! expects and answers what the waves and gates would do, and when.
 
-use crate::table::columns;
+use crate::cli::table::columns;
 use chrono::{DateTime, Utc};
 use fleethub_rollout::rehearsal::Rehearsal;
 use fleethub_rollout::DeviceState;
@@ -90,7 +90,7 @@ pub fn plan_text(r: &Rehearsal, devices: bool) -> String {
         &["wave", "devices", "first push", "last push", "zones"],
         &rows,
         |row, name| match name {
-            "wave" => crate::table::text(&row["wave"]),
+            "wave" => crate::cli::table::text(&row["wave"]),
             "devices" => row["devices"].to_string(),
             "first push" => time(&row["first_push"]),
             "last push" => time(&row["last_push"]),
@@ -138,7 +138,7 @@ pub fn plan_text(r: &Rehearsal, devices: bool) -> String {
         });
         out.push('\n');
         out.push_str(&columns(&["id", "wave", "zone", "push"], &items, |v, n| {
-            crate::table::text(&v[n])
+            crate::cli::table::text(&v[n])
         }));
     }
     out
@@ -208,7 +208,7 @@ pub fn rehearse_text(r: &Rehearsal) -> String {
             "pending",
         ],
         &outcome_rows(r),
-        |v, n| crate::table::text(&v[n]),
+        |v, n| crate::cli::table::text(&v[n]),
     ));
     let ended = match r.status {
         fleethub_rollout::Status::Completed => "completed",

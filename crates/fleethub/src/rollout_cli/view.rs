@@ -2,7 +2,7 @@
 //! progress bars `watch` and `fleethub demo` redraw. Everything reads the hub's JSON, so the CLI
 //! shows what any REST client sees.
 
-use crate::table::{columns, text};
+use crate::cli::table::{columns, text};
 use serde_json::Value;
 
 /// A counter of a `counts` object (0 when absent).

@@ -25,9 +25,9 @@ pub fn frame(v: &Value) -> String {
     let c = &v["compliance"];
     let mut out = format!(
         "rollout {} to {}: {}{}  ({} of {} updated)\n",
-        crate::table::text(&v["id"]),
-        crate::table::text(&v["spec"]["artifact"]["version"]),
-        crate::table::text(&v["status"]),
+        crate::cli::table::text(&v["id"]),
+        crate::cli::table::text(&v["spec"]["artifact"]["version"]),
+        crate::cli::table::text(&v["status"]),
         v["reason"]
             .as_str()
             .map(|r| format!(" ({r})"))
@@ -75,8 +75,8 @@ pub async fn watch(rest: &HubClient, id: &str, interval: f64, json: bool) -> Res
             } else {
                 out.push_str(&format!(
                     "{}  {}\n",
-                    crate::table::text(&e["at"]),
-                    crate::table::text(&e["message"])
+                    crate::cli::table::text(&e["at"]),
+                    crate::cli::table::text(&e["message"])
                 ));
             }
         }

@@ -47,20 +47,34 @@ pub struct HubTarget {
 }
 
 impl HubTarget {
-    /// Resolves the flags; with neither --hub nor --ready-file and `embed_allowed`, starts a hub.
+    /// Resolves the flags; with neither --hub nor --ready-file, the profile `fleethub login`
+    /// saved, else (when `embed_allowed`) a hub started in this process. A scenario run
+    /// (`embed_allowed`) never reads the profile: it is self-contained unless told a hub.
     pub async fn resolve(args: &HubArgs, embed_allowed: bool) -> Result<HubTarget> {
         if let Some(file) = &args.ready_file {
             return Self::from_ready_file(args, file);
         }
-        match &args.hub {
-            Some(conn) => {
-                let ca = args.ca.clone().or_else(default_ca);
-                Self::external(args, conn, ca.as_deref(), None)
+        if let Some(conn) = &args.hub {
+            let ca = match args.ca.clone().or_else(default_ca) {
+                Some(path) => read_ca(Some(&path))?,
+                None => profile_ca_for(conn)?,
+            };
+            return Self::external(args, conn, ca, None);
+        }
+        if embed_allowed {
+            return Self::embedded_with(|_| {}).await;
+        }
+        match crate::cli::profile::Profile::load()? {
+            Some(profile) => {
+                let ca = match &args.ca {
+                    Some(path) => read_ca(Some(path))?,
+                    None => profile.ca_pem.clone().map(String::into_bytes),
+                };
+                Self::external(args, &profile.hub, ca, profile.mqtt_port)
             }
-            None if embed_allowed => Self::embedded_with(|_| {}).await,
             None => bail!(
                 "say which hub: --hub \"HostName=…;SharedAccessKeyName=iothubowner;SharedAccessKey=…\" \
-                 (printed by `fleethub serve`) or --ready-file; only --scenario runs can start their own hub"
+                 (printed by `fleethub serve`), --ready-file, or save it once with `fleethub login`"
             ),
         }
     }
@@ -82,23 +96,26 @@ impl HubTarget {
                 .as_u64()
                 .and_then(|p| u16::try_from(p).ok())
         });
-        Self::external(args, conn, ca.as_deref(), mqtt)
+        Self::external(args, conn, read_ca(ca.as_deref())?, mqtt)
+    }
+
+    /// A hub named by a connection string, trusted by `ca_pem`.
+    pub fn connect(args: &HubArgs, conn: &str, ca_pem: Option<Vec<u8>>) -> Result<HubTarget> {
+        Self::external(args, conn, ca_pem, None)
     }
 
     fn external(
         args: &HubArgs,
         conn: &str,
-        ca: Option<&Path>,
+        ca_pem: Option<Vec<u8>>,
         mqtt_port: Option<u16>,
     ) -> Result<HubTarget> {
         let cs = ConnectionString::parse(conn).map_err(|e| anyhow!("--hub: {e}"))?;
         let (host, port_in_name) = split_host(&cs.host_name);
         let https_port = args.https_port.or(port_in_name).unwrap_or(443);
-        let Some(ca) = ca else {
+        let Some(ca_pem) = ca_pem else {
             bail!("no CA to trust the hub with: pass --ca <pem> (`fleethub serve` prints its CA path)");
         };
-        let ca_pem =
-            std::fs::read(ca).with_context(|| format!("reading the CA {}", ca.display()))?;
         let rest = HubClient::from_connection_string(
             &cs,
             format!("https://{host}:{https_port}"),
@@ -144,7 +161,7 @@ impl HubTarget {
         let mut target = Self::external(
             &args,
             &running.owner_connection_string,
-            Some(&ca_file),
+            read_ca(Some(&ca_file))?,
             None,
         )?;
         target.description = format!("embedded hub ({})", target.rest.base());
@@ -161,8 +178,31 @@ impl HubTarget {
     }
 }
 
+/// The saved profile's CA when the profile names the same hub as `conn` (a connection string
+/// from the environment for another policy of the hub `fleethub login` saved).
+fn profile_ca_for(conn: &str) -> Result<Option<Vec<u8>>> {
+    let host = |c: &str| {
+        ConnectionString::parse(c)
+            .ok()
+            .map(|cs| cs.host_name.to_ascii_lowercase())
+    };
+    let Some(profile) = crate::cli::profile::Profile::load()? else {
+        return Ok(None);
+    };
+    if host(conn).is_some() && host(conn) == host(&profile.hub) {
+        return Ok(profile.ca_pem.map(String::into_bytes));
+    }
+    Ok(None)
+}
+
+/// The CA file's PEM, if one is named.
+pub fn read_ca(path: Option<&Path>) -> Result<Option<Vec<u8>>> {
+    path.map(|p| std::fs::read(p).with_context(|| format!("reading the CA {}", p.display())))
+        .transpose()
+}
+
 /// The CA `fleethub serve` generates in its default data directory, if it is there.
-fn default_ca() -> Option<PathBuf> {
+pub fn default_ca() -> Option<PathBuf> {
     let data = std::env::var_os("FLEETHUB_DATA_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("./fleethub-data"));
@@ -171,7 +211,7 @@ fn default_ca() -> Option<PathBuf> {
 }
 
 /// `host:port` → (`host`, port).
-fn split_host(host_name: &str) -> (String, Option<u16>) {
+pub fn split_host(host_name: &str) -> (String, Option<u16>) {
     match host_name.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => match p.parse() {
             Ok(port) => (h.to_string(), Some(port)),

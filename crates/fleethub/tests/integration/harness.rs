@@ -169,7 +169,7 @@ pub async fn refusal(opts: fleethub_sim::ConnectOptions) -> u8 {
 /// stdout and its stderr.
 pub async fn run_cli(hub: &TestHub, before: &[&str], after: &[&str]) -> (bool, String, String) {
     let ca = hub.running.ca_file.clone().unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fleethub"));
+    let mut cmd = cli_command();
     cmd.args(before)
         .arg("--hub")
         .arg(&hub.running.owner_connection_string)
@@ -184,6 +184,19 @@ pub async fn run_cli(hub: &TestHub, before: &[&str], after: &[&str]) -> (bool, S
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The `fleethub` binary with no hub from the environment: no connection string, and a profile
+/// path that does not exist (so an operator's own `fleethub login` never leaks into a test).
+pub fn cli_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fleethub"));
+    cmd.env_remove("FLEETHUB_CONNECTION_STRING")
+        .env_remove("RUST_BACKTRACE")
+        .env(
+            "FLEETHUB_PROFILE",
+            "/nonexistent/fleethub-test-profile.json",
+        );
+    cmd
 }
 
 pub fn unix_now() -> u64 {

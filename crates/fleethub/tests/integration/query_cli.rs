@@ -29,6 +29,7 @@ async fn the_query_command_follows_pages_and_prints_json() {
             "SELECT deviceId FROM devices WHERE tags.city = 'boston'",
             "--page-size",
             "1",
+            "--json",
         ],
         &[],
     )

@@ -1,8 +1,8 @@
-//! `fleethub config create|list|show|delete`: configurations (IoT Hub automatic device
+//! `fleethub configurations create|list|show|delete` (alias `config`): configurations (IoT Hub automatic device
 //! management) over REST, as tables for people or `--json` for scripts.
 
-use crate::simulate::target::{HubArgs, HubTarget};
-use crate::table::text;
+use super::table::text;
+use super::{pair, Common, Output};
 use anyhow::{bail, Context, Result};
 use fleethub_client::HubClient;
 use serde_json::{json, Map, Value};
@@ -10,20 +10,21 @@ use std::path::PathBuf;
 
 /// `fleethub config` arguments.
 #[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "Example:\n  fleethub configurations list")]
 pub struct ConfigArgs {
     #[command(subcommand)]
     pub command: ConfigCommand,
     #[command(flatten)]
-    pub hub: HubArgs,
-    /// Print the hub's JSON instead of a table.
-    #[arg(long, global = true)]
-    pub json: bool,
+    pub common: Common,
 }
 
 /// What to do with configurations.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ConfigCommand {
     /// Create a configuration, from flags or from a JSON file in IoT Hub's shape.
+    #[command(
+        after_help = "Examples:\n  fleethub configurations create prod-interval --target \"tags.environment = 'prod'\" --priority 10 \\\n    --set properties.desired.config.telemetryIntervalSeconds=60 \\\n    --metric \"slow=SELECT deviceId FROM devices WHERE properties.reported.config.telemetryIntervalSeconds > 60\"\n  fleethub configurations create night-mode --file night-mode.json"
+    )]
     Create {
         /// Its id: lowercase letters, digits and -+%_*!' (up to 128).
         id: String,
@@ -48,62 +49,51 @@ pub enum ConfigCommand {
         labels: Vec<String>,
     },
     /// List configurations with their counts.
+    #[command(after_help = "Example:\n  fleethub configurations list --top 20")]
     List {
         /// At most this many.
         #[arg(long)]
         top: Option<u64>,
     },
     /// Show one configuration and its metrics.
+    #[command(after_help = "Example:\n  fleethub configurations show prod-interval --json")]
     Show { id: String },
     /// Delete a configuration; its devices lose its settings and get the next one's.
+    #[command(after_help = "Example:\n  fleethub configurations delete prod-interval")]
     Delete { id: String },
 }
 
 /// Runs one config command.
 pub async fn run(args: ConfigArgs) -> Result<()> {
-    let target = HubTarget::resolve(&args.hub, false).await?;
-    let result = command(&target.rest, &args).await;
-    target.close();
-    result
+    let common = args.common.clone();
+    common
+        .with_hub(|rest, out| async move { command(&rest, &args.command, out).await })
+        .await
 }
 
-async fn command(rest: &HubClient, args: &ConfigArgs) -> Result<()> {
-    let out = match &args.command {
+async fn command(rest: &HubClient, verb: &ConfigCommand, out: Output) -> Result<()> {
+    let value = match verb {
         ConfigCommand::Create { id, .. } => {
-            let body = create_body(&args.command)?;
+            let body = create_body(verb)?;
             rest.put_configuration(id, &body, None).await?
         }
         ConfigCommand::List { top } => rest.list_configurations(*top).await?,
         ConfigCommand::Show { id } => match rest.configuration(id).await? {
             Some(c) => c,
-            None => bail!("configuration '{id}' does not exist"),
+            None => bail!(
+                "configuration '{id}' does not exist: `fleethub configurations list` shows the ones that do"
+            ),
         },
         ConfigCommand::Delete { id } => {
             rest.delete_configuration(id).await?;
-            if !args.json {
-                println!("deleted {id}");
-            }
+            out.done(&format!("deleted {id}"));
             return Ok(());
         }
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
-    }
-    match &args.command {
-        ConfigCommand::List { .. } => {
-            print!("{}", table(out.as_array().map_or(&[][..], Vec::as_slice)))
-        }
-        _ => print!("{}", details(&out)),
-    }
-    Ok(())
-}
-
-/// `NAME=VALUE` split at the first `=`.
-fn pair<'a>(flag: &str, s: &'a str) -> Result<(&'a str, &'a str)> {
-    s.split_once('=')
-        .filter(|(k, _)| !k.is_empty())
-        .with_context(|| format!("--{flag} '{s}' must be NAME=VALUE"))
+    out.print(&value, |v| match verb {
+        ConfigCommand::List { .. } => table(v.as_array().map_or(&[][..], Vec::as_slice)),
+        _ => details(v),
+    })
 }
 
 /// The configuration a `create` sends: the file's, with the flags added.
@@ -153,8 +143,11 @@ fn create_body(command: &ConfigCommand) -> Result<Value> {
     };
     for s in settings {
         let (path, value) = pair("set", s)?;
-        let value = serde_json::from_str(value).unwrap_or_else(|_| json!(value));
-        add(&["content", "deviceContent"], path, value);
+        add(
+            &["content", "deviceContent"],
+            path,
+            super::json_or_string(value),
+        );
     }
     for m in metrics {
         let (name, query) = pair("metric", m)?;
@@ -181,7 +174,7 @@ fn table(items: &[Value]) -> String {
         "targetCondition",
         "createdTimeUtc",
     ];
-    crate::table::columns(&columns, items, |c, name| match name {
+    super::table::columns(&columns, items, |c, name| match name {
         "targeted" => result(c, "systemMetrics", "targetedCount"),
         "applied" => result(c, "systemMetrics", "appliedCount"),
         other => text(&c[other]),

@@ -1,8 +1,8 @@
 //! `fleethub firmware upload|list|show|delete|key|url`: the firmware store over REST, as tables
 //! for people or `--json` for scripts.
 
-use crate::simulate::target::{HubArgs, HubTarget};
-use crate::table::text;
+use super::table::text;
+use super::{Common, Output};
 use anyhow::{Context, Result};
 use base64::Engine;
 use fleethub_client::{FirmwareUpload, HubClient};
@@ -11,20 +11,23 @@ use std::path::PathBuf;
 
 /// `fleethub firmware` arguments.
 #[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "Example:\n  fleethub firmware upload app.bin --version 2.1.0 --model esp32-c3"
+)]
 pub struct FirmwareArgs {
     #[command(subcommand)]
     pub command: FirmwareCommand,
     #[command(flatten)]
-    pub hub: HubArgs,
-    /// Print the hub's JSON instead of a table.
-    #[arg(long, global = true)]
-    pub json: bool,
+    pub common: Common,
 }
 
 /// What to do with the firmware store.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum FirmwareCommand {
     /// Upload an image; prints its SHA-256, size and signature.
+    #[command(
+        after_help = "Example:\n  fleethub firmware upload build/app-2.1.0.bin --version 2.1.0 --model esp32-c3,esp32-s3"
+    )]
     Upload {
         /// The image file.
         file: PathBuf,
@@ -42,14 +45,21 @@ pub enum FirmwareCommand {
         signature: Option<PathBuf>,
     },
     /// List every artifact.
+    #[command(after_help = "Example:\n  fleethub firmware list --json")]
     List,
     /// Show one artifact (SHA-256 or version) and the bytes served per device.
+    #[command(after_help = "Example:\n  fleethub firmware show 2.1.0")]
     Show { id: String },
     /// Delete an artifact nothing points at.
+    #[command(after_help = "Example:\n  fleethub firmware delete 2.0.0")]
     Delete { id: String },
     /// Print the public key firmware should pin (PEM).
+    #[command(after_help = "Example:\n  fleethub firmware key > firmware-signing.pub.pem")]
     Key,
     /// Mint a download URL for one device.
+    #[command(
+        after_help = "Example:\n  fleethub firmware url 2.1.0 --device sensor-17 --expires-in 3600"
+    )]
     Url {
         id: String,
         #[arg(long)]
@@ -62,14 +72,14 @@ pub enum FirmwareCommand {
 
 /// Runs one firmware command.
 pub async fn run(args: FirmwareArgs) -> Result<()> {
-    let target = HubTarget::resolve(&args.hub, false).await?;
-    let result = command(&target.rest, &args).await;
-    target.close();
-    result
+    let common = args.common.clone();
+    common
+        .with_hub(|rest, out| async move { command(&rest, &args.command, out).await })
+        .await
 }
 
-async fn command(rest: &HubClient, args: &FirmwareArgs) -> Result<()> {
-    let out = match &args.command {
+async fn command(rest: &HubClient, verb: &FirmwareCommand, out: Output) -> Result<()> {
+    let value = match verb {
         FirmwareCommand::Upload {
             file,
             version,
@@ -85,8 +95,11 @@ async fn command(rest: &HubClient, args: &FirmwareArgs) -> Result<()> {
                 signature,
                 sha256: None,
             };
-            let (created, artifact) = rest.upload_firmware(file, &upload).await?;
-            if !args.json && !created {
+            let spinner = super::progress::spinner(format!("uploading {}", file.display()));
+            let uploaded = rest.upload_firmware(file, &upload).await;
+            spinner.finish_and_clear();
+            let (created, artifact) = uploaded?;
+            if !out.json && !created {
                 eprintln!("already stored: the same version with the same bytes");
             }
             artifact
@@ -95,14 +108,12 @@ async fn command(rest: &HubClient, args: &FirmwareArgs) -> Result<()> {
         FirmwareCommand::Show { id } => rest.firmware(id).await?,
         FirmwareCommand::Delete { id } => {
             rest.delete_firmware(id).await?;
-            if !args.json {
-                println!("deleted {id}");
-            }
+            out.done(&format!("deleted {id}"));
             return Ok(());
         }
         FirmwareCommand::Key => {
             let key = rest.firmware_key().await?;
-            if !args.json {
+            if !out.json {
                 print!("{}", key["publicKeyPem"].as_str().unwrap_or_default());
                 return Ok(());
             }
@@ -114,16 +125,11 @@ async fn command(rest: &HubClient, args: &FirmwareArgs) -> Result<()> {
             expires_in,
         } => rest.firmware_url(id, device, *expires_in).await?,
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
-    }
-    match &args.command {
-        FirmwareCommand::List => print!("{}", table(out.as_array().map_or(&[][..], Vec::as_slice))),
-        FirmwareCommand::Url { .. } => println!("{}", out["url"].as_str().unwrap_or_default()),
-        _ => print!("{}", details(&out)),
-    }
-    Ok(())
+    out.print(&value, |v| match verb {
+        FirmwareCommand::List => table(v.as_array().map_or(&[][..], Vec::as_slice)),
+        FirmwareCommand::Url { .. } => format!("{}\n", v["url"].as_str().unwrap_or_default()),
+        _ => details(v),
+    })
 }
 
 /// A signature file as the hub takes it: base64 text kept as is, raw DER encoded.
@@ -147,7 +153,7 @@ fn table(items: &[Value]) -> String {
         "signedBy",
         "uploadedTimeUtc",
     ];
-    crate::table::columns(&columns, items, |a, c| text(&a[c]))
+    super::table::columns(&columns, items, |a, c| text(&a[c]))
 }
 
 /// One artifact, a field per line, then its downloads.
