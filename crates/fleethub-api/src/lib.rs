@@ -77,6 +77,7 @@ impl tower::Service<axum::extract::Request> for Api {
 fn routes(state: ApiState) -> Router {
     Router::new()
         .merge(routes::devices::routes())
+        .merge(routes::registry_files::routes())
         .merge(routes::twins::routes())
         .merge(routes::query::routes())
         .merge(routes::methods::routes())

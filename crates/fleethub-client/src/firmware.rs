@@ -6,7 +6,6 @@ use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::path::Path;
-use tokio::io::AsyncReadExt;
 
 /// What an upload says about its image.
 #[derive(Debug, Clone, Default)]
@@ -62,19 +61,7 @@ impl HubClient {
         let opened = tokio::fs::File::open(file).await;
         let handle = opened.map_err(|e| ClientError::Local(format!("{}: {e}", file.display())))?;
         let length = handle.metadata().await.map(|m| m.len()).ok();
-        let chunks = futures_util::stream::unfold(Some(handle), |file| async move {
-            let mut file = file?;
-            let mut buf = vec![0u8; 64 * 1024];
-            match file.read(&mut buf).await {
-                Ok(0) => None,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), Some(file)))
-                }
-                Err(e) => Some((Err(e), None)),
-            }
-        })
-        .boxed();
+        let chunks = crate::registry_files::read_chunks(handle, None).boxed();
         let token = self.token()?;
         let mut req = self
             .http
@@ -84,20 +71,7 @@ impl HubClient {
         if let Some(length) = length {
             req = req.header("Content-Length", length);
         }
-        let transport = |source| ClientError::Transport {
-            what: what.clone(),
-            source,
-        };
-        let resp = req.send().await.map_err(transport)?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(transport)?;
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let reply = crate::Reply {
-            status,
-            headers,
-            body,
-        };
+        let reply = crate::send_request(req, &what).await?;
         let created = reply.status == StatusCode::CREATED;
         Ok((created, reply.ok(&what)?))
     }

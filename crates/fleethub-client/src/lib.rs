@@ -9,12 +9,14 @@ mod configurations;
 mod error;
 mod firmware;
 mod query;
+mod registry_files;
 mod rollouts;
 mod telemetry;
 
 pub use error::ClientError;
 pub use firmware::FirmwareUpload;
 pub use query::QueryPage;
+pub use registry_files::ImportProgress;
 pub use reqwest::{header::HeaderMap, Method, StatusCode};
 pub use rollouts::RolloutCommand;
 pub use telemetry::{TelemetryMessage, TelemetryPage};
@@ -114,6 +116,36 @@ impl Reply {
     pub fn error_code(&self) -> u64 {
         self.body["errorCode"].as_u64().unwrap_or_default()
     }
+}
+
+/// Sends a request built outside [`HubClient::call`] (a streamed body, a long timeout) and reads
+/// its whole answer as a [`Reply`].
+async fn send_request(req: reqwest::RequestBuilder, what: &str) -> Result<Reply, ClientError> {
+    let transport = |source| ClientError::Transport {
+        what: what.to_string(),
+        source,
+    };
+    let resp = req.send().await.map_err(transport)?;
+    read_reply(resp, what).await
+}
+
+/// A response's status, headers and JSON body (`Null` when empty or not JSON).
+async fn read_reply(resp: reqwest::Response, what: &str) -> Result<Reply, ClientError> {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|source| ClientError::Transport {
+            what: what.to_string(),
+            source,
+        })?;
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// How a bulk registry call went: IoT Hub's `BulkRegistryOperationResult`.

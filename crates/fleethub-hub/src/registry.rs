@@ -119,6 +119,9 @@ impl ImportMode {
 #[derive(Clone)]
 struct IdentityChange {
     device: Device,
+    /// A streamed import's entry: when it would change nothing, nothing is written (no new
+    /// revision, event or disconnect), so importing the same file again changes nothing.
+    unchanged_writes_nothing: bool,
     names_status: bool,
     names_status_reason: bool,
     names_authentication: bool,
@@ -140,6 +143,7 @@ impl IdentityChange {
         })?;
         Ok(IdentityChange {
             device,
+            unchanged_writes_nothing: false,
             names_status,
             names_status_reason,
             names_authentication,
@@ -166,6 +170,7 @@ impl IdentityChange {
         };
         Ok(IdentityChange {
             device,
+            unchanged_writes_nothing: false,
             names_status: e.status.is_some(),
             names_status_reason: e.status_reason.is_some(),
             names_authentication: e.authentication.is_some(),
@@ -336,19 +341,24 @@ impl Hub {
         if !etag_matches(if_match, &current) {
             return Err(precondition_failed("device", &id, &current).into());
         }
+        let unchanged_writes_nothing = change.unchanged_writes_nothing;
         let mut d = change.onto(&old);
         d.normalize()?;
-        d.generation_id = old.generation_id;
-        d.revision = old.revision + 1;
+        d.generation_id = old.generation_id.clone();
+        d.revision = old.revision;
         d.status_updated_time = if d.status != old.status {
             now.to_string()
         } else {
-            old.status_updated_time
+            old.status_updated_time.clone()
         };
-        d.connection_state_updated_time = old.connection_state_updated_time;
-        d.last_activity_time = old.last_activity_time;
+        d.connection_state_updated_time = old.connection_state_updated_time.clone();
+        d.last_activity_time = old.last_activity_time.clone();
         d.cloud_to_device_message_count = old.cloud_to_device_message_count;
         d.connection_state = disconnected();
+        if unchanged_writes_nothing && d.to_identity() == row.identity {
+            return Ok(old);
+        }
+        d.revision = old.revision + 1;
         tx.update_identity(&id, d.status.as_str(), &d.to_identity(), d.revision as i64)?;
         append_change(tx, Some(&id), &Change::DeviceUpdated {}, self.now_ms())?;
         self.configurations_wake_on_commit(tx);
@@ -410,6 +420,29 @@ impl Hub {
                 entries.len()
             )));
         }
+        self.apply_bulk(entries, false).await
+    }
+
+    /// One batch of a streamed import (`POST /v1/devices/import`, `fleethub devices import`):
+    /// the bulk call's write, up to [`IMPORT_BATCH_LIMIT`] entries, except that an entry that
+    /// would change nothing writes nothing (no new etag, twin version, event or push), so running
+    /// the same file again changes nothing.
+    pub async fn import_devices(&self, entries: Vec<ExportImportDevice>) -> HubResult<BulkOutcome> {
+        if entries.len() > IMPORT_BATCH_LIMIT {
+            return Err(HubError::invalid(format!(
+                "import batch has {} devices; at most {IMPORT_BATCH_LIMIT}",
+                entries.len()
+            )));
+        }
+        self.apply_bulk(entries, true).await
+    }
+
+    /// Applies bulk entries, each atomically, in one store write.
+    async fn apply_bulk(
+        &self,
+        entries: Vec<ExportImportDevice>,
+        unchanged_writes_nothing: bool,
+    ) -> HubResult<BulkOutcome> {
         let now = self.now_string();
         let prepared: Vec<_> = entries
             .into_iter()
@@ -423,20 +456,29 @@ impl Hub {
             })
             .collect();
         let hub = self.clone();
-        let errors = self
+        let outcome = self
             .store()
-            .write(move |tx| -> HubResult<Vec<BulkError>> {
-                let mut errors = Vec::new();
+            .write(move |tx| -> HubResult<BulkOutcome> {
+                let mut outcome = BulkOutcome::default();
                 let mut created = Vec::new();
-                for (e, mode, fresh) in prepared {
-                    let outcome = mode.and_then(|mode| {
-                        tx.atomically(|tx| hub.bulk_one(tx, &e, mode, fresh, &mut created, &now))
+                for (index, (e, mode, fresh)) in prepared.into_iter().enumerate() {
+                    let entry = BulkEntry {
+                        entry: &e,
+                        fresh,
+                        unchanged_writes_nothing,
+                    };
+                    let applied = mode.and_then(|mode| {
+                        tx.atomically(|tx| hub.bulk_one(tx, entry, mode, &mut created, &now))
                     });
-                    if let Err(err) = outcome {
-                        errors.push(BulkError {
+                    match applied {
+                        Ok(Applied::Created) => outcome.created += 1,
+                        Ok(Applied::Unchanged) => outcome.unchanged += 1,
+                        Ok(Applied::Changed) => outcome.changed += 1,
+                        Err(error) => outcome.errors.push(BulkError {
+                            index,
                             device_id: e.id,
-                            error: err,
-                        });
+                            error,
+                        }),
                     }
                 }
                 if !created.is_empty() {
@@ -451,10 +493,10 @@ impl Hub {
                     append_change(tx, None, &created, hub.now_ms())?;
                     hub.configurations_wake_on_commit(tx);
                 }
-                Ok(errors)
+                Ok(outcome)
             })
             .await?;
-        Ok(BulkOutcome { errors })
+        Ok(outcome)
     }
 
     /// For an entry that may create a device, its whole new row (identity and twin sections),
@@ -471,12 +513,16 @@ impl Hub {
     fn bulk_one(
         &self,
         tx: &mut WriteTx<'_>,
-        e: &ExportImportDevice,
+        entry: BulkEntry<'_>,
         mode: ImportMode,
-        fresh: Option<HubResult<EncodedDeviceRow>>,
         created: &mut Vec<String>,
         now: &str,
-    ) -> HubResult<()> {
+    ) -> HubResult<Applied> {
+        let BulkEntry {
+            entry: e,
+            fresh,
+            unchanged_writes_nothing: quiet,
+        } = entry;
         let id = DeviceId::parse(&e.id)?;
         let etag = || {
             e.e_tag.as_deref().ok_or_else(|| {
@@ -486,20 +532,27 @@ impl Hub {
             })
         };
         let if_match = match mode {
-            ImportMode::Delete => return Ok(self.delete_in(tx, id.as_str(), Some("*"))?),
+            ImportMode::Delete => {
+                self.delete_in(tx, id.as_str(), Some("*"))?;
+                return Ok(Applied::Changed);
+            }
             ImportMode::DeleteIfMatchETag => {
-                return Ok(self.delete_in(tx, id.as_str(), Some(etag()?))?)
+                self.delete_in(tx, id.as_str(), Some(etag()?))?;
+                return Ok(Applied::Changed);
             }
             ImportMode::UpdateTwin | ImportMode::UpdateTwinIfMatchETag => {
-                return self.import_twin_only_in(tx, e, mode, now);
+                return self.import_twin_only_in(tx, e, mode, quiet, now);
             }
             ImportMode::Create => None,
             ImportMode::Update | ImportMode::CreateOrUpdate => Some("*"),
             ImportMode::UpdateIfMatchETag | ImportMode::CreateOrUpdateIfMatchETag => Some(etag()?),
         };
         // `create` needs no lookup: the insert itself refuses an existing id.
-        let exists = mode != ImportMode::Create && tx.get_device(id.as_str())?.is_some();
-        if !exists {
+        let existing = match mode {
+            ImportMode::Create => None,
+            _ => tx.get_device(id.as_str())?,
+        };
+        let Some(existing) = existing else {
             let Some(row) = fresh else {
                 return Err(HubError::device_not_found(id.as_str()));
             };
@@ -509,10 +562,15 @@ impl Hub {
             }
             // The caller logs one event for every device the call created.
             created.push(row.device_id);
-            return Ok(());
-        }
-        self.upsert_in(tx, IdentityChange::from_import(e)?, if_match, now)?;
-        self.import_twin_in(tx, e, now)
+            return Ok(Applied::Created);
+        };
+        let mut change = IdentityChange::from_import(e)?;
+        change.unchanged_writes_nothing = quiet;
+        let device = self.upsert_in(tx, change, if_match, now)?;
+        let twin_changed = self.import_twin_in(tx, e, &existing, quiet, now)?;
+        Ok(applied(
+            device.revision as i64 != existing.revision || twin_changed,
+        ))
     }
 
     /// `updateTwin` modes: tags and desired properties only; the identity is left as it is.
@@ -521,8 +579,9 @@ impl Hub {
         tx: &mut WriteTx<'_>,
         e: &ExportImportDevice,
         mode: ImportMode,
+        quiet: bool,
         now: &str,
-    ) -> HubResult<()> {
+    ) -> HubResult<Applied> {
         let row = tx
             .get_device(&e.id)?
             .ok_or_else(|| HubError::device_not_found(&e.id))?;
@@ -533,19 +592,28 @@ impl Hub {
                 return Err(precondition_failed("twin", &e.id, &current));
             }
         }
-        self.import_twin_in(tx, e, now)
+        Ok(applied(self.import_twin_in(tx, e, &row, quiet, now)?))
     }
 
+    /// Merges an entry's tags and desired properties into the twin `row` holds; true if it wrote.
     fn import_twin_in(
         &self,
         tx: &mut WriteTx<'_>,
         e: &ExportImportDevice,
+        row: &DeviceRow,
+        unchanged_writes_nothing: bool,
         now: &str,
-    ) -> HubResult<()> {
+    ) -> HubResult<bool> {
         if e.tags.is_none() && e.properties.is_none() {
-            return Ok(());
+            return Ok(false);
         }
-        crate::twin::import_twin_in(self, tx, &e.id, e.tags.as_ref(), e.properties.as_ref(), now)
+        let sections = crate::twin::ImportedSections {
+            tags: e.tags.as_ref(),
+            properties: e.properties.as_ref(),
+            unchanged_writes_nothing,
+        };
+        let version = crate::twin::import_twin_in(self, tx, &e.id, sections, now)?;
+        Ok(version as i64 != row.twin_version)
     }
 
     /// `GET /statistics/devices`.
@@ -559,10 +627,42 @@ impl Hub {
     }
 }
 
+/// Entries per batch of a streamed import ([`Hub::import_devices`]): one store write each.
+pub const IMPORT_BATCH_LIMIT: usize = 1000;
+
 /// What a bulk registry call did: every entry that failed, with why (the others were applied).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct BulkOutcome {
     pub errors: Vec<BulkError>,
+    /// Entries that created a device.
+    pub created: usize,
+    /// Entries that changed or deleted an existing device.
+    pub changed: usize,
+    /// Entries of a streamed import that matched what was stored and wrote nothing.
+    pub unchanged: usize,
+}
+
+/// One bulk entry as the write applies it.
+struct BulkEntry<'a> {
+    entry: &'a ExportImportDevice,
+    /// Its new row, prepared off the writer thread, when its mode may create.
+    fresh: Option<HubResult<EncodedDeviceRow>>,
+    unchanged_writes_nothing: bool,
+}
+
+/// What one applied bulk entry did.
+enum Applied {
+    Created,
+    Changed,
+    Unchanged,
+}
+
+fn applied(changed: bool) -> Applied {
+    if changed {
+        Applied::Changed
+    } else {
+        Applied::Unchanged
+    }
 }
 
 impl BulkOutcome {
@@ -575,6 +675,8 @@ impl BulkOutcome {
 /// One bulk entry that was refused, and left nothing behind.
 #[derive(Debug)]
 pub struct BulkError {
+    /// The entry's position in the call (0-based).
+    pub index: usize,
     pub device_id: String,
     pub error: HubError,
 }
@@ -591,4 +693,22 @@ fn already_exists(id: &str) -> HubError {
             "device '{id}' already exists; send If-Match with its etag (or \"*\") to update it"
         ),
     )
+}
+
+impl Hub {
+    /// A page of the registry with its twins, by id after `after`, for the streamed export
+    /// (`GET /v1/devices/export`, `fleethub devices export`).
+    pub async fn export_devices(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> HubResult<Vec<crate::twin::Twin>> {
+        let rows = self
+            .store()
+            .read(move |r| r.list_devices(after.as_deref(), limit))
+            .await?;
+        rows.iter()
+            .map(|row| crate::twin::TwinState::from_row(row).map(|t| t.into_twin(false)))
+            .collect()
+    }
 }

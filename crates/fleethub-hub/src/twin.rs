@@ -168,12 +168,6 @@ pub(crate) fn seed_twin(
     properties: Option<&Value>,
     now: &str,
 ) -> HubResult<()> {
-    let without_system = |m: &Map<String, Value>| -> Map<String, Value> {
-        m.iter()
-            .filter(|(k, _)| !k.starts_with('$'))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    };
     if let Some(tags) = tags.filter(|t| !t.is_empty()) {
         let mut seeded = Map::new();
         apply_tags_patch(&mut seeded, &without_system(tags))?;
@@ -198,10 +192,22 @@ pub(crate) fn seed_twin(
     Ok(())
 }
 
+/// A twin section from an import entry without its system keys (an export's `$metadata` and
+/// `$version`), which are the hub's to write.
+fn without_system(m: &Map<String, Value>) -> Map<String, Value> {
+    m.iter()
+        .filter(|(k, _)| !k.starts_with('$'))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// The sections a service patch or replace carries.
 struct ServiceTwinChange {
     tags: Option<Map<String, Value>>,
     desired: Option<Map<String, Value>>,
+    /// A streamed import's change: when the merged tags and desired values equal the stored
+    /// ones, nothing is written (no new version, event or push).
+    unchanged_writes_nothing: bool,
 }
 
 /// A twin section in a request body: absent or null is `None`, anything but an object is 400.
@@ -231,6 +237,7 @@ fn parse_service_change(body: &Value) -> HubResult<ServiceTwinChange> {
         ));
     }
     Ok(ServiceTwinChange {
+        unchanged_writes_nothing: false,
         tags: section(obj.get("tags"), "tags")?,
         desired: section(props.and_then(|p| p.get("desired")), "properties.desired")?,
     })
@@ -338,6 +345,9 @@ impl Hub {
             )
             .into());
         }
+        let before = change
+            .unchanged_writes_nothing
+            .then(|| (twin.tags.clone(), twin.desired.values.clone()));
         if let Some(tags) = &change.tags {
             if replace {
                 fleethub_core::twin::limits::validate_section(Section::Tags, tags)?;
@@ -366,6 +376,11 @@ impl Hub {
             notify = Some((v, TwinProperties::patch_to_device_json(&device_patch, v)));
         }
         if change.tags.is_none() && change.desired.is_none() {
+            return Ok(twin);
+        }
+        if before.is_some_and(|(tags, desired)| tags == twin.tags && desired == twin.desired.values)
+        {
+            // Nothing changed: `apply_patch` only restamped the copy's metadata, never written.
             return Ok(twin);
         }
         twin.version += 1;
@@ -506,28 +521,40 @@ pub(crate) fn patch_desired_in(
     let change = ServiceTwinChange {
         tags: None,
         desired: Some(desired),
+        unchanged_writes_nothing: false,
     };
     hub.change_twin_in(tx, id, &change, None, false, now)?;
     Ok(())
 }
 
-/// Bulk import: sets tags and desired properties given with a registry entry.
+/// The twin sections of a bulk import entry for an existing device.
+pub(crate) struct ImportedSections<'a> {
+    pub tags: Option<&'a Map<String, Value>>,
+    pub properties: Option<&'a Value>,
+    pub unchanged_writes_nothing: bool,
+}
+
+/// Bulk import: merges the tags and desired properties given with a registry entry into an
+/// existing twin (an export's `$metadata` and `$version` skipped); answers the twin's version
+/// afterwards (unchanged when nothing was written).
 pub(crate) fn import_twin_in(
     hub: &Hub,
     tx: &mut WriteTx<'_>,
     id: &str,
-    tags: Option<&Map<String, Value>>,
-    properties: Option<&Value>,
+    sections: ImportedSections<'_>,
     now: &str,
-) -> HubResult<()> {
-    let desired = properties
+) -> HubResult<u64> {
+    let desired = sections
+        .properties
         .and_then(|p| p.get("desired"))
         .and_then(Value::as_object)
-        .cloned();
+        .map(without_system);
     let change = ServiceTwinChange {
-        tags: tags.cloned(),
+        tags: sections.tags.map(without_system),
         desired,
+        unchanged_writes_nothing: sections.unchanged_writes_nothing,
     };
-    hub.change_twin_in(tx, id, &change, None, false, now)?;
-    Ok(())
+    Ok(hub
+        .change_twin_in(tx, id, &change, None, false, now)?
+        .version)
 }

@@ -11,6 +11,7 @@ pub mod messages;
 pub mod methods;
 mod paging;
 pub mod query;
+pub mod registry_files;
 pub mod rollouts;
 pub mod statistics;
 pub mod system;

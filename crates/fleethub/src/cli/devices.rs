@@ -32,6 +32,22 @@ pub enum DevicesCommand {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// Create or update devices from a file with one registry entry per line: NDJSON such as
+    /// {"id":"sensor-1","tags":{"site":"north"}}, or the devices.txt IoT Hub's export job wrote,
+    /// in one streamed request. Good lines are applied even when others fail; running the same
+    /// file again changes nothing.
+    #[command(after_help = "Example:\n  fleethub devices import fleet.ndjson")]
+    Import {
+        /// The file ("-" reads standard input).
+        file: std::path::PathBuf,
+    },
+    /// Write every device with its keys and twin, one per line in IoT Hub's export format.
+    #[command(after_help = "Example:\n  fleethub devices export --output devices.txt")]
+    Export {
+        /// Where to write [default: standard output].
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+    },
     /// Show one device's registry entry.
     #[command(after_help = "Example:\n  fleethub devices show sensor-17")]
     Show { id: String },
@@ -124,6 +140,12 @@ async fn command(rest: HubClient, command: DevicesCommand, out: Output) -> Resul
             out.print(&Value::Array(devices), |v| {
                 list_table(v.as_array().map_or(&[][..], Vec::as_slice))
             })
+        }
+        DevicesCommand::Import { file } => {
+            super::registry_file::import(&rest, &file, out.json).await
+        }
+        DevicesCommand::Export { output } => {
+            super::registry_file::export(&rest, output.as_ref()).await
         }
         DevicesCommand::Show { id } => {
             let device = must_exist(&rest, &id).await?;

@@ -18,6 +18,7 @@ pub mod methods;
 pub mod profile;
 pub mod progress;
 pub mod query;
+pub mod registry_file;
 pub mod table;
 pub mod twins;
 

@@ -17,6 +17,7 @@ mod methods;
 mod query_cli;
 mod query_limits;
 mod registry;
+mod registry_files;
 mod rollout_cli;
 mod rollouts;
 mod sessions;

@@ -1,0 +1,476 @@
+//! The registry as a file: `POST /v1/devices/import` reads newline-delimited registry entries
+//! (hand-written NDJSON, or the `devices.txt` IoT Hub's export job writes) from a streamed body
+//! and applies them as it reads, and `GET /v1/devices/export` streams the registry back in IoT
+//! Hub's export format. Neither holds the file in memory: the import keeps at most one line and
+//! two batches, the export one page.
+
+use crate::auth::{Authorized, RegistryRead, RegistryWrite};
+use crate::{ApiError, ApiState};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fleethub_core::{HubError, HubResult};
+use fleethub_hub::registry::{ExportImportDevice, IMPORT_BATCH_LIMIT};
+use fleethub_hub::{BulkOutcome, Hub, Twin};
+use futures_util::StreamExt;
+use serde::ser::{Serialize, SerializeStruct, Serializer};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+
+/// The import and export routes.
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/devices/import", post(import))
+        .route("/v1/devices/export", get(export))
+}
+
+/// The longest line an import accepts: IoT Hub's twin limits (tags 8 KiB, desired and reported
+/// 32 KiB each) with room for the registry entry, keys and JSON escapes.
+const MAX_LINE: usize = 256 * 1024;
+/// Failed lines listed in full in an import's answer; past this they are only counted, so the
+/// answer stays bounded for a file of any size.
+const MAX_LISTED_ERRORS: usize = 1000;
+/// Devices per page of an export.
+const EXPORT_PAGE: usize = 1000;
+
+async fn import(
+    _: Authorized<RegistryWrite>,
+    State(state): State<ApiState>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let mut import = Import::new(state.hub.clone());
+    let mut lines = LineSplitter::default();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                import.finish_batches().await?;
+                return Err(import
+                    .stopped(HubError::format(format!("the import body broke off ({e})")))
+                    .into());
+            }
+        };
+        for line in lines.push(&chunk) {
+            import.line(line).await?;
+        }
+    }
+    if let Some(line) = lines.finish() {
+        import.line(line).await?;
+    }
+    import.finish_batches().await?;
+    Ok(Json(import.report.to_json()))
+}
+
+/// One line of the body: its number (from 1) and its bytes, or the fact that it was too long.
+enum Line {
+    Text(u64, Vec<u8>),
+    TooLong(u64),
+}
+
+/// Cuts a byte stream into lines, holding at most [`MAX_LINE`] bytes of the current one.
+#[derive(Default)]
+struct LineSplitter {
+    current: Vec<u8>,
+    /// The line number of `current`, from 0 before the first.
+    number: u64,
+    /// The current line passed the limit: its bytes are dropped until its newline.
+    too_long: bool,
+}
+
+impl LineSplitter {
+    /// The lines `chunk` completes.
+    fn push(&mut self, mut chunk: &[u8]) -> Vec<Line> {
+        let mut done = Vec::new();
+        while let Some(end) = chunk.iter().position(|&b| b == b'\n') {
+            self.take(&chunk[..end]);
+            done.extend(self.end_line());
+            chunk = &chunk[end + 1..];
+        }
+        self.take(chunk);
+        done
+    }
+
+    /// The last line, when the body does not end with a newline.
+    fn finish(&mut self) -> Option<Line> {
+        if self.current.is_empty() && !self.too_long {
+            return None;
+        }
+        self.end_line()
+    }
+
+    fn take(&mut self, bytes: &[u8]) {
+        if self.too_long {
+            return;
+        }
+        if self.current.len() + bytes.len() > MAX_LINE {
+            self.too_long = true;
+            self.current = Vec::new();
+            return;
+        }
+        self.current.extend_from_slice(bytes);
+    }
+
+    fn end_line(&mut self) -> Option<Line> {
+        self.number += 1;
+        if std::mem::take(&mut self.too_long) {
+            return Some(Line::TooLong(self.number));
+        }
+        let text = std::mem::take(&mut self.current);
+        Some(Line::Text(self.number, text))
+    }
+}
+
+/// An import in progress: the batch being filled, the one being written, and the report.
+struct Import {
+    hub: Hub,
+    batch: Vec<ExportImportDevice>,
+    batch_lines: Vec<u64>,
+    in_flight: Option<(Vec<u64>, JoinHandle<HubResult<BulkOutcome>>)>,
+    report: ImportReport,
+}
+
+impl Import {
+    fn new(hub: Hub) -> Import {
+        Import {
+            hub,
+            batch: Vec::new(),
+            batch_lines: Vec::new(),
+            in_flight: None,
+            report: ImportReport::default(),
+        }
+    }
+
+    async fn line(&mut self, line: Line) -> Result<(), HubError> {
+        let (number, text) = match line {
+            Line::Text(number, text) => (number, text),
+            Line::TooLong(number) => {
+                self.report.lines = number;
+                let error = HubError::new(
+                    fleethub_core::ErrorCode::MessageTooLarge,
+                    format!("line is longer than {MAX_LINE} bytes; one registry entry per line"),
+                );
+                self.report.fail(number, None, error);
+                return Ok(());
+            }
+        };
+        self.report.lines = number;
+        let text = trim(&text, number);
+        if text.is_empty() {
+            return Ok(());
+        }
+        self.report.entries += 1;
+        match parse_entry(text) {
+            Ok(entry) => {
+                self.batch.push(entry);
+                self.batch_lines.push(number);
+            }
+            Err((device_id, error)) => self.report.fail(number, device_id, error),
+        }
+        if self.batch.len() >= IMPORT_BATCH_LIMIT {
+            self.send_batch().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts writing the filled batch once the one before it is written: one batch is parsed
+    /// while the other is written, and no more than two are held.
+    async fn send_batch(&mut self) -> Result<(), HubError> {
+        self.wait_in_flight().await?;
+        let entries = std::mem::take(&mut self.batch);
+        let lines = std::mem::take(&mut self.batch_lines);
+        let hub = self.hub.clone();
+        let write = tokio::spawn(async move { hub.import_devices(entries).await });
+        self.in_flight = Some((lines, write));
+        Ok(())
+    }
+
+    async fn wait_in_flight(&mut self) -> Result<(), HubError> {
+        let Some((lines, write)) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let outcome = write
+            .await
+            .map_err(|e| HubError::server(format!("an import batch failed: {e}")))
+            .and_then(|written| written);
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                let first = lines.first().copied().unwrap_or_default();
+                return Err(self.stopped_at(first, error));
+            }
+        };
+        self.report.created += outcome.created as u64;
+        self.report.updated += outcome.changed as u64;
+        self.report.unchanged += outcome.unchanged as u64;
+        for e in outcome.errors {
+            let line = lines.get(e.index).copied().unwrap_or_default();
+            self.report.fail(line, Some(e.device_id), e.error);
+        }
+        Ok(())
+    }
+
+    /// Writes what is left and waits for every write.
+    async fn finish_batches(&mut self) -> Result<(), HubError> {
+        if !self.batch.is_empty() {
+            self.send_batch().await?;
+        }
+        self.wait_in_flight().await
+    }
+
+    /// `error` ended the import at the line being read.
+    fn stopped(&self, error: HubError) -> HubError {
+        self.stopped_at(self.report.lines + 1, error)
+    }
+
+    /// `error` ended the import at `line`: what was applied before it stays, and the same file
+    /// can be sent again.
+    fn stopped_at(&self, line: u64, error: HubError) -> HubError {
+        HubError::new(
+            error.code,
+            format!(
+                "the import stopped at line {line}: {}; entries on earlier lines were applied \
+                 ({} created, {} updated, {} unchanged, {} failed); send the same file again \
+                 (entries already applied change nothing)",
+                error.message,
+                self.report.created,
+                self.report.updated,
+                self.report.unchanged,
+                self.report.failed,
+            ),
+        )
+    }
+}
+
+/// A line without its trailing `\r` and surrounding spaces, and the first line without a UTF-8
+/// byte-order mark.
+fn trim(text: &[u8], number: u64) -> &[u8] {
+    let text = if number == 1 {
+        text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text)
+    } else {
+        text
+    };
+    text.trim_ascii()
+}
+
+/// One line as a registry entry, or why not (with the device id, when the line names one).
+fn parse_entry(text: &[u8]) -> Result<ExportImportDevice, (Option<String>, HubError)> {
+    let mut value: Value = serde_json::from_slice(text)
+        .map_err(|e| (None, HubError::format(format!("line is not JSON: {e}"))))?;
+    // A hand-written line may name its device `deviceId`, as a twin does; IoT Hub's entry says `id`.
+    if let Some(fields) = value.as_object_mut() {
+        if !fields.contains_key("id") {
+            if let Some(id) = fields.get("deviceId").cloned() {
+                fields.insert("id".into(), id);
+            }
+        }
+    }
+    let Some(fields) = value.as_object() else {
+        let error = HubError::format(
+            "line is not a registry entry: expected a JSON object such as {\"id\": \"sensor-1\"}",
+        );
+        return Err((None, error));
+    };
+    let id = ["id", "deviceId"]
+        .iter()
+        .find_map(|k| fields.get(*k).and_then(Value::as_str))
+        .map(str::to_string);
+    ExportImportDevice::deserialize(&value).map_err(|e| {
+        let error = HubError::format(format!("line is not a registry entry: {e}"));
+        (id, error)
+    })
+}
+
+/// What an import did, line by line.
+#[derive(Default)]
+struct ImportReport {
+    /// Lines read (blank ones included).
+    lines: u64,
+    /// Lines that were not blank.
+    entries: u64,
+    created: u64,
+    updated: u64,
+    unchanged: u64,
+    failed: u64,
+    /// The first [`MAX_LISTED_ERRORS`] failed lines, in line order within each batch.
+    errors: Vec<Value>,
+}
+
+impl ImportReport {
+    fn fail(&mut self, line: u64, device_id: Option<String>, error: HubError) {
+        self.failed += 1;
+        if self.errors.len() < MAX_LISTED_ERRORS {
+            self.errors.push(json!({
+                "line": line,
+                "deviceId": device_id,
+                "errorCode": error.code.code(),
+                "errorName": error.code.name(),
+                "message": error.message,
+            }));
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let mut errors = self.errors.clone();
+        errors.sort_by_key(|e| e["line"].as_u64());
+        json!({
+            "isSuccessful": self.failed == 0,
+            "lines": self.lines,
+            "entries": self.entries,
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "failed": self.failed,
+            "errors": errors,
+            "errorsNotListed": self.failed.saturating_sub(self.errors.len() as u64),
+        })
+    }
+}
+
+async fn export(
+    _: Authorized<RegistryRead>,
+    State(state): State<ApiState>,
+) -> Result<Response, ApiError> {
+    // The first page is read before answering, so a hub that cannot read answers an error.
+    let first = state.hub.export_devices(None, EXPORT_PAGE).await?;
+    let hub = state.hub.clone();
+    let pages = futures_util::stream::unfold(Some(first), move |page| {
+        let hub = hub.clone();
+        async move {
+            let page = page?;
+            if page.is_empty() {
+                return None;
+            }
+            let bytes = export_lines(&page);
+            let next = match page.last() {
+                Some(last) if page.len() == EXPORT_PAGE => {
+                    let after = Some(last.device.device_id.clone());
+                    match hub.export_devices(after, EXPORT_PAGE).await {
+                        Ok(next) => Some(next),
+                        // The body breaks off: the client sees a cut export, not a short one.
+                        Err(e) => return Some((Err(std::io::Error::other(e.to_string())), None)),
+                    }
+                }
+                _ => None,
+            };
+            Some((Ok(bytes), next))
+        }
+    });
+    let mut response = Body::from_stream(pages).into_response();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(response)
+}
+
+fn export_lines(page: &[Twin]) -> Bytes {
+    let mut out = Vec::with_capacity(page.len() * 1024);
+    for twin in page {
+        if serde_json::to_writer(&mut out, &ExportLine(twin)).is_ok() {
+            out.push(b'\n');
+        }
+    }
+    Bytes::from(out)
+}
+
+/// One device in IoT Hub's export format (`ExportImportDevice`, as its export job writes
+/// `devices.txt`): the registry entry with its keys, and the twin with its metadata. An import
+/// reads it back whole.
+struct ExportLine<'a>(&'a Twin);
+
+impl Serialize for ExportLine<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let twin = self.0;
+        let d = &twin.device;
+        let mut line = serializer.serialize_struct("ExportImportDevice", 9)?;
+        line.serialize_field("id", &d.device_id)?;
+        line.serialize_field("eTag", &fleethub_hub::device::etag_for(d.revision))?;
+        line.serialize_field("status", d.status.as_str())?;
+        line.serialize_field("statusReason", &d.status_reason)?;
+        line.serialize_field("authentication", &d.authentication)?;
+        line.serialize_field("twinETag", &twin.etag())?;
+        line.serialize_field("tags", &twin.tags)?;
+        let properties = json!({
+            "desired": twin.desired.to_twin_json(),
+            "reported": twin.reported.to_twin_json(),
+        });
+        line.serialize_field("properties", &properties)?;
+        line.serialize_field("capabilities", &d.capabilities)?;
+        line.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(lines: Vec<Line>) -> Vec<(u64, String)> {
+        lines
+            .into_iter()
+            .map(|l| match l {
+                Line::Text(n, t) => (n, String::from_utf8(t).unwrap()),
+                Line::TooLong(n) => (n, "<too long>".into()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lines_split_across_chunks_keep_their_numbers() {
+        let mut s = LineSplitter::default();
+        let mut got = texts(s.push(b"{\"id\":\"a\"}\n{\"id\""));
+        got.extend(texts(s.push(b":\"b\"}\r\n\n{\"id\":")));
+        got.extend(texts(s.push(b"\"c\"}")));
+        got.extend(texts(s.finish().into_iter().collect()));
+        assert_eq!(
+            got,
+            [
+                (1, "{\"id\":\"a\"}".to_string()),
+                (2, "{\"id\":\"b\"}\r".to_string()),
+                (3, String::new()),
+                (4, "{\"id\":\"c\"}".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_over_long_line_is_dropped_as_it_streams_and_the_next_line_is_read() {
+        let mut s = LineSplitter::default();
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut got = Vec::new();
+        for _ in 0..8 {
+            got.extend(texts(s.push(&chunk)));
+            assert!(s.current.len() <= MAX_LINE);
+        }
+        got.extend(texts(s.push(b"\n{\"id\":\"ok\"}\n")));
+        assert_eq!(
+            got,
+            [(1, "<too long>".into()), (2, "{\"id\":\"ok\"}".to_string())]
+        );
+    }
+
+    #[test]
+    fn a_bad_line_names_its_device_when_it_can() {
+        let (id, e) = parse_entry(b"{\"id\": \"d1\", \"status\": \"sleeping\"}").unwrap_err();
+        assert_eq!(id.as_deref(), Some("d1"));
+        assert_eq!(e.code.name(), "IotHubFormatError");
+        assert!(e.message.contains("sleeping"), "{}", e.message);
+        let (id, e) = parse_entry(b"{\"id\": ").unwrap_err();
+        assert_eq!(id, None);
+        assert!(e.message.starts_with("line is not JSON"), "{}", e.message);
+        let (_, e) = parse_entry(b"[1, 2]").unwrap_err();
+        assert!(e.message.contains("JSON object"), "{}", e.message);
+        let entry = parse_entry(
+            b"\xEF\xBB\xBF{\"deviceId\": \"d2\"}"
+                .strip_prefix(b"\xEF\xBB\xBF")
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(entry.id, "d2");
+        assert_eq!(trim(b"\xEF\xBB\xBF {} \r", 1), b"{}");
+    }
+}
