@@ -178,6 +178,19 @@ fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
+/// A timer's key: its time rounded up to the millisecond, so that a tick at the key (which
+/// `next_wake` gives as a whole millisecond) is never before the deadline itself. Rounded down,
+/// a tick in the deadline's millisecond fired a soak's timer before `until` and failed a healthy
+/// device as "silent during the soak".
+fn timer_ms(t: DateTime<Utc>) -> i64 {
+    let floor = t.timestamp_millis();
+    if t.timestamp_subsec_nanos() % 1_000_000 == 0 {
+        floor
+    } else {
+        floor + 1
+    }
+}
+
 fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
@@ -353,7 +366,7 @@ impl Rollout {
             }
         }
         if let Some(t) = d.state.timer() {
-            self.timers.insert((ms(t), idx));
+            self.timers.insert((timer_ms(t), idx));
         }
     }
 
@@ -370,7 +383,7 @@ impl Rollout {
             }
         }
         if let Some(t) = d.state.timer() {
-            self.timers.remove(&(ms(t), idx));
+            self.timers.remove(&(timer_ms(t), idx));
         }
     }
 

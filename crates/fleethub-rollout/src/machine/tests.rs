@@ -277,6 +277,32 @@ fn silence_after_reboot_fails_the_device_at_its_timeout() {
     assert_eq!(reason, "no progress for 15m after the push");
 }
 
+/// Found in CI: the hub wakes at `next_wake`, a whole millisecond, and a soak that began part
+/// of the way through a millisecond ended a fraction of it later. The timer fired first and the
+/// device, which had sent telemetry, failed as "silent during the soak".
+#[test]
+fn a_soak_that_starts_mid_millisecond_ends_on_time_and_healthy() {
+    let mut run = Run::new(spec(vec![wave("all", Selector::Percent(100.0))]), fleet(1));
+    run.now += chrono::Duration::microseconds(400);
+    run.boots_new("d000");
+    let until = run.now + chrono::Duration::seconds(600);
+    run.advance(250);
+    run.telemetry("d000");
+    run.advance(100);
+    run.telemetry("d000");
+    let wake = run.r.next_wake().unwrap();
+    assert!(
+        wake >= until,
+        "woken at {wake}, before the soak ends at {until}"
+    );
+    // A tick at the wake, as the hub's timer makes it.
+    let step = run.r.tick(wake);
+    run.now = wake;
+    run.take(step);
+    assert_eq!(run.state("d000"), DeviceState::Updated);
+    assert_eq!(run.r.device("d000").unwrap().failure, None);
+}
+
 #[test]
 fn a_device_silent_during_the_soak_fails() {
     let mut run = Run::new(spec(vec![wave("all", Selector::Percent(100.0))]), fleet(2));
