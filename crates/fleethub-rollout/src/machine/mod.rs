@@ -184,7 +184,7 @@ fn ms(t: DateTime<Utc>) -> i64 {
 /// device as "silent during the soak".
 fn timer_ms(t: DateTime<Utc>) -> i64 {
     let floor = t.timestamp_millis();
-    if t.timestamp_subsec_nanos() % 1_000_000 == 0 {
+    if t.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
         floor
     } else {
         floor + 1
