@@ -24,23 +24,43 @@ pub struct HubProcess {
 
 impl HubProcess {
     /// Starts the hub on loopback in a fresh data directory and waits until it listens.
+    ///
+    /// `FLEETHUB_BENCH_HUB` names another hub binary to measure (an older build, say) while this
+    /// binary's load generators drive it, so that two hubs are compared with the same clients;
+    /// `FLEETHUB_BENCH_HUB_WRAP` is a command that runs the hub (split on spaces, e.g.
+    /// `valgrind --tool=callgrind --callgrind-out-file=/tmp/hub.cg`).
     pub fn start() -> Result<HubProcess> {
         let dir = tempfile::tempdir()?;
         let ready = dir.path().join("ready.json");
-        let child = Command::new(std::env::current_exe()?)
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1",
-                "--mqtt-port",
-                "0",
-                "--https-port",
-                "0",
-                // The load generators are one trusted address with up to 128 requests in flight;
-                // the per-address cap is for strangers.
-                "--https-connections-per-address",
-                "0",
-            ])
+        let hub = match std::env::var_os("FLEETHUB_BENCH_HUB") {
+            Some(path) => PathBuf::from(path),
+            None => std::env::current_exe()?,
+        };
+        let wrap = std::env::var("FLEETHUB_BENCH_HUB_WRAP").unwrap_or_default();
+        let mut wrap = wrap.split_whitespace();
+        let mut command = match wrap.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(wrap).arg(&hub);
+                c
+            }
+            None => Command::new(&hub),
+        };
+        command.args([
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--mqtt-port",
+            "0",
+            "--https-port",
+            "0",
+        ]);
+        // The load generators are one trusted address with up to 128 requests in flight; the
+        // per-address cap is for strangers. (Builds from before the cap have no such flag.)
+        if knows_flag(&hub, "--https-connections-per-address") {
+            command.args(["--https-connections-per-address", "0"]);
+        }
+        let child = command
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .arg("--ready-file")
@@ -48,8 +68,9 @@ impl HubProcess {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
-            .context("starting the hub")?;
-        let info = wait_for_file(&ready, Duration::from_secs(60))?;
+            .with_context(|| format!("starting the hub {}", hub.display()))?;
+        // Under valgrind a start takes minutes.
+        let info = wait_for_file(&ready, Duration::from_secs(600))?;
         let ca_file = PathBuf::from(
             info["caFile"]
                 .as_str()
@@ -159,6 +180,14 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// Whether `hub serve --help` lists `flag`.
+fn knows_flag(hub: &Path, flag: &str) -> bool {
+    Command::new(hub)
+        .args(["serve", "--help"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(flag))
 }
 
 fn wait_for_file(path: &Path, limit: Duration) -> Result<Value> {

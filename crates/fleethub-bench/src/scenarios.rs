@@ -428,6 +428,22 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future,
 {
+    let (received, _, out) = holding_measured(args, hub, mode, devices, drive).await?;
+    Ok((received, out))
+}
+
+/// [`holding`], also giving the hub's CPU seconds while `drive` ran.
+async fn holding_measured<F, Fut>(
+    args: &BenchArgs,
+    hub: &HubProcess,
+    mode: WorkerMode,
+    devices: usize,
+    drive: F,
+) -> Result<(u64, f64, Fut::Output)>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future,
+{
     let spec = WorkerLoad {
         mode,
         port: hub.mqtt_port,
@@ -445,10 +461,11 @@ where
     workers.go().await?;
     let (cpu_before, wall) = (cpu_seconds(hub.pid()), Instant::now());
     let out = drive().await;
-    let cores = (cpu_seconds(hub.pid()) - cpu_before) / wall.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(hub.pid()) - cpu_before;
+    let cores = cpu / wall.elapsed().as_secs_f64();
     println!("  hub CPU while loaded: {cores:.2} cores (the REST client and the device workers share the rest)");
     let results = workers.finish(true).await?;
-    Ok((results.iter().map(|r| r.received).sum(), out))
+    Ok((results.iter().map(|r| r.received).sum(), cpu, out))
 }
 
 /// Sends `total` REST requests built by `req`, `concurrency` at a time; returns (ok, seconds, latencies ms sorted).
@@ -526,7 +543,8 @@ async fn methods(args: &BenchArgs) -> Result<()> {
     hub.register(PREFIX, devices, KEY).await?;
     let token = hub.token()?;
     let base = hub.base();
-    let (answered, (ok, secs, lat)) = holding(args, &hub, WorkerMode::Methods, devices, || {
+    let (answered, cpu, (ok, secs, lat)) =
+        holding_measured(args, &hub, WorkerMode::Methods, devices, || {
         rest_load(calls, 128, |i| {
             hub.http
                 .post(format!("{base}/twins/{PREFIX}{}/methods", i % devices))
@@ -537,6 +555,11 @@ async fn methods(args: &BenchArgs) -> Result<()> {
     .await?;
     let rate = ok as f64 / secs;
     println!("  {ok} of {calls} round trips in {secs:.1} s ({answered} answered by devices): {rate:.0}/s, p50 {:.1} ms, p99 {:.1} ms", pct(&lat, 50.0), pct(&lat, 99.0));
+    // What each call costs the hub, whatever else the machine is doing: the figure to compare
+    // two builds by (FLEETHUB_BENCH_HUB), since throughput on a shared machine moves with load.
+    let per_call_us = cpu * 1e6 / ok.max(1) as f64;
+    println!("  hub CPU per round trip: {per_call_us:.1} µs");
+    figure("method_hub_cpu_per_call_us", per_call_us, "µs", "reference");
     figure("method_round_trips_per_sec", rate, "calls/s", ">= 5000");
     Ok(())
 }
