@@ -1,0 +1,136 @@
+//! Databases written by earlier releases: the committed `tests/fixtures/v10.sqlite` (schema
+//! version 10, written by `examples/v10_fixture.rs`) opens with today's code and reads back
+//! exactly what the same writes put into a fresh store.
+#![allow(clippy::unwrap_used)] // a panic here fails a test; it never reaches the hub
+
+#[path = "fixtures/v10.rs"]
+mod v10;
+
+use std::path::{Path, PathBuf};
+
+use fleethub_query::{Dialect, Page, Query};
+use fleethub_store::{JobReads, QueryRow, Reads, Store, StoreConfig};
+use serde_json::json;
+use tempfile::TempDir;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v10.sqlite")
+}
+
+/// A copy of the fixture in its own directory (opening a database writes to it).
+fn copy_of_fixture(dir: &TempDir) -> PathBuf {
+    let path = dir.path().join("fleethub.db");
+    std::fs::copy(fixture(), &path).unwrap();
+    path
+}
+
+fn schema_version(path: &Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn the_fixture_is_a_small_version_10_database() {
+    assert_eq!(schema_version(&fixture()), 10);
+    let size = std::fs::metadata(fixture()).unwrap().len();
+    assert!(size < 512 * 1024, "{size} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_v10_fixture_reads_back_what_was_written() {
+    let old = TempDir::new().unwrap();
+    let migrated = Store::open(StoreConfig::new(copy_of_fixture(&old))).unwrap();
+    let fresh_dir = TempDir::new().unwrap();
+    let fresh = Store::open(StoreConfig::new(fresh_dir.path().join("fleethub.db"))).unwrap();
+    v10::write(&fresh).await;
+
+    let (from_fixture, from_fresh) = (v10::snapshot(&migrated).await, v10::snapshot(&fresh).await);
+    assert_eq!(from_fixture.len(), from_fresh.len());
+    for (a, b) in from_fixture.iter().zip(&from_fresh) {
+        assert_eq!(a, b);
+    }
+    // And what it holds is what the fixture means to hold, not two empty stores agreeing.
+    let devices = from_fixture
+        .iter()
+        .filter(|l| l.starts_with("device: "))
+        .count();
+    assert_eq!(devices, v10::DEVICES - 1);
+    migrated.close();
+    fresh.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_v10_fixture_holds_twins_jobs_and_the_rest() {
+    let dir = TempDir::new().unwrap();
+    let store = Store::open(StoreConfig::new(copy_of_fixture(&dir))).unwrap();
+    let checked = store
+        .read(|tx| {
+            // A twin after a reported patch: values, nested metadata and versions.
+            let d = tx.get_device("dev-01")?.unwrap();
+            assert_eq!(d.twin_version, 2);
+            assert_eq!(d.twin_etag, "etag-0002");
+            assert_eq!(d.reported["values"]["sensors"]["pm25"], json!(41));
+            assert_eq!(d.reported["values"]["sensors"]["humidity"], json!(0.5));
+            assert_eq!(d.reported["version"], json!(2));
+            let pm25 = &d.reported["metadata"]["sensors"]["pm25"]["$lastUpdated"];
+            assert_eq!(pm25, &json!(v10::at(101)));
+            let temp = &d.reported["metadata"]["sensors"]["temp"]["$lastUpdated"];
+            assert_eq!(temp, &json!(v10::at(1)));
+            // Desired and tags after an operator's patch, and the registry.
+            let d = tx.get_device("dev-02")?.unwrap();
+            assert_eq!(d.tags["floor"], json!(9));
+            assert_eq!(d.tags["location"]["room"], json!("r-2"));
+            assert_eq!(
+                d.desired["values"]["telemetry"],
+                json!({ "intervalSecs": 300 })
+            );
+            assert_eq!(
+                d.desired["metadata"]["telemetry"]["$lastUpdatedVersion"],
+                json!(2)
+            );
+            assert_eq!(tx.get_device("dev-03")?.unwrap().revision, 2);
+            assert_eq!(tx.get_device("dev-22")?.unwrap().status, "disabled");
+            assert!(tx.get_device(v10::DELETED)?.is_none());
+            let empty = tx.get_device("dev-23")?.unwrap();
+            assert_eq!(empty.tags, json!({}));
+            assert_eq!(empty.reported["values"], json!({}));
+            // Kept job counts match the rows.
+            let counts = tx.job_device_counts("job-twin-1")?;
+            assert_eq!(
+                (counts.completed, counts.failed, counts.total()),
+                (9, 1, 10)
+            );
+            let counts = tx.job_device_counts("job-method-2")?;
+            assert_eq!(
+                (
+                    counts.pending,
+                    counts.scheduled,
+                    counts.running,
+                    counts.completed
+                ),
+                (0, 1, 1, 1)
+            );
+            // The tag index answers tag equality.
+            let q =
+                Query::parse("SELECT deviceId FROM devices WHERE tags.building = 'b-01'").unwrap();
+            let page = Page {
+                limit: 100,
+                continuation: None,
+            };
+            let compiled = q.compile(&page, Dialect::Sqlite).unwrap();
+            assert!(tx.query_plan(&compiled)?.contains("device_tags"));
+            let ids: Vec<QueryRow> = tx.run_query(&compiled)?.rows;
+            let want: Vec<QueryRow> = (0..v10::DEVICES - 1)
+                .filter(|i| i % 3 == 1 && format!("dev-{i:02}") != v10::DELETED)
+                .map(|i| QueryRow::Document(json!({ "deviceId": format!("dev-{i:02}") })))
+                .collect();
+            assert_eq!(ids, want);
+            Ok(true)
+        })
+        .await
+        .unwrap();
+    assert!(checked);
+    store.close();
+}
