@@ -79,6 +79,10 @@ pub struct ServeConfig {
     /// [default: https://<host-name>:<https port>]
     #[arg(long, env = "FLEETHUB_FIRMWARE_BASE_URL")]
     pub firmware_base_url: Option<String>,
+    /// Megabytes of firmware images held in memory for downloads, shared by every download of
+    /// an image; an image over a quarter of this streams from disk for each download (0: all do).
+    #[arg(long, env = "FLEETHUB_FIRMWARE_CACHE_MB", default_value_t = 256)]
+    pub firmware_cache_mb: u64,
     /// Quotas (IoT Hub's throttling as the model): rates per second, 0 for no limit.
     #[command(flatten)]
     pub quotas: QuotaArgs,
@@ -236,6 +240,7 @@ impl ServeConfig {
             store_max_mb: None,
             firmware_signing_key: None,
             firmware_base_url: None,
+            firmware_cache_mb: 256,
             quotas: QuotaArgs::default(),
             https_limits: HttpsLimitArgs::default(),
             clock: HubClock::default(),

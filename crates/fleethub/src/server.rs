@@ -163,6 +163,7 @@ fn firmware_config(cfg: &ServeConfig, data_dir: &std::path::Path) -> FirmwareCon
         firmware.generate_key = false;
     }
     firmware.base_url = cfg.firmware_base_url.clone();
+    firmware.cache_bytes = cfg.firmware_cache_mb.saturating_mul(1024 * 1024);
     firmware
 }
 

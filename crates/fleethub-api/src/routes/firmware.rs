@@ -7,7 +7,7 @@ use super::byte_range::{self, ByteRange};
 use crate::auth::{Authorized, RegistryRead, RegistryWrite};
 use crate::extract::{HubQuery, PathId};
 use crate::{ApiError, ApiState};
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::header::{
     ACCEPT_RANGES, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_RANGE,
@@ -393,9 +393,38 @@ async fn download(
     })
 }
 
-/// `length` bytes of the artifact from `start`, read from disk a chunk at a time as the client
-/// takes them, each counted for the device.
+/// `length` bytes of the artifact from `start`, each counted for the device as the client takes
+/// it: slices of the image the hub holds in memory for every download of it (no copy, no buffer
+/// per download), or, for an image too large to hold, read from disk a chunk at a time.
 async fn file_body(
+    hub: &Hub,
+    grant: DownloadGrant,
+    start: u64,
+    length: u64,
+) -> Result<Body, ApiError> {
+    match hub.firmware_image(&grant).await? {
+        Some(image) => Ok(held_body(hub, grant, image, start, length)),
+        None => disk_body(hub, grant, start, length).await,
+    }
+}
+
+/// `length` bytes of `image` from `start`, in `CHUNK`-sized slices of it.
+fn held_body(hub: &Hub, grant: DownloadGrant, image: Bytes, start: u64, length: u64) -> Body {
+    let hub = hub.clone();
+    // The range was checked against the artifact's size, which is the image's length.
+    let end = (start + length).min(image.len() as u64) as usize;
+    let start = start.min(end as u64) as usize;
+    let slices = futures_util::stream::iter((start..end).step_by(CHUNK)).map(move |at| {
+        let to = (at + CHUNK).min(end);
+        hub.firmware_bytes_served(&grant, (to - at) as u64);
+        Ok::<_, std::convert::Infallible>(image.slice(at..to))
+    });
+    Body::from_stream(slices)
+}
+
+/// `length` bytes of the artifact's file from `start`, read a chunk at a time as the client
+/// takes them.
+async fn disk_body(
     hub: &Hub,
     grant: DownloadGrant,
     start: u64,
@@ -423,7 +452,7 @@ async fn file_body(
                 Ok(n) => {
                     buf.truncate(n);
                     hub.firmware_bytes_served(&grant, n as u64);
-                    Some((Ok(bytes::Bytes::from(buf)), Some(reader)))
+                    Some((Ok(Bytes::from(buf)), Some(reader)))
                 }
                 Err(e) => Some((Err(e), None)),
             }

@@ -1,17 +1,20 @@
 //! The firmware store: immutable artifacts addressed by their SHA-256 (metadata in the store,
 //! bytes in files, see [`files`]), each with a manifest signed by the hub's firmware key (or by
 //! the operator offline, checked on upload; see [`signing`]), delivered to devices over
-//! per-device, time-limited URLs ([`urls`]) with the bytes served per device counted.
+//! per-device, time-limited URLs ([`urls`]) with the bytes served per device counted. Images
+//! being downloaded are held once in memory for all their downloads ([`cache`]).
 //!
 //! Uploads, deletes and nothing else change artifacts; both take one lock, so a blob is never
 //! removed while an upload of the same bytes is being recorded.
 
+pub mod cache;
 pub mod files;
 pub mod signing;
 pub mod urls;
 
 use crate::events::append_change;
 use crate::Hub;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use fleethub_core::events::Change;
 use fleethub_core::firmware::{DesiredFirmware, Manifest};
@@ -41,6 +44,9 @@ pub struct FirmwareConfig {
     pub default_url_ttl: Duration,
     /// The longest a caller may ask for.
     pub max_url_ttl: Duration,
+    /// Bytes of images held in memory for downloads ([`cache::ImageCache`]); an image over a
+    /// quarter of this streams from disk.
+    pub cache_bytes: u64,
 }
 
 impl FirmwareConfig {
@@ -54,6 +60,7 @@ impl FirmwareConfig {
             base_url: None,
             default_url_ttl: Duration::from_secs(24 * 3600),
             max_url_ttl: Duration::from_secs(7 * 24 * 3600),
+            cache_bytes: cache::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -80,6 +87,7 @@ pub(crate) struct FirmwareState {
     /// Uploads' and deletes' changes to the files and rows, one at a time.
     changes: tokio::sync::Mutex<()>,
     served: Mutex<HashMap<(String, String), Served>>,
+    images: cache::ImageCache,
 }
 
 impl FirmwareState {
@@ -88,7 +96,9 @@ impl FirmwareState {
         let key = signing::SigningKey::load_or_generate(&config.signing_key, config.generate_key)?;
         let urls = urls::UrlSigner::load_or_generate(&config.dir.join("url.key"))?;
         let base_url = RwLock::new(config.base_url.clone().unwrap_or_default());
+        let images = cache::ImageCache::new(config.cache_bytes);
         Ok(FirmwareState {
+            images,
             config,
             blobs,
             key,
@@ -371,6 +381,7 @@ impl Hub {
             })
             .await?;
         state.blobs.remove(&row.sha256);
+        state.images.forget(&row.sha256);
         state.served.lock().retain(|(sha, _), _| *sha != row.sha256);
         Ok(())
     }
@@ -505,6 +516,17 @@ impl Hub {
             size: row.size,
             device_id: device_id.to_string(),
         })
+    }
+
+    /// The image a download grant serves, held in memory and shared by every download of it;
+    /// `None` when it is too large to hold, and the caller streams `grant.path` instead. A file
+    /// that does not hash to the artifact's SHA-256 is an error ("damaged on disk"), not served.
+    pub async fn firmware_image(&self, grant: &DownloadGrant) -> HubResult<Option<Bytes>> {
+        let state = self.firmware_state()?;
+        state
+            .images
+            .get(&grant.sha256, grant.size, &grant.path)
+            .await
     }
 
     /// Counts a download request answered with the image.

@@ -277,12 +277,56 @@ async fn an_offline_signature_made_with_the_operators_key_is_verified_and_kept()
 
 #[tokio::test]
 async fn downloads_answer_every_range_form_esp_https_ota_sends() {
-    let hub = TestHub::start().await;
+    every_range_form(&TestHub::start().await).await;
+}
+
+#[tokio::test]
+async fn an_image_streamed_from_disk_answers_every_range_form_too() {
+    // No image cache: every download reads the file (what an image too large to hold gets).
+    every_range_form(&TestHub::start_with(|cfg| cfg.firmware_cache_mb = 0).await).await;
+}
+
+#[tokio::test]
+async fn an_image_damaged_on_disk_is_refused_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let hub = TestHub::start_in(dir).await;
     hub.create_device("dev-1").await;
-    let img = image(100_000, 8);
+    let img = image(100_000, 4);
     let (_, art) = upload(&hub, "version=1.0.0&model=esp32", img.clone()).await;
     let id = art["id"].as_str().unwrap().to_string();
+    let mut damaged = img.clone();
+    damaged[70_000] ^= 0x40;
+    std::fs::write(data.join("firmware/blobs").join(&id), &damaged).unwrap();
     let minted = mint(&hub, &id, "dev-1", "").await;
+    let url = minted["url"].as_str().unwrap();
+    for range in [None, Some("bytes=0-0")] {
+        let resp = get(&hub, url, range).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{range:?}"
+        );
+        let body: Value = resp.json().await.unwrap();
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains("damaged on disk"), "{body}");
+        assert!(message.contains("upload the image again"), "{body}");
+    }
+    // Put right on disk, it is served (a refused image is not held).
+    std::fs::write(data.join("firmware/blobs").join(&id), &img).unwrap();
+    let whole = get(&hub, url, None).await;
+    assert_eq!(whole.status(), StatusCode::OK);
+    assert!(whole.bytes().await.unwrap().as_ref() == img.as_slice());
+}
+
+/// HEAD, the whole image, every Range form a device sends, 416, malformed ranges, and the bytes
+/// counted for the device.
+async fn every_range_form(hub: &TestHub) {
+    hub.create_device("dev-1").await;
+    let img = image(100_000, 8);
+    let (_, art) = upload(hub, "version=1.0.0&model=esp32", img.clone()).await;
+    let id = art["id"].as_str().unwrap().to_string();
+    let minted = mint(hub, &id, "dev-1", "").await;
     let url = minted["url"].as_str().unwrap().to_string();
     assert!(url.starts_with(&hub.base), "{url}");
     assert_eq!(minted["desiredFirmware"]["sha256"], id.as_str());
@@ -298,7 +342,7 @@ async fn downloads_answer_every_range_form_esp_https_ota_sends() {
     assert!(head.bytes().await.unwrap().is_empty());
 
     // The whole image.
-    let whole = get(&hub, &url, None).await;
+    let whole = get(hub, &url, None).await;
     assert_eq!(whole.status(), StatusCode::OK);
     assert_eq!(whole.bytes().await.unwrap().as_ref(), img.as_slice());
 
@@ -310,7 +354,7 @@ async fn downloads_answer_every_range_form_esp_https_ota_sends() {
         ("bytes=99000-", 99_000, 99_999),
         ("bytes=-16", 99_984, 99_999),
     ] {
-        let resp = get(&hub, &url, Some(range)).await;
+        let resp = get(hub, &url, Some(range)).await;
         assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT, "{range}");
         assert_eq!(
             resp.headers()[CONTENT_RANGE],
@@ -322,14 +366,14 @@ async fn downloads_answer_every_range_form_esp_https_ota_sends() {
         assert_eq!(body.as_ref(), &img[start..=end], "{range}");
     }
 
-    let past = get(&hub, &url, Some("bytes=100000-")).await;
+    let past = get(hub, &url, Some("bytes=100000-")).await;
     assert_eq!(past.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(past.headers()[CONTENT_RANGE], "bytes */100000");
     let body: Value = past.json().await.unwrap();
     assert_eq!(error_code(&body), 416000, "{body}");
 
     for bad in ["bytes=5-1", "bytes=x-", "octets"] {
-        let resp = get(&hub, &url, Some(bad)).await;
+        let resp = get(hub, &url, Some(bad)).await;
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad}");
         let body: Value = resp.json().await.unwrap();
         assert_eq!(error_code(&body), 400041, "{bad}: {body}");
