@@ -1,13 +1,13 @@
 //! Queries (`POST /devices/query`): parse, compile one page for the store's dialect, have the
 //! store run it on a read connection, and turn the rows into typed items (a `SELECT *` row is a
-//! [`Twin`] or a device's row in a job; a projection or an aggregate is the JSON document the
+//! [`Twin`], with the configurations that target it, or a device's row in a job; a projection or an aggregate is the JSON document the
 //! query language computed). `fleethub-api` writes them in IoT Hub's shapes.
 
 use crate::twin::{Twin, TwinState};
 use crate::Hub;
 use fleethub_core::{ErrorCode, HubError, HubResult};
 use fleethub_query::{Page, Query, QueryError, Source};
-use fleethub_store::{JobDeviceRow, QueryRow, Reads};
+use fleethub_store::{ConfigurationReads, JobDeviceRow, QueryRow, Reads, StoreError};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -78,7 +78,21 @@ impl Hub {
         let compiled = query
             .compile(&page, self.store().dialect())
             .map_err(|e| invalid_query(&e))?;
-        let page = self.store().read(move |r| r.run_query(&compiled)).await?;
+        // A twin row carries the configurations that target it, as `GET /twins/{id}` does,
+        // read with the page.
+        let (page, mut configurations) = self
+            .store()
+            .read(move |r| {
+                let page = r.run_query(&compiled)?;
+                let mut configurations = Vec::new();
+                for row in &page.rows {
+                    if let QueryRow::Device(device) = row {
+                        configurations.push(r.device_configurations(&device.device_id)?);
+                    }
+                }
+                Ok::<_, StoreError>((page, configurations.into_iter()))
+            })
+            .await?;
         let source = query.source();
         let items = page
             .rows
@@ -87,8 +101,13 @@ impl Hub {
                 QueryRow::Document(doc) => Ok(QueryItem::Document(doc)),
                 QueryRow::Device(row) => {
                     let connected = self.inner.connections.is_connected(&row.device_id);
-                    let twin = TwinState::from_row(&row)?.into_twin(connected);
-                    Ok(QueryItem::Twin(Box::new(twin)))
+                    let mut twin = TwinState::from_row(&row)?;
+                    twin.configurations = configurations
+                        .next()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect();
+                    Ok(QueryItem::Twin(Box::new(twin.into_twin(connected))))
                 }
                 QueryRow::DeviceJob(row) => Ok(QueryItem::DeviceJob(Box::new(row))),
             })

@@ -182,6 +182,49 @@ async fn a_tie_goes_to_the_newest_and_the_loser_is_only_targeted() {
 }
 
 #[tokio::test]
+async fn select_star_rows_carry_the_configurations_a_twin_read_shows() {
+    let f = fixture().await;
+    f.device("d1", json!({"env": "prod"})).await;
+    f.device("d2", json!({"env": "dev"})).await;
+    f.put("older", config("*", 3, json!({"properties.desired.x": 1})))
+        .await;
+    f.put(
+        "newer",
+        config("tags.env = 'prod'", 3, json!({"properties.desired.x": 2})),
+    )
+    .await;
+    f.settle().await;
+    let page = f
+        .hub
+        .query("SELECT * FROM devices", None, None)
+        .await
+        .unwrap();
+    let rows: Vec<_> = page
+        .items
+        .iter()
+        .map(|i| match i {
+            crate::query::QueryItem::Twin(t) => t,
+            other => panic!("not a twin row: {other:?}"),
+        })
+        .collect();
+    assert_eq!(rows.len(), 2);
+    use fleethub_core::configuration::ConfigurationStatus::{Applied, Targeted};
+    let statuses = |t: &crate::Twin| t.configurations.clone().into_iter().collect::<Vec<_>>();
+    assert_eq!(
+        statuses(rows[0]),
+        vec![
+            ("newer".to_string(), Applied),
+            ("older".to_string(), Targeted)
+        ]
+    );
+    assert_eq!(statuses(rows[1]), vec![("older".to_string(), Applied)]);
+    for row in rows {
+        let read = f.hub.get_twin(&row.device.device_id).await.unwrap();
+        assert_eq!(row.configurations, read.configurations);
+    }
+}
+
+#[tokio::test]
 async fn applying_again_patches_nothing() {
     let f = fixture().await;
     f.device("d1", json!({"env": "prod"})).await;
