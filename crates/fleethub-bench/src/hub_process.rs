@@ -145,6 +145,23 @@ impl HubProcess {
         Ok(started.elapsed().as_secs_f64())
     }
 
+    /// Runs `FLEETHUB_BENCH_MARK`, when set, as `<command> <phase> <hub pid>` and waits for it:
+    /// a hook at the edges of the measured phase (`start`, `end`), e.g. a script that zeroes and
+    /// dumps callgrind's counters (`callgrind_control -z` / `-d`) so that a profile holds the
+    /// load alone.
+    pub fn mark(&self, phase: &str) {
+        let Some(command) = std::env::var_os("FLEETHUB_BENCH_MARK") else {
+            return;
+        };
+        let status = Command::new(&command)
+            .arg(phase)
+            .arg(self.child.id().to_string())
+            .status();
+        if !status.as_ref().is_ok_and(|s| s.success()) {
+            eprintln!("FLEETHUB_BENCH_MARK {phase}: {status:?}");
+        }
+    }
+
     /// Resident memory of the hub process in KiB.
     pub fn rss_kib(&self) -> u64 {
         rss_kib(self.child.id())

@@ -459,9 +459,11 @@ where
         bail!("{} devices failed to connect", workers.failed);
     }
     workers.go().await?;
+    hub.mark("start");
     let (cpu_before, wall) = (cpu_seconds(hub.pid()), Instant::now());
     let out = drive().await;
     let cpu = cpu_seconds(hub.pid()) - cpu_before;
+    hub.mark("end");
     let cores = cpu / wall.elapsed().as_secs_f64();
     println!("  hub CPU while loaded: {cores:.2} cores (the REST client and the device workers share the rest)");
     let results = workers.finish(true).await?;
