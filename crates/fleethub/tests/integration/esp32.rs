@@ -6,6 +6,7 @@ use crate::harness::TestHub;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use fleethub_client::HubClient;
 use fleethub_core::firmware::{sha256_hex, DesiredFirmware};
 use fleethub_sim::esp32::{
     device_seed, spawn_device, BadFirmware, Behavior, DeviceSpec, Faults, FirmwareFailure,
@@ -162,6 +163,15 @@ impl Fleet {
 
 /// Registers `count` devices `{prefix}-{n}` in bulk; returns their ids.
 pub(crate) async fn register(hub: &TestHub, prefix: &str, count: usize) -> Vec<String> {
+    register_through(&hub.client, prefix, count).await
+}
+
+/// [`register`] through any hub's REST client (a hub process, say).
+pub(crate) async fn register_through(
+    client: &HubClient,
+    prefix: &str,
+    count: usize,
+) -> Vec<String> {
     let ids: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
     for chunk in ids.chunks(100) {
         let body: Vec<Value> = chunk
@@ -171,7 +181,11 @@ pub(crate) async fn register(hub: &TestHub, prefix: &str, count: usize) -> Vec<S
                 {"type": "sas", "symmetricKey": {"primaryKey": KEY, "secondaryKey": KEY}}})
             })
             .collect();
-        let r = hub.call(Method::POST, "/devices", Some(json!(body))).await;
+        let body = json!(body);
+        let r = client
+            .call(Method::POST, "/devices", Some(&body))
+            .await
+            .expect("request sent");
         assert!(
             r.status.is_success(),
             "bulk registration: {} {}",
@@ -206,11 +220,23 @@ pub(crate) fn spawn_pinned_fleet(
     groups: Vec<(Vec<String>, &str, Behavior)>,
     firmware_key: Option<Arc<FirmwareKey>>,
 ) -> Fleet {
+    let port = hub.running.mqtt_addr.port();
+    spawn_fleet_to(port, hub.tls.clone(), groups, firmware_key)
+}
+
+/// Starts registered devices against the hub whose MQTT port is `mqtt_port` (a hub process a
+/// test may kill and start again on the same port: the devices reconnect to it).
+pub(crate) fn spawn_fleet_to(
+    mqtt_port: u16,
+    tls: Arc<rustls::ClientConfig>,
+    groups: Vec<(Vec<String>, &str, Behavior)>,
+    firmware_key: Option<Arc<FirmwareKey>>,
+) -> Fleet {
     let connect = Arc::new(ConnectTemplate {
         host: "127.0.0.1".into(),
-        port: hub.running.mqtt_addr.port(),
+        port: mqtt_port,
         hub_host_name: "localhost".into(),
-        tls: Some(hub.tls.clone()),
+        tls: Some(tls),
         sas_lifetime_secs: None,
     });
     let clock = SimClock::new(SCALE);
@@ -270,14 +296,24 @@ where
     }
 }
 
-pub(crate) async fn reported_firmware(hub: &TestHub, id: &str) -> Value {
-    let twin = hub.call(Method::GET, &format!("/twins/{id}"), None).await;
-    twin.body["properties"]["reported"]["firmware"].clone()
+pub(crate) async fn reported_firmware(client: &HubClient, id: &str) -> Value {
+    let twin = client.twin(id).await.expect("request sent");
+    twin.unwrap_or_default()["properties"]["reported"]["firmware"].clone()
 }
 
 /// Waits until every device in `ids` reports a firmware section `accept` takes.
 pub(crate) async fn wait_for_reports(
     hub: &TestHub,
+    ids: &[String],
+    what: &str,
+    accept: impl Fn(&Value) -> bool,
+) {
+    wait_for_reports_through(&hub.client, ids, what, accept).await
+}
+
+/// [`wait_for_reports`] through any hub's REST client.
+pub(crate) async fn wait_for_reports_through(
+    client: &HubClient,
     ids: &[String],
     what: &str,
     accept: impl Fn(&Value) -> bool,
@@ -288,7 +324,7 @@ pub(crate) async fn wait_for_reports(
         let mut still = Vec::new();
         let mut last = Value::Null;
         for id in pending {
-            let fw = reported_firmware(hub, &id).await;
+            let fw = reported_firmware(client, &id).await;
             if !accept(&fw) {
                 last = json!({"device": id, "firmware": fw});
                 still.push(id);

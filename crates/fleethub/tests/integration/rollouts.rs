@@ -2,16 +2,22 @@
 //! as device operations, the devices download from the hub's firmware store over HTTPS with
 //! their own URLs, and the engine follows their reports, reconnections and telemetry.
 
-use crate::esp32::{image, register, spawn_fleet, store, wait_for, wait_for_reports};
-use crate::harness::TestHub;
+use crate::esp32::{
+    image, register, register_through, spawn_fleet, spawn_fleet_to, store, wait_for,
+    wait_for_reports, wait_for_reports_through,
+};
+use crate::harness::{spawn_hub, TestHub};
+use fleethub_client::{FirmwareUpload, HubClient};
 use fleethub_hub::rollouts::{CreateRollout, RolloutView};
 use fleethub_rollout::{
-    Artifact, EventKind, RetrySpec, RolloutSpec, Selector, Status, Threshold, TripAction, WaveSpec,
-    WaveStatus,
+    Artifact, BatchSpec, DeviceRecord, DeviceState, EventKind, RetrySpec, RolloutSpec, Selector,
+    Status, Threshold, TripAction, WaveSpec, WaveStatus,
 };
 use fleethub_sim::esp32::{BadFirmware, Behavior, Faults, FirmwareFailure};
 use reqwest::Method;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 async fn tag(hub: &TestHub, ids: &[String], tags: Value) {
     for id in ids {
@@ -309,4 +315,207 @@ async fn a_rollback_survives_power_loss_in_the_middle_of_its_download() {
         assert_eq!(fw["sha256"], Value::String(sha(&old)), "{id}");
     }
     fleet.stop().await;
+}
+
+/// Uploads `blob` as `version` to a hub process through its REST client; its SHA-256.
+async fn upload_through(
+    client: &HubClient,
+    dir: &std::path::Path,
+    version: &str,
+    blob: &[u8],
+) -> String {
+    let file = dir.join(format!("{version}.bin"));
+    std::fs::write(&file, blob).unwrap();
+    let upload = FirmwareUpload {
+        version: version.into(),
+        models: vec!["esp32".into()],
+        ..FirmwareUpload::default()
+    };
+    let (_, artifact) = client.upload_firmware(&file, &upload).await.unwrap();
+    artifact["sha256"].as_str().unwrap().to_string()
+}
+
+/// A rollout in a hub process, through REST: its view and its device records.
+async fn rollout_through(
+    client: &HubClient,
+    id: &str,
+) -> Result<(Value, Vec<DeviceRecord>), String> {
+    let view = client.rollout(id).await.map_err(|e| e.to_string())?;
+    let view = view.ok_or_else(|| format!("no rollout {id}"))?;
+    let devices = client
+        .rollout_devices(id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let devices = serde_json::from_value(devices).map_err(|e| e.to_string())?;
+    Ok((view, devices))
+}
+
+fn states(devices: &[DeviceRecord]) -> BTreeMap<String, usize> {
+    let mut by = BTreeMap::new();
+    for d in devices {
+        let name = serde_json::to_value(d.state).unwrap()["state"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        *by.entry(name).or_default() += 1;
+    }
+    by
+}
+
+/// kill -9 while a wave is under way, twice, each time with devices downloading or rebooting
+/// into the image and others still waiting for their batch; the hub starts again on the same
+/// data directory and ports, the simulated devices reconnect, and the rollout completes. Over
+/// every device: each attempt was journalled once and written to desired once (the twin's
+/// desired `$version` moved once per push), attempts are numbered 1, 2, … without a gap, and
+/// every device ends updated on 2.1.0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_mid_wave_pushes_each_device_once_per_attempt_and_skips_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = spawn_hub(dir.path(), 0, 0);
+    let https = hub.ready["httpsPort"].as_u64().unwrap() as u16;
+    let mqtt = hub.ready["mqttPort"].as_u64().unwrap() as u16;
+    let rest = hub.client();
+    let ca = std::fs::read(hub.ready["caFile"].as_str().unwrap()).unwrap();
+    let tls = fleethub_sim::tls_config_trusting(&ca).unwrap();
+
+    upload_through(&rest, dir.path(), "1.0.0", &image(256 * 1024, 30)).await;
+    let new = upload_through(&rest, dir.path(), "2.1.0", &image(256 * 1024, 31)).await;
+    let ids = register_through(&rest, "kill", 24).await;
+    for id in &ids {
+        let tags = json!({"tags": {"product": "aq", "ring": "all"}});
+        rest.patch_twin(id, &tags).await.unwrap();
+    }
+    // A download takes about a simulated minute (0.6 s of real time at the fleet's 100x), so
+    // a kill finds devices in the middle of one.
+    let behavior = Behavior {
+        telemetry_interval_s: 60.0,
+        boot_delay_s: 2.0,
+        faults: Faults {
+            bandwidth_bytes_per_s: Some(4 * 1024),
+            ..Faults::default()
+        },
+        ..Behavior::default()
+    };
+    let fleet = spawn_fleet_to(mqtt, tls, vec![(ids.clone(), "kill", behavior)], None);
+    wait_for_reports_through(&rest, &ids, "every device to report 1.0.0", |fw| {
+        fw["current_version"] == "1.0.0"
+    })
+    .await;
+    let mut desired_before = BTreeMap::new();
+    for id in &ids {
+        let twin = rest.twin(id).await.unwrap().unwrap();
+        let version = twin["properties"]["desired"]["$version"].as_u64().unwrap();
+        desired_before.insert(id.clone(), version);
+    }
+
+    // Six devices every 3 s; a failed attempt (a download cut by the kill) is retried after a
+    // second, and no number of them trips the wave.
+    let mut all = wave("all", "all", 1000);
+    all.batch = Some(BatchSpec {
+        size: 6,
+        interval_secs: 3,
+    });
+    let retry = RetrySpec {
+        retries: 5,
+        backoff_secs: 1,
+        factor: 1,
+        max_backoff_secs: 1,
+    };
+    let spec = night(new, vec![all], retry, TripAction::Pause);
+    rest.create_rollout("kill", &serde_json::to_value(&spec).unwrap(), None)
+        .await
+        .unwrap();
+
+    // The first kill catches the first batch in flight; the second a later batch in flight
+    // while earlier devices soak or are done.
+    for kill in 1..=2 {
+        let rest = hub.client();
+        let caught = wait_for("devices in flight and devices waiting", || {
+            let rest = rest.clone();
+            async move {
+                let (_, devices) = rollout_through(&rest, "kill").await?;
+                let by = states(&devices);
+                let count = |s: &str| by.get(s).copied().unwrap_or(0);
+                let past = count("soaking") + count("updated");
+                let later = kill == 1 || past > 0;
+                if count("in_flight") > 0 && count("waiting") > 0 && later {
+                    Ok(by)
+                } else {
+                    Err(format!("{by:?}"))
+                }
+            }
+        })
+        .await;
+        hub.child.kill().unwrap(); // SIGKILL
+        hub.child.wait().unwrap();
+        eprintln!("kill {kill}: {caught:?}");
+        // Down long enough for the devices to notice and their downloads to fail.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        hub = spawn_hub(dir.path(), https, mqtt);
+    }
+
+    let rest = hub.client();
+    let (view, devices) = wait_for("the rollout to complete", || {
+        let rest = rest.clone();
+        async move {
+            let (view, devices) = rollout_through(&rest, "kill").await?;
+            if view["status"] == "completed" {
+                Ok((view, devices))
+            } else {
+                Err(format!("{} {:?}", view["status"], states(&devices)))
+            }
+        }
+    })
+    .await;
+    assert_eq!(view["compliance"]["updated"], 24, "{view:#}");
+    assert_eq!(devices.len(), 24);
+    for d in &devices {
+        assert_eq!(d.state, DeviceState::Updated, "{d:?}");
+    }
+    wait_for_reports_through(&rest, &ids, "every device on 2.1.0", |fw| {
+        fw["current_version"] == "2.1.0" && fw["status"] == "success"
+    })
+    .await;
+    let mut desired_after = BTreeMap::new();
+    for id in &ids {
+        let twin = rest.twin(id).await.unwrap().unwrap();
+        let version = twin["properties"]["desired"]["$version"].as_u64().unwrap();
+        desired_after.insert(id.clone(), version);
+    }
+    drop(rest);
+    hub.child.kill().unwrap();
+    hub.child.wait().unwrap();
+    fleet.stop().await;
+
+    // The push journal, read from the data directory the hub left.
+    let store = fleethub_store::Store::open(fleethub_store::StoreConfig::new(
+        dir.path().join("data").join("fleethub.db"),
+    ))
+    .unwrap();
+    let mut retried = 0;
+    for d in &devices {
+        let (r, id) = ("kill".to_string(), d.id.clone());
+        let pushes = store
+            .read(move |tx| fleethub_store::RolloutReads::rollout_pushes_of(tx, &r, &id))
+            .await
+            .unwrap();
+        let attempts: Vec<u32> = pushes.iter().map(|p| p.attempt).collect();
+        let expected: Vec<u32> = (1..=d.attempt).collect();
+        assert_eq!(attempts, expected, "{}: {pushes:?}", d.id);
+        assert!(
+            pushes.iter().all(|p| p.sent_ms.is_some() && !p.rollback),
+            "{}: {pushes:?}",
+            d.id
+        );
+        let written = desired_after[&d.id] - desired_before[&d.id];
+        assert_eq!(
+            written,
+            u64::from(d.attempt),
+            "{}: desired written {written} times for {} attempts",
+            d.id,
+            d.attempt
+        );
+        retried += usize::from(d.attempt > 1);
+    }
+    eprintln!("devices pushed more than once: {retried}");
 }
