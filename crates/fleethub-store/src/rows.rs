@@ -139,3 +139,22 @@ pub struct TwinSections<'a> {
     /// New reported properties, if they change.
     pub reported: Option<&'a Value>,
 }
+
+/// A device with empty tags and reported properties and the given desired values, for unit
+/// tests that need rows in the `devices` table.
+#[cfg(test)]
+pub(crate) fn test_device(id: &str, desired: Value) -> DeviceRow {
+    let section =
+        |values: Value| serde_json::json!({"values": values, "metadata": {}, "version": 1});
+    DeviceRow {
+        device_id: id.to_string(),
+        status: "enabled".into(),
+        identity: serde_json::json!({}),
+        tags: serde_json::json!({}),
+        desired: section(desired),
+        reported: section(serde_json::json!({})),
+        twin_version: 1,
+        twin_etag: "e".into(),
+        revision: 1,
+    }
+}

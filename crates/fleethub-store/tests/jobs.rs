@@ -20,7 +20,7 @@ fn device(id: &str, tags: serde_json::Value) -> DeviceRow {
         identity: json!({ "deviceId": id }),
         tags,
         desired: json!({"values":{},"metadata":{},"version":1}),
-        reported: json!({}),
+        reported: json!({"values":{},"metadata":{},"version":1}),
         twin_version: 1,
         twin_etag: "AAAAAAAAAAE=".into(),
         revision: 1,

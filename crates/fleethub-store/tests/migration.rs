@@ -1,6 +1,7 @@
 //! Databases written by earlier releases: the committed `tests/fixtures/v10.sqlite` (schema
-//! version 10, written by `examples/v10_fixture.rs`) opens with today's code and reads back
-//! exactly what the same writes put into a fresh store.
+//! version 10, written by `examples/v10_fixture.rs`) opens with today's code, which migrates it
+//! to the twin layout of version 11, and reads back exactly what the same writes put into a
+//! fresh store; a migration stopped part way picks up where it stopped.
 #![allow(clippy::unwrap_used)] // a panic here fails a test; it never reaches the hub
 
 #[path = "fixtures/v10.rs"]
@@ -31,6 +32,30 @@ fn schema_version(path: &Path) -> i64 {
         .unwrap()
 }
 
+/// What a fresh store holding the fixture's writes shows, to compare a migrated one with.
+async fn fresh_snapshot() -> Vec<String> {
+    let dir = TempDir::new().unwrap();
+    let fresh = Store::open(StoreConfig::new(dir.path().join("fleethub.db"))).unwrap();
+    v10::write(&fresh).await;
+    let lines = v10::snapshot(&fresh).await;
+    fresh.close();
+    lines
+}
+
+fn assert_same(migrated: &[String], fresh: &[String]) {
+    assert_eq!(migrated.len(), fresh.len());
+    for (a, b) in migrated.iter().zip(fresh) {
+        assert_eq!(a, b);
+    }
+}
+
+fn count(path: &Path, sql: &str) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
+}
+
 #[test]
 fn the_fixture_is_a_small_version_10_database() {
     assert_eq!(schema_version(&fixture()), 10);
@@ -41,16 +66,10 @@ fn the_fixture_is_a_small_version_10_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_v10_fixture_reads_back_what_was_written() {
     let old = TempDir::new().unwrap();
-    let migrated = Store::open(StoreConfig::new(copy_of_fixture(&old))).unwrap();
-    let fresh_dir = TempDir::new().unwrap();
-    let fresh = Store::open(StoreConfig::new(fresh_dir.path().join("fleethub.db"))).unwrap();
-    v10::write(&fresh).await;
-
-    let (from_fixture, from_fresh) = (v10::snapshot(&migrated).await, v10::snapshot(&fresh).await);
-    assert_eq!(from_fixture.len(), from_fresh.len());
-    for (a, b) in from_fixture.iter().zip(&from_fresh) {
-        assert_eq!(a, b);
-    }
+    let path = copy_of_fixture(&old);
+    let migrated = Store::open(StoreConfig::new(&path)).unwrap();
+    let from_fixture = v10::snapshot(&migrated).await;
+    assert_same(&from_fixture, &fresh_snapshot().await);
     // And what it holds is what the fixture means to hold, not two empty stores agreeing.
     let devices = from_fixture
         .iter()
@@ -58,7 +77,75 @@ async fn the_v10_fixture_reads_back_what_was_written() {
         .count();
     assert_eq!(devices, v10::DEVICES - 1);
     migrated.close();
-    fresh.close();
+    // The new layout: JSONB values, metadata in its own table, no copy left behind.
+    assert_eq!(schema_version(&path), 11);
+    let sql = "SELECT count(*) FROM devices WHERE typeof(tags) = 'blob' \
+               AND typeof(desired) = 'blob' AND typeof(reported) = 'blob'";
+    assert_eq!(count(&path, sql), (v10::DEVICES - 1) as i64);
+    let sql = "SELECT count(*) FROM twin_metadata JOIN devices USING (row) \
+               WHERE json_type(twin_metadata.reported, '$.sensors') = 'object'";
+    assert_eq!(count(&path, sql), (v10::DEVICES - 2) as i64);
+    let sql = "SELECT count(*) FROM sqlite_schema WHERE name = 'devices_v11'";
+    assert_eq!(count(&path, sql), 0);
+}
+
+/// A migration killed part way (here: stopped after whole chunks had committed) leaves the
+/// database at version 10 with the old table whole; the next start copies the rest and ends
+/// with every twin as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_stopped_part_way_picks_up_where_it_stopped() {
+    let dir = TempDir::new().unwrap();
+    let path = copy_of_fixture(&dir);
+    assert!(!Store::migrate_partly(&path, 10).unwrap());
+    assert_eq!(schema_version(&path), 10);
+    assert_eq!(count(&path, "SELECT count(*) FROM devices_v11"), 10);
+    assert_eq!(count(&path, "SELECT count(*) FROM twin_metadata"), 10);
+    assert_eq!(count(&path, "SELECT count(*) FROM devices"), 23);
+    // Stopped again, further on: it resumed after the last copied id.
+    assert!(!Store::migrate_partly(&path, 5).unwrap());
+    assert_eq!(count(&path, "SELECT count(*) FROM devices_v11"), 15);
+
+    let store = Store::open(StoreConfig::new(&path)).unwrap();
+    assert_same(&v10::snapshot(&store).await, &fresh_snapshot().await);
+    store.close();
+    assert_eq!(schema_version(&path), 11);
+    assert_eq!(count(&path, "SELECT count(*) FROM twin_metadata"), 23);
+}
+
+/// Between a stopped migration and the next start, an older build may run and change rows
+/// that were already copied: the migration copies those again, and drops a deleted one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_an_older_build_changed_during_a_stopped_migration_are_copied_again() {
+    let dir = TempDir::new().unwrap();
+    let path = copy_of_fixture(&dir);
+    assert!(!Store::migrate_partly(&path, 12).unwrap());
+    {
+        // What version 10 would write: dev-01's reported replaced, dev-02 deleted.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let reported = json!({ "values": { "late": true }, "metadata": { "late": {} },
+                               "version": 9 });
+        conn.execute(
+            "UPDATE devices SET reported = ?1, twin_version = twin_version + 1
+             WHERE device_id = 'dev-01'",
+            [reported.to_string()],
+        )
+        .unwrap();
+        conn.execute("DELETE FROM devices WHERE device_id = 'dev-02'", [])
+            .unwrap();
+    }
+    let store = Store::open(StoreConfig::new(&path)).unwrap();
+    let (d1, d2) = store
+        .read(|tx| Ok((tx.get_device("dev-01")?.unwrap(), tx.get_device("dev-02")?)))
+        .await
+        .unwrap();
+    assert_eq!(d1.reported["values"], json!({ "late": true }));
+    assert_eq!(d1.reported["version"], json!(9));
+    assert_eq!(d1.twin_version, 3);
+    assert!(d2.is_none());
+    let counts = store.read(|tx| tx.device_counts()).await.unwrap();
+    assert_eq!(counts.total, 22);
+    store.close();
+    assert_eq!(count(&path, "SELECT count(*) FROM twin_metadata"), 22);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

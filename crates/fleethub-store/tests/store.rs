@@ -17,14 +17,19 @@ fn open(dir: &TempDir) -> Store {
     Store::open(StoreConfig::new(dir.path().join("data/fleethub.db"))).unwrap()
 }
 
+/// A property section as the store keeps it: values, metadata (the hub's, empty here), version.
+fn section(values: Value) -> Value {
+    json!({ "values": values, "metadata": {}, "version": 1 })
+}
+
 fn device(id: &str) -> DeviceRow {
     DeviceRow {
         device_id: id.to_string(),
         status: "enabled".into(),
         identity: json!({ "deviceId": id, "authentication": { "type": "sas" } }),
         tags: json!({}),
-        desired: json!({}),
-        reported: json!({}),
+        desired: section(json!({})),
+        reported: section(json!({})),
         twin_version: 1,
         twin_etag: "AAAAAAAAAAE=".into(),
         revision: 1,
@@ -430,10 +435,10 @@ async fn twin_updates_replace_only_the_sections_given() {
     let store = open(&dir);
     let mut row = device("dev-1");
     row.tags = json!({ "site": "berlin" });
-    row.desired = json!({ "fw": "1.0.0" });
+    row.desired = section(json!({ "fw": "1.0.0" }));
     insert(&store, row).await;
 
-    let reported = json!({ "fw": "1.0.0", "rssi": -60 });
+    let reported = section(json!({ "fw": "1.0.0", "rssi": -60 }));
     let updated = store
         .write(move |tx| {
             let sections = TwinSections {
@@ -446,8 +451,11 @@ async fn twin_updates_replace_only_the_sections_given() {
     assert!(updated.is_ok(), "{updated:?}");
     let twin = get(&store, "dev-1").await.unwrap();
     assert_eq!(twin.tags, json!({ "site": "berlin" }));
-    assert_eq!(twin.desired, json!({ "fw": "1.0.0" }));
-    assert_eq!(twin.reported, json!({ "fw": "1.0.0", "rssi": -60 }));
+    assert_eq!(twin.desired, section(json!({ "fw": "1.0.0" })));
+    assert_eq!(
+        twin.reported,
+        section(json!({ "fw": "1.0.0", "rssi": -60 }))
+    );
     assert_eq!((twin.twin_version, twin.twin_etag.as_str()), (2, "etag-2"));
 
     let missing = store
@@ -683,7 +691,8 @@ async fn twenty_thousand_reported_patches_from_concurrent_tasks_all_commit() {
                     let id = id.clone();
                     store
                         .write(move |tx| {
-                            let reported = json!({ "rssi": -version, "uptime": version * 60 });
+                            let reported =
+                                section(json!({ "rssi": -version, "uptime": version * 60 }));
                             let sections = TwinSections {
                                 reported: Some(&reported),
                                 ..TwinSections::default()
@@ -709,7 +718,7 @@ async fn twenty_thousand_reported_patches_from_concurrent_tasks_all_commit() {
     let last = get(&store, "dev-123").await.unwrap();
     assert_eq!(last.twin_version, PATCHES_PER_DEVICE + 1);
     assert_eq!(
-        last.reported["uptime"],
+        last.reported["values"]["uptime"],
         json!((PATCHES_PER_DEVICE + 1) * 60)
     );
 }
@@ -1075,7 +1084,7 @@ async fn report_at(
     (mut reported, read): (Value, i64),
     key: &str,
 ) -> Result<(), StoreError> {
-    reported[key] = json!(true);
+    reported["values"][key] = json!(true);
     let id = id.to_string();
     store
         .write(move |tx| {
@@ -1106,7 +1115,7 @@ async fn the_second_of_two_writers_that_read_one_twin_version_gets_a_conflict() 
     );
     assert_eq!(
         get(&a, "dev-1").await.unwrap().reported,
-        json!({ "b": true }),
+        section(json!({ "b": true })),
         "the loser wrote nothing"
     );
 
@@ -1114,7 +1123,7 @@ async fn the_second_of_two_writers_that_read_one_twin_version_gets_a_conflict() 
         .await
         .unwrap();
     let row = get(&b, "dev-1").await.unwrap();
-    assert_eq!(row.reported, json!({ "a": true, "b": true }));
+    assert_eq!(row.reported, section(json!({ "a": true, "b": true })));
     assert_eq!((row.twin_version, row.twin_etag.as_str()), (3, "etag-3"));
 
     // The same holds for every versioned write: a twin update, an identity update, a delete.
@@ -1172,7 +1181,7 @@ async fn two_writers_racing_on_one_twin_lose_no_update() {
     let (ca, cb) = tokio::join!(racer(a.clone(), "a"), racer(b, "b"));
     let conflicts = ca.unwrap() + cb.unwrap();
     let row = get(&a, "dev-1").await.unwrap();
-    let keys = row.reported.as_object().unwrap().len();
+    let keys = row.reported["values"].as_object().unwrap().len();
     assert_eq!(keys, 2 * KEYS, "{}", row.reported);
     assert_eq!(row.twin_version, 1 + 2 * KEYS as i64);
     eprintln!("{} writes, {conflicts} conflicts retried", 2 * KEYS);

@@ -3,18 +3,33 @@
 
 use crate::ast::Source;
 
-/// The columns `SELECT *` returns on devices, in this order.
+/// What `SELECT *` returns on devices, in this order, as SQL over the `devices` table: the
+/// registry columns, the tags as JSON text, and each property section as the store's API shows
+/// it (`{"values":…,"metadata":…,"version":N}`, [`stored_section`]), rebuilt from the JSONB
+/// values, the section's version column and its metadata row in `twin_metadata`.
 pub const DEVICE_COLUMNS: &[&str] = &[
     "device_id",
     "status",
     "identity",
-    "tags",
-    "desired",
-    "reported",
+    "json(tags)",
+    "json_object('values', json(desired), 'metadata', json((SELECT desired FROM twin_metadata \
+     WHERE twin_metadata.row = devices.row)), 'version', desired_version)",
+    "json_object('values', json(reported), 'metadata', json((SELECT reported FROM twin_metadata \
+     WHERE twin_metadata.row = devices.row)), 'version', reported_version)",
     "twin_version",
     "twin_etag",
     "revision",
 ];
+
+/// A property section (`desired` or `reported`) as the store's API shows it, as JSON text:
+/// the values (JSONB in the `devices` row), the metadata (text in `twin_metadata`, same `row`)
+/// and the version (`{section}_version`). It is what [`DEVICE_COLUMNS`] selects.
+pub(crate) fn stored_section(section: &str) -> String {
+    format!(
+        "json_object('values', json({section}), 'metadata', json((SELECT {section} FROM \
+         twin_metadata WHERE twin_metadata.row = devices.row)), 'version', {section}_version)"
+    )
+}
 
 /// The columns `SELECT *` returns on devices.jobs, in this order.
 pub const JOB_COLUMNS: &[&str] = &[
@@ -43,5 +58,16 @@ pub(crate) fn key_columns(source: Source) -> &'static [&'static str] {
     match source {
         Source::Devices => &["device_id"],
         Source::DeviceJobs => &["job_id", "device_id"],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_star_rebuilds_the_sections_as_stored_section_does() {
+        assert_eq!(DEVICE_COLUMNS[4], stored_section("desired"));
+        assert_eq!(DEVICE_COLUMNS[5], stored_section("reported"));
     }
 }

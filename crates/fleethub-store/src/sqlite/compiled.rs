@@ -194,7 +194,7 @@ mod tests {
     fn select_star_columns_are_the_stores_row_layout() {
         let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
         assert_eq!(
-            fleethub_query::DEVICE_COLUMNS.join(", "),
+            words(&fleethub_query::DEVICE_COLUMNS.join(", ")),
             words(super::super::reads::DEVICE_ROW_COLUMNS)
         );
         assert_eq!(

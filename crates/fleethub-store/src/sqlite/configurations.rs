@@ -240,10 +240,7 @@ mod tests {
     async fn device(store: &Store, id: &'static str) {
         store
             .write(move |tx| {
-                tx.conn.execute(
-                    "INSERT INTO devices VALUES (?1,'enabled','{}','{}','{}','{}',1,'e',0)",
-                    [id],
-                )?;
+                tx.insert_device(&crate::rows::test_device(id, serde_json::json!({})))?;
                 Ok::<_, StoreError>(())
             })
             .await
@@ -329,7 +326,7 @@ mod tests {
             .write(|tx| {
                 let first = tx.remove_device_configuration("c", "d2")?;
                 let again = tx.remove_device_configuration("c", "d2")?;
-                tx.delete_device("d3", 0)?;
+                tx.delete_device("d3", 1)?;
                 Ok::<_, StoreError>((first, again))
             })
             .await

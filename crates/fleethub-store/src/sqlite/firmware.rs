@@ -75,7 +75,7 @@ pub trait FirmwareReads: Reads {
     }
 
     /// Up to `limit` of each kind of reference to the artifact `sha256`: twins whose
-    /// `desired.firmware.sha256` names it (the desired column keeps values under `values`), and
+    /// `desired.firmware.sha256` names it (the desired column holds the section's values), and
     /// unfinished jobs whose twin patch does.
     fn firmware_references(
         &self,
@@ -84,7 +84,7 @@ pub trait FirmwareReads: Reads {
     ) -> Result<FirmwareReferences, StoreError> {
         let mut twins = self.conn().prepare_cached(
             "SELECT device_id FROM devices
-             WHERE lower(json_extract(desired, '$.values.firmware.sha256')) = ?1 LIMIT ?2",
+             WHERE lower(desired ->> '$.firmware.sha256') = ?1 LIMIT ?2",
         )?;
         let twins = twins
             .query_map(params![sha256, sql_limit(limit)], |r| r.get(0))?
@@ -222,7 +222,7 @@ mod tests {
         let store = Store::open(StoreConfig::new(dir.path().join("db"))).unwrap();
         let sha = "c".repeat(64);
         let upper = sha.to_ascii_uppercase();
-        let desired = json!({"values": {"firmware": {"sha256": upper}}}).to_string();
+        let desired = json!({"firmware": {"sha256": upper}});
         let job = |id: &str, status: &str, end: Option<i64>| {
             let body = json!({"updateTwin": {"properties": {"desired": {"firmware": {"sha256": "c".repeat(64)}}}}});
             (id.to_string(), status.to_string(), end, body.to_string())
@@ -233,14 +233,8 @@ mod tests {
         ];
         store
             .write(move |tx| {
-                tx.conn.execute(
-                    "INSERT INTO devices VALUES ('d1','enabled','{}','{}',?1,'{}',1,'e',1)",
-                    [&desired],
-                )?;
-                tx.conn.execute(
-                    "INSERT INTO devices VALUES ('d2','enabled','{}','{}','{}','{}',1,'e',1)",
-                    [],
-                )?;
+                tx.insert_device(&crate::rows::test_device("d1", desired))?;
+                tx.insert_device(&crate::rows::test_device("d2", json!({})))?;
                 for (id, status, end, body) in &jobs {
                     tx.conn.execute(
                         "INSERT INTO jobs VALUES (?1,'scheduleUpdateTwin',?2,0,0,?3,?4)",

@@ -311,7 +311,11 @@ pub trait JobReads: Reads {
         want_desired: bool,
     ) -> Result<JobTwinTarget, StoreError> {
         let mut stmt = self.conn().prepare_cached(
-            "SELECT CASE WHEN ?2 THEN tags END, CASE WHEN ?3 THEN desired END, twin_version
+            "SELECT CASE WHEN ?2 THEN json(tags) END,
+                    CASE WHEN ?3 THEN json_object('values', json(desired), 'metadata',
+                        json((SELECT desired FROM twin_metadata WHERE twin_metadata.row = devices.row)),
+                        'version', desired_version) END,
+                    twin_version
              FROM devices WHERE device_id = ?1",
         )?;
         let found = stmt
@@ -341,8 +345,10 @@ pub trait JobReads: Reads {
         // One join instead of a lookup per device; sections not asked for are never copied out.
         let mut stmt = self.conn().prepare_cached(
             "SELECT j.device_id,
-                    CASE WHEN ?2 THEN d.tags END,
-                    CASE WHEN ?3 THEN d.desired END,
+                    CASE WHEN ?2 THEN json(d.tags) END,
+                    CASE WHEN ?3 THEN json_object('values', json(d.desired), 'metadata',
+                        json((SELECT desired FROM twin_metadata AS m WHERE m.row = d.row)),
+                        'version', d.desired_version) END,
                     d.twin_version
              FROM job_devices AS j LEFT JOIN devices AS d ON d.device_id = j.device_id
              WHERE j.job_id = ?1 AND j.status = 'pending' AND j.device_id > ?5
@@ -725,20 +731,16 @@ impl WriteTx<'_> {
         twin_version: i64,
         twin_etag: &str,
     ) -> Result<(), StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "UPDATE devices SET tags = coalesce(?2, tags), desired = coalesce(?3, desired),
-                 twin_version = ?4, twin_etag = ?5
-             WHERE device_id = ?1 AND twin_version = ?4 - 1",
-        )?;
-        let changed = stmt.execute(params![device_id, tags, desired, twin_version, twin_etag])?;
+        let row = self.update_sections(device_id, tags, desired, None, twin_version, twin_etag)?;
         let read = twin_version - 1;
         self.expect_one(
-            changed,
+            usize::from(row.is_some()),
             Versioned::Twin {
                 id: device_id,
                 read,
             },
-        )
+        )?;
+        self.set_metadata(row, desired, None)
     }
 
     /// Deletes up to `limit` device rows of a job (a finished one, being pruned: its statistics

@@ -17,6 +17,7 @@ mod read_pool;
 mod reads;
 mod rollouts;
 mod schema;
+mod twin_layout;
 mod writer;
 mod writes;
 
@@ -164,6 +165,15 @@ impl Store {
     /// Every connection's `fh_connected` asks it, so setting it costs no round trip.
     pub fn set_presence(&self, presence: Presence) {
         *self.inner.presence.write() = Some(presence);
+    }
+
+    /// Runs the migrations of the database at `path`, copying at most `devices` devices into
+    /// the twin layout of migration 11, and stops there as a process killed part way would:
+    /// for tests of the migration. `true` if it finished.
+    #[doc(hidden)]
+    pub fn migrate_partly(path: &Path, devices: usize) -> Result<bool, StoreError> {
+        let mut conn = open_connection(path, &PresenceSlot::default())?;
+        schema::migrate_with(&mut conn, Some(devices))
     }
 
     /// The SQL dialect this store runs: what the query crate compiles for it.

@@ -8,10 +8,17 @@ use serde_json::Value;
 use super::compiled::{self, QueryRows};
 use crate::{C2dRow, DeviceCounts, DeviceRow, EventRow, StoreError, TelemetryRow};
 
-/// The columns [`device_row`] reads, in order (a macro, so statements are built at compile time).
+/// The columns [`device_row`] reads, in order: `fleethub_query::DEVICE_COLUMNS`, which rebuild
+/// each section from its JSONB values, version column and `twin_metadata` row (a macro, so
+/// statements are built at compile time).
 macro_rules! device_row_columns {
     () => {
-        "device_id, status, identity, tags, desired, reported, twin_version, twin_etag, revision"
+        "device_id, status, identity, json(tags), \
+         json_object('values', json(desired), 'metadata', json((SELECT desired FROM twin_metadata \
+         WHERE twin_metadata.row = devices.row)), 'version', desired_version), \
+         json_object('values', json(reported), 'metadata', json((SELECT reported FROM twin_metadata \
+         WHERE twin_metadata.row = devices.row)), 'version', reported_version), \
+         twin_version, twin_etag, revision"
     };
 }
 
@@ -87,12 +94,21 @@ pub trait Reads: sealed::Connected {
     /// The reported section as stored JSON text plus the twin version, without decoding the rest
     /// of the row: the hot path of reported-property patches.
     fn get_reported_text(&self, id: &str) -> Result<Option<(String, i64)>, StoreError> {
-        let mut stmt = self
-            .conn()
-            .prepare_cached("SELECT reported, twin_version FROM devices WHERE device_id = ?1")?;
-        Ok(stmt
-            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?)
+        // The parts are JSON texts already: joined as text, not rebuilt by SQLite.
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT json(d.reported), m.reported, d.reported_version, d.twin_version
+             FROM devices AS d JOIN twin_metadata AS m ON m.row = d.row WHERE d.device_id = ?1",
+        )?;
+        let found = stmt
+            .query_row([id], |r| {
+                let (values, metadata): (String, String) = (r.get(0)?, r.get(1)?);
+                let version: i64 = r.get(2)?;
+                let text =
+                    format!(r#"{{"values":{values},"metadata":{metadata},"version":{version}}}"#);
+                Ok((text, r.get(3)?))
+            })
+            .optional()?;
+        Ok(found)
     }
 
     /// Up to `limit` devices whose ids sort after `after` (all, when `None`), in id order.

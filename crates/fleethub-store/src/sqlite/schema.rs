@@ -6,6 +6,7 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
+use super::twin_layout;
 use crate::StoreError;
 
 const MIGRATIONS: &[&str] = &[
@@ -284,11 +285,22 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-/// Brings the database up to the newest schema this build knows.
+/// Brings the database up to the newest schema this build knows: the SQL migrations in one
+/// transaction, then the twin layout (migration 11, `twin_layout.rs`) in resumable chunks.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    migrate_with(conn, None).map(|_| ())
+}
+
+/// [`migrate`], copying at most `budget` devices into the new twin layout when given; `false`
+/// if it stopped before the end (as a killed process would).
+pub(crate) fn migrate_with(
+    conn: &mut Connection,
+    budget: Option<usize>,
+) -> Result<bool, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let newest = MIGRATIONS.len() as i64;
+    let sql_newest = MIGRATIONS.len() as i64;
+    let newest = twin_layout::VERSION;
     if current > newest {
         return Err(StoreError::Other(format!(
             "database schema version {current} is newer than this build supports \
@@ -299,9 +311,15 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tracing::info!(version = index + 1, "applying store migration");
         tx.execute_batch(sql)?;
     }
-    tx.pragma_update(None, "user_version", newest)?;
+    if current < sql_newest {
+        tx.pragma_update(None, "user_version", sql_newest)?;
+    }
     tx.commit()?;
-    Ok(())
+    if current < newest {
+        tracing::info!(version = newest, "applying store migration (twin layout)");
+        return twin_layout::migrate(conn, budget);
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -340,7 +358,10 @@ mod tests {
     fn the_tag_index_follows_every_insert_update_and_delete() {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();
-        let insert = "INSERT INTO devices VALUES (?1, 'enabled', '{}', ?2, '{}', '{}', 1, 'e', 1)";
+        let insert = "INSERT INTO devices (device_id, status, identity, tags, desired, \
+                      desired_version, reported, reported_version, twin_version, twin_etag, \
+                      revision) VALUES (?1, 'enabled', '{}', jsonb(?2), jsonb('{}'), 1, \
+                      jsonb('{}'), 1, 1, 'e', 1)";
         conn.execute(
             insert,
             ["d1", r#"{"v":"1.0","loc":{"floor":3},"ok":true,"n":null}"#],
@@ -361,12 +382,12 @@ mod tests {
             ]
         );
         conn.execute(
-            "UPDATE devices SET tags = '{\"v\":\"1.1\"}' WHERE device_id = 'd1'",
+            "UPDATE devices SET tags = jsonb('{\"v\":\"1.1\"}') WHERE device_id = 'd1'",
             [],
         )
         .unwrap();
         conn.execute(
-            "UPDATE devices SET desired = '{\"x\":1}' WHERE device_id = 'd2'",
+            "UPDATE devices SET desired = jsonb('{\"x\":1}') WHERE device_id = 'd2'",
             [],
         )
         .unwrap();

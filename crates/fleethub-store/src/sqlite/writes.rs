@@ -73,10 +73,13 @@ impl WriteTx<'_> {
 
     /// [`insert_device`](Self::insert_device) for a row encoded beforehand.
     pub fn insert_encoded_device(&mut self, row: &EncodedDeviceRow) -> Result<bool, StoreError> {
+        // Each section's text is split here: values to JSONB, version to its column, metadata
+        // to the row's `twin_metadata` (SQLite parses each text once per statement).
         let mut stmt = self.conn.prepare_cached(
-            "INSERT INTO devices (device_id, status, identity, tags, desired, reported,
-                                  twin_version, twin_etag, revision)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            "INSERT INTO devices (device_id, status, identity, tags, desired, desired_version,
+                                  reported, reported_version, twin_version, twin_etag, revision)
+             VALUES (?1, ?2, ?3, jsonb(?4), jsonb_extract(?5, '$.values'), ?5 ->> '$.version',
+                     jsonb_extract(?6, '$.values'), ?6 ->> '$.version', ?7, ?8, ?9)
              ON CONFLICT (device_id) DO NOTHING",
         )?;
         let inserted = stmt.execute(params![
@@ -90,7 +93,18 @@ impl WriteTx<'_> {
             row.twin_etag,
             row.revision,
         ])?;
-        Ok(inserted == 1)
+        if inserted == 0 {
+            return Ok(false);
+        }
+        // INSERT … SELECT, not VALUES: see `set_metadata`.
+        self.conn
+            .prepare_cached(
+                "INSERT INTO twin_metadata (row, desired, reported)
+                 SELECT last_insert_rowid(), json_extract(?1, '$.metadata'),
+                        json_extract(?2, '$.metadata')",
+            )?
+            .execute(params![row.desired, row.reported])?;
+        Ok(true)
     }
 
     /// Replaces a device's status and registry entry and sets its revision to `revision`, if the
@@ -129,17 +143,55 @@ impl WriteTx<'_> {
         twin_etag: &str,
     ) -> Result<(), StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "UPDATE devices SET reported = ?2, twin_version = ?3, twin_etag = ?4
-             WHERE device_id = ?1 AND twin_version = ?3 - 1",
+            "UPDATE devices SET reported = jsonb_extract(?2, '$.values'),
+                 reported_version = ?2 ->> '$.version', twin_version = ?3, twin_etag = ?4
+             WHERE device_id = ?1 AND twin_version = ?3 - 1
+             RETURNING row",
         )?;
-        let changed = stmt.execute(params![id, reported_json, twin_version, twin_etag])?;
+        let row: Option<i64> = stmt
+            .query_row(params![id, reported_json, twin_version, twin_etag], |r| {
+                r.get(0)
+            })
+            .optional()?;
         self.expect_one(
-            changed,
+            usize::from(row.is_some()),
             Versioned::Twin {
                 id,
                 read: twin_version - 1,
             },
-        )
+        )?;
+        self.set_metadata(row, None, Some(reported_json))
+    }
+
+    /// Replaces the metadata of the row `row` (when there is one) for the sections given, from
+    /// their stored text.
+    ///
+    /// The `twin_metadata` statements are written as `INSERT … SELECT` and `WHERE row IN
+    /// (SELECT ?1)` on purpose: SQLite runs a statement that can touch only one row of a table
+    /// without indexes or triggers without a statement journal, and when such a statement fails
+    /// with a full disk (`SQLITE_FULL`, or the store's size cap) SQLite rolls back the whole
+    /// transaction, every write of the batch with it, instead of the one statement. These
+    /// forms run with a statement journal, so a full disk fails only the write that hit it (a
+    /// retryable 503) and the rest of the batch commits (`store_full` in the integration tests).
+    pub(crate) fn set_metadata(
+        &self,
+        row: Option<i64>,
+        desired: Option<&str>,
+        reported: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let Some(row) = row.filter(|_| desired.is_some() || reported.is_some()) else {
+            return Ok(());
+        };
+        self.conn
+            .prepare_cached(
+                // `row IN (SELECT ?1)`, not `row = ?1`: see `set_metadata`.
+                "UPDATE twin_metadata SET
+                     desired = coalesce(json_extract(?2, '$.metadata'), desired),
+                     reported = coalesce(json_extract(?3, '$.metadata'), reported)
+                 WHERE row IN (SELECT ?1)",
+            )?
+            .execute(params![row, desired, reported])?;
+        Ok(())
     }
 
     /// Replaces the given twin sections and sets the twin's version and etag, if the twin is still
@@ -152,46 +204,79 @@ impl WriteTx<'_> {
         twin_version: i64,
         twin_etag: &str,
     ) -> Result<(), StoreError> {
-        // One statement for every combination of sections (NULL keeps a section): SQLite rewrites
-        // the whole row on any update, so naming only the changed columns would save nothing.
-        let mut stmt = self.conn.prepare_cached(
-            "UPDATE devices SET
-                 tags = coalesce(?2, tags),
-                 desired = coalesce(?3, desired),
-                 reported = coalesce(?4, reported),
-                 twin_version = ?5,
-                 twin_etag = ?6
-             WHERE device_id = ?1 AND twin_version = ?5 - 1",
-        )?;
         let tags = sections.tags.map(json_text).transpose()?;
         let desired = sections.desired.map(json_text).transpose()?;
         let reported = sections.reported.map(json_text).transpose()?;
-        let changed = stmt.execute(params![
+        let row = self.update_sections(
             id,
-            tags,
-            desired,
-            reported,
+            tags.as_deref(),
+            desired.as_deref(),
+            reported.as_deref(),
             twin_version,
-            twin_etag
-        ])?;
+            twin_etag,
+        )?;
         self.expect_one(
-            changed,
+            usize::from(row.is_some()),
             Versioned::Twin {
                 id,
                 read: twin_version - 1,
             },
-        )
+        )?;
+        self.set_metadata(row, desired.as_deref(), reported.as_deref())
+    }
+
+    /// Replaces the sections given as stored text (`None` keeps one) and the twin's version and
+    /// etag, if the twin is at `twin_version - 1`; the row's key, or `None` if nothing matched.
+    /// The metadata is the caller's to write next ([`WriteTx::set_metadata`]).
+    pub(crate) fn update_sections(
+        &self,
+        id: &str,
+        tags: Option<&str>,
+        desired: Option<&str>,
+        reported: Option<&str>,
+        twin_version: i64,
+        twin_etag: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        // One statement for every combination of sections (NULL keeps a section): SQLite rewrites
+        // the whole row on any update, so naming only the changed columns would save nothing.
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE devices SET
+                 tags = coalesce(jsonb(?2), tags),
+                 desired = coalesce(jsonb_extract(?3, '$.values'), desired),
+                 desired_version = coalesce(?3 ->> '$.version', desired_version),
+                 reported = coalesce(jsonb_extract(?4, '$.values'), reported),
+                 reported_version = coalesce(?4 ->> '$.version', reported_version),
+                 twin_version = ?5,
+                 twin_etag = ?6
+             WHERE device_id = ?1 AND twin_version = ?5 - 1
+             RETURNING row",
+        )?;
+        Ok(stmt
+            .query_row(
+                params![id, tags, desired, reported, twin_version, twin_etag],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     /// Deletes a device at `revision` (the one the caller read) and its queued cloud-to-device
     /// messages (its telemetry stays, as a record); [`StoreError::Conflict`], and nothing deleted,
     /// if the device changed or went since it was read.
     pub fn delete_device(&mut self, id: &str, revision: i64) -> Result<(), StoreError> {
-        let deleted = self
+        let row: Option<i64> = self
             .conn
-            .prepare_cached("DELETE FROM devices WHERE device_id = ?1 AND revision = ?2")?
-            .execute(params![id, revision])?;
-        self.expect_one(deleted, Versioned::Device { id, read: revision })?;
+            .prepare_cached(
+                "DELETE FROM devices WHERE device_id = ?1 AND revision = ?2 RETURNING row",
+            )?
+            .query_row(params![id, revision], |r| r.get(0))
+            .optional()?;
+        self.expect_one(
+            usize::from(row.is_some()),
+            Versioned::Device { id, read: revision },
+        )?;
+        self.conn
+            .prepare_cached("DELETE FROM twin_metadata WHERE row IN (SELECT ?1)")?
+            .execute([row])?;
         self.conn
             .prepare_cached("DELETE FROM c2d WHERE device_id = ?1")?
             .execute([id])?;

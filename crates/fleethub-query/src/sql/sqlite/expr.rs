@@ -143,8 +143,9 @@ fn nullable_text_leaf(column: &str) -> Sv {
     })
 }
 
+/// A whole section as the twin shows it (values, `$metadata`, `$version`), as JSON text.
 fn section(column: &str) -> String {
-    format!("fh_section({column})")
+    format!("fh_section({})", crate::sql::schema::stored_section(column))
 }
 
 fn device_path(path: &Path) -> Sv {
@@ -196,11 +197,12 @@ fn properties_path(rest: &[String]) -> Sv {
     match keys.first().map(String::as_str) {
         None => Sv::Json(section(column)),
         Some("$version") if keys.len() == 1 => {
-            json_leaf(column, "$.version".to_string(), Index::None)
+            column_leaf(&format!("{column}_version"), "integer", Index::None)
         }
         Some("$version") => Sv::Undef,
         Some("$metadata") => json_leaf(&section(column), json_path(&[], keys), Index::None),
-        Some(_) => json_leaf(column, json_path(&["values"], keys), Index::None),
+        // The section's values are the JSONB column itself.
+        Some(_) => json_leaf(column, json_path(&[], keys), Index::None),
     }
 }
 
