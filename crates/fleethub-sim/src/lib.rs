@@ -15,6 +15,6 @@ pub use device::{
 };
 pub use firmware_key::FirmwareKey;
 pub use load::{
-    connect_idle, run_method_responder, run_report_load, ConnectTemplate, EventTasks,
-    IdleConnections, LoadDevices, LoadKind, LoadReport, LoadShape, ReportLoad,
+    connect_idle, run_method_responder, run_report_load, ConnectTemplate, DeviceSessions,
+    EventTasks, IdleConnections, LoadDevices, LoadKind, LoadReport, LoadShape, ReportLoad,
 };

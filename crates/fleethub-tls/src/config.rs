@@ -1,9 +1,14 @@
 //! rustls configurations: the hub's MQTT and HTTPS listeners, any other server holding a
 //! [`ServerCertificate`], and clients that trust a CA PEM.
+//!
+//! The hub's listeners resume sessions: a device that reconnects (after a network drop, a sleep,
+//! or the hub's restart of a neighbour) shows a ticket or session id and skips the certificate
+//! signature and its verification. See [`resumption`].
 
 use crate::{load_server_certificate, CertificatePaths, ServerCertificate, TlsError};
 use rustls::pki_types::CertificateDer;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::ServerSessionMemoryCache;
 use rustls::{
     ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
 };
@@ -12,31 +17,53 @@ use std::sync::Arc;
 const VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
+/// Sessions a listener remembers by id, for TLS 1.2 clients that do not take tickets. Tickets
+/// (TLS 1.3, and TLS 1.2 clients that offer the extension) cost the hub no memory, so this only
+/// bounds the fallback: an entry is a few hundred bytes (more with a client certificate), and
+/// the oldest is forgotten first, which costs that client one full handshake.
+pub const SESSION_CACHE_ENTRIES: usize = 16_384;
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Turns on session resumption for one listener: stateless tickets (rustls' ticketer, keys
+/// rotated every 6 hours and held in memory, so tickets survive neither a restart nor a move to
+/// another node: such a client does one full handshake) and a session-id cache of
+/// [`SESSION_CACHE_ENTRIES`]. Each listener gets its own ticketer and cache: a session from the
+/// HTTPS listener, which asks for no client certificate, must never resume on the MQTT listener,
+/// which reads the device's certificate from the session.
+fn resumption(cfg: &mut ServerConfig) -> Result<(), TlsError> {
+    cfg.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    cfg.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
+    Ok(())
+}
+
 /// TLS for MQTT: TLS 1.2 and 1.3, asking for (never requiring) a client certificate, which the
-/// hub checks against the registry after the handshake.
+/// hub checks against the registry after the handshake, and resuming sessions (a resumed
+/// session carries the certificate the device proved it held when the session began).
 pub fn mqtt_server_config(paths: &CertificatePaths) -> Result<Arc<ServerConfig>, TlsError> {
     let (certs, key) = load_server_certificate(paths)?;
     let verifier = Arc::new(AnyClientCertificate {
         provider: provider(),
     });
-    let cfg = ServerConfig::builder_with_provider(provider())
+    let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)?;
+    resumption(&mut cfg)?;
     Ok(Arc::new(cfg))
 }
 
-/// TLS for HTTPS (REST, WebSocket, metrics): TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1.
+/// TLS for HTTPS (REST, WebSocket, metrics): TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1, resuming
+/// sessions.
 pub fn https_server_config(paths: &CertificatePaths) -> Result<Arc<ServerConfig>, TlsError> {
     let (certs, key) = load_server_certificate(paths)?;
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
+    resumption(&mut cfg)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

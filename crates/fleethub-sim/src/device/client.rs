@@ -36,6 +36,8 @@ pub struct DeviceClient {
     device_id: Arc<str>,
     commands: mpsc::Sender<Command>,
     correlation: Arc<Correlation>,
+    /// Whether the TLS handshake resumed an earlier session (false over plain TCP).
+    tls_resumed: bool,
 }
 
 impl std::fmt::Debug for DeviceClient {
@@ -60,6 +62,12 @@ impl DeviceClient {
     /// The device id this client is connected as.
     pub fn device_id(&self) -> &str {
         &self.device_id
+    }
+
+    /// Whether this connection's TLS handshake resumed an earlier session (a ticket or session
+    /// id from the same [`ConnectOptions::tls`] configuration) instead of a full handshake.
+    pub fn tls_resumed(&self) -> bool {
+        self.tls_resumed
     }
 
     /// Subscribes to `filters` at QoS 1; returns the SUBACK code of each (0x80 = refused).
@@ -246,7 +254,10 @@ async fn connect_within_deadline(
                 opts.host, opts.port
             ))
         })?;
-    handshake(stream, &opts).await
+    let resumed = stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    let (mut client, events) = handshake(stream, &opts).await?;
+    client.tls_resumed = resumed;
+    Ok((client, events))
 }
 
 /// Opens the TCP connection, from `local_addr` when one is given.
@@ -360,6 +371,7 @@ where
         device_id: opts.device_id.as_str().into(),
         commands,
         correlation,
+        tls_resumed: false,
     };
     (client, DeviceEvents::new(event_rx))
 }

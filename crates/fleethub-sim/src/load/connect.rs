@@ -44,6 +44,42 @@ impl ConnectTemplate {
     }
 }
 
+/// One TLS client configuration per device, each with a session store of its own that outlives
+/// the device's connections, as a real device keeps its session ticket between connects: a
+/// device's first connect is a full handshake and each reconnect through the same
+/// `DeviceSessions` resumes. Devices sharing one configuration would share its store, and one
+/// device's ticket would resume another's first connect.
+#[derive(Debug, Clone)]
+pub struct DeviceSessions {
+    configs: Vec<Arc<rustls::ClientConfig>>,
+}
+
+impl DeviceSessions {
+    /// Fresh, empty session stores for `devices` devices, otherwise configured as `base`.
+    pub fn new(base: &rustls::ClientConfig, devices: usize) -> DeviceSessions {
+        let configs = (0..devices)
+            .map(|_| {
+                let mut config = base.clone();
+                // A clone shares `base`'s store; each device needs its own. Eight tickets for
+                // one server is the least rustls keeps.
+                config.resumption = rustls::client::Resumption::in_memory_sessions(8);
+                Arc::new(config)
+            })
+            .collect();
+        DeviceSessions { configs }
+    }
+
+    /// How many devices this holds sessions for.
+    pub fn len(&self) -> usize {
+        self.configs.len()
+    }
+
+    /// True when it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.configs.is_empty()
+    }
+}
+
 /// 127.0.0.1..=127.0.0.254 round-robin by `index` when `host` is IPv4 loopback or "localhost",
 /// so that tens of thousands of connections do not exhaust one source address's ports.
 pub fn spread_local_addr(host: &str, index: usize) -> Option<IpAddr> {
@@ -70,12 +106,14 @@ pub(crate) enum Subscriptions {
 /// One device's connect (and subscribe) outcome.
 pub(crate) type Connected = Result<(DeviceClient, DeviceEvents), (String, ClientError)>;
 
-/// Connects and subscribes every device, at most [`CONNECT_CONCURRENCY`] at a time; results
-/// come back in the order of `devices`.
+/// Connects and subscribes every device, at most [`CONNECT_CONCURRENCY`] at a time, the `i`-th
+/// with the `i`-th of `sessions` when given (over TLS); results come back in the order of
+/// `devices`.
 pub(crate) async fn connect_all(
     template: &ConnectTemplate,
     devices: &[(String, String)],
     subscriptions: Subscriptions,
+    sessions: Option<&DeviceSessions>,
 ) -> Vec<Connected> {
     let mut results: Vec<Option<Connected>> = (0..devices.len()).map(|_| None).collect();
     let mut running = JoinSet::new();
@@ -85,7 +123,10 @@ pub(crate) async fn connect_all(
             let Some((index, (id, key))) = pending.next() else {
                 break;
             };
-            let opts = template.options(index, id, key);
+            let mut opts = template.options(index, id, key);
+            if let (Some(sessions), Some(_)) = (sessions, &opts.tls) {
+                opts.tls = sessions.configs.get(index).cloned();
+            }
             running.spawn(async move { (index, connect_one(opts, subscriptions).await) });
         }
         match running.join_next().await {

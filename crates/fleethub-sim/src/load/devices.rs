@@ -1,7 +1,7 @@
 //! [`LoadDevices`]: the devices a load run drives, connected once and then driven (or held)
 //! on command, so a benchmark can time the connect phase and the load phase separately.
 
-use super::connect::{connect_all, disconnect_all, ConnectTemplate, Subscriptions};
+use super::connect::{connect_all, disconnect_all, ConnectTemplate, DeviceSessions, Subscriptions};
 use super::drive::{drive, LoadShape};
 use super::stats::LoadReport;
 use crate::device::{ClientError, DeviceClient, DeviceEvent, DeviceEvents};
@@ -39,6 +39,27 @@ impl LoadDevices {
         devices: &[(String, String)],
         kind: LoadKind,
     ) -> LoadDevices {
+        Self::connect_with(template, devices, kind, None).await
+    }
+
+    /// [`connect`](Self::connect), each device with its own TLS session store from `sessions`
+    /// (one per device, in the order of `devices`), so that connecting the same devices again
+    /// with the same `sessions` resumes their TLS sessions.
+    pub async fn connect_with_sessions(
+        template: &ConnectTemplate,
+        devices: &[(String, String)],
+        kind: LoadKind,
+        sessions: &DeviceSessions,
+    ) -> LoadDevices {
+        Self::connect_with(template, devices, kind, Some(sessions)).await
+    }
+
+    async fn connect_with(
+        template: &ConnectTemplate,
+        devices: &[(String, String)],
+        kind: LoadKind,
+        sessions: Option<&DeviceSessions>,
+    ) -> LoadDevices {
         let subscriptions = match kind {
             LoadKind::Reported => Subscriptions::TwinResponses,
             LoadKind::Telemetry => Subscriptions::None,
@@ -51,7 +72,7 @@ impl LoadDevices {
             failures: Vec::new(),
         };
         let mut events = Vec::new();
-        for outcome in connect_all(template, devices, subscriptions).await {
+        for outcome in connect_all(template, devices, subscriptions, sessions).await {
             match outcome {
                 Ok((client, device_events)) => {
                     load.clients.push(client);
@@ -78,6 +99,11 @@ impl LoadDevices {
     /// True when no device is connected.
     pub fn is_empty(&self) -> bool {
         self.clients.is_empty()
+    }
+
+    /// How many of the connected devices resumed a TLS session instead of a full handshake.
+    pub fn tls_resumed(&self) -> u64 {
+        self.clients.iter().filter(|c| c.tls_resumed()).count() as u64
     }
 
     /// How many devices failed to connect or subscribe.

@@ -28,7 +28,7 @@ pub async fn connect_idle(
         clients: Vec::with_capacity(devices.len()),
         failures: Vec::new(),
     };
-    for outcome in connect_all(template, devices, Subscriptions::All).await {
+    for outcome in connect_all(template, devices, Subscriptions::All, None).await {
         match outcome {
             Ok((client, _events)) => idle.clients.push(client),
             Err(failure) => idle.failures.push(failure),

@@ -10,7 +10,7 @@ mod idle;
 mod methods;
 mod stats;
 
-pub use connect::{spread_local_addr, ConnectTemplate, CONNECT_CONCURRENCY};
+pub use connect::{spread_local_addr, ConnectTemplate, DeviceSessions, CONNECT_CONCURRENCY};
 pub use devices::{EventTasks, LoadDevices, LoadKind};
 pub use drive::{run_report_load, LoadShape, ReportLoad};
 pub use idle::{connect_idle, IdleConnections};

@@ -154,6 +154,27 @@ impl TestHub {
     }
 }
 
+/// A clean-session MQTT CONNECT for device `id` with a 10-minute SAS token signed by `key`, for
+/// tests that speak MQTT over their own stream.
+pub fn sas_connect_packet(id: &str, key: &str) -> fleethub_mqtt::codec::Packet {
+    let token = fleethub_core::sas::generate_token(
+        &format!("localhost/devices/{id}"),
+        key,
+        None,
+        unix_now() + 600,
+    )
+    .unwrap();
+    fleethub_mqtt::codec::Packet::Connect(fleethub_mqtt::codec::Connect {
+        protocol_level: 4,
+        clean_session: true,
+        keep_alive: 60,
+        client_id: id.into(),
+        username: Some(format!("localhost/{id}/?api-version=2021-04-12")),
+        password: Some(token.into_bytes().into()),
+        will: None,
+    })
+}
+
 /// The CONNACK code the hub refused `opts` with; fails the test if it accepted.
 pub async fn refusal(opts: fleethub_sim::ConnectOptions) -> u8 {
     match DeviceClient::connect(opts).await {

@@ -2,11 +2,11 @@
 //! until no device could connect: now they are closed after a timeout, no address (and no crowd
 //! of addresses) holds more than HTTPS's share, and devices keep connecting through an attack.
 
-use crate::harness::{eventually, spawn_hub_with, unix_now, TestHub, DEADLINE};
+use crate::harness::{eventually, spawn_hub_with, TestHub, DEADLINE};
 use bytes::{Bytes, BytesMut};
 use fleethub::fd_budget::FdBudget;
 use fleethub_hub::metrics::HttpsMetrics;
-use fleethub_mqtt::codec::{self, ConnAck, Connect, Packet};
+use fleethub_mqtt::codec::{self, ConnAck, Packet};
 use fleethub_sim::{ConnectOptions, DeviceAuth, DeviceClient};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
@@ -252,22 +252,7 @@ async fn a_websocket_device_outlives_the_idle_timeout_and_gives_back_its_https_p
         .headers_mut()
         .insert("sec-websocket-protocol", "mqtt".parse().unwrap());
     let (mut socket, _) = tokio_tungstenite::client_async(request, tls).await.unwrap();
-    let password = fleethub_core::sas::generate_token(
-        "localhost/devices/ws-idle",
-        &key,
-        None,
-        unix_now() + 600,
-    )
-    .unwrap();
-    let connect = Packet::Connect(Connect {
-        protocol_level: 4,
-        clean_session: true,
-        keep_alive: 60,
-        client_id: "ws-idle".into(),
-        username: Some("localhost/ws-idle/?api-version=2021-04-12".into()),
-        password: Some(password.into_bytes().into()),
-        will: None,
-    });
+    let connect = crate::harness::sas_connect_packet("ws-idle", &key);
     let mut received = BytesMut::new();
     let mut exchange = async |packet: Packet| {
         let mut out = BytesMut::new();
