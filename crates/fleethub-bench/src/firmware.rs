@@ -2,8 +2,8 @@
 //! (a HEAD probe, then 64 KiB `Range` requests over HTTP/1.1 and TLS), from the hub's firmware
 //! store with a URL minted per device, then the same file from nginx with the same clients in
 //! the same run. Figures: aggregate throughput of each, their ratio, and how much the hub's
-//! resident memory grew while it served (the store streams from disk, so it should not grow
-//! with the number of downloads).
+//! resident memory grew while it served (every download serves slices of one shared in-memory
+//! copy of the image, so what grows is per connection: TLS and HTTP state, no image buffers).
 
 use super::hub_process::{cpu_seconds, rss_kib, HubProcess};
 use super::nginx::Nginx;
