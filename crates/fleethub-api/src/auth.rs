@@ -16,8 +16,8 @@ use std::marker::PhantomData;
 
 /// A right a route requires, as a type.
 pub trait Requires {
-    /// The policy right checked.
-    const RIGHT: Right;
+    /// The policy right checked; `None`: any policy's valid credential will do.
+    const RIGHT: Option<Right>;
 }
 
 /// Reading the registry: devices, twins, statistics.
@@ -26,15 +26,20 @@ pub struct RegistryRead;
 pub struct RegistryWrite;
 /// Service-facing device traffic: twin writes, direct methods, messages, telemetry.
 pub struct ServiceConnect;
+/// Any valid credential, whatever its rights: the API's own description.
+pub struct AnyRight;
 
 impl Requires for RegistryRead {
-    const RIGHT: Right = Right::RegistryRead;
+    const RIGHT: Option<Right> = Some(Right::RegistryRead);
 }
 impl Requires for RegistryWrite {
-    const RIGHT: Right = Right::RegistryWrite;
+    const RIGHT: Option<Right> = Some(Right::RegistryWrite);
 }
 impl Requires for ServiceConnect {
-    const RIGHT: Right = Right::ServiceConnect;
+    const RIGHT: Option<Right> = Some(Right::ServiceConnect);
+}
+impl Requires for AnyRight {
+    const RIGHT: Option<Right> = None;
 }
 
 /// Proof that the request carries a valid token whose policy grants `R`.
@@ -74,7 +79,7 @@ fn authorize_session<R>(
     parts: &Parts,
     state: &ApiState,
     cookie: &str,
-    right: Right,
+    right: Option<Right>,
 ) -> Result<Authorized<R>, ApiError> {
     let session = session::verify(&state.hub, cookie)?;
     if !parts.method.is_safe() {
@@ -84,7 +89,7 @@ fn authorize_session<R>(
             .and_then(|v| v.to_str().ok());
         session::check_csrf(&session, sent)?;
     }
-    if !session.policy.grants(right) {
+    if let Some(right) = right.filter(|&r| !session.policy.grants(r)) {
         return Err(ApiError(HubError::new(
             ErrorCode::IotHubUnauthorized,
             format!(

@@ -10,6 +10,7 @@ mod auth;
 pub mod dashboard;
 pub mod error;
 mod extract;
+pub mod openapi;
 mod paths;
 mod routes;
 pub mod websocket;
@@ -75,9 +76,10 @@ impl tower::Service<axum::extract::Request> for Api {
 }
 
 fn routes(state: ApiState) -> Router {
+    let (v1, _) = openapi::v1().split_for_parts();
     Router::new()
+        .merge(v1)
         .merge(routes::devices::routes())
-        .merge(routes::registry_files::routes())
         .merge(routes::twins::routes())
         .merge(routes::query::routes())
         .merge(routes::methods::routes())
@@ -85,10 +87,6 @@ fn routes(state: ApiState) -> Router {
         .merge(routes::configurations::routes())
         .merge(routes::statistics::routes())
         .merge(routes::certificates::routes())
-        .merge(routes::messages::routes())
-        .merge(routes::events::routes())
-        .merge(routes::firmware::routes())
-        .merge(routes::rollouts::routes())
         .merge(routes::system::routes())
         .merge(dashboard::routes())
         .route("/$iothub/websocket", get(websocket::upgrade))

@@ -161,6 +161,34 @@ impl ErrorCode {
     }
 }
 
+/// Every failed REST call's body (and the MQTT gateway's error payloads), in IoT Hub's shape.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// The numeric code from the error table, e.g. 404001.
+    pub error_code: u32,
+    /// What was wrong and what would be right.
+    pub message: String,
+    /// Always empty: the hub has no request tracking.
+    pub tracking_id: String,
+    /// The hub clock's time of the answer.
+    pub timestamp_utc: String,
+    pub info: ErrorInfo,
+    /// `ErrorCode:{Name};{message}`, which the service SDKs parse to pick an error class.
+    #[serde(rename = "Message")]
+    pub sdk_message: String,
+    /// IoT Hub's `Tracking ID:…-TimeStamp:…` line.
+    #[serde(rename = "ExceptionMessage")]
+    pub exception_message: String,
+}
+
+/// The error's name, as the `iothub-errorcode` header also carries it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorInfo {
+    /// The error's name, e.g. `DeviceNotFound`.
+    pub name: String,
+}
+
 /// An error a user sees: a code from the table and a message a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubError {
@@ -182,19 +210,26 @@ impl HubError {
     /// service SDKs parse to pick an error class (Node's `DeviceNotFoundError`, …). `now` is the
     /// hub clock's time, stamped as `timestampUtc`.
     pub fn to_json(&self, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
-        let tracking_id = "";
-        serde_json::json!({
-            "errorCode": self.code.code(),
-            "message": self.message,
-            "trackingId": tracking_id,
-            "timestampUtc": crate::time::format_timestamp(now),
-            "info": { "name": self.code.name() },
-            "Message": self.sdk_message(),
-            "ExceptionMessage": format!(
+        serde_json::to_value(self.to_body(now)).unwrap_or_default()
+    }
+
+    /// [`HubError::to_json`]'s body as a typed value (the REST API's OpenAPI document describes it).
+    pub fn to_body(&self, now: chrono::DateTime<chrono::Utc>) -> ErrorBody {
+        let tracking_id = String::new();
+        ErrorBody {
+            error_code: self.code.code(),
+            message: self.message.clone(),
+            timestamp_utc: crate::time::format_timestamp(now),
+            info: ErrorInfo {
+                name: self.code.name().to_string(),
+            },
+            sdk_message: self.sdk_message(),
+            exception_message: format!(
                 "Tracking ID:{tracking_id}-TimeStamp:{}",
                 now.format("%m/%d/%Y %H:%M:%S")
             ),
-        })
+            tracking_id,
+        }
     }
 
     /// `ErrorCode:{Name};{message}`. The Node SDK splits on `;` and keeps only the second part as

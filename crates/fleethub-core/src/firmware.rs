@@ -28,7 +28,7 @@ pub const REPORTED_VERSION_PATH: &str = "properties.reported.firmware.current_ve
 pub const REPORTED_STATUS_PATH: &str = "properties.reported.firmware.status";
 
 /// `desired.firmware`: the image a device should run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DesiredFirmware {
     pub version: String,
     /// Where the image is served over http(s), with Range requests.
@@ -161,7 +161,7 @@ impl DesiredFirmware {
 }
 
 /// What a device reports about an update, `reported.firmware.status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UpdateStatus {
     /// No update asked for, or nothing to do.

@@ -32,7 +32,7 @@ pub struct TelemetryIn {
 }
 
 /// A stored telemetry message, as REST and the live stream show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TelemetryEvent {
     pub seq: i64,
@@ -69,7 +69,7 @@ impl TelemetryEvent {
 }
 
 /// A cloud-to-device message to queue.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct C2dRequest {
     #[serde(default)]

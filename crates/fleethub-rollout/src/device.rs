@@ -37,8 +37,9 @@ pub struct DeviceFacts {
 }
 
 /// Where a device is in the rollout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "state")]
+#[schema(as = RolloutDeviceState)]
 pub enum DeviceState {
     /// Targeted, but no wave takes it.
     Unassigned,
@@ -130,7 +131,8 @@ pub enum Category {
 }
 
 /// Devices per state group: kept on every transition, so gates and views read them in O(1).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = RolloutCounts)]
 pub struct Counts {
     pub unassigned: u32,
     pub waiting: u32,
@@ -210,7 +212,8 @@ impl Counts {
 }
 
 /// A rollout's compliance, as an operator reads it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = RolloutCompliance)]
 pub struct Compliance {
     pub targeted: u32,
     pub updated: u32,
@@ -222,7 +225,8 @@ pub struct Compliance {
 }
 
 /// Everything the machine keeps about one device; what the store persists per device.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = RolloutDevice)]
 pub struct DeviceRecord {
     pub id: String,
     pub bucket: u32,

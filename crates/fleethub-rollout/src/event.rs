@@ -29,8 +29,9 @@ pub struct Event {
 }
 
 /// The kinds of transition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = RolloutEventKind)]
 pub enum EventKind {
     Created,
     WaveStarted,

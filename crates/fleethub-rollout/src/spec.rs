@@ -13,8 +13,9 @@ pub const MAX_WAVES: usize = 32;
 pub const MAX_RETRIES: u32 = 10;
 
 /// The image a rollout installs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = RolloutArtifact)]
 pub struct Artifact {
     pub version: String,
     /// Its SHA-256, naming it in the firmware store.
@@ -22,7 +23,7 @@ pub struct Artifact {
 }
 
 /// A rollout as created.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutSpec {
     pub artifact: Artifact,
@@ -54,7 +55,7 @@ pub struct RolloutSpec {
 }
 
 /// One wave.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WaveSpec {
     pub name: String,
@@ -69,8 +70,9 @@ pub struct WaveSpec {
 }
 
 /// Which devices a wave takes, from the target devices no earlier wave took.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = WaveSelector)]
 pub enum Selector {
     /// The devices matching a query condition (rings: `tags.ring = 'canary'`).
     Query(String),
@@ -82,7 +84,7 @@ pub enum Selector {
 }
 
 /// A paced wave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchSpec {
     pub size: u32,
@@ -90,7 +92,7 @@ pub struct BatchSpec {
 }
 
 /// A share of a wave's devices: a percentage, a count, or both.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Threshold {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,7 +103,7 @@ pub struct Threshold {
 
 /// Retries of a failed device: up to `retries` more pushes, the n-th after
 /// `backoff_secs * factor^(n-1)` (at most `max_backoff_secs`); then the device is flagged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetrySpec {
     pub retries: u32,
@@ -122,7 +124,7 @@ impl Default for RetrySpec {
 }
 
 /// What a tripped gate does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TripAction {
     /// Pause the rollout; nothing is undone.

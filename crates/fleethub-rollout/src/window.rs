@@ -24,7 +24,7 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(7 * 86_400);
 const LOOKAHEAD_DAYS: u32 = 4 * 366 + 1;
 
 /// A maintenance window as a rollout spec states it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WindowSpec {
     /// When the window opens, five cron fields in local time, e.g. `0 2 * * *`.

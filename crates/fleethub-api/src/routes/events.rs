@@ -7,8 +7,7 @@ use crate::{ApiError, ApiState};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use fleethub_hub::events::parse_cursor;
 use fleethub_hub::{ChangeEvent, EventsPage, Hub};
 use futures_util::Stream;
@@ -16,24 +15,42 @@ use serde::Deserialize;
 use serde::Serialize;
 use serde_json::Value;
 use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Events per page when the caller gives no `limit`.
 const DEFAULT_PAGE: usize = 100;
 
-/// The change-feed route.
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/v1/events", get(read_events))
-        .route("/v1/events/stream", get(stream_events))
+/// The change-feed routes, each with its description.
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(read_events))
+        .routes(routes!(stream_events))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
+    /// The cursor to read after: a page's `next` (absent: from the oldest kept event).
     after: Option<String>,
+    /// Events per page (default 100).
+    #[param(minimum = 1)]
     limit: Option<usize>,
 }
 
-/// `{"events":[…], "next":"<cursor>"}`: pass `next` as `after` to read on.
+/// Reads the change feed.
+///
+/// A page of the change feed: every committed change (registry, twins, jobs, configurations,
+/// rollouts), oldest first. Pass `next` as `after` to read on.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    params(EventsQuery),
+    responses((status = 200, description = "A page of events and the cursor after it.", body = PageBody)),
+    security(("sas" = ["RegistryRead"]), ("session" = ["RegistryRead"])),
+)]
 async fn read_events(
     _: Authorized<RegistryRead>,
     State(state): State<ApiState>,
@@ -47,16 +64,19 @@ async fn read_events(
 }
 
 /// A page of the feed: `{"events": […], "next": "<cursor>"}`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = EventsPage)]
 pub(crate) struct PageBody {
     events: Vec<EventBody>,
+    /// The cursor after this page's last event: pass it as `after` to read on.
     next: String,
 }
 
 /// One event: `seq`, `time`, `deviceId` (left out when it concerns no device), `kind` and
 /// `body` as stored.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ChangeEvent)]
 struct EventBody {
     seq: i64,
     time: String,
@@ -90,16 +110,37 @@ const STREAM_IDLE: Duration = Duration::from_millis(500);
 /// skipped events stay readable from `/v1/events`).
 const STREAM_MAX_BEHIND: i64 = 10_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct StreamQuery {
+    /// Start after this cursor (else after `Last-Event-ID`, else at the newest event).
     after: Option<String>,
 }
 
+/// Streams the change feed.
+///
 /// The change feed as server-sent events: one `event: events` message per batch of up to 500
 /// events, `data` a page as `/v1/events` answers it and `id` its cursor, so a reconnecting
 /// `EventSource` resumes where it stopped (`Last-Event-ID`). It starts after `after`, else
 /// after `Last-Event-ID`, else at the newest event (only what comes next). A reader more than
 /// 10,000 events behind gets `event: lagged` (`{"skipped": n}`) and continues from the newest.
+#[utoipa::path(
+    get,
+    path = "/v1/events/stream",
+    tag = "events",
+    params(
+        StreamQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "The cursor a reconnecting EventSource resumes after."),
+    ),
+    responses((
+        status = 200,
+        description = "Server-sent events: `events` (data: an EventsPage, id: its cursor), \
+                       `lagged` (data: `{\"skipped\": n}`) and `error` (data: `{\"message\": …}`).",
+        content_type = "text/event-stream",
+        body = String,
+    )),
+    security(("sas" = ["RegistryRead"]), ("session" = ["RegistryRead"])),
+)]
 async fn stream_events(
     _: Authorized<RegistryRead>,
     State(state): State<ApiState>,

@@ -15,8 +15,8 @@ use axum::http::header::{
 };
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use fleethub_core::error::ErrorBody;
 use fleethub_core::firmware::MAX_IMAGE_BYTES;
 use fleethub_core::time::format_timestamp;
 use fleethub_core::{ErrorCode, HubError};
@@ -29,28 +29,39 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Bytes read from disk and sent per body chunk.
 const CHUNK: usize = 64 * 1024;
 
-/// The firmware routes.
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/v1/firmware", post(upload).get(list))
-        .route("/v1/firmware/key", get(key))
-        .route("/v1/firmware/{id}", get(show).delete(remove))
-        .route("/v1/firmware/{id}/url", post(mint_url))
-        .route("/v1/firmware/{id}/download", get(download).head(download))
+/// The firmware routes, each with its description.
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(upload, list))
+        .routes(routes!(key))
+        .routes(routes!(show, remove))
+        .routes(routes!(mint_url))
+        .routes(routes!(download))
 }
 
 /// Upload metadata from the query string; each may instead come as an `x-firmware-*` header.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct UploadQuery {
+    /// The image's semantic version, e.g. `2.1.0` (or an `x-firmware-version` header). Required.
     version: Option<String>,
-    /// Comma-separated compatible models.
+    /// Comma-separated compatible models, e.g. `esp32-s3,esp32-s3-n8` (or `x-firmware-model`).
+    /// Required.
     model: Option<String>,
+    /// Release notes (or `x-firmware-notes`).
     notes: Option<String>,
+    /// The image's SHA-256 as the uploader computed it; a mismatch refuses the upload (or
+    /// `x-firmware-sha256`).
     sha256: Option<String>,
+    /// An operator's detached signature of the manifest, checked on upload; without one the hub
+    /// signs (or `x-firmware-signature`).
     signature: Option<String>,
 }
 
@@ -96,8 +107,27 @@ fn upload_request(query: UploadQuery, headers: &HeaderMap) -> Result<UploadReque
     })
 }
 
-/// 201 with the new artifact, or 200 with the stored one when the same version and bytes were
-/// uploaded before. The body streams to a temporary file; a cut connection leaves nothing.
+/// Uploads a firmware image.
+///
+/// 201 with the new artifact, or 200 with the stored one when the same
+/// version and bytes were uploaded before. The body streams to a temporary file; a cut
+/// connection leaves nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/firmware",
+    tag = "firmware",
+    params(UploadQuery),
+    request_body(
+        description = "The image, at most 64 MiB.",
+        content_type = "application/octet-stream",
+        content = Vec<u8>,
+    ),
+    responses(
+        (status = 201, description = "Stored and signed.", body = ArtifactBody),
+        (status = 200, description = "The same version and bytes were stored before.", body = ArtifactBody),
+    ),
+    security(("sas" = ["RegistryWrite"]), ("session" = ["RegistryWrite"])),
+)]
 async fn upload(
     _: Authorized<RegistryWrite>,
     State(state): State<ApiState>,
@@ -135,6 +165,14 @@ async fn upload(
     Ok((status, Json(ArtifactBody::from(uploaded.artifact))).into_response())
 }
 
+/// Every stored artifact.
+#[utoipa::path(
+    get,
+    path = "/v1/firmware",
+    tag = "firmware",
+    responses((status = 200, description = "The artifacts.", body = Vec<ArtifactBody>)),
+    security(("sas" = ["RegistryRead"]), ("session" = ["RegistryRead"])),
+)]
 async fn list(
     _: Authorized<RegistryRead>,
     State(state): State<ApiState>,
@@ -145,6 +183,14 @@ async fn list(
     ))
 }
 
+/// The hub's firmware signing key, which devices check an artifact's signature against.
+#[utoipa::path(
+    get,
+    path = "/v1/firmware/key",
+    tag = "firmware",
+    responses((status = 200, description = "The public key.", body = KeyBody)),
+    security(("sas" = ["RegistryRead"]), ("session" = ["RegistryRead"])),
+)]
 async fn key(
     _: Authorized<RegistryRead>,
     State(state): State<ApiState>,
@@ -152,6 +198,15 @@ async fn key(
     Ok(Json(KeyBody::from(state.hub.firmware_key()?)))
 }
 
+/// One artifact and the bytes served of it per device.
+#[utoipa::path(
+    get,
+    path = "/v1/firmware/{id}",
+    tag = "firmware",
+    params(("id" = String, Path, description = "The artifact's id: its SHA-256.")),
+    responses((status = 200, description = "The artifact.", body = DetailsBody)),
+    security(("sas" = ["RegistryRead"]), ("session" = ["RegistryRead"])),
+)]
 async fn show(
     _: Authorized<RegistryRead>,
     State(state): State<ApiState>,
@@ -160,6 +215,15 @@ async fn show(
     Ok(Json(DetailsBody::from(state.hub.get_firmware(&id).await?)))
 }
 
+/// Deletes an artifact nothing references; a referenced one is refused with what references it.
+#[utoipa::path(
+    delete,
+    path = "/v1/firmware/{id}",
+    tag = "firmware",
+    params(("id" = String, Path, description = "The artifact's id: its SHA-256.")),
+    responses((status = 204, description = "Deleted.")),
+    security(("sas" = ["RegistryWrite"]), ("session" = ["RegistryWrite"])),
+)]
 async fn remove(
     _: Authorized<RegistryWrite>,
     State(state): State<ApiState>,
@@ -169,14 +233,25 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct UrlQuery {
+    /// The device the URL is for. Required.
     device_id: Option<String>,
+    /// How long the URL stays valid (the hub's default when absent).
     expires_in_seconds: Option<u64>,
 }
 
-/// `{url, deviceId, expiresAt, expiryTimeUtc, desiredFirmware}`: a URL for one device.
+/// A download URL for one device, and the `desired.firmware` that carries it.
+#[utoipa::path(
+    post,
+    path = "/v1/firmware/{id}/url",
+    tag = "firmware",
+    params(("id" = String, Path, description = "The artifact's id: its SHA-256."), UrlQuery),
+    responses((status = 200, description = "The URL.", body = UrlBody)),
+    security(("sas" = ["RegistryWrite"]), ("session" = ["RegistryWrite"])),
+)]
 async fn mint_url(
     _: Authorized<RegistryWrite>,
     State(state): State<ApiState>,
@@ -196,8 +271,9 @@ async fn mint_url(
 
 /// An artifact: `{id, version, models, size, sha256, signature, signedBy, manifest,
 /// uploadedTimeUtc, notes}`, `manifest` being the canonical text the signature covers.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = FirmwareArtifact)]
 struct ArtifactBody {
     id: String,
     version: String,
@@ -230,15 +306,18 @@ impl From<Artifact> for ArtifactBody {
 }
 
 /// `GET /v1/firmware/{id}`: the artifact and `downloads`, the bytes served per device.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = FirmwareDetails)]
 struct DetailsBody {
     #[serde(flatten)]
     artifact: ArtifactBody,
     downloads: Vec<DownloadsBody>,
 }
 
-#[derive(Serialize)]
+/// What one device downloaded of an artifact.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = FirmwareDownloads)]
 struct DownloadsBody {
     device_id: String,
     bytes_served: u64,
@@ -262,12 +341,17 @@ impl From<ArtifactDetails> for DetailsBody {
 }
 
 /// `GET /v1/firmware/key`: `{algorithm, keyId, publicKeyPem, manifestFormat}`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = FirmwareKey)]
 struct KeyBody {
+    /// `ECDSA-P256-SHA256`.
+    #[schema(value_type = String)]
     algorithm: &'static str,
     key_id: String,
     public_key_pem: String,
+    /// The first line of every manifest the key signs.
+    #[schema(value_type = String)]
     manifest_format: &'static str,
 }
 
@@ -284,8 +368,9 @@ impl From<PublishedKey> for KeyBody {
 
 /// `{url, deviceId, expiresAt, expiryTimeUtc, desiredFirmware}`: a URL for one device, and the
 /// `desired.firmware` (core's contract) that carries it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = FirmwareUrl)]
 struct UrlBody {
     url: String,
     device_id: String,
@@ -306,11 +391,16 @@ impl From<MintedUrl> for UrlBody {
     }
 }
 
-#[derive(Deserialize)]
+/// A download URL's own query: it authorizes the download (no `Authorization` needed).
+#[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct DownloadQuery {
+    /// The device the URL was minted for.
     device_id: Option<String>,
+    /// The URL's expiry, Unix seconds.
     se: Option<String>,
+    /// The hub's signature over the artifact, device and expiry.
     sig: Option<String>,
 }
 
@@ -318,7 +408,27 @@ fn forbidden(message: impl Into<String>) -> ApiError {
     ApiError(HubError::new(ErrorCode::FirmwareUrlForbidden, message))
 }
 
-/// The image, for the device the URL names: 200 whole, 206 for a Range, 416 past the end.
+/// Downloads an image by its URL.
+///
+/// The image, for the device the URL names: 200 whole, 206 for a Range, 416 past the end. Use
+/// the URL exactly as `POST /v1/firmware/{id}/url` minted it.
+#[utoipa::path(
+    method(get, head),
+    path = "/v1/firmware/{id}/download",
+    tag = "firmware",
+    params(
+        ("id" = String, Path, description = "The artifact's id: its SHA-256."),
+        DownloadQuery,
+        ("Range" = Option<String>, Header, description = "One byte range, e.g. `bytes=4096-`."),
+        ("If-Range" = Option<String>, Header, description = "The artifact's ETag: the range applies only if it still matches."),
+    ),
+    responses(
+        (status = 200, description = "The whole image.", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "The range asked for.", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 416, description = "The range starts past the end.", body = ErrorBody),
+    ),
+    security(()),
+)]
 async fn download(
     State(state): State<ApiState>,
     Path(sha256): Path<String>,

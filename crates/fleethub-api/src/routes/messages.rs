@@ -6,58 +6,104 @@ use crate::extract::{HubJson, HubQuery, PathId};
 use crate::{ApiError, ApiState};
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use fleethub_hub::{C2dRequest, TelemetryEvent};
 use futures_util::Stream;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use std::sync::Arc;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Telemetry items per page when the caller gives no `limit`.
 const DEFAULT_PAGE: usize = 100;
 
-/// The messaging routes.
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/v1/devices/{id}/messages", post(send_c2d))
-        .route("/v1/telemetry", get(read_telemetry))
-        .route("/v1/telemetry/stream", get(stream_telemetry))
+/// The messaging routes, each with its description.
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(send_c2d))
+        .routes(routes!(read_telemetry))
+        .routes(routes!(stream_telemetry))
 }
 
+/// A queued cloud-to-device message.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct QueuedBody {
+    message_id: String,
+    /// When the message expires undelivered.
+    expiry_time_utc: String,
+}
+
+/// Sends a cloud-to-device message.
+///
+/// Queues a cloud-to-device message for a device; it is delivered when the device is (or next
+/// is) subscribed, until its time to live runs out.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{id}/messages",
+    tag = "messages",
+    params(("id" = String, Path, description = "The device's id.")),
+    request_body = C2dRequest,
+    responses((status = 200, description = "The message is stored and queued.", body = QueuedBody)),
+    security(("sas" = ["ServiceConnect"]), ("session" = ["ServiceConnect"])),
+)]
 async fn send_c2d(
     _: Authorized<ServiceConnect>,
     State(state): State<ApiState>,
     PathId(id): PathId,
     HubJson(request): HubJson<C2dRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<QueuedBody>, ApiError> {
     let queued = state.hub.send_c2d(&id, request).await?;
-    Ok(Json(json!({
-        "messageId": queued.message_id,
-        "expiryTimeUtc": fleethub_core::time::format_timestamp(queued.expiry),
-    })))
+    Ok(Json(QueuedBody {
+        message_id: queued.message_id,
+        expiry_time_utc: fleethub_core::time::format_timestamp(queued.expiry),
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct TelemetryQuery {
+    /// Only this device's messages.
     device_id: Option<String>,
+    /// Messages after this `seq` (a page's `next`; default 0).
     after: Option<i64>,
+    /// Messages per page (default 100).
     limit: Option<usize>,
     /// The newest `last` messages of `deviceId` instead of a page after `after`.
     last: Option<usize>,
 }
 
-/// `{"items":[…], "next": <seq>}`: pass `next` as `after` to read on. With `last=N` (and a
-/// `deviceId`), the device's newest N messages, oldest first.
+/// A page of stored telemetry.
+#[derive(Serialize, ToSchema)]
+struct TelemetryPage {
+    items: Vec<TelemetryEvent>,
+    /// The last item's `seq` (or the `after` asked for): pass it as `after` to read on.
+    next: i64,
+}
+
+/// Reads stored telemetry.
+///
+/// Stored telemetry, oldest first: `{"items":[…], "next": <seq>}`; pass `next` as `after` to
+/// read on. With `last=N` (and a `deviceId`), the device's newest N messages, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/telemetry",
+    tag = "telemetry",
+    params(TelemetryQuery),
+    responses((status = 200, description = "A page of stored messages.", body = TelemetryPage)),
+    security(("sas" = ["ServiceConnect"]), ("session" = ["ServiceConnect"])),
+)]
 async fn read_telemetry(
     _: Authorized<ServiceConnect>,
     State(state): State<ApiState>,
     HubQuery(query): HubQuery<TelemetryQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TelemetryPage>, ApiError> {
     let after = query.after.unwrap_or(0);
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     let items = match (query.last, query.device_id.as_deref()) {
@@ -70,17 +116,36 @@ async fn read_telemetry(
         (None, device) => state.hub.read_telemetry(device, after, limit).await?,
     };
     let next = items.last().map_or(after, |item| item.seq);
-    Ok(Json(json!({ "items": items, "next": next })))
+    Ok(Json(TelemetryPage { items, next }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct StreamQuery {
+    /// Only this device's messages.
     device_id: Option<String>,
 }
 
+/// Streams telemetry as it is stored.
+///
 /// One `data:` event per stored message (id = its `seq`); when the reader falls behind, an
 /// `event: lagged` says how many were skipped (read them from `/v1/telemetry`) and the stream goes on.
+#[utoipa::path(
+    get,
+    path = "/v1/telemetry/stream",
+    tag = "telemetry",
+    params(StreamQuery),
+    responses((
+        status = 200,
+        description = "Server-sent events: one `data:` per message as it is stored (a \
+                       TelemetryEvent, id: its `seq`), and `lagged` (`{\"skipped\": n}`) when the \
+                       reader fell behind.",
+        content_type = "text/event-stream",
+        body = String,
+    )),
+    security(("sas" = ["ServiceConnect"]), ("session" = ["ServiceConnect"])),
+)]
 async fn stream_telemetry(
     _: Authorized<ServiceConnect>,
     State(state): State<ApiState>,

@@ -10,22 +10,23 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use fleethub_core::{HubError, HubResult};
 use fleethub_hub::registry::{ExportImportDevice, IMPORT_BATCH_LIMIT};
 use fleethub_hub::{BulkOutcome, Hub, Twin};
 use futures_util::StreamExt;
-use serde::ser::{Serialize, SerializeStruct, Serializer};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::task::JoinHandle;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-/// The import and export routes.
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/v1/devices/import", post(import))
-        .route("/v1/devices/export", get(export))
+/// The import and export routes, each with its description.
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(import))
+        .routes(routes!(export))
 }
 
 /// The longest line an import accepts: IoT Hub's twin limits (tags 8 KiB, desired and reported
@@ -37,11 +38,30 @@ const MAX_LISTED_ERRORS: usize = 1000;
 /// Devices per page of an export.
 const EXPORT_PAGE: usize = 1000;
 
+/// Imports devices from a file.
+///
+/// Creates or updates devices from a file, one registry entry per line: hand-written NDJSON
+/// (`{"id": "sensor-1", "tags": {…}}`) or the `devices.txt` IoT Hub's export writes (and
+/// `GET /v1/devices/export` answers). Entries are applied as they are read, 1,000 per store
+/// write; a failed line is reported with its number and the good lines are applied. An entry
+/// that matches what is stored writes nothing, so the same file sent again changes nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/import",
+    tag = "devices",
+    request_body(
+        description = "One registry entry (IoT Hub's ExportImportDevice) per line; lines up to 256 KiB.",
+        content_type = "application/x-ndjson",
+        content = String,
+    ),
+    responses((status = 200, description = "What the import did, line by line.", body = ImportReport)),
+    security(("sas" = ["RegistryWrite"]), ("session" = ["RegistryWrite"])),
+)]
 async fn import(
     _: Authorized<RegistryWrite>,
     State(state): State<ApiState>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ImportReport>, ApiError> {
     let mut import = Import::new(state.hub.clone());
     let mut lines = LineSplitter::default();
     let mut stream = body.into_data_stream();
@@ -63,7 +83,7 @@ async fn import(
         import.line(line).await?;
     }
     import.finish_batches().await?;
-    Ok(Json(import.report.to_json()))
+    Ok(Json(import.report.finished()))
 }
 
 /// One line of the body: its number (from 1) and its bytes, or the fact that it was too long.
@@ -286,51 +306,80 @@ fn parse_entry(text: &[u8]) -> Result<ExportImportDevice, (Option<String>, HubEr
 }
 
 /// What an import did, line by line.
-#[derive(Default)]
+#[derive(Default, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 struct ImportReport {
+    /// No line failed.
+    is_successful: bool,
     /// Lines read (blank ones included).
     lines: u64,
     /// Lines that were not blank.
     entries: u64,
     created: u64,
     updated: u64,
+    /// Entries that matched what is stored: nothing was written.
     unchanged: u64,
     failed: u64,
-    /// The first [`MAX_LISTED_ERRORS`] failed lines, in line order within each batch.
-    errors: Vec<Value>,
+    /// The first 1,000 failed lines, in line order.
+    errors: Vec<ImportError>,
+    /// Failed lines past the first 1,000, counted only.
+    errors_not_listed: u64,
+}
+
+/// A line that was not applied, and why.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ImportError {
+    /// Its line number, from 1.
+    line: u64,
+    /// The device it names, when it names one.
+    device_id: Option<String>,
+    /// The numeric code from the error table, as a failed call's `errorCode`.
+    error_code: u32,
+    /// The error's name, e.g. `DeviceInvalid`.
+    error_name: String,
+    message: String,
 }
 
 impl ImportReport {
     fn fail(&mut self, line: u64, device_id: Option<String>, error: HubError) {
         self.failed += 1;
         if self.errors.len() < MAX_LISTED_ERRORS {
-            self.errors.push(json!({
-                "line": line,
-                "deviceId": device_id,
-                "errorCode": error.code.code(),
-                "errorName": error.code.name(),
-                "message": error.message,
-            }));
+            self.errors.push(ImportError {
+                line,
+                device_id,
+                error_code: error.code.code(),
+                error_name: error.code.name().to_string(),
+                message: error.message,
+            });
         }
     }
 
-    fn to_json(&self) -> Value {
-        let mut errors = self.errors.clone();
-        errors.sort_by_key(|e| e["line"].as_u64());
-        json!({
-            "isSuccessful": self.failed == 0,
-            "lines": self.lines,
-            "entries": self.entries,
-            "created": self.created,
-            "updated": self.updated,
-            "unchanged": self.unchanged,
-            "failed": self.failed,
-            "errors": errors,
-            "errorsNotListed": self.failed.saturating_sub(self.errors.len() as u64),
-        })
+    /// The report as answered: errors in line order, the unlisted ones counted.
+    fn finished(mut self) -> ImportReport {
+        self.errors.sort_by_key(|e| e.line);
+        self.is_successful = self.failed == 0;
+        self.errors_not_listed = self.failed.saturating_sub(self.errors.len() as u64);
+        self
     }
 }
 
+/// Exports the registry.
+///
+/// The whole registry in IoT Hub's export format (`devices.txt`), one device per line, streamed
+/// a page at a time; `POST /v1/devices/import` reads it back whole.
+#[utoipa::path(
+    get,
+    path = "/v1/devices/export",
+    tag = "devices",
+    responses((
+        status = 200,
+        description = "One ExportedDevice per line.",
+        content_type = "application/x-ndjson",
+        body = ExportLine<'static>,
+    )),
+    security(("sas" = ["RegistryRead"]), ("session" = ["RegistryRead"])),
+)]
 async fn export(
     _: Authorized<RegistryRead>,
     State(state): State<ApiState>,
@@ -371,7 +420,7 @@ async fn export(
 fn export_lines(page: &[Twin]) -> Bytes {
     let mut out = Vec::with_capacity(page.len() * 1024);
     for twin in page {
-        if serde_json::to_writer(&mut out, &ExportLine(twin)).is_ok() {
+        if serde_json::to_writer(&mut out, &ExportLine::of(twin)).is_ok() {
             out.push(b'\n');
         }
     }
@@ -381,27 +430,53 @@ fn export_lines(page: &[Twin]) -> Bytes {
 /// One device in IoT Hub's export format (`ExportImportDevice`, as its export job writes
 /// `devices.txt`): the registry entry with its keys, and the twin with its metadata. An import
 /// reads it back whole.
-struct ExportLine<'a>(&'a Twin);
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = ExportedDevice)]
+struct ExportLine<'a> {
+    id: &'a str,
+    e_tag: String,
+    /// `enabled` or `disabled`.
+    status: &'static str,
+    status_reason: &'a Option<String>,
+    /// IoT Hub's `AuthenticationMechanism`: its `type` (`sas`, `selfSigned`,
+    /// `certificateAuthority`) and the keys or thumbprints.
+    #[schema(value_type = Object)]
+    authentication: &'a fleethub_hub::device::Authentication,
+    twin_e_tag: String,
+    tags: &'a serde_json::Map<String, Value>,
+    properties: ExportedProperties,
+    /// `{"iotEdge": false}`.
+    #[schema(value_type = Object)]
+    capabilities: &'a fleethub_hub::device::Capabilities,
+}
 
-impl Serialize for ExportLine<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let twin = self.0;
+/// A twin's properties with their `$metadata` and `$version`, as IoT Hub's export writes them.
+#[derive(Serialize, ToSchema)]
+struct ExportedProperties {
+    #[schema(value_type = Object)]
+    desired: Value,
+    #[schema(value_type = Object)]
+    reported: Value,
+}
+
+impl<'a> ExportLine<'a> {
+    fn of(twin: &'a Twin) -> ExportLine<'a> {
         let d = &twin.device;
-        let mut line = serializer.serialize_struct("ExportImportDevice", 9)?;
-        line.serialize_field("id", &d.device_id)?;
-        line.serialize_field("eTag", &fleethub_hub::device::etag_for(d.revision))?;
-        line.serialize_field("status", d.status.as_str())?;
-        line.serialize_field("statusReason", &d.status_reason)?;
-        line.serialize_field("authentication", &d.authentication)?;
-        line.serialize_field("twinETag", &twin.etag())?;
-        line.serialize_field("tags", &twin.tags)?;
-        let properties = json!({
-            "desired": twin.desired.to_twin_json(),
-            "reported": twin.reported.to_twin_json(),
-        });
-        line.serialize_field("properties", &properties)?;
-        line.serialize_field("capabilities", &d.capabilities)?;
-        line.end()
+        ExportLine {
+            id: &d.device_id,
+            e_tag: fleethub_hub::device::etag_for(d.revision),
+            status: d.status.as_str(),
+            status_reason: &d.status_reason,
+            authentication: &d.authentication,
+            twin_e_tag: twin.etag(),
+            tags: &twin.tags,
+            properties: ExportedProperties {
+                desired: twin.desired.to_twin_json(),
+                reported: twin.reported.to_twin_json(),
+            },
+            capabilities: &d.capabilities,
+        }
     }
 }
 

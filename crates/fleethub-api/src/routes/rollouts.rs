@@ -10,28 +10,30 @@ use crate::{ApiError, ApiState};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use fleethub_core::{ErrorCode, HubError};
-use fleethub_hub::rollouts::{CreateRollout, RolloutCommand};
-use fleethub_rollout::RolloutSpec;
+use fleethub_hub::rollouts::{CreateRollout, RolloutCommand, RolloutEventsPage, RolloutView};
+use fleethub_rollout::{DeviceRecord, RolloutSpec};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Rollouts listed when the caller gives no `top`.
 const DEFAULT_TOP: usize = 100;
 /// Events per page when the caller gives no `top`.
 const DEFAULT_EVENTS: usize = 100;
 
-/// The rollout routes.
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/v1/rollouts", post(create).get(list))
-        .route("/v1/rollouts/{id}", get(show))
-        .route("/v1/rollouts/{id}/devices", get(devices))
-        .route("/v1/rollouts/{id}/events", get(events))
-        .route("/v1/rollouts/{id}/{verb}", post(command))
+/// The rollout routes, each with its description.
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(show))
+        .routes(routes!(devices))
+        .routes(routes!(events))
+        .routes(routes!(command))
 }
 
 fn invalid(message: String) -> ApiError {
@@ -43,7 +45,39 @@ fn part<T: DeserializeOwned>(what: &str, value: Value) -> Result<T, ApiError> {
     serde_json::from_value(value).map_err(|e| invalid(format!("{what}: {e}")))
 }
 
-/// `POST /v1/rollouts`: `{"id": …, "spec": {…}, "supersedes": "older-id"?}`.
+/// A rollout to create.
+#[derive(ToSchema)]
+#[schema(as = CreateRollout)]
+struct CreateBody {
+    /// 1–48 ASCII letters, digits and `-`.
+    id: String,
+    spec: RolloutSpec,
+    /// An unfinished (or completed) rollout this one takes over, in the same commit.
+    supersedes: Option<String>,
+}
+
+impl From<CreateBody> for CreateRollout {
+    fn from(body: CreateBody) -> CreateRollout {
+        CreateRollout {
+            id: body.id,
+            spec: body.spec,
+            supersedes: body.supersedes,
+        }
+    }
+}
+
+/// Creates a rollout.
+///
+/// Creates a rollout from its spec (docs/rollouts.md): `{"id": …, "spec": {…}, "supersedes":
+/// "older-id"?}`. A spec's mistakes answer 400 `RolloutInvalid` naming the field.
+#[utoipa::path(
+    post,
+    path = "/v1/rollouts",
+    tag = "rollouts",
+    request_body = CreateBody,
+    responses((status = 201, description = "Created; the engine starts it.", body = RolloutView)),
+    security(("sas" = ["RegistryWrite"]), ("session" = ["RegistryWrite"])),
+)]
 async fn create(
     _: Authorized<RegistryWrite>,
     State(state): State<ApiState>,
@@ -78,22 +112,31 @@ async fn create(
         "supersedes",
         body.remove("supersedes").unwrap_or(Value::Null),
     )?;
-    let view = state
-        .hub
-        .create_rollout(CreateRollout {
-            id,
-            spec,
-            supersedes,
-        })
-        .await?;
+    let body = CreateBody {
+        id,
+        spec,
+        supersedes,
+    };
+    let view = state.hub.create_rollout(body.into()).await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// At most this many (default 100).
     top: Option<usize>,
 }
 
+/// Rollouts, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/rollouts",
+    tag = "rollouts",
+    params(ListQuery),
+    responses((status = 200, description = "The rollouts.", body = Vec<RolloutView>)),
+    security(("sas" = ["RegistryRead"]), ("session" = ["RegistryRead"])),
+)]
 async fn list(
     _: Authorized<RegistryRead>,
     State(state): State<ApiState>,
@@ -106,6 +149,15 @@ async fn list(
     Ok(Json(views).into_response())
 }
 
+/// One rollout: status, each wave with its gate, counters and compliance.
+#[utoipa::path(
+    get,
+    path = "/v1/rollouts/{id}",
+    tag = "rollouts",
+    params(("id" = String, Path, description = "The rollout's id.")),
+    responses((status = 200, description = "The rollout.", body = RolloutView)),
+    security(("sas" = ["RegistryRead"]), ("session" = ["RegistryRead"])),
+)]
 async fn show(
     _: Authorized<RegistryRead>,
     State(state): State<ApiState>,
@@ -114,6 +166,15 @@ async fn show(
     Ok(Json(state.hub.get_rollout(&id).await?).into_response())
 }
 
+/// Every device a rollout tracks, with its state, wave, attempts and last report.
+#[utoipa::path(
+    get,
+    path = "/v1/rollouts/{id}/devices",
+    tag = "rollouts",
+    params(("id" = String, Path, description = "The rollout's id.")),
+    responses((status = 200, description = "The devices.", body = Vec<DeviceRecord>)),
+    security(("sas" = ["RegistryRead"]), ("session" = ["RegistryRead"])),
+)]
 async fn devices(
     _: Authorized<RegistryRead>,
     State(state): State<ApiState>,
@@ -122,13 +183,27 @@ async fn devices(
     Ok(Json(state.hub.rollout_devices(&id).await?).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
+    /// Events after this `seq` (a page's `next`; default 0).
     after: Option<i64>,
+    /// Events per page (default 100).
     top: Option<usize>,
 }
 
-/// `{"events": […], "next": seq}`: pass `next` as `after` to read on (null: the end).
+/// Reads a rollout's audit trail.
+///
+/// A page of the rollout's audit trail: `{"events": […], "next": seq}`; pass `next` as `after`
+/// to read on (null: the end).
+#[utoipa::path(
+    get,
+    path = "/v1/rollouts/{id}/events",
+    tag = "rollouts",
+    params(("id" = String, Path, description = "The rollout's id."), EventsQuery),
+    responses((status = 200, description = "A page of the trail.", body = RolloutEventsPage)),
+    security(("sas" = ["RegistryRead"]), ("session" = ["RegistryRead"])),
+)]
 async fn events(
     _: Authorized<RegistryRead>,
     State(state): State<ApiState>,
@@ -147,8 +222,9 @@ async fn events(
 }
 
 /// The body a command may carry; each verb reads its own part and refuses the others.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = RolloutCommandBody)]
 struct CommandBody {
     /// `resume`: only for the failed and flagged devices matching this condition.
     query: Option<String>,
@@ -160,7 +236,43 @@ struct CommandBody {
     by: Option<String>,
 }
 
-/// `POST /v1/rollouts/{id}/{pause|resume|abort|rollback|retry|supersede}`.
+/// An operator's command.
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = RolloutVerb)]
+pub(crate) enum Verb {
+    /// Stop pushing; nothing is undone.
+    Pause,
+    /// Go on (a tripped wave is armed again); with `query`, retry only the failed and flagged
+    /// devices matching it.
+    Resume,
+    /// Push nothing more. Final.
+    Abort,
+    /// Send a `wave`'s devices (else every device the rollout changed) back; pauses.
+    Rollback,
+    /// Push failed and flagged devices again: `devices`, or all of them.
+    Retry,
+    /// Another rollout (`by`) takes over. Final.
+    Supersede,
+}
+
+/// Pauses, resumes, aborts, rolls back, retries or supersedes a rollout.
+///
+/// An operator's command, carried out in one commit: `POST /v1/rollouts/{id}/{pause|resume|
+/// abort|rollback|retry|supersede}`, the body (optional) carrying the verb's own field. A
+/// command the rollout's state refuses answers 409 `RolloutStateConflict`.
+#[utoipa::path(
+    post,
+    path = "/v1/rollouts/{id}/{verb}",
+    tag = "rollouts",
+    params(
+        ("id" = String, Path, description = "The rollout's id."),
+        ("verb" = Verb, Path, description = "The command."),
+    ),
+    request_body(content = Option<CommandBody>, description = "The verb's own field, if any; may be empty."),
+    responses((status = 200, description = "The rollout after the command.", body = RolloutView)),
+    security(("sas" = ["RegistryWrite"]), ("session" = ["RegistryWrite"])),
+)]
 async fn command(
     _: Authorized<RegistryWrite>,
     State(state): State<ApiState>,
@@ -177,11 +289,23 @@ async fn command(
         })?;
         part(&format!("the {verb} body"), value)?
     };
-    let command = to_command(&verb, body)?;
+    let command = to_command(parse_verb(&verb)?, &verb, body)?;
     Ok(Json(state.hub.rollout_command(&id, command).await?).into_response())
 }
 
-fn to_command(verb: &str, body: CommandBody) -> Result<RolloutCommand, ApiError> {
+/// The verb in the path, or 404 listing the verbs there are.
+fn parse_verb(verb: &str) -> Result<Verb, ApiError> {
+    serde_json::from_value(Value::String(verb.to_string())).map_err(|_| {
+        ApiError(HubError::new(
+            ErrorCode::NotFound,
+            format!(
+                "'{verb}' is not a rollout command; use pause, resume, abort, rollback, retry or supersede"
+            ),
+        ))
+    })
+}
+
+fn to_command(verb: Verb, name: &str, body: CommandBody) -> Result<RolloutCommand, ApiError> {
     let CommandBody {
         query,
         wave,
@@ -196,48 +320,40 @@ fn to_command(verb: &str, body: CommandBody) -> Result<RolloutCommand, ApiError>
             ("by", by.is_some()),
         ];
         match given.iter().find(|(k, set)| *set && *k != allowed) {
-            Some((k, _)) => Err(invalid(format!("{verb} takes no '{k}'"))),
+            Some((k, _)) => Err(invalid(format!("{name} takes no '{k}'"))),
             None => Ok(()),
         }
     };
     Ok(match verb {
-        "pause" => {
+        Verb::Pause => {
             only("")?;
             RolloutCommand::Pause
         }
-        "abort" => {
+        Verb::Abort => {
             only("")?;
             RolloutCommand::Abort
         }
-        "resume" => {
+        Verb::Resume => {
             only("query")?;
             match query {
                 Some(query) => RolloutCommand::ResumeFor { query },
                 None => RolloutCommand::Resume,
             }
         }
-        "rollback" => {
+        Verb::Rollback => {
             only("wave")?;
             RolloutCommand::Rollback { wave }
         }
-        "retry" => {
+        Verb::Retry => {
             only("devices")?;
             RolloutCommand::Retry { devices }
         }
-        "supersede" => {
+        Verb::Supersede => {
             only("by")?;
             let by = by.ok_or_else(|| {
                 invalid("supersede needs {\"by\": \"the rollout that takes over\"}".into())
             })?;
             RolloutCommand::Supersede { by }
-        }
-        other => {
-            return Err(ApiError(HubError::new(
-                ErrorCode::NotFound,
-                format!(
-                    "'{other}' is not a rollout command; use pause, resume, abort, rollback, retry or supersede"
-                ),
-            )))
         }
     })
 }

@@ -8,6 +8,7 @@ mod errors;
 mod events;
 mod jobs;
 mod node_sdk;
+mod openapi;
 mod query;
 mod snapshots;
 mod support;

@@ -42,7 +42,7 @@ pub enum RolloutCommand {
 }
 
 /// A wave's gate, as an operator reads it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct GateView {
     /// The success threshold as given, and as a sentence (`98%`, `20 devices`, `2% or 5 devices`).
     pub success: Threshold,
@@ -61,7 +61,7 @@ pub struct GateView {
 }
 
 /// One wave's progress.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct WaveView {
     pub name: String,
     pub status: WaveStatus,
@@ -71,7 +71,7 @@ pub struct WaveView {
 }
 
 /// A rollout: its spec, where it is, each wave with its gate, and the compliance view.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RolloutView {
     pub id: String,
     pub spec: RolloutSpec,
@@ -91,7 +91,7 @@ pub struct RolloutView {
 }
 
 /// One audit event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RolloutEvent {
     /// Its place in the trail: read on with `after = seq`.
     pub seq: i64,
@@ -103,7 +103,7 @@ pub struct RolloutEvent {
 }
 
 /// A page of the audit trail.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RolloutEventsPage {
     pub events: Vec<RolloutEvent>,
     /// The cursor to ask for the next page with; `None` when this page reached the end.

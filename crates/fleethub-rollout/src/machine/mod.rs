@@ -18,8 +18,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 /// Where a rollout is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = RolloutStatus)]
 pub enum Status {
     Running,
     Paused,
@@ -35,7 +36,7 @@ impl Status {
 }
 
 /// Where a wave is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WaveStatus {
     /// Waits for the wave before it.
