@@ -32,6 +32,10 @@ pub struct RolloutArgs {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum RolloutCommand {
     /// Create a rollout from a file (TOML or JSON, docs/rollouts.md); its first wave starts now.
+    #[command(
+        after_help = "Examples:\n  fleethub rollout create night-2-1-0 --file examples/rollouts/night.toml\n  \
+                      fleethub rollout create night-2-1-1 --file night-2-1-1.toml --supersedes night-2-1-0"
+    )]
     Create {
         /// Its id: letters, digits and '-'.
         id: String,
@@ -43,17 +47,24 @@ pub enum RolloutCommand {
         supersedes: Option<String>,
     },
     /// List rollouts with their compliance.
+    #[command(
+        after_help = "Examples:\n  fleethub rollout list\n  fleethub rollout list --top 5 --json"
+    )]
     List {
         /// At most this many, newest first.
         #[arg(long)]
         top: Option<usize>,
     },
     /// One rollout: status, each wave with its gate, compliance.
+    #[command(after_help = "Example:\n  fleethub rollout show night-2-1-0")]
     Show { id: String },
     /// Stop pushing; nothing is undone.
+    #[command(after_help = "Example:\n  fleethub rollout pause night-2-1-0")]
     Pause { id: String },
     /// Go on; a tripped wave is armed again. With --where, only the failed and flagged devices
     /// matching a query condition are pushed again (fresh retries).
+    #[command(after_help = "Examples:\n  fleethub rollout resume night-2-1-0\n  \
+                      fleethub rollout resume night-2-1-0 --where \"tags.city = 'boston'\"")]
     Resume {
         id: String,
         /// A query condition, e.g. "tags.city = 'boston'".
@@ -61,15 +72,21 @@ pub enum RolloutCommand {
         condition: Option<String>,
     },
     /// Push nothing more; devices not pushed yet are skipped. Final.
+    #[command(after_help = "Example:\n  fleethub rollout abort night-2-1-0")]
     Abort { id: String },
     /// Send a wave's devices (or, without --wave, every device the rollout changed) back to
     /// the versions they ran; pauses the rollout.
+    #[command(
+        after_help = "Examples:\n  fleethub rollout rollback night-2-1-0 --wave boston\n  fleethub rollout rollback night-2-1-0"
+    )]
     Rollback {
         id: String,
         #[arg(long)]
         wave: Option<String>,
     },
     /// Push failed and flagged devices again with fresh retries: those named, or all.
+    #[command(after_help = "Examples:\n  fleethub rollout retry night-2-1-0\n  \
+                      fleethub rollout retry night-2-1-0 --device sensor-0042 --device sensor-0043")]
     Retry {
         id: String,
         /// A device id; repeat for more.
@@ -77,6 +94,9 @@ pub enum RolloutCommand {
         devices: Vec<String>,
     },
     /// The audit trail: every wave started, gate passed or tripped, device failed, rollback.
+    #[command(
+        after_help = "Examples:\n  fleethub rollout events night-2-1-0\n  fleethub rollout events night-2-1-0 --after 120 --top 50 --json"
+    )]
     Events {
         id: String,
         /// Only events after this sequence number.
@@ -87,8 +107,10 @@ pub enum RolloutCommand {
         top: Option<u32>,
     },
     /// Every device the rollout tracks, with its wave, state and attempts.
+    #[command(after_help = "Example:\n  fleethub rollout devices night-2-1-0 --json")]
     Devices { id: String },
     /// Live progress bars per wave and new events as they happen, until the rollout ends.
+    #[command(after_help = "Example:\n  fleethub rollout watch night-2-1-0 --interval 2")]
     Watch {
         id: String,
         /// Seconds between refreshes.
@@ -97,6 +119,10 @@ pub enum RolloutCommand {
     },
     /// Which wave takes each targeted device and when it is pushed (windows and batches
     /// applied), if every device is healthy. Nothing is created.
+    #[command(
+        after_help = "Examples:\n  fleethub rollout plan night --file examples/rollouts/night.toml\n  \
+                      fleethub rollout plan night --file examples/rollouts/night.toml --start 2026-12-02T22:00:00Z --devices"
+    )]
     Plan {
         /// The id the rollout will have (percentage buckets derive from it unless the spec
         /// names a seed).
@@ -110,6 +136,10 @@ pub enum RolloutCommand {
     /// Play the rollout against a simulated copy of the devices it targets, with the failure
     /// rates you expect, and report what the waves and gates would do and when. Nothing is
     /// created and no device is touched.
+    #[command(
+        after_help = "Examples:\n  fleethub rollout rehearse night --file examples/rollouts/night.toml --failure-rate 0.01\n  \
+                      fleethub rollout rehearse night --file examples/rollouts/night.toml --wave-failure-rate boston=0.5 --never-back-rate 0.001"
+    )]
     Rehearse {
         /// The id the rollout will have.
         id: String,
