@@ -610,3 +610,31 @@ async fn telemetry_under_a_message_id_seen_before_still_counts_as_alive() {
     assert_eq!(view.compliance.updated, 1, "{view:?}");
     assert_eq!(view.status, Status::Completed);
 }
+
+/// Regression: a rollout no longer in memory (finished, then the hub restarted) was listed with
+/// totals summed from its waves, which miss the devices no wave took.
+#[tokio::test]
+async fn a_listed_rollout_counts_the_devices_no_wave_took() {
+    let mut f = Fixture::new().await;
+    f.device("canary-0", json!({"product": "aq", "ring": "canary"}))
+        .await;
+    f.device("other-0", json!({"product": "aq"})).await;
+    f.device("other-1", json!({"product": "aq"})).await;
+    let canary = Selector::Query("tags.ring = 'canary'".into());
+    let spec = f.spec(vec![wave("canary", canary, None)]);
+    f.hub.create_rollout(create("ring", spec)).await.unwrap();
+    f.settle().await;
+    f.hub
+        .rollout_command("ring", RolloutCommand::Abort)
+        .await
+        .unwrap();
+    // The two the canary wave left over were unassigned; the abort skipped them.
+    let live = f.hub.list_rollouts(10).await.unwrap().remove(0);
+    assert_eq!(live.totals.skipped, 2, "{live:#?}");
+    assert_eq!(live.compliance.targeted, 3);
+    f.restart().await;
+    let stored = f.hub.list_rollouts(10).await.unwrap().remove(0);
+    assert_eq!(stored.status, Status::Aborted);
+    assert_eq!(stored.totals, live.totals, "{stored:#?}");
+    assert_eq!(stored.compliance, live.compliance);
+}

@@ -130,7 +130,8 @@ impl RolloutView {
         view
     }
 
-    /// The view of a stored state (wave counters as of its last step; totals summed from them).
+    /// The view of a stored state (wave counters as of its last step; totals as stored, or
+    /// summed from the waves for a state stored before totals were kept).
     pub(crate) fn of_state(
         id: &str,
         spec: &RolloutSpec,
@@ -165,6 +166,7 @@ impl RolloutView {
                 .into_wave(record)
             })
             .collect();
+        let totals = state.totals.unwrap_or(totals);
         RolloutView {
             id: id.to_string(),
             spec: spec.clone(),

@@ -136,6 +136,11 @@ pub struct RolloutState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub waves: Vec<WaveRecord>,
+    /// Devices per state over the whole rollout, those no wave took included (the waves'
+    /// counts miss them): what a view of the stored state shows. Absent in states stored
+    /// before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totals: Option<Counts>,
 }
 
 /// One rollout's state machine.
@@ -505,6 +510,7 @@ impl Rollout {
             status: self.status,
             reason: self.reason.clone(),
             waves: self.waves.clone(),
+            totals: Some(self.totals),
         }
     }
 
