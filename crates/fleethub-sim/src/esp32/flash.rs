@@ -159,9 +159,14 @@ impl FirmwareReport {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Nvs {
     pub report: FirmwareReport,
-    /// The version this device rolled back from; not installed again until desired names
-    /// another version.
+    /// The version this device rolled back from; not installed again while desired names it
+    /// in the same push.
     pub rejected: Option<String>,
+    /// The `desired.firmware` that named the rejected version when the device first looked
+    /// after rolling back: the push it rolled back from. A different one naming the same
+    /// version (the hub wrote desired again: a rollout's retry, with a fresh URL) is a new
+    /// push, and is tried.
+    pub rejected_push: Option<FirmwareTarget>,
     pub last_error: Option<String>,
     pub boot_count: u64,
     /// Device-local settings (`get_property` / `set_property`).

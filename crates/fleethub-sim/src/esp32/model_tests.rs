@@ -370,6 +370,29 @@ fn each_bad_firmware_kind_rolls_back_to_the_old_version() {
     }
 }
 
+/// A rollout retrying a device writes its desired firmware again, with a fresh URL: the device
+/// tries the version it rolled back from once more, while the push it rolled back from, read
+/// again after a restart, still changes nothing.
+#[test]
+fn a_new_push_of_a_version_rolled_back_from_is_tried_again() {
+    let blob = image(4_000);
+    let mut m = device(bad(FirmwareFailure::HealthCheckFails), 9);
+    let want = desired("2.0.0", &blob);
+    drive(&mut m, &want, &blob, 1000);
+    assert_eq!(m.status(), UpdateStatus::RolledBack);
+    m.power_on(&now());
+    assert_eq!(m.set_desired(want.clone(), 3, &now()), OtaCommand::Nothing);
+    let mut retry = want.clone();
+    retry["firmware"]["url"] = json!("https://fw.example/2.0.0.bin?attempt=3");
+    let log = drive(&mut m, &retry, &blob, 1000);
+    assert!(log.statuses.contains(&"downloading"), "{log:?}");
+    // Still a bad image: it rolls back again, and that push is not tried a third time.
+    assert_eq!(m.status(), UpdateStatus::RolledBack);
+    assert_eq!(log.statuses.last(), Some(&"rolled_back"));
+    m.power_on(&now());
+    assert_eq!(m.set_desired(retry, 4, &now()), OtaCommand::Nothing);
+}
+
 #[test]
 fn factory_reset_returns_to_the_factory_image_in_slot_a() {
     let blob = image(3_000);

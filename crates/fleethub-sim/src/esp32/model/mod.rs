@@ -305,6 +305,7 @@ impl Model {
         self.flash.boot.attempts = 0;
         let error = format!("firmware {bad} rolled back to {good}: {why}");
         self.flash.nvs.rejected = Some(bad.clone());
+        self.flash.nvs.rejected_push = None;
         self.flash.nvs.last_error = Some(error.clone());
         self.flash.nvs.report = FirmwareReport {
             status: UpdateStatus::RolledBack,
@@ -397,13 +398,23 @@ impl Model {
             return stop();
         }
         if self.flash.nvs.rejected.as_deref() == Some(&target.version) {
-            self.ram.ota = None;
-            return stop();
+            let pushed_again = match &self.flash.nvs.rejected_push {
+                None => {
+                    self.flash.nvs.rejected_push = Some(target.clone());
+                    false
+                }
+                Some(push) => *push != target,
+            };
+            if !pushed_again {
+                self.ram.ota = None;
+                return stop();
+            }
         }
         if self.ram.gave_up.as_ref() == Some(&target) {
             return stop();
         }
         self.flash.nvs.rejected = None;
+        self.flash.nvs.rejected_push = None;
         self.ram.failures = 0;
         self.ram.ota = Some(Ota {
             target,
