@@ -344,8 +344,13 @@ impl Hub {
         let ids = self.store().read(|r| r.unfinished_rollouts()).await?;
         let state = self.rollouts_state().clone();
         let mut machines = state.machines.lock().await;
+        let now = self.now();
         for id in &ids {
-            self.loaded(&mut machines, id).await?;
+            // Nothing was watched while the hub was down: no device fails for that.
+            self.loaded(&mut machines, id)
+                .await?
+                .machine
+                .resume_watching(now);
         }
         if ids.is_empty() {
             return Ok(());

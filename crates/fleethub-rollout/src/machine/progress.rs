@@ -105,6 +105,40 @@ impl Rollout {
         all
     }
 
+    /// The hub was not watching between its last commit and `now` (it stopped or crashed and
+    /// started again): reports, connections and telemetry sent meanwhile were never seen. The
+    /// timers that wait to hear from a device — progress after a push or a rollback, telemetry
+    /// during a soak — get a full period from `now`, so no device fails for the hub's own
+    /// absence. A soak that saw no telemetry yet ends no sooner than a silence period from
+    /// `now`. Walks the devices once; the hub calls it after restoring a rollout.
+    pub fn resume_watching(&mut self, now: DateTime<Utc>) {
+        let timeout = after(now, self.plan.device_timeout);
+        let silence = after(now, self.plan.max_silence);
+        for idx in 0..self.devices.len() as u32 {
+            let d = &self.devices[idx as usize];
+            let state = match d.state {
+                DeviceState::InFlight { deadline } => DeviceState::InFlight {
+                    deadline: deadline.max(timeout),
+                },
+                DeviceState::RollingBack { deadline } => DeviceState::RollingBack {
+                    deadline: deadline.max(timeout),
+                },
+                DeviceState::Soaking { until, silent_at } => DeviceState::Soaking {
+                    until: if d.telemetry_seen {
+                        until
+                    } else {
+                        until.max(silence)
+                    },
+                    silent_at: silent_at.max(silence),
+                },
+                _ => continue,
+            };
+            if state != d.state {
+                self.set_state(idx, state);
+            }
+        }
+    }
+
     fn timer_fired(&mut self, now: DateTime<Utc>, idx: u32, step: &mut Step) {
         let plan_timeout = self.plan.device_timeout;
         match self.devices[idx as usize].state {

@@ -968,6 +968,47 @@ fn a_restored_rollout_goes_on_exactly_as_the_original() {
     assert_eq!(twin.r.status(), Status::Completed);
 }
 
+/// Regression: a hub down through the end of a soak (kill -9, restart) failed a device that had
+/// sent telemetry the dead hub never saw, as 'sent no telemetry during the soak', and one in
+/// flight whose reports were lost timed out; the retry pushed a version the device already ran,
+/// which it ignores, so every further attempt timed out too.
+#[test]
+fn no_device_fails_for_the_time_the_hub_was_down() {
+    let s = spec(vec![wave("all", Selector::Percent(100.0))]);
+    let mut run = Run::new(s.clone(), fleet(2));
+    run.boots_new("d000"); // soaking, no telemetry seen yet
+    let snapshot = run.r.snapshot();
+    // The hub is down for longer than the soak and the device timeout.
+    let back = run.now + chrono::Duration::seconds(1200);
+    let mut r = Rollout::restore("r1", &s, snapshot).unwrap();
+    r.resume_watching(back);
+    let mut run = Run {
+        r,
+        now: back,
+        pushes: Vec::new(),
+        events: Vec::new(),
+    };
+    run.advance(0);
+    assert!(matches!(run.state("d000"), DeviceState::Soaking { .. }));
+    assert!(matches!(run.state("d001"), DeviceState::InFlight { .. }));
+    run.advance(100);
+    run.telemetry("d000");
+    run.boots_new("d001");
+    for _ in 0..3 {
+        run.advance(250);
+        run.telemetry("d000");
+        run.telemetry("d001");
+    }
+    assert_eq!(run.state("d000"), DeviceState::Updated);
+    assert_eq!(run.state("d001"), DeviceState::Updated);
+    assert!(run.pushes.is_empty(), "{:?}", run.pushes);
+    assert!(
+        run.kinds(EventKind::DeviceFailed).is_empty(),
+        "{:?}",
+        run.events
+    );
+}
+
 #[test]
 fn a_bad_spec_names_its_field() {
     let mut s = spec(vec![

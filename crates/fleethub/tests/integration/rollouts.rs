@@ -460,10 +460,18 @@ async fn kill_dash_nine_mid_wave_pushes_each_device_once_per_attempt_and_skips_n
         async move {
             let (view, devices) = rollout_through(&rest, "kill").await?;
             if view["status"] == "completed" {
-                Ok((view, devices))
-            } else {
-                Err(format!("{} {:?}", view["status"], states(&devices)))
+                return Ok((view, devices));
             }
+            let mut open = Vec::new();
+            for d in devices.iter().filter(|d| d.state != DeviceState::Updated) {
+                let reported = crate::esp32::reported_firmware(&rest, &d.id).await;
+                open.push(format!("{d:?}; reported {reported}"));
+            }
+            Err(format!(
+                "{} {:?}: {open:#?}",
+                view["status"],
+                states(&devices)
+            ))
         }
     })
     .await;
