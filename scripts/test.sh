@@ -15,6 +15,8 @@
 #   SKIP_FUZZ=1 scripts/test.sh    without the short fuzz run (FUZZ_SECONDS=N: N s per target)
 #   PYTEST_ARGS="-k twin -x" scripts/test.sh
 #   SKIP_BROWSER=1 scripts/test.sh without the dashboard's browser tests (chromium)
+#   SKIP_COMPAT=1 scripts/test.sh  without `fleethub demo` and the compatibility suite (and node)
+#   SKIP_RUST=1 SKIP_COMPAT=1 scripts/test.sh   only the release build and the browser tests
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -84,19 +86,21 @@ else
 fi
 "$VENV/bin/python" -m pip freeze | grep -iE '^(azure-iot-hub|azure-iot-device|paho-mqtt|pytest|selenium)=='
 
-section "node environment (tests/compat-node)"
-NODE_SUITE="$ROOT/tests/compat-node"
-NODE_STAMP="$NODE_SUITE/node_modules/.lock.sha256"
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    apt_install nodejs npm
-fi
-node --version
-want=$( { cat "$NODE_SUITE/package-lock.json"; node --version; } | sha256sum | cut -d' ' -f1)
-if [ -f "$NODE_STAMP" ] && [ "$(cat "$NODE_STAMP")" = "$want" ]; then
-    echo "reusing tests/compat-node/node_modules (package-lock.json and node unchanged)"
-else
-    (cd "$NODE_SUITE" && npm ci --no-audit --no-fund)
-    echo "$want" >"$NODE_STAMP"
+if [ -z "${SKIP_COMPAT:-}" ]; then
+    section "node environment (tests/compat-node)"
+    NODE_SUITE="$ROOT/tests/compat-node"
+    NODE_STAMP="$NODE_SUITE/node_modules/.lock.sha256"
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        apt_install nodejs npm
+    fi
+    node --version
+    want=$( { cat "$NODE_SUITE/package-lock.json"; node --version; } | sha256sum | cut -d' ' -f1)
+    if [ -f "$NODE_STAMP" ] && [ "$(cat "$NODE_STAMP")" = "$want" ]; then
+        echo "reusing tests/compat-node/node_modules (package-lock.json and node unchanged)"
+    else
+        (cd "$NODE_SUITE" && npm ci --no-audit --no-fund)
+        echo "$want" >"$NODE_STAMP"
+    fi
 fi
 
 if [ -z "${SKIP_RUST:-}" ]; then
@@ -130,23 +134,25 @@ section "cargo build --release -p fleethub"
 cargo build --release -p fleethub
 export FLEETHUB_BIN="$ROOT/target/release/fleethub"
 
-section "fleethub demo (the night a security fix ships; must tell its story in under 3 minutes)"
-# Exits 0 only when the gate tripped in Boston and nowhere else, Boston's rollback completed and
-# at least 99 % of the rest of the fleet runs 2.1.0.
-timeout 180 "$FLEETHUB_BIN" demo --json | tee "$ROOT/target/demo-output.txt" \
-    || fail "fleethub demo did not tell its story in 3 minutes (see its output above)"
+if [ -z "${SKIP_COMPAT:-}" ]; then
+    section "fleethub demo (the night a security fix ships; must tell its story in under 3 minutes)"
+    # Exits 0 only when the gate tripped in Boston and nowhere else, Boston's rollback completed and
+    # at least 99 % of the rest of the fleet runs 2.1.0.
+    timeout 180 "$FLEETHUB_BIN" demo --json | tee "$ROOT/target/demo-output.txt" \
+        || fail "fleethub demo did not tell its story in 3 minutes (see its output above)"
 
-section "compatibility suite (official Azure IoT SDKs against a real hub)"
-set +e
-# shellcheck disable=SC2086  # PYTEST_ARGS is a list of words on purpose
-"$VENV/bin/python" -m pytest tests/compat -v ${PYTEST_ARGS:-}
-rc=$?
-set -e
-case $rc in
-    0) ;;
-    5) fail "pytest collected no tests in tests/compat" ;;
-    *) fail "compatibility suite (pytest exit $rc)" ;;
-esac
+    section "compatibility suite (official Azure IoT SDKs against a real hub)"
+    set +e
+    # shellcheck disable=SC2086  # PYTEST_ARGS is a list of words on purpose
+    "$VENV/bin/python" -m pytest tests/compat -v ${PYTEST_ARGS:-}
+    rc=$?
+    set -e
+    case $rc in
+        0) ;;
+        5) fail "pytest collected no tests in tests/compat" ;;
+        *) fail "compatibility suite (pytest exit $rc)" ;;
+    esac
+fi
 
 if [ -z "${SKIP_BROWSER:-}" ]; then
     # The dashboard in Debian's chromium, headless, driven through chromedriver by selenium (in

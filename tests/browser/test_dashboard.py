@@ -27,6 +27,13 @@ def text_of(browser, css):
     return browser.find_element(By.CSS_SELECTOR, css).text
 
 
+def assert_no_stray_null(browser):
+    """Regression: a page built with el.replaceChildren(..., cond ? node : null) printed "null"
+    (a running rollout's absent reason, a read-only policy's missing buttons)."""
+    words = text_of(browser, "#page").split()
+    assert "null" not in words, f"the page prints null: {text_of(browser, '#page')[:300]}"
+
+
 def sign_in(browser, hub, policy, key):
     browser.get(hub.base_url + "/")
     visible(browser, "#sign-in-form")
@@ -192,3 +199,4 @@ def test_pages_of_jobs_configurations_and_firmware_render(browser, hub):
         assert browser.find_elements(By.CSS_SELECTOR, "#page .error") == []
     browser.get(f"{hub.base_url}/#/configurations/blue-leds")
     wait(browser, lambda b: "deviceId = 'sim-3'" in text_of(b, "#page"))
+    assert_no_stray_null(browser)

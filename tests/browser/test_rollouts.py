@@ -4,7 +4,7 @@ read-only policy sees no command buttons and cannot pause it."""
 
 from selenium.webdriver.common.by import By
 
-from test_dashboard import sign_in, text_of, visible, wait
+from test_dashboard import assert_no_stray_null, sign_in, text_of, visible, wait
 
 SPEC = """
 target = "tags.product = 'aq'"
@@ -49,6 +49,7 @@ def test_a_rollout_updates_live_and_is_paused_from_the_page(browser, hub, shots)
     wait(browser, lambda b: updated(b) not in ("", before), timeout=60)
     wait(browser, lambda b: "passed" in text_of(b, "tr[data-wave=canary]"), timeout=60)
     assert browser.execute_script("return window.__sameDocument") is True, "the page was reloaded"
+    assert_no_stray_null(browser)
     shots(browser, "rollout")
 
     browser.find_element(By.ID, "rollout-pause").click()
@@ -67,6 +68,7 @@ def test_a_read_only_policy_cannot_command_a_rollout(browser, hub):
     browser.get(hub.base_url + "/#/rollouts/night")
     visible(browser, "tr[data-wave=rest]")
     assert browser.find_elements(By.ID, "rollout-actions") == []
+    assert_no_stray_null(browser)
     answer = browser.execute_async_script("""
         const done = arguments[arguments.length - 1];
         (async () => {

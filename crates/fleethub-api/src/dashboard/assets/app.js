@@ -29,6 +29,12 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// The children given, without the absent ones: el.append and el.replaceChildren would print
+// null as the text "null" (h() already skips them).
+function present(...children) {
+  return children.flat().filter((c) => c !== undefined && c !== null && c !== false);
+}
+
 const SVG = "http://www.w3.org/2000/svg";
 function s(tag, attrs, ...children) {
   const el = document.createElementNS(SVG, tag);
@@ -614,7 +620,7 @@ async function jobPage(root, params, jobId) {
     if (!current(id)) return;
     const st = j.deviceJobStatistics || {};
     const finished = ["completed", "failed", "cancelled"].includes(j.status);
-    head.replaceChildren(h("h1", {}, "Job ", h("span", { class: "mono" }, jobId)),
+    head.replaceChildren(...present(h("h1", {}, "Job ", h("span", { class: "mono" }, jobId)),
       facts([["Type", j.type], ["Status", badge(j.status)], ["Query", j.queryCondition],
         ["Created", timeText(j.createdTime)], ["Started", timeText(j.startTimeUtc)], ["Ended", timeText(j.endTimeUtc)],
         ["Devices", fmt(st.deviceCount)], ["Succeeded", fmt(st.succeededCount)], ["Failed", fmt(st.failedCount)],
@@ -624,7 +630,7 @@ async function jobPage(root, params, jobId) {
           if (!await confirmAction(`Cancel job ${jobId}? Devices not reached yet are skipped.`, "Cancel job")) return;
           try { await api("POST", `/jobs/v2/${enc(jobId)}/cancel`); await draw(); } catch (e) { head.append(errorBox(e)); }
         } }, "Cancel job")) : null,
-      h("h2", {}, "Devices"), await jobDevices(jobId));
+      h("h2", {}, "Devices"), await jobDevices(jobId)));
   };
   await draw();
   const refresh = throttle(() => draw().catch(() => {}), 2000);
@@ -661,7 +667,7 @@ async function configurationsPage(root) {
 async function configurationPage(root, params, cid) {
   const c = (await api("GET", `/configurations/${enc(cid)}`)).data;
   const m = (c.systemMetrics && c.systemMetrics.results) || {};
-  root.append(h("p", {}, h("a", { href: "#/configurations" }, "← Configurations")),
+  root.append(...present(h("p", {}, h("a", { href: "#/configurations" }, "← Configurations")),
     h("h1", {}, "Configuration ", h("span", { class: "mono" }, cid)),
     facts([["Priority", String(c.priority)], ["Target condition", h("code", {}, c.targetCondition)],
       ["Targeted", fmt(m.targetedCount)], ["Applied", fmt(m.appliedCount)],
@@ -674,7 +680,7 @@ async function configurationPage(root, params, cid) {
         if (!await confirmAction(`Delete configuration ${cid}? Its settings leave every twin it targets.`, "Delete")) return;
         try { await api("DELETE", `/configurations/${enc(cid)}`, undefined, { "if-match": "*" }); location.hash = "#/configurations"; }
         catch (e) { root.append(errorBox(e)); }
-      } }, "Delete configuration")) : null);
+      } }, "Delete configuration")) : null));
 }
 
 // ---------- firmware ----------
@@ -693,7 +699,7 @@ async function firmwarePage(root) {
 
 async function firmwareItemPage(root, params, fid) {
   const a = (await api("GET", `/v1/firmware/${enc(fid)}`)).data;
-  root.append(h("p", {}, h("a", { href: "#/firmware" }, "← Firmware")),
+  root.append(...present(h("p", {}, h("a", { href: "#/firmware" }, "← Firmware")),
     h("h1", {}, "Firmware ", a.version),
     facts([["Models", a.models.join(", ")], ["Size", `${fmt(a.size)} bytes`], ["SHA-256", h("code", {}, a.sha256)],
       ["Signed by", h("code", {}, a.signedBy)], ["Uploaded", timeText(a.uploadedTimeUtc)], ["Notes", a.notes || "—"]]),
@@ -709,7 +715,7 @@ async function firmwareItemPage(root, params, fid) {
         if (!await confirmAction(`Delete firmware ${a.version}? The hub refuses while a twin or job still points at it.`, "Delete")) return;
         try { await api("DELETE", `/v1/firmware/${enc(fid)}`); location.hash = "#/firmware"; }
         catch (e) { root.append(errorBox(e)); }
-      } }, "Delete firmware")) : null);
+      } }, "Delete firmware")) : null));
 }
 
 // ---------- rollouts ----------
@@ -748,7 +754,7 @@ async function rolloutPage(root, params, rid) {
     const trail = (await api("GET", `/v1/rollouts/${enc(rid)}/events?top=500`)).data.events || [];
     if (!current(id)) return;
     const c = r.compliance;
-    head.replaceChildren(
+    head.replaceChildren(...present(
       h("h1", {}, "Rollout ", h("span", { class: "mono" }, rid), " ", h("span", { id: "rollout-status" }, badge(r.status))),
       r.reason ? h("p", { class: "notice" }, r.reason) : null,
       h("div", { class: "cards" },
@@ -762,7 +768,7 @@ async function rolloutPage(root, params, rid) {
               if (!await confirmAction(question.replace("%s", rid), label)) return;
               try { await api("POST", `/v1/rollouts/${enc(rid)}/${verb}`, {}); await draw(); }
               catch (e) { head.append(errorBox(e)); }
-            } }, label))) : null);
+            } }, label))) : null));
     body.replaceChildren(
       h("h2", {}, "Waves"),
       table(["Wave", "Status", { label: "Pending", num: true }, { label: "Updating", num: true }, { label: "Updated", num: true },
