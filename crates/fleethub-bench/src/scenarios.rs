@@ -286,6 +286,28 @@ pub(super) async fn load_run(
     rate: Option<u64>,
     watch: Option<u32>,
 ) -> Result<(Totals, f64)> {
+    let (totals, cores, ()) = load_run_beside(
+        mode,
+        port,
+        ca,
+        args,
+        (devices, rate, watch),
+        std::future::ready(Ok(())),
+    )
+    .await?;
+    Ok((totals, cores))
+}
+
+/// [`load_run`] with `beside` run while the load is on (from the moment every worker has
+/// connected and starts sending until the phase ends); its answer comes third.
+pub(super) async fn load_run_beside<T>(
+    mode: WorkerMode,
+    port: u16,
+    ca: Option<&Path>,
+    args: &BenchArgs,
+    (devices, rate, watch): (usize, Option<u64>, Option<u32>),
+    beside: impl std::future::Future<Output = Result<T>>,
+) -> Result<(Totals, f64, T)> {
     let spec = WorkerLoad {
         mode,
         port,
@@ -305,11 +327,11 @@ pub(super) async fn load_run(
     }
     let (cpu_before, wall) = (watch.map(cpu_seconds).unwrap_or(0.0), Instant::now());
     workers.go().await?;
-    let results = workers.finish(false).await?;
+    let (results, beside) = tokio::join!(workers.finish(false), beside);
     let cores = watch
         .map(|pid| (cpu_seconds(pid) - cpu_before) / wall.elapsed().as_secs_f64())
         .unwrap_or(0.0);
-    Ok((totals(&results), cores))
+    Ok((totals(&results?), cores, beside?))
 }
 
 async fn reported(args: &BenchArgs) -> Result<()> {
