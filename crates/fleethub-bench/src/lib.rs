@@ -14,6 +14,7 @@ mod million_devices;
 mod mosquitto;
 mod nginx;
 mod ports;
+mod postgres;
 mod rollout;
 mod scenarios;
 mod worker;

@@ -2,7 +2,7 @@
 //! and, on top of those devices, queries and jobs.
 
 use super::hub_process::{cpu_seconds, HubProcess};
-use super::scenarios::figure;
+use super::scenarios::{figure, figure_against};
 use anyhow::{anyhow, Result};
 use fleethub_core::firmware::{
     DesiredFirmware, ReportedFirmware, UpdateStatus, REPORTED_VERSION_PATH,
@@ -128,46 +128,124 @@ async fn time_query(hub: &HubProcess, text: &str, runs: usize) -> Result<(f64, f
     Ok((p50, p90, items))
 }
 
-/// `fleethub bench query`: query latency over a million realistic twins.
-pub async fn query(devices: Option<usize>) -> Result<()> {
+/// `fleethub bench query`: query latency over a million realistic twins, and (unless
+/// `postgres` is false) the same questions to PostgreSQL 15 holding the same twins as JSONB.
+pub async fn query(devices: Option<usize>, postgres: bool) -> Result<()> {
     let count = devices.unwrap_or(1_000_000);
     println!("== query: latency over {count} twins (~1 KB each)");
     let hub = HubProcess::start()?;
     let secs = register_devices(&hub, "bench-", count, super::scenarios::KEY, 8).await?;
     println!("  registered in {secs:.1} s");
-    let group_by = format!(
-        "SELECT {REPORTED_VERSION_PATH} AS fw, COUNT() AS n \
-         FROM devices GROUP BY {REPORTED_VERSION_PATH}"
-    );
-    let cases = [
-        (
-            "selective tag equality (1% of rows), first page of 100",
-            "SELECT * FROM devices WHERE tags.building = 'b-042'",
-            "query_tag_equality_p50_ms",
-            "<= 50",
-            20,
-        ),
-        (
-            "scan on a reported property (COUNT over every twin)",
-            "SELECT COUNT() AS n FROM devices WHERE properties.reported.sensors.pm25 > 40",
-            "query_reported_scan_p50_ms",
-            "<= 1000",
-            5,
-        ),
-        (
-            "GROUP BY firmware version with COUNT",
-            group_by.as_str(),
-            "query_group_by_firmware_p50_ms",
-            "<= 1500",
-            5,
-        ),
-    ];
-    for (what, text, name, target, runs) in cases {
-        let (p50, p90, items) = time_query(&hub, text, runs).await?;
-        println!("  {what}: p50 {p50:.1} ms, p90 {p90:.1} ms over {runs} runs ({items} items)");
-        figure(name, p50, "ms", target);
+    let mut figures = Vec::new();
+    for case in QUERY_CASES {
+        let text = case.fleethub();
+        let (p50, p90, items) = time_query(&hub, &text, case.runs).await?;
+        println!(
+            "  {}: p50 {p50:.1} ms, p90 {p90:.1} ms over {} runs ({items} items)",
+            case.what, case.runs
+        );
+        figures.push(p50);
+    }
+    // The reference runs alone: the hub stops first, so the two never share the CPU.
+    drop(hub);
+    let reference = if postgres {
+        match postgres_times(count).await {
+            Ok(times) => Some(times),
+            Err(e) => {
+                println!("  PostgreSQL reference skipped: {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    for (i, (case, p50)) in QUERY_CASES.iter().zip(figures).enumerate() {
+        match &reference {
+            Some(times) => figure_against(case.name, p50, "ms", case.target, "postgres", times[i]),
+            None => figure(case.name, p50, "ms", case.target),
+        }
     }
     Ok(())
+}
+
+/// One question of `bench query`, in FleetHub's query language and in PostgreSQL's SQL.
+struct QueryCase {
+    what: &'static str,
+    name: &'static str,
+    target: &'static str,
+    runs: usize,
+    /// FleetHub's query; `{fw}` stands for the reported firmware version's path.
+    fleethub: &'static str,
+    /// The same question as a team would write it over `twins (device_id text, twin jsonb)`.
+    sql: &'static str,
+}
+
+impl QueryCase {
+    fn fleethub(&self) -> String {
+        self.fleethub.replace("{fw}", REPORTED_VERSION_PATH)
+    }
+}
+
+const QUERY_CASES: [QueryCase; 3] = [
+    QueryCase {
+        what: "selective tag equality (1% of rows), first page of 100",
+        name: "query_tag_equality_p50_ms",
+        target: "<= 50",
+        runs: 20,
+        fleethub: "SELECT * FROM devices WHERE tags.building = 'b-042'",
+        sql:
+            "SELECT device_id, twin FROM twins WHERE twin @> '{\"tags\":{\"building\":\"b-042\"}}' \
+              ORDER BY device_id LIMIT 100",
+    },
+    QueryCase {
+        what: "scan on a reported property (COUNT over every twin)",
+        name: "query_reported_scan_p50_ms",
+        target: "<= 1000",
+        runs: 5,
+        fleethub: "SELECT COUNT() AS n FROM devices WHERE properties.reported.sensors.pm25 > 40",
+        sql: "SELECT count(*) FROM twins \
+              WHERE (twin #> '{properties,reported,sensors,pm25}')::float8 > 40",
+    },
+    QueryCase {
+        what: "GROUP BY firmware version with COUNT",
+        name: "query_group_by_firmware_p50_ms",
+        target: "<= 1500",
+        runs: 5,
+        fleethub: "SELECT {fw} AS fw, COUNT() AS n FROM devices GROUP BY {fw}",
+        sql: "SELECT twin #>> '{properties,reported,firmware,current_version}' AS fw, count(*) \
+              FROM twins GROUP BY 1",
+    },
+];
+
+/// PostgreSQL's median time for each of [`QUERY_CASES`], over the same `count` twins.
+async fn postgres_times(count: usize) -> Result<Vec<f64>> {
+    let tmp = std::env::temp_dir();
+    let pg = super::postgres::Postgres::start(&tmp, "2GB")?;
+    let client = pg.connect().await?;
+    let (copy_secs, index_secs) = super::postgres::load(&client, count, |i| {
+        let entry = device_entry("bench-", i, super::scenarios::KEY);
+        let id = entry["id"].as_str().unwrap_or_default().to_string();
+        (id, super::postgres::twin_document(&entry))
+    })
+    .await?;
+    let size = super::postgres::size_bytes(&client).await?;
+    println!(
+        "  PostgreSQL 15: COPY {count} twins in {copy_secs:.1} s ({:.0}/s), GIN index + ANALYZE \
+         {index_secs:.1} s, {:.0} MB with indexes",
+        count as f64 / copy_secs,
+        size as f64 / 1e6
+    );
+    let mut times = Vec::new();
+    for case in QUERY_CASES {
+        let (samples, rows) = super::postgres::time_sql(&client, case.sql, case.runs).await?;
+        let (p50, p90) = median_p90(samples);
+        println!(
+            "  PostgreSQL, {}: p50 {p50:.1} ms, p90 {p90:.1} ms over {} runs ({rows} rows)",
+            case.what, case.runs
+        );
+        times.push(p50);
+    }
+    Ok(times)
 }
 
 /// Polls a job until it leaves queued/scheduled/running; returns the final document.

@@ -68,6 +68,9 @@ pub struct BenchArgs {
     /// Skip the nginx reference run of `firmware`.
     #[arg(long)]
     pub no_nginx: bool,
+    /// Skip the PostgreSQL 15 reference run of `query`.
+    #[arg(long)]
+    pub no_postgres: bool,
 }
 
 pub(super) const KEY: &str = "ZmxlZXRodWItYmVuY2gta2V5LTAwMDAwMDAwMDAwMDA=";
@@ -78,11 +81,49 @@ pub(super) fn figure(bench: &str, value: f64, unit: &str, target: &str) {
     println!("{}", figure_line(bench, value, unit, target));
 }
 
+/// Prints the closing JSON line of a figure measured beside a reference: the figure's line
+/// plus the reference's value under `reference` and `ratio` (value ÷ reference; below 1 is
+/// better for a time).
+pub(super) fn figure_against(
+    bench: &str,
+    value: f64,
+    unit: &str,
+    target: &str,
+    reference: &str,
+    reference_value: f64,
+) {
+    println!(
+        "{}",
+        figure_against_line(bench, value, unit, target, reference, reference_value)
+    );
+}
+
+fn figure_against_line(
+    bench: &str,
+    value: f64,
+    unit: &str,
+    target: &str,
+    reference: &str,
+    reference_value: f64,
+) -> String {
+    let mut line = figure_value(bench, value, unit, target);
+    line[reference] = json!(round2(reference_value));
+    line["ratio"] = json!(round2(value / reference_value));
+    line.to_string()
+}
+
 /// One figure as the JSON line scripts read: `{"bench":…,"value":…,"unit":…,"target":…}`, the
 /// value rounded to two decimals.
 fn figure_line(bench: &str, value: f64, unit: &str, target: &str) -> String {
-    json!({"bench": bench, "value": (value * 100.0).round() / 100.0, "unit": unit, "target": target})
-        .to_string()
+    figure_value(bench, value, unit, target).to_string()
+}
+
+fn figure_value(bench: &str, value: f64, unit: &str, target: &str) -> serde_json::Value {
+    json!({"bench": bench, "value": round2(value), "unit": unit, "target": target})
+}
+
+fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
 }
 
 /// Runs the chosen benchmark(s).
@@ -102,7 +143,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     }
     match args.name {
         BenchName::Register => super::million_devices::register(args.devices).await?,
-        BenchName::Query => super::million_devices::query(args.devices).await?,
+        BenchName::Query => super::million_devices::query(args.devices, !args.no_postgres).await?,
         BenchName::Jobs => super::million_devices::jobs(&args).await?,
         BenchName::MethodJob => super::million_devices::method_job(&args).await?,
         BenchName::Firmware => super::firmware::firmware(&args).await?,
@@ -588,10 +629,14 @@ async fn methods(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Rounds of full and resumed connects in `bench connections`; each figure is their median.
+const CONNECT_ROUNDS: usize = 3;
+
 async fn connections(args: &BenchArgs) -> Result<()> {
     let devices = args.devices.unwrap_or(18_000);
     println!(
-        "== connections: {devices} idle MQTT/TLS connections in {} processes",
+        "== connections: {devices} idle MQTT/TLS connections in {} processes, {CONNECT_ROUNDS} rounds \
+         of full and resumed handshakes (each device keeps its own TLS session store)",
         args.processes
     );
     let hub = HubProcess::start()?;
@@ -599,7 +644,7 @@ async fn connections(args: &BenchArgs) -> Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = hub.rss_kib();
     let spec = WorkerLoad {
-        mode: WorkerMode::Idle,
+        mode: WorkerMode::Reconnect,
         port: hub.mqtt_port,
         ca: Some(&hub.ca_file),
         devices,
@@ -610,16 +655,41 @@ async fn connections(args: &BenchArgs) -> Result<()> {
     };
     let cpu_before = cpu_seconds(hub.pid());
     let mut workers = WorkerProcesses::start(spec).await?;
-    let (connected, connect_secs) = (workers.connected, workers.connect_secs);
-    let hub_cores = (cpu_seconds(hub.pid()) - cpu_before) / connect_secs;
+    let first = Round {
+        connected: workers.connected,
+        failed: workers.failed,
+        resumed: 0,
+        secs: workers.connect_secs,
+        hub_cores: (cpu_seconds(hub.pid()) - cpu_before) / workers.connect_secs,
+    };
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(hub.pid());
-    workers.go().await?;
+    let (mut full, mut resumed) = (vec![first], Vec::new());
+    for round in 0..CONNECT_ROUNDS {
+        if round > 0 {
+            workers.round("drop", &hub).await?;
+            full.push(workers.round("full", &hub).await?);
+        }
+        workers.round("drop", &hub).await?;
+        resumed.push(workers.round("resume", &hub).await?);
+    }
     let _ = workers.finish(true).await?;
-    let per_conn_kib = (after.saturating_sub(before)) as f64 / connected.max(1) as f64;
-    let rate = connected as f64 / connect_secs;
-    println!("  {connected} connected ({} failed) in {connect_secs:.1} s: {rate:.0} connects/s (TLS + CONNECT + SAS check)", devices as u64 - connected);
-    println!("  hub CPU while connecting: {hub_cores:.2} cores (the TLS clients share the rest)");
+    for (what, rounds) in [("full handshakes", &full), ("resumed", &resumed)] {
+        for r in rounds.iter() {
+            println!(
+                "  {what}: {} connected ({} failed, {} resumed) in {:.1} s: {:.0} connects/s, hub CPU {:.2} cores",
+                r.connected, r.failed, r.resumed, r.secs, r.rate(), r.hub_cores
+            );
+        }
+    }
+    let unresumed: u64 = resumed.iter().map(|r| r.connected - r.resumed).sum();
+    if unresumed > 0 {
+        println!("  warning: {unresumed} reconnects did a full handshake instead of resuming");
+    }
+    let per_conn_kib = (after.saturating_sub(before)) as f64 / full[0].connected.max(1) as f64;
+    println!(
+        "  (TCP + TLS + CONNECT + SAS check + session + SUBSCRIBE; the TLS clients share the CPU)"
+    );
     println!("  hub RSS {before} KiB -> {after} KiB: {per_conn_kib:.1} KiB per connection");
     figure(
         "idle_connection_rss_kib",
@@ -627,8 +697,68 @@ async fn connections(args: &BenchArgs) -> Result<()> {
         "KiB/connection",
         "<= 40",
     );
-    figure("tls_connects_per_sec", rate, "connects/s", ">= 2000");
+    figure(
+        "tls_connects_per_sec",
+        median(full.iter().map(Round::rate)),
+        "connects/s",
+        ">= 2000",
+    );
+    figure(
+        "tls_resumed_connects_per_sec",
+        median(resumed.iter().map(Round::rate)),
+        "connects/s",
+        ">= 5000",
+    );
     Ok(())
+}
+
+/// One round of connects across every worker.
+struct Round {
+    connected: u64,
+    failed: u64,
+    resumed: u64,
+    secs: f64,
+    hub_cores: f64,
+}
+
+impl Round {
+    fn rate(&self) -> f64 {
+        self.connected as f64 / self.secs
+    }
+}
+
+/// The median of some figures (nearest rank).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 50.0).unwrap_or(0.0)
+}
+
+impl WorkerProcesses {
+    /// Says `word` to every worker of a [`WorkerMode::Reconnect`] run and waits for all their
+    /// `connected` lines: one round, timed from the word to the last line.
+    async fn round(&mut self, word: &str, hub: &HubProcess) -> Result<Round> {
+        let (started, cpu_before) = (Instant::now(), cpu_seconds(hub.pid()));
+        for w in &mut self.workers {
+            w.say(word).await?;
+        }
+        let mut round = Round {
+            connected: 0,
+            failed: 0,
+            resumed: 0,
+            secs: 0.0,
+            hub_cores: 0.0,
+        };
+        for w in &mut self.workers {
+            let c: Connected = w.line().await?;
+            round.connected += c.connected;
+            round.failed += c.failed;
+            round.resumed += c.resumed;
+        }
+        round.secs = started.elapsed().as_secs_f64();
+        round.hub_cores = (cpu_seconds(hub.pid()) - cpu_before) / round.secs;
+        Ok(round)
+    }
 }
 
 #[cfg(test)]
@@ -641,6 +771,15 @@ mod tests {
         assert_eq!(
             line,
             r#"{"bench":"tls_connects_per_sec","value":2345.68,"unit":"connects/s","target":">= 2000"}"#
+        );
+    }
+
+    #[test]
+    fn a_figure_beside_a_reference_carries_its_value_and_the_ratio() {
+        let line = figure_against_line("q", 300.0, "ms", "<= 500", "postgres", 600.0);
+        assert_eq!(
+            line,
+            r#"{"bench":"q","value":300.0,"unit":"ms","target":"<= 500","postgres":600.0,"ratio":0.5}"#
         );
     }
 }

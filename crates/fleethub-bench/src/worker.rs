@@ -3,7 +3,7 @@
 //! run side by side because a process may hold at most ~19,000 connections here.
 
 use anyhow::{Context, Result};
-use fleethub_sim::{ConnectTemplate, LoadDevices, LoadKind, LoadShape};
+use fleethub_sim::{ConnectTemplate, DeviceSessions, LoadDevices, LoadKind, LoadShape};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +25,10 @@ pub enum WorkerMode {
     Methods,
     /// Hold idle connections.
     Idle,
+    /// Connect (full handshakes, each device with a session store of its own), then on each
+    /// command: `drop` disconnects every device, `resume` connects them again with their
+    /// sessions, `full` with fresh ones; each answered with a `connected` line. `stop` ends.
+    Reconnect,
 }
 
 /// `fleethub bench-worker` arguments (set by the coordinator, not by people).
@@ -58,6 +62,20 @@ pub struct Connected {
     pub connected: u64,
     pub failed: u64,
     pub connect_ms: u64,
+    /// How many of the connected devices resumed a TLS session.
+    #[serde(default)]
+    pub resumed: u64,
+}
+
+impl Connected {
+    fn of(load: &LoadDevices, started: Instant) -> Connected {
+        Connected {
+            connected: load.len() as u64,
+            failed: load.failed_connects(),
+            connect_ms: started.elapsed().as_millis() as u64,
+            resumed: load.tls_resumed(),
+        }
+    }
 }
 
 /// The result line.
@@ -87,19 +105,19 @@ pub async fn run_worker(args: WorkerArgs) -> Result<()> {
     let devices: Vec<(String, String)> = (args.first..args.first + args.count)
         .map(|i| (format!("{}{i}", args.prefix), args.key.clone()))
         .collect();
+    if args.mode == WorkerMode::Reconnect {
+        return reconnect(&template, &devices).await;
+    }
     let started = Instant::now();
     let kind = match args.mode {
         WorkerMode::Reported => LoadKind::Reported,
         WorkerMode::Telemetry => LoadKind::Telemetry,
-        WorkerMode::Desired | WorkerMode::Methods | WorkerMode::Idle => LoadKind::Hold,
+        WorkerMode::Desired | WorkerMode::Methods | WorkerMode::Idle | WorkerMode::Reconnect => {
+            LoadKind::Hold
+        }
     };
     let load = LoadDevices::connect(&template, &devices, kind).await;
-    let line = Connected {
-        connected: load.len() as u64,
-        failed: load.failed_connects(),
-        connect_ms: started.elapsed().as_millis() as u64,
-    };
-    println!("{}", serde_json::to_string(&line)?);
+    say(&Connected::of(&load, started))?;
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let go = stdin.next_line().await?.context("coordinator went away")?;
     anyhow::ensure!(go.trim() == "go", "expected 'go', got {go:?}");
@@ -120,7 +138,7 @@ pub async fn run_worker(args: WorkerArgs) -> Result<()> {
                 latencies_us: thin(r.latencies_us, 20_000),
             }
         }
-        WorkerMode::Desired | WorkerMode::Methods | WorkerMode::Idle => {
+        WorkerMode::Desired | WorkerMode::Methods | WorkerMode::Idle | WorkerMode::Reconnect => {
             let received = Arc::new(AtomicU64::new(0));
             let tasks = load.serve_events(args.mode == WorkerMode::Methods, received.clone());
             // Hold until the coordinator says "stop".
@@ -132,9 +150,67 @@ pub async fn run_worker(args: WorkerArgs) -> Result<()> {
             }
         }
     };
-    println!("{}", serde_json::to_string(&result)?);
+    say(&result)?;
     load.disconnect().await;
     Ok(())
+}
+
+/// Prints one protocol line for the coordinator.
+fn say(line: &impl Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string(line)?);
+    Ok(())
+}
+
+/// [`WorkerMode::Reconnect`]: the same devices connected, dropped and connected again on the
+/// coordinator's word, with the TLS sessions each device kept (`resume`) or fresh ones (`full`).
+async fn reconnect(template: &ConnectTemplate, devices: &[(String, String)]) -> Result<()> {
+    let tls = template
+        .tls
+        .as_deref()
+        .context("the reconnect mode needs TLS (--ca-file)")?;
+    let kind = LoadKind::Hold;
+    let mut sessions = DeviceSessions::new(tls, devices.len());
+    let started = Instant::now();
+    let mut load =
+        Some(LoadDevices::connect_with_sessions(template, devices, kind, &sessions).await);
+    say(&Connected::of(load.as_ref().context("connected")?, started))?;
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(word) = stdin.next_line().await? {
+        let started = Instant::now();
+        let word = word.trim();
+        if word == "stop" {
+            break;
+        }
+        if let Some(connected) = load.take() {
+            connected.disconnect().await;
+        }
+        match word {
+            "drop" => {}
+            "resume" | "full" => {
+                if word == "full" {
+                    sessions = DeviceSessions::new(tls, devices.len());
+                }
+                load = Some(
+                    LoadDevices::connect_with_sessions(template, devices, kind, &sessions).await,
+                );
+            }
+            other => anyhow::bail!("expected drop, resume, full or stop, got {other:?}"),
+        }
+        let line = match &load {
+            Some(connected) => Connected::of(connected, started),
+            None => Connected {
+                connected: 0,
+                failed: 0,
+                connect_ms: started.elapsed().as_millis() as u64,
+                resumed: 0,
+            },
+        };
+        say(&line)?;
+    }
+    if let Some(connected) = load {
+        connected.disconnect().await;
+    }
+    say(&WorkerResult::default())
 }
 
 /// Keeps at most `max` evenly spaced samples of a sorted list.
