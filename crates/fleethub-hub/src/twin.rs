@@ -9,7 +9,9 @@ use fleethub_core::configuration::ConfigurationStatus;
 use fleethub_core::events::Change;
 use fleethub_core::twin::{patch::apply_tags_patch, Section, TwinProperties};
 use fleethub_core::{ErrorCode, HubError, HubResult};
-use fleethub_store::{ConfigurationReads, DeviceRow, Reads, StoreError, TwinSections, WriteTx};
+use fleethub_store::{
+    ConfigurationReads, DeviceRow, Reads, ReportedParts, StoreError, TwinSections, WriteTx,
+};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -494,8 +496,16 @@ impl Hub {
         })?;
         reported.apply_patch(Section::Reported, patch, now)?;
         let version = twin_version + 1;
-        let text = serde_json::to_string(&reported).map_err(|e| HubError::server(e.to_string()))?;
-        tx.update_reported_text(id, &text, version, &etag_for(version as u64))?;
+        let text = |v: &Map<String, Value>| {
+            serde_json::to_string(v).map_err(|e| HubError::server(e.to_string()))
+        };
+        let (values, metadata) = (text(&reported.values)?, text(&reported.metadata)?);
+        let parts = ReportedParts {
+            values: &values,
+            metadata: &metadata,
+            version: reported.version as i64,
+        };
+        tx.update_reported_parts(id, parts, version, &etag_for(version as u64))?;
         let change = Change::TwinReported {
             version: reported.version,
         };

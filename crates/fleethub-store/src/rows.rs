@@ -129,6 +129,18 @@ pub struct DeviceCounts {
     pub disabled: u64,
 }
 
+/// A reported section in its parts: values and metadata as JSON texts (the caller guarantees
+/// each is a valid JSON object) and the section's version.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportedParts<'a> {
+    /// The reported values, `$metadata` and `$version` apart, as JSON text.
+    pub values: &'a str,
+    /// Their metadata tree, as JSON text.
+    pub metadata: &'a str,
+    /// The reported section's `$version`.
+    pub version: i64,
+}
+
 /// The twin sections an update replaces; `None` leaves a section as it is.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TwinSections<'a> {

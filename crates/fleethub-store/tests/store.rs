@@ -1088,10 +1088,72 @@ async fn report_at(
     let id = id.to_string();
     store
         .write(move |tx| {
-            let text = reported.to_string();
-            tx.update_reported_text(&id, &text, read + 1, &format!("etag-{}", read + 1))
+            let (values, metadata) = (
+                reported["values"].to_string(),
+                reported["metadata"].to_string(),
+            );
+            let parts = fleethub_store::ReportedParts {
+                values: &values,
+                metadata: &metadata,
+                version: reported["version"].as_i64().unwrap(),
+            };
+            tx.update_reported_parts(&id, parts, read + 1, &format!("etag-{}", read + 1))
         })
         .await
+}
+
+/// The hub's hot path writes a reported section in its parts; the twin it leaves is the one the
+/// whole section's text leaves.
+#[tokio::test]
+async fn a_reported_section_written_in_parts_reads_back_as_written_whole() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    insert(&store, device("whole")).await;
+    insert(&store, device("parts")).await;
+    let section = json!({
+        "values": {"firmware": {"current_version": "2.1.0"}, "temp": 21.5},
+        "metadata": {"$lastUpdated": "2026-12-03T08:00:00Z",
+            "firmware": {"$lastUpdated": "2026-12-03T08:00:00Z",
+                "current_version": {"$lastUpdated": "2026-12-03T08:00:00Z"}},
+            "temp": {"$lastUpdated": "2026-12-03T08:00:00Z"}},
+        "version": 7
+    });
+    let (_, read) = read_reported(&store, "whole").await;
+    let text = section.to_string();
+    store
+        .write(move |tx| tx.update_reported_text("whole", &text, read + 1, "e"))
+        .await
+        .unwrap();
+    let (_, read) = read_reported(&store, "parts").await;
+    let (values, metadata) = (
+        section["values"].to_string(),
+        section["metadata"].to_string(),
+    );
+    store
+        .write(move |tx| {
+            let parts = fleethub_store::ReportedParts {
+                values: &values,
+                metadata: &metadata,
+                version: 7,
+            };
+            tx.update_reported_parts("parts", parts, read + 1, "e")
+        })
+        .await
+        .unwrap();
+    let whole = read_reported(&store, "whole").await;
+    let parts = read_reported(&store, "parts").await;
+    assert_eq!(parts, whole);
+    assert_eq!(parts.0, section);
+    let full = |id: &'static str| store.read(move |r| r.get_device(id));
+    let (w, p) = (
+        full("whole").await.unwrap().unwrap(),
+        full("parts").await.unwrap().unwrap(),
+    );
+    assert_eq!(p.reported, w.reported);
+    assert_eq!(
+        (p.twin_version, &p.twin_etag),
+        (w.twin_version, &w.twin_etag)
+    );
 }
 
 /// A write that read a twin before another writer changed it loses: it gets `Conflict`, naming
