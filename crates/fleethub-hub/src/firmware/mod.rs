@@ -351,8 +351,9 @@ impl Hub {
         let now_ms = self.now_ms();
         self.store()
             .write(move |tx| {
-                // Configurations and rollouts add their references here when they land, in the
-                // same transaction as the delete.
+                // Read in the same transaction as the delete. (A configuration's content reaches
+                // twins, which are checked; a rollout's artifact is pushed later, so running and
+                // paused rollouts are checked themselves.)
                 let refs = tx.firmware_references(&sha, 5)?;
                 if !refs.is_empty() {
                     let mut what = Vec::new();
@@ -365,11 +366,17 @@ impl Hub {
                     if !refs.jobs.is_empty() {
                         what.push(format!("unfinished job(s) {}", refs.jobs.join(", ")));
                     }
+                    if !refs.rollouts.is_empty() {
+                        what.push(format!(
+                            "running or paused rollout(s) {}",
+                            refs.rollouts.join(", ")
+                        ));
+                    }
                     return Err(HubError::new(
                         ErrorCode::FirmwareInUse,
                         format!(
                             "firmware {sha} is still referenced by {}; point them at another \
-                             image (or let the jobs finish) before deleting it",
+                             image (or let the jobs finish, or abort the rollouts) before deleting it",
                             what.join(" and ")
                         ),
                     ));

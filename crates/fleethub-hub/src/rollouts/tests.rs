@@ -638,3 +638,31 @@ async fn a_listed_rollout_counts_the_devices_no_wave_took() {
     assert_eq!(stored.totals, live.totals, "{stored:#?}");
     assert_eq!(stored.compliance, live.compliance);
 }
+
+/// Found while testing the OpenAPI routes: a rollout waiting for its maintenance window had
+/// pushed nothing yet, so no twin named its artifact, and the artifact could be deleted from
+/// under it.
+#[tokio::test]
+async fn an_artifact_a_running_rollout_will_push_cannot_be_deleted() {
+    let mut f = Fixture::new().await;
+    f.device("d0", json!({"product": "aq"})).await;
+    let mut spec = f.spec(vec![wave("all", Selector::Percent(100.0), None)]);
+    // Closed now: it opens on a leap day.
+    spec.window = Some(fleethub_rollout::WindowSpec {
+        cron: "0 0 29 2 *".into(),
+        duration_secs: 3600,
+        zone: Some("UTC".into()),
+        device_zone: None,
+    });
+    f.hub.create_rollout(create("waiting", spec)).await.unwrap();
+    f.settle().await;
+    assert!(f.desired("d0").await.is_none(), "nothing pushed yet");
+    let e = f.hub.delete_firmware(&f.new_sha).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::FirmwareInUse, "{e}");
+    assert!(e.message.contains("rollout(s) waiting"), "{}", e.message);
+    f.hub
+        .rollout_command("waiting", RolloutCommand::Abort)
+        .await
+        .unwrap();
+    f.hub.delete_firmware(&f.new_sha).await.unwrap();
+}

@@ -37,12 +37,14 @@ pub struct FirmwareReferences {
     pub twins: Vec<String>,
     /// Jobs not yet finished whose twin patch names it.
     pub jobs: Vec<String>,
+    /// Rollouts running or paused whose artifact it is.
+    pub rollouts: Vec<String>,
 }
 
 impl FirmwareReferences {
     /// Whether nothing points at the artifact.
     pub fn is_empty(&self) -> bool {
-        self.twins.is_empty() && self.jobs.is_empty()
+        self.twins.is_empty() && self.jobs.is_empty() && self.rollouts.is_empty()
     }
 }
 
@@ -99,7 +101,20 @@ pub trait FirmwareReads: Reads {
         let jobs = jobs
             .query_map(params![sha256, sql_limit(limit)], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
-        Ok(FirmwareReferences { twins, jobs })
+        let mut rollouts = self.conn().prepare_cached(
+            "SELECT rollout_id FROM rollouts
+             WHERE status IN ('running', 'paused')
+               AND lower(spec ->> '$.artifact.sha256') = ?1
+             LIMIT ?2",
+        )?;
+        let rollouts = rollouts
+            .query_map(params![sha256, sql_limit(limit)], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(FirmwareReferences {
+            twins,
+            jobs,
+            rollouts,
+        })
     }
 }
 
