@@ -117,6 +117,27 @@ fn add_error_responses(document: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// Every operation of `document` as (method in capitals, path), in path order.
+pub fn operations(document: &utoipa::openapi::OpenApi) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for (path, item) in &document.paths.paths {
+        let methods = [
+            ("GET", &item.get),
+            ("PUT", &item.put),
+            ("POST", &item.post),
+            ("DELETE", &item.delete),
+            ("PATCH", &item.patch),
+            ("HEAD", &item.head),
+        ];
+        for (method, operation) in methods {
+            if operation.is_some() {
+                out.push((method, path.clone()));
+            }
+        }
+    }
+    out
+}
+
 /// The document, serialized once.
 static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
     serde_json::to_string(&document()).expect("an OpenAPI document always serializes")
@@ -187,25 +208,35 @@ mod tests {
              utoipa_axum::routes! so the OpenAPI document describes them):\n{}",
             stray.join("\n")
         );
-        let operations: usize = super::document()
-            .paths
-            .paths
-            .values()
-            .map(|item| {
-                [
-                    &item.get,
-                    &item.put,
-                    &item.post,
-                    &item.delete,
-                    &item.patch,
-                    &item.head,
-                ]
-                .iter()
-                .filter(|o| o.is_some())
-                .count()
-            })
-            .sum();
+        let operations = super::operations(&super::document()).len();
         // One description per handler; the download handler serves GET and HEAD.
         assert_eq!(described + 1, operations, "every description is mounted");
+    }
+
+    /// docs/rest-api.md is the page people read: each operation of the document must appear
+    /// there as `` `METHOD /v1/path `` (its parameters named as in the document), so a route
+    /// added to the code and not to the page fails here.
+    #[test]
+    fn every_v1_operation_is_in_the_rest_api_page() {
+        let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/rest-api.md");
+        let page = std::fs::read_to_string(&page).expect("docs/rest-api.md is readable");
+        let operations = super::operations(&super::document());
+        assert!(operations.len() > 20, "the document lists the /v1 API");
+        let missing: Vec<String> = operations
+            .iter()
+            .map(|(method, path)| format!("`{method} {path}"))
+            .filter(|spelled| {
+                // The path must end there: `GET /v1/rollouts` is not found in `GET /v1/rollouts/{id}`.
+                !page.match_indices(spelled.as_str()).any(|(at, _)| {
+                    matches!(page[at + spelled.len()..].chars().next(), Some('`' | '?'))
+                })
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/rest-api.md does not list these /v1 operations (add a row per route to its \
+             native routes table):\n{}",
+            missing.join("\n")
+        );
     }
 }
