@@ -2,8 +2,8 @@
 //! [`ServerCertificate`], and clients that trust a CA PEM.
 //!
 //! The hub's listeners resume sessions: a device that reconnects (after a network drop, a sleep,
-//! or the hub's restart of a neighbour) shows a ticket or session id and skips the certificate
-//! signature and its verification. See [`resumption`].
+//! or the hub's restart) shows a ticket or session id and skips the certificate signature and its
+//! verification. See [`resumption`].
 
 use crate::{load_server_certificate, CertificatePaths, ServerCertificate, TlsError};
 use rustls::pki_types::CertificateDer;
@@ -27,14 +27,23 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Turns on session resumption for one listener: stateless tickets (rustls' ticketer, keys
-/// rotated every 6 hours and held in memory, so tickets survive neither a restart nor a move to
-/// another node: such a client does one full handshake) and a session-id cache of
-/// [`SESSION_CACHE_ENTRIES`]. Each listener gets its own ticketer and cache: a session from the
-/// HTTPS listener, which asks for no client certificate, must never resume on the MQTT listener,
-/// which reads the device's certificate from the session.
-fn resumption(cfg: &mut ServerConfig) -> Result<(), TlsError> {
-    cfg.ticketer = rustls::crypto::ring::Ticketer::new()?;
+/// Turns on session resumption for one listener: stateless tickets and a session-id cache of
+/// [`SESSION_CACHE_ENTRIES`]. The ticket keys live in `<ticket_keys_dir>/<listener>-ticket-keys`
+/// and rotate every 6 hours ([`crate::tickets`]), so a device resumes across a hub restart; with
+/// no directory they are rustls' in-memory keys. Each listener has its own keys and cache: a
+/// session from the HTTPS listener, which asks for no client certificate, must never resume on
+/// the MQTT listener, which reads the device's certificate from the session.
+fn resumption(
+    cfg: &mut ServerConfig,
+    paths: &CertificatePaths,
+    listener: &str,
+) -> Result<(), TlsError> {
+    cfg.ticketer = match &paths.ticket_keys_dir {
+        Some(dir) => {
+            crate::tickets::PersistentTicketer::open(&dir.join(format!("{listener}-ticket-keys")))?
+        }
+        None => rustls::crypto::ring::Ticketer::new()?,
+    };
     cfg.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
     Ok(())
 }
@@ -51,7 +60,7 @@ pub fn mqtt_server_config(paths: &CertificatePaths) -> Result<Arc<ServerConfig>,
         .with_protocol_versions(VERSIONS)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)?;
-    resumption(&mut cfg)?;
+    resumption(&mut cfg, paths, "mqtt")?;
     Ok(Arc::new(cfg))
 }
 
@@ -63,7 +72,7 @@ pub fn https_server_config(paths: &CertificatePaths) -> Result<Arc<ServerConfig>
         .with_protocol_versions(VERSIONS)?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
-    resumption(&mut cfg)?;
+    resumption(&mut cfg, paths, "https")?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

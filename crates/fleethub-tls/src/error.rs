@@ -25,6 +25,10 @@ pub enum TlsError {
     CaPem(std::io::Error),
     #[error("CA certificate is not usable: {0}")]
     CaCertificate(rustls::Error),
+    #[error("{path} is not a TLS ticket key file (lines of '<unix seconds> <64 hex digits>'); delete it and the hub writes a fresh one (devices then do one full handshake)")]
+    TicketKeys { path: PathBuf },
+    #[error("the system's random source failed while making a TLS ticket key")]
+    Random,
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
 }

@@ -13,6 +13,9 @@ pub struct CertificatePaths {
     pub server_cert: PathBuf,
     /// The server's private key, PEM.
     pub server_key: PathBuf,
+    /// Where the listeners keep their session-ticket keys, so that devices resume across a
+    /// restart (see [`crate::tickets`]); `None` keeps them in memory only.
+    pub ticket_keys_dir: Option<PathBuf>,
 }
 
 /// Uses the supplied certificate, or generates (once) a CA and an ECDSA P-256 server
@@ -23,19 +26,22 @@ pub fn ensure_certificates(
     host_name: &str,
     supplied: Option<(PathBuf, PathBuf)>,
 ) -> Result<CertificatePaths, TlsError> {
+    let dir = data_dir.join("tls");
     if let Some((cert, key)) = supplied {
+        std::fs::create_dir_all(&dir).map_err(TlsError::file("creating", &dir))?;
         return Ok(CertificatePaths {
             ca: None,
             server_cert: cert,
             server_key: key,
+            ticket_keys_dir: Some(dir),
         });
     }
-    let dir = data_dir.join("tls");
     let ca = dir.join("ca.pem");
     let paths = CertificatePaths {
         ca: Some(ca.clone()),
         server_cert: dir.join("server.pem"),
         server_key: dir.join("server.key"),
+        ticket_keys_dir: Some(dir.clone()),
     };
     if paths.server_cert.exists() && paths.server_key.exists() && ca.exists() {
         return Ok(paths);
@@ -65,7 +71,7 @@ fn write_public(path: &Path, text: &str) -> Result<(), TlsError> {
     std::fs::write(path, text).map_err(TlsError::file("writing", path))
 }
 
-fn write_private(path: &Path, text: &str) -> Result<(), TlsError> {
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), TlsError> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
@@ -146,6 +152,7 @@ mod tests {
             ca: None,
             server_cert: dir.path().join("absent.pem"),
             server_key: dir.path().join("absent.key"),
+            ticket_keys_dir: None,
         };
         let err = load_server_certificate(&missing).unwrap_err().to_string();
         assert!(

@@ -7,6 +7,7 @@ mod config;
 mod error;
 mod files;
 mod issue;
+pub mod tickets;
 
 pub use config::{client_config_trusting, https_server_config, mqtt_server_config, server_config};
 pub use error::TlsError;

@@ -205,6 +205,44 @@ fn an_https_session_does_not_resume_on_the_mqtt_listener() {
     assert_eq!(seen.join().unwrap()[0].kind, HandshakeKind::Full);
 }
 
+/// One listener configuration per "run" of the hub: each call builds it again from the files,
+/// as a restarted hub does.
+fn across_a_restart(
+    paths: &fleethub_tls::CertificatePaths,
+    listener: fn(
+        &fleethub_tls::CertificatePaths,
+    ) -> Result<Arc<ServerConfig>, fleethub_tls::TlsError>,
+    client: &Arc<ClientConfig>,
+) -> [HandshakeKind; 2] {
+    let run = || {
+        let (port, seen) = serve(listener(paths).unwrap(), 1);
+        let kind = connect(client, port);
+        assert_eq!(seen.join().unwrap()[0].kind, kind);
+        kind
+    };
+    [run(), run()]
+}
+
+#[test]
+fn a_device_resumes_after_the_hub_restarts() {
+    let hub = Hub::new();
+    let mqtt = Arc::new(hub.client(&rustls::version::TLS13));
+    let kinds = across_a_restart(&hub.paths, fleethub_tls::mqtt_server_config, &mqtt);
+    assert_eq!(kinds, [HandshakeKind::Full, HandshakeKind::Resumed]);
+    let https = Arc::new(hub.client(&rustls::version::TLS12));
+    let kinds = across_a_restart(&hub.paths, fleethub_tls::https_server_config, &https);
+    assert_eq!(kinds, [HandshakeKind::Full, HandshakeKind::Resumed]);
+}
+
+#[test]
+fn without_a_key_directory_a_restart_costs_one_full_handshake() {
+    let mut hub = Hub::new();
+    hub.paths.ticket_keys_dir = None;
+    let client = Arc::new(hub.client(&rustls::version::TLS13));
+    let kinds = across_a_restart(&hub.paths, fleethub_tls::mqtt_server_config, &client);
+    assert_eq!(kinds, [HandshakeKind::Full, HandshakeKind::Full]);
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

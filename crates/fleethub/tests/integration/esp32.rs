@@ -54,6 +54,8 @@ async fn firmware_server(hub: &TestHub, blobs: HashMap<String, Vec<u8>>) -> Firm
         ca: None,
         server_cert: tls_dir.join("server.pem"),
         server_key: tls_dir.join("server.key"),
+        // The hub's own ticket keys stay the hub's: this server keeps its keys in memory.
+        ticket_keys_dir: None,
     };
     let tls = tokio_rustls::TlsAcceptor::from(fleethub_tls::https_server_config(&paths).unwrap());
     let resumed = Arc::new(AtomicU64::new(0));

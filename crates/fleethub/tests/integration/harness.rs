@@ -71,6 +71,12 @@ impl TestHub {
         }
     }
 
+    /// Stops the hub and hands back its data directory, to start it again with `start_in`.
+    pub fn stop(self) -> tempfile::TempDir {
+        self.running.shutdown();
+        self._dir
+    }
+
     pub fn token(&self, policy: &str) -> String {
         let key = self.running.hub.policy(policy).unwrap().primary_key;
         let host = format!("localhost:{}", self.running.https_addr.port());

@@ -19,7 +19,13 @@ async fn a_supplied_certificate_replaces_the_generated_one() {
         running.ca_file.is_none(),
         "no CA is generated when a certificate is supplied"
     );
-    assert!(!data.path().join("tls").exists());
+    // The hub's tls directory holds only its session-ticket keys: no CA, no certificate.
+    let mut kept: Vec<String> = std::fs::read_dir(data.path().join("tls"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["https-ticket-keys", "mqtt-ticket-keys"]);
     let ca = std::fs::read(theirs.ca.unwrap()).unwrap();
     let http = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
@@ -154,6 +160,19 @@ async fn a_reconnecting_device_resumes_its_tls_session_and_is_authenticated_agai
     let wrong = fleethub_core::sas::generate_key();
     let refused = connect_raw(&hub, &tls, "resume-1", &wrong).await;
     assert_eq!(refused, (rustls::HandshakeKind::Resumed, 4));
+}
+
+#[tokio::test]
+async fn a_device_resumes_its_tls_session_after_the_hub_restarts() {
+    let hub = TestHub::start().await;
+    let key = hub.create_device("restart-1").await;
+    let tls = hub.tls.clone();
+    let first = connect_raw(&hub, &tls, "restart-1", &key).await;
+    assert_eq!(first, (rustls::HandshakeKind::Full, 0));
+    let hub = TestHub::start_in(hub.stop()).await;
+    // The ticket from before the restart still opens: its key was kept beside the certificates.
+    let again = connect_raw(&hub, &tls, "restart-1", &key).await;
+    assert_eq!(again, (rustls::HandshakeKind::Resumed, 0));
 }
 
 #[tokio::test]
