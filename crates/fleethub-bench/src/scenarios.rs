@@ -661,10 +661,12 @@ async fn connections(args: &BenchArgs) -> Result<()> {
         resumed: 0,
         secs: workers.connect_secs,
         hub_cores: (cpu_seconds(hub.pid()) - cpu_before) / workers.connect_secs,
+        client_cores: workers.cpu_seconds() / workers.connect_secs,
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(hub.pid());
     let (mut full, mut resumed) = (vec![first], Vec::new());
+    hub.mark("start");
     for round in 0..CONNECT_ROUNDS {
         if round > 0 {
             workers.round("drop", &hub).await?;
@@ -673,12 +675,15 @@ async fn connections(args: &BenchArgs) -> Result<()> {
         workers.round("drop", &hub).await?;
         resumed.push(workers.round("resume", &hub).await?);
     }
+    hub.mark("end");
     let _ = workers.finish(true).await?;
     for (what, rounds) in [("full handshakes", &full), ("resumed", &resumed)] {
         for r in rounds.iter() {
             println!(
-                "  {what}: {} connected ({} failed, {} resumed) in {:.1} s: {:.0} connects/s, hub CPU {:.2} cores",
-                r.connected, r.failed, r.resumed, r.secs, r.rate(), r.hub_cores
+                "  {what}: {} connected ({} failed, {} resumed) in {:.1} s: {:.0} connects/s, \
+                 hub CPU {:.2} cores ({:.0} µs a connect), clients {:.2} cores ({:.0} µs a connect)",
+                r.connected, r.failed, r.resumed, r.secs, r.rate(), r.hub_cores,
+                r.hub_us_per_connect(), r.client_cores, r.client_us_per_connect()
             );
         }
     }
@@ -709,6 +714,20 @@ async fn connections(args: &BenchArgs) -> Result<()> {
         "connects/s",
         ">= 5000",
     );
+    // What a connect costs each side, whatever else the machine is doing: the figures to compare
+    // two builds by (FLEETHUB_BENCH_HUB). The two cores cap the rate at about
+    // 2 s / (hub + client CPU per connect).
+    for (name, rounds) in [("tls_connect", &full), ("tls_resumed_connect", &resumed)] {
+        let hub_us = median(rounds.iter().map(Round::hub_us_per_connect));
+        let client_us = median(rounds.iter().map(Round::client_us_per_connect));
+        figure(&format!("{name}_hub_cpu_us"), hub_us, "µs", "reference");
+        figure(
+            &format!("{name}_client_cpu_us"),
+            client_us,
+            "µs",
+            "reference",
+        );
+    }
     Ok(())
 }
 
@@ -719,11 +738,21 @@ struct Round {
     resumed: u64,
     secs: f64,
     hub_cores: f64,
+    /// CPU of the worker processes (the TLS clients) over the round, in cores.
+    client_cores: f64,
 }
 
 impl Round {
     fn rate(&self) -> f64 {
         self.connected as f64 / self.secs
+    }
+
+    fn hub_us_per_connect(&self) -> f64 {
+        self.hub_cores * 1e6 / self.rate().max(f64::MIN_POSITIVE)
+    }
+
+    fn client_us_per_connect(&self) -> f64 {
+        self.client_cores * 1e6 / self.rate().max(f64::MIN_POSITIVE)
     }
 }
 
@@ -739,6 +768,7 @@ impl WorkerProcesses {
     /// `connected` lines: one round, timed from the word to the last line.
     async fn round(&mut self, word: &str, hub: &HubProcess) -> Result<Round> {
         let (started, cpu_before) = (Instant::now(), cpu_seconds(hub.pid()));
+        let clients_before = self.cpu_seconds();
         for w in &mut self.workers {
             w.say(word).await?;
         }
@@ -748,6 +778,7 @@ impl WorkerProcesses {
             resumed: 0,
             secs: 0.0,
             hub_cores: 0.0,
+            client_cores: 0.0,
         };
         for w in &mut self.workers {
             let c: Connected = w.line().await?;
@@ -757,7 +788,17 @@ impl WorkerProcesses {
         }
         round.secs = started.elapsed().as_secs_f64();
         round.hub_cores = (cpu_seconds(hub.pid()) - cpu_before) / round.secs;
+        round.client_cores = (self.cpu_seconds() - clients_before) / round.secs;
         Ok(round)
+    }
+
+    /// CPU seconds the worker processes have used so far.
+    fn cpu_seconds(&self) -> f64 {
+        self.workers
+            .iter()
+            .filter_map(|w| w.child.id())
+            .map(cpu_seconds)
+            .sum()
     }
 }
 
