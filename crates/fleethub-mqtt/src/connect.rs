@@ -72,6 +72,8 @@ pub struct Admitted {
     pub subscriptions: Subscriptions,
     /// CONNACK's session-present flag.
     pub session_present: bool,
+    /// The session as the store holds it now (None for a clean session or none stored).
+    pub stored_session: Option<serde_json::Value>,
     /// When the credential (SAS token or certificate) expires by the hub's clock; the session
     /// closes then.
     pub expires_at: Option<DateTime<Utc>>,
@@ -100,6 +102,7 @@ pub async fn admit(hub: &Hub, connect: &Connect, info: &ConnectionInfo) -> Resul
             persistent: false,
             subscriptions: Subscriptions::default(),
             session_present: false,
+            stored_session: None,
             expires_at,
         });
     }
@@ -116,6 +119,7 @@ pub async fn admit(hub: &Hub, connect: &Connect, info: &ConnectionInfo) -> Resul
         persistent: true,
         subscriptions,
         session_present: stored.is_some(),
+        stored_session: stored,
         expires_at,
     })
 }

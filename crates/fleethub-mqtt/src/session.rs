@@ -77,6 +77,7 @@ pub async fn serve<S>(
         device_id: admitted.device_id,
         persistent: admitted.persistent,
         subs: admitted.subscriptions,
+        stored_session: admitted.stored_session,
         handle,
         quota: gw.hub().device_quota(),
         expires_at: admitted.expires_at,
@@ -149,6 +150,9 @@ struct Session<S> {
     device_id: String,
     persistent: bool,
     subs: Subscriptions,
+    /// The session as this connection last read or wrote it in the store: a SUBSCRIBE that
+    /// changes nothing (every reconnect of a device that subscribes again) writes nothing.
+    stored_session: Option<serde_json::Value>,
     handle: ConnectionHandle,
     /// This connection's per-device rate buckets.
     quota: DeviceQuota,

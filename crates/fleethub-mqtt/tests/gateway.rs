@@ -22,6 +22,7 @@ const WAIT: Duration = Duration::from_secs(10);
 struct TestHub {
     hub: Hub,
     gateway: Gateway,
+    store: Store,
     _dir: tempfile::TempDir,
 }
 
@@ -37,11 +38,12 @@ async fn test_hub_with(config: HubConfig) -> TestHub {
 async fn test_hub_on(config: HubConfig, clock: Arc<dyn Clock>) -> TestHub {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(StoreConfig::new(dir.path().join("hub.sqlite"))).unwrap();
-    let hub = Hub::open(store, clock, config).await.unwrap();
+    let hub = Hub::open(store.clone(), clock, config).await.unwrap();
     let gateway = Gateway::new(hub.clone(), GatewayConfig::default());
     TestHub {
         hub,
         gateway,
+        store,
         _dir: dir,
     }
 }
@@ -271,6 +273,36 @@ async fn subscriptions_survive_a_reconnect_without_resubscribing() {
     let body = json_of(&patch.payload);
     assert_eq!(body["temp"], 25);
     assert!(body["$version"].is_u64());
+}
+
+#[tokio::test]
+async fn a_reconnect_subscribing_again_to_the_same_topics_writes_no_session() {
+    let t = test_hub().await;
+    let token = t.sas_device("dev1").await;
+    let filters = [
+        "$iothub/twin/PATCH/properties/desired/#",
+        "$iothub/methods/POST/#",
+    ];
+    let (mut d, _) = t.connected("dev1", &token).await;
+    let granted = d.subscribe(&filters).await;
+    d.send(Packet::Disconnect).await;
+    assert_eq!(d.recv().await, None);
+    let (mut d, present) = t.connected("dev1", &token).await;
+    assert!(present);
+    // From here the store takes no writes, so a SUBSCRIBE that needed one would fail.
+    t.store.close();
+    assert_eq!(
+        d.subscribe(&filters).await,
+        granted,
+        "the same topics again"
+    );
+    // A new topic changes the session: it must be committed before SUBACK, and cannot be.
+    d.send(Packet::Subscribe(Subscribe {
+        packet_id: 99,
+        filters: vec![("devices/dev1/messages/devicebound/#".into(), 1)],
+    }))
+    .await;
+    assert_eq!(d.recv().await, None, "no SUBACK for a session not saved");
 }
 
 #[tokio::test]

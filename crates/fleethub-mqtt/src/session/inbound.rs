@@ -76,19 +76,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(self.writer.send(&Packet::UnsubAck(u.packet_id)).await?)
     }
 
-    /// Commits the subscriptions of a clean_session=0 client before they are acknowledged.
+    /// Commits the subscriptions of a clean_session=0 client before they are acknowledged,
+    /// unless the store holds them already (read at CONNECT or written since by this connection:
+    /// only the device's newest connection stays open, so none other writes them meanwhile).
     /// (`&mut self` keeps the future `Send` without requiring the stream to be `Sync`.)
     async fn persist(&mut self) -> Step {
         if !self.persistent {
             return Ok(());
         }
         let session = self.subs.to_json(&self.device_id);
+        if self.stored_session.as_ref() == Some(&session) {
+            return Ok(());
+        }
         self.hub
-            .save_session(&self.client_id, session)
+            .save_session(&self.client_id, session.clone())
             .await
             .map_err(|e| {
                 tracing::warn!(device = %self.device_id, "session not saved, closing: {e}");
                 Close(format!("session not saved: {e}"))
-            })
+            })?;
+        self.stored_session = Some(session);
+        Ok(())
     }
 }
