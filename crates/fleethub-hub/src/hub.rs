@@ -231,6 +231,11 @@ impl Hub {
                 r.observations,
             ),
             (
+                "fleethub_rollout_membership_reads_total",
+                "Twins the rollout engine read to judge whether a device joins or leaves a target",
+                r.membership_reads,
+            ),
+            (
                 "fleethub_rollout_pass_nanoseconds_total",
                 "Time spent in rollout engine passes, commits included",
                 r.pass_nanos,

@@ -511,7 +511,7 @@ impl Hub {
         };
         append_change(tx, Some(id), &change, self.now_ms())?;
         self.configurations_wake_on_commit(tx);
-        self.rollouts_twin_changed_on_commit(tx, id);
+        self.rollouts_reported_on_commit(tx, id, patch.keys());
         if patch.contains_key("firmware") {
             self.rollouts_observe_report_on_commit(tx, id, &reported);
         }

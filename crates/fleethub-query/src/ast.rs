@@ -109,6 +109,26 @@ impl Expr {
         matches!(self, Expr::Call(Func::Semver, _))
     }
 
+    /// Every property path the expression reads, in the order written (without recursion,
+    /// like [`Expr::height`]).
+    pub(crate) fn paths(&self) -> Vec<&Path> {
+        let mut out = Vec::new();
+        let mut stack = vec![self];
+        while let Some(e) = stack.pop() {
+            match e {
+                Expr::Path(p) => out.push(p),
+                Expr::Const(_) | Expr::Undefined => {}
+                Expr::Not(x) | Expr::Neg(x) | Expr::In { expr: x, .. } => stack.push(x),
+                Expr::Cmp(_, x, y) | Expr::Arith(_, x, y) => {
+                    stack.push(y);
+                    stack.push(x);
+                }
+                Expr::And(xs) | Expr::Or(xs) | Expr::Call(_, xs) => stack.extend(xs.iter().rev()),
+            }
+        }
+        out
+    }
+
     /// How many nodes deep the tree is (a leaf is 1), measured without recursion so that it is
     /// safe on any tree; the parser refuses trees deeper than [`crate::limits::MAX_DEPTH`].
     pub(crate) fn height(&self) -> usize {

@@ -86,6 +86,17 @@ impl Condition {
         }
     }
 
+    /// Every property path the condition reads, each as its segments with the root spelled
+    /// canonically (`["properties", "reported", "firmware", "current_version"]`, `["$version"]`);
+    /// none for `*`. A change that touches none of them cannot change what the condition says.
+    pub fn paths(&self) -> Vec<Vec<String>> {
+        self.expr
+            .iter()
+            .flat_map(|e| e.paths())
+            .map(|p| p.segments.clone())
+            .collect()
+    }
+
     /// Whether one twin, in IoT Hub's service shape (as `GET /twins/{id}` returns it, with
     /// `connectionState`), satisfies the condition.
     pub fn matches(&self, twin: &serde_json::Value) -> bool {

@@ -31,8 +31,11 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-/// Observations a pass takes at most; the rest wait for the next pass.
-const PASS_OBSERVATIONS: usize = 20_000;
+/// Observations a pass takes at most; the rest wait for the next pass, which the background
+/// task runs at once. Each pass commits what it decided, so a gate decision waits for at most
+/// this many observations after the one that decided it (each a map lookup, or a twin read when
+/// the change may move the device in or out of a target), not for the whole backlog.
+pub(crate) const PASS_OBSERVATIONS: usize = 1_000;
 /// The longest the background task sleeps without a reason to wake.
 const IDLE_WAIT: Duration = Duration::from_secs(5);
 
@@ -58,11 +61,20 @@ impl Loaded {
         }
     }
 
-    /// Whether a change to `device`'s twin may move it in or out of this rollout: it is not
-    /// tracked, or tracked but not pushed yet. A device already pushed is followed to the end.
-    fn membership_may_change(&self, device: &str) -> bool {
-        if self.machine.status().is_terminal() || self.targeting.is_none() {
+    /// Whether a change to `device`'s twin may move it in or out of this rollout: the change
+    /// touches what the target reads, and the device is not tracked, or tracked but not pushed
+    /// yet. A device already pushed is followed to the end.
+    fn membership_may_change(&self, device: &str, change: &TwinChange) -> bool {
+        if self.machine.status().is_terminal() {
             return false;
+        }
+        let Some(targeting) = &self.targeting else {
+            return false;
+        };
+        if let TwinChange::Reported(keys) = change {
+            if !targeting.reported.touched_by(keys) {
+                return false;
+            }
         }
         match self.machine.device(device) {
             None => true,
@@ -99,7 +111,16 @@ pub(crate) enum Seen {
     Machine(Observation),
     /// A device's twin or registry entry changed (or it was created or deleted): it may join
     /// or leave a rollout's target.
-    Twin(String),
+    Twin(String, TwinChange),
+}
+
+/// What changed in a device, as far as a target can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TwinChange {
+    /// Anything: its registry entry, tags or desired properties, or its existence.
+    Any,
+    /// A reported patch with these top-level properties, and nothing else.
+    Reported(Vec<String>),
 }
 
 /// The engine's in-memory state, held by the hub.
@@ -115,6 +136,7 @@ pub(crate) struct RolloutsState {
     pub(crate) wake: Notify,
     /// Figures for the benchmark: see [`RolloutFigures`].
     observations: AtomicU64,
+    membership_reads: AtomicU64,
     pass_nanos: AtomicU64,
     decisions: AtomicU64,
     decision_latency_max_us: AtomicU64,
@@ -126,8 +148,10 @@ pub(crate) struct RolloutsState {
 /// decided it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RolloutFigures {
-    /// Observations taken in (reports, connections, telemetry).
+    /// Observations taken in (reports, connections, telemetry, changed twins).
     pub observations: u64,
+    /// Twins read to judge whether a device joins or leaves a target.
+    pub membership_reads: u64,
     /// Time spent in engine passes (machines, encoding, waiting for the store's commit), ns.
     pub pass_nanos: u64,
     /// Gate decisions (passed or tripped) committed.
@@ -145,8 +169,8 @@ impl RolloutsState {
     }
 
     /// Queues a device whose twin changed, for the next pass (nothing while no rollout runs).
-    pub(crate) fn twin_changed(&self, device: String) {
-        self.push(Seen::Twin(device));
+    pub(crate) fn twin_changed(&self, device: String, change: TwinChange) {
+        self.push(Seen::Twin(device, change));
     }
 
     fn push(&self, seen: Seen) {
@@ -159,7 +183,6 @@ impl RolloutsState {
     }
 
     /// Observations waiting for a pass.
-    #[cfg(test)]
     pub(crate) fn queue_len(&self) -> usize {
         self.queue.lock().len()
     }
@@ -177,6 +200,7 @@ impl RolloutsState {
     pub(crate) fn figures(&self) -> RolloutFigures {
         RolloutFigures {
             observations: self.observations.load(Ordering::Relaxed),
+            membership_reads: self.membership_reads.load(Ordering::Relaxed),
             pass_nanos: self.pass_nanos.load(Ordering::Relaxed),
             gate_decisions: self.decisions.load(Ordering::Relaxed),
             decision_latency_max_us: self.decision_latency_max_us.load(Ordering::Relaxed),
@@ -320,15 +344,20 @@ impl Hub {
         let wanted: BTreeSet<String> = seen
             .iter()
             .filter_map(|(s, _)| match s {
-                Seen::Twin(id) => Some(id),
+                Seen::Twin(id, change) => machines
+                    .values()
+                    .any(|l| l.membership_may_change(id, change))
+                    .then_some(id),
                 Seen::Machine(_) => None,
             })
-            .filter(|id| machines.values().any(|l| l.membership_may_change(id)))
             .cloned()
             .collect();
         let docs = if wanted.is_empty() {
             BTreeMap::new()
         } else {
+            self.rollouts_state()
+                .membership_reads
+                .fetch_add(wanted.len() as u64, Ordering::Relaxed);
             self.twin_docs(wanted.into_iter().collect()).await?
         };
         let mut out = Vec::with_capacity(seen.len());
@@ -336,14 +365,15 @@ impl Hub {
         for (s, at) in seen {
             match s {
                 Seen::Machine(o) => out.push((o, at)),
-                Seen::Twin(id) => {
-                    // A twin is judged once per pass, as it is now.
+                Seen::Twin(id, _) => {
+                    // A twin is judged once per pass, as it is now, by every rollout its
+                    // membership may change in: it was read if some change of it may matter.
                     let Some(doc) = docs.get(&id) else { continue };
                     if !done.insert(id.clone()) {
                         continue;
                     }
                     for l in machines.values() {
-                        if !l.membership_may_change(&id) {
+                        if !l.membership_may_change(&id, &TwinChange::Any) {
                             continue;
                         }
                         if let Some(o) = l.membership(&id, doc.as_ref()) {
@@ -394,18 +424,24 @@ pub(crate) fn spawn(inner: Weak<HubInner>, state: Arc<RolloutsState>) {
         loop {
             let Some(inner) = inner.upgrade() else { return };
             let hub = Hub { inner };
-            let wait = match hub.run_rollouts().await {
+            let (wait, passed) = match hub.run_rollouts().await {
                 Ok(Some(t)) => {
                     let ahead = (t - hub.now()).to_std().unwrap_or_default();
-                    hub.inner.clock.real_duration(ahead).min(IDLE_WAIT)
+                    (hub.inner.clock.real_duration(ahead).min(IDLE_WAIT), true)
                 }
-                Ok(None) => IDLE_WAIT,
+                Ok(None) => (IDLE_WAIT, true),
                 Err(e) => {
                     tracing::warn!("rollout engine pass failed: {e}");
-                    Duration::from_secs(1)
+                    (Duration::from_secs(1), false)
                 }
             };
             drop(hub);
+            if passed && state.queue_len() > 0 {
+                // A backlog: the next chunk at once (a command or a view waiting for the lock
+                // gets it first: tokio's mutex is fair).
+                tokio::task::yield_now().await;
+                continue;
+            }
             // A timer already due is run at once; the floor only keeps a clock that stands
             // still from spinning the loop.
             let wait = wait.max(Duration::from_millis(1));

@@ -9,7 +9,7 @@ use fleethub_query::Condition;
 use fleethub_rollout::{DeviceFacts, RolloutSpec, Selector};
 use fleethub_store::{Reads, StoreError};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Devices read per page while resolving a target.
 const PAGE: usize = 1000;
@@ -19,14 +19,57 @@ const PAGE: usize = 1000;
 pub(crate) struct Targeting {
     pub target: Condition,
     pub waves: WaveQueries,
+    /// What of a reported patch the target reads.
+    pub reported: ReportedReads,
 }
 
 impl Targeting {
     pub(crate) fn parse(spec: &RolloutSpec) -> HubResult<Targeting> {
+        let target = super::parse_condition("target", &spec.target)?;
         Ok(Targeting {
-            target: super::parse_condition("target", &spec.target)?,
+            reported: ReportedReads::of(&target),
+            target,
             waves: WaveQueries::parse(spec)?,
         })
+    }
+}
+
+/// Which top-level reported properties a target reads. A reported patch that touches none of
+/// them leaves the target's answer as it was, so membership is not judged again for it and the
+/// twin is not read: under a fleet's steady reports (sensor values, telemetry in the twin) a
+/// target on tags and firmware costs a report nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReportedReads {
+    /// These properties of `properties.reported` (none for a target on tags or ids).
+    Keys(BTreeSet<String>),
+    /// Something every reported patch moves: the section as a whole, its `$version` or
+    /// `$metadata`, the twin's `$version`, or a root the hub may restamp with it.
+    Everything,
+}
+
+impl ReportedReads {
+    pub(crate) fn of(target: &Condition) -> ReportedReads {
+        let mut keys = BTreeSet::new();
+        for path in target.paths() {
+            let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+            match segments.as_slice() {
+                ["properties", "reported", key, ..] if !key.starts_with('$') => {
+                    keys.insert(key.to_string());
+                }
+                ["properties", "desired", ..]
+                | ["deviceId" | "status" | "connectionState" | "tags", ..] => {}
+                _ => return ReportedReads::Everything,
+            }
+        }
+        ReportedReads::Keys(keys)
+    }
+
+    /// Whether a reported patch with these top-level properties may change the answer.
+    pub(crate) fn touched_by(&self, patched: &[String]) -> bool {
+        match self {
+            ReportedReads::Everything => true,
+            ReportedReads::Keys(keys) => patched.iter().any(|k| keys.contains(k)),
+        }
     }
 }
 
@@ -170,4 +213,55 @@ fn evaluation_doc(hub: &Hub, r: &impl Reads, id: &str) -> Result<Option<Value>, 
     Ok(Some(
         twin.evaluation_document(hub.connections().is_connected(id)),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reads(target: &str) -> ReportedReads {
+        ReportedReads::of(&Condition::parse(target).unwrap())
+    }
+
+    fn keys(names: &[&str]) -> ReportedReads {
+        ReportedReads::Keys(names.iter().map(|k| k.to_string()).collect())
+    }
+
+    #[test]
+    fn a_target_reads_the_reported_properties_its_paths_name() {
+        assert_eq!(reads("tags.product = 'aq' AND deviceId != 'x'"), keys(&[]));
+        assert_eq!(reads("*"), keys(&[]));
+        assert_eq!(
+            reads("SEMVER(properties.reported.firmware.current_version) < '2.1.0' AND properties.desired.x = 1"),
+            keys(&["firmware"])
+        );
+        assert_eq!(
+            reads("Properties.Reported.a = 1 OR IS_DEFINED(properties.reported.b.c)"),
+            keys(&["a", "b"])
+        );
+    }
+
+    #[test]
+    fn a_target_on_what_every_reported_patch_moves_reads_everything() {
+        for target in [
+            "IS_DEFINED(properties.reported)",
+            "IS_OBJECT(properties)",
+            "properties.reported.$version > 3",
+            "IS_DEFINED(properties.reported.$metadata.firmware)",
+            "$version > 3",
+            "lastActivityTime > '2026-01-01'",
+            "configurations.c1.status = 'Applied'",
+        ] {
+            assert_eq!(reads(target), ReportedReads::Everything, "{target}");
+        }
+    }
+
+    #[test]
+    fn a_patch_matters_when_it_touches_a_key_the_target_reads() {
+        let fw = keys(&["firmware"]);
+        assert!(fw.touched_by(&["sensors".into(), "firmware".into()]));
+        assert!(!fw.touched_by(&["sensors".into()]));
+        assert!(!keys(&[]).touched_by(&["firmware".into()]));
+        assert!(ReportedReads::Everything.touched_by(&["sensors".into()]));
+    }
 }

@@ -23,7 +23,7 @@ pub use view::{
 
 use crate::Hub;
 use durable::StepWrite;
-use engine::{Loaded, PendingStep};
+use engine::{Loaded, PendingStep, TwinChange};
 use fleethub_core::{ErrorCode, HubError, HubResult};
 use fleethub_query::Condition;
 use fleethub_rollout::{Command, DeviceRecord, Observation, Rollout, RolloutSpec};
@@ -400,12 +400,34 @@ impl Hub {
     /// Records, in a write that changes a device's twin or registry entry (or creates or
     /// deletes it), that rollouts should judge its membership again once it commits.
     pub(crate) fn rollouts_twin_changed_on_commit(&self, tx: &mut WriteTx<'_>, device: &str) {
+        self.rollouts_changed_on_commit(tx, device, || TwinChange::Any);
+    }
+
+    /// Records, in a write of a reported patch, which top-level properties it touched, so
+    /// rollouts whose targets read none of them need not judge the device again.
+    pub(crate) fn rollouts_reported_on_commit<'k>(
+        &self,
+        tx: &mut WriteTx<'_>,
+        device: &str,
+        patched: impl Iterator<Item = &'k String>,
+    ) {
+        self.rollouts_changed_on_commit(tx, device, || {
+            TwinChange::Reported(patched.cloned().collect())
+        });
+    }
+
+    fn rollouts_changed_on_commit(
+        &self,
+        tx: &mut WriteTx<'_>,
+        device: &str,
+        change: impl FnOnce() -> TwinChange,
+    ) {
         let state = self.rollouts_state();
         if !state.active.load(Ordering::Acquire) {
             return;
         }
-        let (state, device) = (state.clone(), device.to_string());
-        tx.on_commit(move || state.twin_changed(device));
+        let (state, device, change) = (state.clone(), device.to_string(), change());
+        tx.on_commit(move || state.twin_changed(device, change));
     }
 
     /// A reported patch that touched `firmware`: the section as merged, once committed.

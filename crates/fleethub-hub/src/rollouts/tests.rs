@@ -2,6 +2,7 @@
 //! and the job engine are stepped by the test; devices are played by calls the gateway would
 //! make (connect, reported patches, telemetry).
 
+use super::engine::TwinChange;
 use super::*;
 use crate::connections::ConnectionHandle;
 use crate::{FirmwareConfig, HubConfig, JobsConfig, TelemetryIn, UploadRequest};
@@ -587,6 +588,98 @@ async fn a_device_that_starts_matching_joins_and_one_that_leaves_is_not_pushed()
     assert!(f.desired("rest-1").await.is_none(), "left before its wave");
     let view = f.hub.get_rollout("dyn").await.unwrap();
     assert_eq!(view.totals.left, 1);
+}
+
+/// `bench rollout` found gates decided seconds after their report under a fleet's load: a pass
+/// took up to 20,000 queued observations and committed once, after all of them. A pass now
+/// takes a bounded chunk and commits it, so the decision does not wait for what queued behind.
+#[tokio::test]
+async fn a_gate_is_committed_by_the_pass_that_takes_its_report_not_after_the_backlog() {
+    let mut f = Fixture::new().await;
+    f.device("canary-0", json!({"product": "aq", "ring": "canary"}))
+        .await;
+    f.device("rest-0", json!({"product": "aq"})).await;
+    let mut spec = f.spec(vec![
+        wave(
+            "canary",
+            Selector::Query("tags.ring = 'canary'".into()),
+            Some(0),
+        ),
+        wave("rest", Selector::Percent(100.0), Some(1)),
+    ]);
+    spec.soak_secs = 0;
+    f.hub.create_rollout(create("busy", spec)).await.unwrap();
+    f.settle().await;
+    f.act("canary-0", false).await;
+    // What 5,000 writes to a waiting device's twin leave behind them once committed.
+    let state = f.hub.rollouts_state().clone();
+    for _ in 0..5_000 {
+        state.twin_changed("rest-0".into(), TwinChange::Any);
+    }
+    f.hub.run_rollouts().await.unwrap();
+    let kinds: Vec<EventKind> = events(&f.hub, "busy")
+        .await
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(kinds.contains(&EventKind::GatePassed), "{kinds:?}");
+    assert_eq!(f.hub.rollout_figures().gate_decisions, 1);
+    assert!(
+        state.queue_len() >= 5_000 - engine::PASS_OBSERVATIONS,
+        "the backlog is left to later passes: {} queued",
+        state.queue_len()
+    );
+    f.settle().await;
+    assert_eq!(state.queue_len(), 0);
+    assert_eq!(f.desired("rest-0").await.unwrap().version, NEW);
+}
+
+/// A fleet's steady reports (sensor values kept in the twin) must not cost a twin read each
+/// while a rollout runs: only a report touching what the target reads is judged again.
+#[tokio::test]
+async fn a_report_is_judged_against_the_target_only_when_it_touches_what_the_target_reads() {
+    let mut f = Fixture::new().await;
+    f.device("canary-0", json!({"product": "aq", "ring": "canary"}))
+        .await;
+    let mut spec = f.spec(vec![
+        wave(
+            "canary",
+            Selector::Query("tags.ring = 'canary'".into()),
+            Some(0),
+        ),
+        wave("rest", Selector::Percent(100.0), Some(1)),
+    ]);
+    spec.target =
+        "tags.product = 'aq' AND SEMVER(properties.reported.firmware.current_version) < '2.1.0'"
+            .into();
+    f.hub.create_rollout(create("fw", spec)).await.unwrap();
+    f.settle().await;
+    // A device already on the new version: not targeted.
+    f.hub
+        .put_device("late", json!({ "deviceId": "late" }), None)
+        .await
+        .unwrap();
+    f.hub
+        .update_twin("late", json!({"tags": {"product": "aq"}}), None)
+        .await
+        .unwrap();
+    f.report("late", &reported(NEW, UpdateStatus::Idle)).await;
+    f.settle().await;
+    let tracked =
+        |records: Vec<fleethub_rollout::DeviceRecord>| records.iter().any(|d| d.id == "late");
+    assert!(!tracked(f.hub.rollout_devices("fw").await.unwrap()));
+    let reads = f.hub.rollout_figures().membership_reads;
+    for pm25 in 0..3 {
+        let patch = json!({"sensors": {"pm25": pm25}}).to_string();
+        f.hub.device_report("late", patch.as_bytes()).await.unwrap();
+    }
+    f.settle().await;
+    assert_eq!(f.hub.rollout_figures().membership_reads, reads);
+    // Its firmware goes back to 1.0.0: it matches the target now, and joins.
+    f.report("late", &reported(OLD, UpdateStatus::Idle)).await;
+    f.settle().await;
+    assert_eq!(f.hub.rollout_figures().membership_reads, reads + 1);
+    assert!(tracked(f.hub.rollout_devices("fw").await.unwrap()));
 }
 
 /// Found with the simulator: a device that lost power sent its telemetry again under message

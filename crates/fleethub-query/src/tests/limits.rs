@@ -17,7 +17,8 @@ fn refused(text: &str) -> String {
     }
 }
 
-/// Parses, evaluates, compiles, renders, clones, compares and drops `text` on a 1 MiB stack.
+/// Parses, evaluates, compiles, renders, lists the paths of, clones, compares and drops `text`
+/// on a 1 MiB stack.
 fn every_walk_on_a_small_stack(text: String) {
     std::thread::Builder::new()
         .stack_size(1 << 20)
@@ -31,6 +32,7 @@ fn every_walk_on_a_small_stack(text: String) {
             };
             q.compile(&page, crate::Dialect::Sqlite).expect("compiles");
             let _ = q.to_string();
+            let _ = q.condition().map(|c| c.paths());
             let copy = q.clone();
             assert!(copy == q);
         })

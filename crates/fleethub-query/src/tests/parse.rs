@@ -114,6 +114,28 @@ fn conditions_accept_star_where_and_device_lists() {
 }
 
 #[test]
+fn a_condition_names_every_path_it_reads_with_roots_spelled_canonically() {
+    let c = Condition::parse(
+        "TAGS.product = 'aq' AND (SEMVER(Properties.Reported.firmware.current_version) < '2.1.0' \
+         OR NOT IS_DEFINED(properties.desired.x)) AND $version + 1 > LENGTH(deviceId)",
+    )
+    .unwrap();
+    let paths: Vec<String> = c.paths().iter().map(|p| p.join(".")).collect();
+    assert_eq!(
+        paths,
+        [
+            "tags.product",
+            "properties.reported.firmware.current_version",
+            "properties.desired.x",
+            "$version",
+            "deviceId"
+        ]
+    );
+    assert!(Condition::parse("*").unwrap().paths().is_empty());
+    assert!(Condition::parse("1 = 1").unwrap().paths().is_empty());
+}
+
+#[test]
 fn arbitrary_text_never_panics_the_parser() {
     use proptest::prelude::*;
     let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
