@@ -50,6 +50,8 @@ pub(crate) struct ConfigurationsState {
     active: AtomicBool,
     /// The follower's cursor after its last step.
     processed: watch::Sender<i64>,
+    /// What the metrics reads counted, kept current from the change feed.
+    pub(super) counts: super::counts::CountCache,
 }
 
 impl Default for ConfigurationsState {
@@ -58,6 +60,7 @@ impl Default for ConfigurationsState {
             wake: Notify::new(),
             active: AtomicBool::new(false),
             processed: watch::Sender::new(0),
+            counts: Default::default(),
         }
     }
 }
@@ -321,13 +324,19 @@ pub(crate) fn skip_backlog_if_first_in(tx: &mut WriteTx<'_>) -> HubResult<()> {
     Ok(())
 }
 
-/// The devices whose twin an event says changed in a way a target condition may see.
-fn changed_devices(r: &impl Reads, events: &[EventRow]) -> HubResult<BTreeSet<String>> {
+/// The devices whose twin an event says changed in a way a target condition may see, plus
+/// those of the per-device events of `also` (kinds).
+pub(super) fn changed_devices(
+    r: &impl Reads,
+    events: &[EventRow],
+    also: &[&str],
+) -> HubResult<BTreeSet<String>> {
     let mut ids = BTreeSet::new();
     for e in events {
         match e.kind.as_str() {
             "twin.updated" | "twin.replaced" | "twin.reported" | "device.created"
             | "device.updated" => ids.extend(e.device_id.clone()),
+            kind if also.contains(&kind) => ids.extend(e.device_id.clone()),
             "devices.created" => {
                 let listed = e.body["deviceIds"].as_array().into_iter().flatten();
                 ids.extend(listed.filter_map(|v| v.as_str().map(str::to_string)));
@@ -420,7 +429,7 @@ impl Hub {
         let (hub, now, now_ms) = (self.clone(), self.now_string(), self.now_ms());
         self.store()
             .write(move |tx| {
-                let ids = changed_devices(tx, &events)?;
+                let ids = changed_devices(tx, &events, &[])?;
                 let configs = load(tx)?;
                 for id in &ids {
                     reconcile_in(&hub, tx, &configs, id, &now, now_ms)?;

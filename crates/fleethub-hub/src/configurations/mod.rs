@@ -10,6 +10,7 @@
 //! changes.
 
 pub(crate) mod apply;
+mod counts;
 mod request;
 
 use crate::device::{etag_for, etag_matches};
@@ -18,7 +19,7 @@ use crate::Hub;
 use chrono::{DateTime, Utc};
 use fleethub_core::{ErrorCode, HubError, HubResult};
 use fleethub_query::Condition;
-use fleethub_store::{ConfigurationReads, ConfigurationRow, Reads};
+use fleethub_store::{ConfigurationReads, ConfigurationRow};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -321,38 +322,43 @@ impl Hub {
         self.update_twin(device_id, body, None).await.map(drop)
     }
 
-    /// A stored row as IoT Hub shows it, its counts read now: targeted and custom metrics by
-    /// their queries, applied from the twins' statuses once the change-feed follower has caught
-    /// up with every change committed before this call.
+    /// A stored row as IoT Hub shows it, its counts as of now: targeted and custom metrics by
+    /// their conditions (kept current from the change feed, see `counts.rs`), applied from the
+    /// twins' statuses once the change-feed follower has caught up with every change committed
+    /// before this call.
     async fn with_metrics(&self, row: ConfigurationRow) -> HubResult<Configuration> {
         self.configurations_caught_up().await;
         let stored = Stored::from_row(&row)?;
         let dialect = self.store().dialect();
         let target = match stored.target_condition.trim() {
             "" => None,
-            text => Some(
-                Condition::parse(text)
-                    .map_err(|e| HubError::server(format!("stored targetCondition: {e}")))?
-                    .to_sql(dialect),
-            ),
+            text => {
+                let c = Condition::parse(text)
+                    .map_err(|e| HubError::server(format!("stored targetCondition: {e}")))?;
+                let sql = c.to_sql(dialect);
+                Some((c, sql))
+            }
         };
         let mut custom = Vec::new();
         for (name, query) in &stored.metrics {
             let condition = request::metric_condition(name, query)?;
-            custom.push((name.clone(), condition.to_sql(dialect)));
+            let sql = condition.to_sql(dialect);
+            custom.push((name.clone(), condition, sql));
         }
         let id = row.id.clone();
+        let state = self.configurations_state().clone();
         let (targeted, applied, results) = self
             .store()
             .read(move |r| {
+                let mut counts = state.counts.lock();
                 let targeted = match &target {
-                    Some(t) => r.count_matching(t)?,
+                    Some((c, sql)) => counts.count(r, c, sql)?,
                     None => 0,
                 };
                 let applied = r.configuration_counts(&id)?.applied;
                 let mut results = BTreeMap::new();
-                for (name, fragment) in &custom {
-                    results.insert(name.clone(), r.count_matching(fragment)?);
+                for (name, condition, sql) in &custom {
+                    results.insert(name.clone(), counts.count(r, condition, sql)?);
                 }
                 Ok::<_, fleethub_store::StoreError>((targeted, applied, results))
             })

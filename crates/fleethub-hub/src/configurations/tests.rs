@@ -324,3 +324,78 @@ async fn custom_metrics_count_what_twins_hold_now() {
     let c = f.hub.get_configuration("c").await.unwrap();
     assert_eq!(c.metrics.results["old"], 2, "read-your-writes");
 }
+
+/// Targeted count and custom metrics of `id`, read as a client reads them, and read again
+/// with the count cache emptied (a scan of every twin): both must agree.
+async fn metrics_and_scan(f: &Fixture, id: &str) -> Vec<u64> {
+    let read = |c: crate::Configuration| {
+        let mut out = vec![c.system_metrics.results["targetedCount"]];
+        out.extend(c.metrics.results.values().copied());
+        out
+    };
+    let kept = read(f.hub.get_configuration(id).await.unwrap());
+    f.hub.configurations_state().counts.lock().clear();
+    let scanned = read(f.hub.get_configuration(id).await.unwrap());
+    assert_eq!(
+        kept, scanned,
+        "counts kept from the change feed = a fresh scan"
+    );
+    // Read once more so that the next read starts from a kept entry again.
+    f.hub.get_configuration(id).await.unwrap();
+    kept
+}
+
+#[tokio::test]
+async fn a_read_right_after_a_change_sees_it() {
+    let f = fixture().await;
+    for i in 0..6 {
+        let city = if i % 2 == 0 { "boston" } else { "denver" };
+        f.device(&format!("d{i}"), json!({ "city": city })).await;
+    }
+    let mut body = config(
+        "tags.city = 'boston'",
+        1,
+        json!({"properties.desired.x": 1}),
+    );
+    body["metrics"] = json!({"queries": {
+        "hot": "SELECT deviceId FROM devices WHERE tags.city = 'boston' AND \
+            properties.reported.t > 40",
+        "set": "SELECT deviceId FROM devices WHERE properties.desired.x = 1",
+    }});
+    f.put("c", body).await;
+    // [targetedCount, hot, set]
+    assert_eq!(metrics_and_scan(&f, "c").await, [3, 0, 0]);
+    f.settle().await;
+    assert_eq!(
+        metrics_and_scan(&f, "c").await,
+        [3, 0, 3],
+        "the configuration's own writes count for a metric over desired properties"
+    );
+    f.hub.device_report("d0", br#"{"t": 50}"#).await.unwrap();
+    assert_eq!(
+        f.hub.get_configuration("c").await.unwrap().metrics.results["hot"],
+        1
+    );
+    f.tags("d1", json!({"city": "boston"})).await;
+    assert_eq!(
+        metrics_and_scan(&f, "c").await,
+        [4, 1, 3],
+        "a twin entering"
+    );
+    f.tags("d0", json!({"city": "denver"})).await;
+    assert_eq!(metrics_and_scan(&f, "c").await, [3, 0, 3], "a twin leaving");
+    f.hub.delete_device("d2", None).await.unwrap();
+    assert_eq!(
+        metrics_and_scan(&f, "c").await,
+        [2, 0, 2],
+        "a device deleted"
+    );
+    f.device("d9", json!({"city": "boston"})).await;
+    assert_eq!(
+        metrics_and_scan(&f, "c").await,
+        [3, 0, 2],
+        "a device created"
+    );
+    f.settle().await;
+    assert_eq!(metrics_and_scan(&f, "c").await, [3, 0, 3]);
+}
