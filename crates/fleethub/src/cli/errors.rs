@@ -24,7 +24,12 @@ pub fn explain(err: anyhow::Error) -> anyhow::Error {
 pub fn hint(err: &ClientError, text: &str) -> Option<String> {
     match err {
         ClientError::Transport { .. } => Some(transport_hint(text).into()),
-        ClientError::Hub { what, status, .. } => status_hint(*status, what),
+        ClientError::Hub {
+            what,
+            status,
+            error_code,
+            ..
+        } => status_hint(*status, *error_code, what),
         _ => None,
     }
 }
@@ -44,7 +49,7 @@ fn transport_hint(text: &str) -> &'static str {
     }
 }
 
-fn status_hint(status: StatusCode, what: &str) -> Option<String> {
+fn status_hint(status: StatusCode, error_code: Option<u64>, what: &str) -> Option<String> {
     let hint = match status.as_u16() {
         401 => "the hub refused the credentials: check SharedAccessKeyName and SharedAccessKey \
                 in --hub, or run `fleethub login` again with the connection string \
@@ -54,7 +59,7 @@ fn status_hint(status: StatusCode, what: &str) -> Option<String> {
                 (iothubowner has every right)"
             .to_string(),
         404 => return not_found_hint(what),
-        409 => "it already exists: choose another id, or change the existing one".to_string(),
+        409 => return Some(conflict_hint(error_code).into()),
         412 => {
             "it changed since it was read: show it again and retry with the new etag".to_string()
         }
@@ -68,6 +73,23 @@ fn status_hint(status: StatusCode, what: &str) -> Option<String> {
         _ => return None,
     };
     Some(hint)
+}
+
+/// A 409 is one of three refusals; the hub's error code tells which.
+fn conflict_hint(error_code: Option<u64>) -> &'static str {
+    match error_code {
+        // FirmwareInUse
+        Some(409021) => {
+            "the message names what still uses it: point those at another image, or abort the \
+             rollouts (`fleethub rollout abort <id>`), then delete again"
+        }
+        // RolloutStateConflict
+        Some(409031) => {
+            "the rollout's state does not take this command now: `fleethub rollout show <id>` \
+             shows its state"
+        }
+        _ => "it already exists: choose another id, or change the existing one",
+    }
 }
 
 /// Where to look for what exists, from the path the call named.
@@ -84,6 +106,8 @@ fn not_found_hint(what: &str) -> Option<String> {
         "fleethub configurations list"
     } else if what.contains("/v1/firmware") {
         "fleethub firmware list"
+    } else if what.contains("/v1/rollouts") {
+        "fleethub rollout list"
     } else if what.contains("/devices/") || what.contains("/twins/") {
         "fleethub devices list"
     } else {

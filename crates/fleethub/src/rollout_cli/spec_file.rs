@@ -18,13 +18,39 @@ pub fn read(path: &Path) -> Result<RolloutSpec> {
     parse(&text, toml).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-/// Parses a spec from TOML or JSON text; the error names the line and the field.
+/// Parses a spec from TOML or JSON text; the error names the line and the field. An artifact
+/// named by its version alone (no `sha256`) is read with an empty SHA-256, which `create` looks
+/// up in the hub's firmware store.
 pub fn parse(text: &str, toml: bool) -> Result<RolloutSpec, String> {
-    if toml {
+    let parsed = if toml {
         toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
     } else {
         serde_json::from_str(text).map_err(|e| e.to_string())
+    };
+    match parsed {
+        Err(e) if e.contains("missing field `sha256`") => without_sha256(text, toml, e),
+        other => other,
     }
+}
+
+/// The spec with `artifact.sha256` set to "" where the file leaves it out; `missing` (the
+/// first error) when that is not what is wrong.
+fn without_sha256(text: &str, toml: bool, missing: String) -> Result<RolloutSpec, String> {
+    let value: Option<serde_json::Value> = if toml {
+        toml::from_str(text).ok()
+    } else {
+        serde_json::from_str(text).ok()
+    };
+    let Some(mut value) = value else {
+        return Err(missing);
+    };
+    match value.get_mut("artifact").and_then(|a| a.as_object_mut()) {
+        Some(artifact) if !artifact.contains_key("sha256") => {
+            artifact.insert("sha256".into(), serde_json::Value::String(String::new()));
+        }
+        _ => return Err(missing),
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -32,6 +58,29 @@ mod tests {
     use super::*;
 
     const NIGHT_TOML: &str = include_str!("../../../../examples/rollouts/night.toml");
+
+    /// `rollout create` finds the SHA-256 of an artifact named by version alone; a file that
+    /// leaves it out must read, and one with another mistake still names it.
+    #[test]
+    fn an_artifact_named_by_version_alone_reads_with_an_empty_sha256() {
+        let without = NIGHT_TOML
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("sha256"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_ne!(without, NIGHT_TOML.trim_end(), "the example names a sha256");
+        let spec = parse(&without, true).unwrap();
+        assert_eq!(spec.artifact.sha256, "");
+        assert_eq!(
+            spec.artifact.version,
+            parse(NIGHT_TOML, true).unwrap().artifact.version
+        );
+        let mut json: serde_json::Value = toml::from_str(&without).unwrap();
+        assert_eq!(parse(&json.to_string(), false).unwrap().artifact.sha256, "");
+        json.as_object_mut().unwrap().remove("target");
+        let e = parse(&json.to_string(), false).unwrap_err();
+        assert!(e.contains("missing field `target`"), "{e}");
+    }
 
     #[test]
     fn toml_and_json_read_the_same_spec() {

@@ -73,24 +73,35 @@ fn redact_after(text: &str, marker: &str, end: impl Fn(char) -> bool) -> String 
     out
 }
 
-/// `2026-12-02T19:06:50.7940153Z` (IoT Hub's format, fixed width) becomes
-/// `YYYY-MM-DDThh:mm:ss.fffffffZ`; IoT Hub's "never", `0001-01-01T00:00:00Z`, stays.
+/// `2026-12-02T19:06:50.7940153Z` (IoT Hub's format) becomes `YYYY-MM-DDThh:mm:ss.fffffffZ`,
+/// and the rollout views' `….703Z` and `….703263302Z` the same way, each kept at its width so
+/// tables stay aligned; IoT Hub's "never", `0001-01-01T00:00:00Z` (no fraction), stays.
 fn redact_times(text: &str) -> String {
-    const SHAPE: &str = "dddd-dd-ddTdd:dd:dd.dddddddZ";
+    const SHAPE: &str = "dddd-dd-ddTdd:dd:dd.";
     let bytes = text.as_bytes();
     let mut out = String::new();
     let mut i = 0;
     while i < bytes.len() {
         let candidate = bytes.get(i..i + SHAPE.len());
-        let matches = candidate.is_some_and(|c| {
+        let prefix = candidate.is_some_and(|c| {
             c.iter().zip(SHAPE.bytes()).all(|(b, s)| match s {
                 b'd' => b.is_ascii_digit(),
                 s => *b == s,
             })
         });
-        if matches {
-            out.push_str("YYYY-MM-DDThh:mm:ss.fffffffZ");
-            i += SHAPE.len();
+        let digits = if prefix {
+            bytes[i + SHAPE.len()..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count()
+        } else {
+            0
+        };
+        if digits > 0 && bytes.get(i + SHAPE.len() + digits) == Some(&b'Z') {
+            out.push_str("YYYY-MM-DDThh:mm:ss.");
+            out.push_str(&"f".repeat(digits));
+            out.push('Z');
+            i += SHAPE.len() + digits + 1;
         } else {
             let ch = text[i..].chars().next().unwrap();
             out.push(ch);
@@ -363,6 +374,167 @@ async fn every_command_prints_what_the_transcript_snapshot_holds() {
     insta::assert_snapshot!("cli_transcript", transcript);
 }
 
+/// The rest of the CLI, pinned the same way: the registry as a file (import, export), a
+/// configuration shown and deleted, the firmware store, and a rollout from creation to abort.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_firmware_and_rollout_commands_print_what_their_snapshot_holds() {
+    let hub = TestHub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let mut t = String::new();
+    let t = &mut t;
+
+    // The registry as a file: three good lines and a bad one, applied twice.
+    let lines = [
+        json!({"id": "boston-1", "tags": {"city": "boston"}}).to_string(),
+        json!({"id": "boston-2", "tags": {"city": "boston"}, "status": "disabled"}).to_string(),
+        "{not json".to_string(),
+        json!({"id": "denver-1", "tags": {"city": "denver"}}).to_string(),
+    ];
+    std::fs::write(path("devices.ndjson"), lines.join("\n")).unwrap();
+    step(&hub, t, &["devices", "import", &path("devices.ndjson")]).await;
+    step(
+        &hub,
+        t,
+        &["devices", "import", &path("devices.ndjson"), "--json"],
+    )
+    .await;
+    step(
+        &hub,
+        t,
+        &["devices", "export", "--output", &path("export.ndjson")],
+    )
+    .await;
+    let exported = std::fs::read_to_string(path("export.ndjson")).unwrap();
+    let ids: Vec<String> = exported
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].to_string())
+        .collect();
+    t.push_str(&format!("(export.ndjson holds {})\n\n", ids.join(", ")));
+
+    // A configuration (created in the other transcript's way), shown once applied, deleted.
+    let eco = json!({
+        "id": "eco",
+        "content": {"deviceContent": {"properties.desired.mode": "eco"}},
+        "targetCondition": "tags.city = 'denver'",
+        "priority": 5,
+    });
+    let r = hub
+        .call(axum::http::Method::PUT, "/configurations/eco", Some(eco))
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = hub
+            .call(axum::http::Method::GET, "/configurations/eco", None)
+            .await;
+        if r.body["systemMetrics"]["results"]["appliedCount"] == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never applied: {:?}",
+            r.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    step(&hub, t, &["configurations", "show", "eco"]).await;
+    step(&hub, t, &["configurations", "show", "eco", "--json"]).await;
+    step(&hub, t, &["configurations", "delete", "eco"]).await;
+    step(&hub, t, &["configurations", "show", "eco"]).await;
+
+    // The firmware store.
+    std::fs::write(path("fw-2.1.0.bin"), vec![7u8; 4096]).unwrap();
+    let image = path("fw-2.1.0.bin");
+    let upload = [
+        "firmware",
+        "upload",
+        image.as_str(),
+        "--version",
+        "2.1.0",
+        "--model",
+        "esp32",
+    ];
+    step(&hub, t, &upload).await;
+    step(&hub, t, &upload).await;
+    step(&hub, t, &["firmware", "list"]).await;
+    step(&hub, t, &["firmware", "show", "2.1.0"]).await;
+    step(&hub, t, &["firmware", "key", "--json"]).await;
+    step(
+        &hub,
+        t,
+        &["firmware", "url", "2.1.0", "--device", "denver-1", "--json"],
+    )
+    .await;
+    step(&hub, t, &["firmware", "show", "9.9.9"]).await;
+
+    // A rollout, by the plural noun too, from creation to abort; the artifact stays while the
+    // twin it was pushed to names it.
+    let spec = json!({
+        "artifact": {"version": "2.1.0"},
+        "target": "tags.city = 'boston'",
+        "waves": [{"name": "all", "select": {"percent": 100},
+                   "batch": {"size": 1, "interval_secs": 86_400},
+                   "success": {"percent": 98}, "failure": {"percent": 2, "count": 5}}],
+        "soak_secs": 0, "max_silence_secs": 600, "device_timeout_secs": 1200,
+        "retry": {"retries": 0}
+    });
+    std::fs::write(path("night.json"), spec.to_string()).unwrap();
+    step(
+        &hub,
+        t,
+        &["rollout", "create", "night", "--file", &path("night.json")],
+    )
+    .await;
+    // The engine sends the first push on its own; wait for it so the pages below are the same
+    // every run.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = hub
+            .call(axum::http::Method::GET, "/v1/rollouts/night/devices", None)
+            .await;
+        let pushed = r
+            .body
+            .as_array()
+            .is_some_and(|devices| devices.iter().any(|d| d["state"] != "pending"));
+        if pushed {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no push: {:?}\n{t}",
+            r.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    step(&hub, t, &["rollouts", "list"]).await;
+    step(&hub, t, &["rollout", "show", "night"]).await;
+    step(&hub, t, &["rollout", "pause", "night"]).await;
+    step(&hub, t, &["rollout", "pause", "night"]).await;
+    step(&hub, t, &["rollout", "resume", "night", "--json"]).await;
+    step(&hub, t, &["rollout", "devices", "night"]).await;
+    step(&hub, t, &["firmware", "delete", "2.1.0"]).await;
+    step(&hub, t, &["rollout", "abort", "night"]).await;
+    step(&hub, t, &["rollout", "events", "night"]).await;
+    step(&hub, t, &["firmware", "delete", "2.1.0"]).await;
+
+    let mut transcript =
+        redact(t, hub.running.https_addr.port()).replace(dir.path().to_str().unwrap(), "$DIR");
+    // The hub's signing key is new each run, and so are its signatures and URL expiries.
+    for (marker, end) in [
+        ("signature       ", '\n'),
+        ("\"signature\": \"", '"'),
+        ("\"keyId\": \"", '"'),
+        ("\"publicKeyPem\": \"", '"'),
+        ("&se=", '&'),
+        ("&sig=", '"'),
+        ("\"expiresAt\": ", ','),
+    ] {
+        transcript = redact_after(&transcript, marker, |c| c == end);
+    }
+    insta::assert_snapshot!("cli_files_firmware_rollouts", transcript);
+}
+
 // Multi-threaded: the test runs the CLI with blocking calls while the hub serves it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_writes_a_private_profile_that_the_environment_and_flags_override() {
@@ -441,6 +613,7 @@ fn completions_cover_every_noun_for_each_shell() {
             "jobs",
             "configurations",
             "firmware",
+            "rollout",
             "login",
         ] {
             assert!(script.contains(noun), "{shell} completion lacks {noun}");
