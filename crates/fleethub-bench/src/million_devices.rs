@@ -108,7 +108,7 @@ pub async fn register(devices: Option<usize>) -> Result<()> {
 }
 
 /// Median and 90th percentile of `samples` (milliseconds).
-fn median_p90(mut samples: Vec<f64>) -> (f64, f64) {
+pub(super) fn median_p90(mut samples: Vec<f64>) -> (f64, f64) {
     samples.sort_by(f64::total_cmp);
     let at = |q| percentile(&samples, q).unwrap_or(0.0);
     (at(50.0), at(90.0))
@@ -249,7 +249,7 @@ async fn postgres_times(count: usize) -> Result<Vec<f64>> {
 }
 
 /// Polls a job until it leaves queued/scheduled/running; returns the final document.
-async fn wait_for_job(hub: &HubProcess, id: &str) -> Result<Value> {
+pub(super) async fn wait_for_job(hub: &HubProcess, id: &str) -> Result<Value> {
     loop {
         let job = hub
             .client

@@ -41,6 +41,8 @@ pub enum BenchName {
     /// A rollout over 100,000 devices: hub CPU per device report with and without it, and the
     /// engine's own figures.
     Rollout,
+    /// Every dashboard page's data requests, and the change feed, over a million devices.
+    Dashboard,
     /// The connection-level benchmarks above (not the million-device ones).
     All,
 }
@@ -149,6 +151,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         BenchName::Firmware => super::firmware::firmware(&args).await?,
         BenchName::Configurations => super::million_devices::configurations(args.devices).await?,
         BenchName::Rollout => super::rollout::rollout(&args).await?,
+        BenchName::Dashboard => super::dashboard::dashboard(args.devices).await?,
         _ => {}
     }
     Ok(())

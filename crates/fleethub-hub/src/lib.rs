@@ -37,6 +37,8 @@ pub use firmware::{
 };
 /// How many devices the registry holds, by status (`GET /statistics/devices`).
 pub use fleethub_store::DeviceCounts;
+/// How many devices report one firmware version and update status.
+pub use fleethub_store::FirmwareCount;
 /// One device's row in a job (`devices.jobs`), as the store keeps it.
 pub use fleethub_store::JobDeviceRow;
 pub use hub::{Hub, HubConfig};

@@ -9,7 +9,7 @@ use crate::events::append_change;
 use crate::Hub;
 use fleethub_core::events::Change;
 use fleethub_core::{DeviceId, ErrorCode, HubError, HubResult};
-use fleethub_store::{DeviceCounts, DeviceRow, EncodedDeviceRow, Reads, WriteTx};
+use fleethub_store::{DeviceCounts, DeviceRow, EncodedDeviceRow, FirmwareCount, Reads, WriteTx};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -619,6 +619,12 @@ impl Hub {
     /// `GET /statistics/devices`.
     pub async fn device_statistics(&self) -> HubResult<DeviceCounts> {
         Ok(self.store().read(|r| r.device_counts()).await?)
+    }
+
+    /// How many devices report each firmware version and update status (the dashboard's
+    /// firmware chart): counts the store keeps, a few rows at any fleet size.
+    pub async fn firmware_counts(&self) -> HubResult<Vec<FirmwareCount>> {
+        Ok(self.store().read(|r| r.firmware_counts()).await?)
     }
 
     /// `GET /statistics/service`: how many devices have a live MQTT session.

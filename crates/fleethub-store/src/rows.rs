@@ -129,6 +129,17 @@ pub struct DeviceCounts {
     pub disabled: u64,
 }
 
+/// How many devices report one reported firmware version and update status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FirmwareCount {
+    /// `properties.reported.firmware.current_version`, `None` where a device reports none.
+    pub version: Option<Value>,
+    /// `properties.reported.firmware.status`, `None` where a device reports none.
+    pub status: Option<Value>,
+    /// Devices reporting both.
+    pub devices: u64,
+}
+
 /// A reported section in its parts: values and metadata as JSON texts (the caller guarantees
 /// each is a valid JSON object) and the section's version.
 #[derive(Debug, Clone, Copy)]

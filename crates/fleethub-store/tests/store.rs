@@ -1303,3 +1303,117 @@ async fn the_last_event_seq_is_where_a_reader_of_only_new_events_starts() {
         .unwrap()
         .is_empty());
 }
+
+/// The firmware counts as `(version, status, devices)`, JSON values, sorted.
+async fn firmware_counts(store: &Store) -> Vec<(Option<Value>, Option<Value>, u64)> {
+    let mut counts: Vec<_> = store
+        .read(|r| r.firmware_counts())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.version, c.status, c.devices))
+        .collect();
+    counts.sort_by_key(|c| format!("{c:?}"));
+    counts
+}
+
+fn reporting(id: &str, version: &str, status: &str) -> DeviceRow {
+    let mut row = device(id);
+    row.reported = section(json!({"firmware": {"current_version": version, "status": status}}));
+    row
+}
+
+/// The dashboard reads device and firmware counts the store keeps instead of scanning every
+/// device: each kind of write (insert, reported patch in parts or whole, twin replace, status
+/// change, delete) must move them, and a write that changes neither must leave them exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_and_firmware_counts_follow_every_write() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let (s, v) = (|t: &str| Some(json!(t)), |t: &str| Some(json!(t)));
+    insert(&store, reporting("a", "1.0.0", "success")).await;
+    insert(&store, reporting("b", "1.0.0", "success")).await;
+    insert(&store, reporting("c", "2.0.0", "downloading")).await;
+    insert(&store, device("d")).await;
+    assert_eq!(
+        firmware_counts(&store).await,
+        vec![
+            (None, None, 1),
+            (v("1.0.0"), s("success"), 2),
+            (v("2.0.0"), s("downloading"), 1),
+        ]
+    );
+
+    // A report in parts moves "c" to 2.0.0/success; one that changes only a sensor moves nothing.
+    let read = read_reported(&store, "c").await;
+    let mut next = read.0.clone();
+    next["values"]["firmware"]["status"] = json!("success");
+    report_at(&store, "c", (next, read.1), "sensor")
+        .await
+        .unwrap();
+    let read = read_reported(&store, "a").await;
+    report_at(&store, "a", read, "other").await.unwrap();
+    // The whole section as text: "b" reports a number as its version.
+    let read = read_reported(&store, "b").await;
+    let text =
+        section(json!({"firmware": {"current_version": 3, "status": "success"}})).to_string();
+    store
+        .write(move |tx| tx.update_reported_text("b", &text, read.1 + 1, "e"))
+        .await
+        .unwrap();
+    // A twin replace that gives "d" a firmware.
+    let reported = section(json!({"firmware": {"current_version": "2.0.0", "status": "success"}}));
+    store
+        .write(move |tx| {
+            let sections = TwinSections {
+                reported: Some(&reported),
+                ..Default::default()
+            };
+            tx.update_twin("d", sections, 2, "e")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        firmware_counts(&store).await,
+        vec![
+            (Some(json!(3)), s("success"), 1),
+            (v("1.0.0"), s("success"), 1),
+            (v("2.0.0"), s("success"), 2),
+        ]
+    );
+    assert_eq!(
+        store.read(|r| r.device_counts()).await.unwrap(),
+        DeviceCounts {
+            total: 4,
+            enabled: 4,
+            disabled: 0
+        }
+    );
+
+    // A status change moves the device counts, not the firmware's; a delete moves both, and a
+    // group that empties disappears.
+    store
+        .write(|tx| tx.update_identity("c", "disabled", &json!({"deviceId": "c"}), 2))
+        .await
+        .unwrap();
+    store.write(|tx| tx.delete_device("a", 1)).await.unwrap();
+    assert_eq!(
+        store.read(|r| r.device_counts()).await.unwrap(),
+        DeviceCounts {
+            total: 3,
+            enabled: 2,
+            disabled: 1
+        }
+    );
+    assert_eq!(
+        firmware_counts(&store).await,
+        vec![
+            (Some(json!(3)), s("success"), 1),
+            (v("2.0.0"), s("success"), 2)
+        ]
+    );
+    // A refused write (a stale version) moves nothing.
+    let stale = store.write(|tx| tx.delete_device("b", 7)).await;
+    assert!(stale.is_err());
+    assert_eq!(store.read(|r| r.device_counts()).await.unwrap().total, 3);
+}

@@ -1,8 +1,10 @@
 //! `GET /dashboard/overview`: the fleet in one answer — device counts, firmware versions in
-//! semantic-version order, firmware update statuses, configurations' and rollouts' compliance, devices flagged by rollouts, and the newest
-//! events. Each figure is a count the store computes (an aggregate query, a counter), never a
-//! walk the page does over devices; the answer is kept for a moment so that many open
-//! dashboards, each refreshing when the change feed moves, cost one computation.
+//! semantic-version order, firmware update statuses, configurations' and rollouts' compliance,
+//! devices flagged by rollouts, and the newest events. Each figure is a count the store keeps
+//! (devices by status and reported firmware, kept in the transaction of every change; rollout
+//! and configuration counters), never a scan of the devices, so the answer costs the same with a
+//! million devices as with ten; it is kept for a moment so that many open dashboards, each
+//! refreshing when the change feed moves, cost one computation.
 
 use crate::auth::{Authorized, RegistryRead};
 use crate::extract::HubQuery;
@@ -10,8 +12,7 @@ use crate::routes::events::PageBody;
 use crate::{ApiError, ApiState};
 use axum::extract::State;
 use axum::Json;
-use fleethub_core::firmware::{REPORTED_STATUS_PATH, REPORTED_VERSION_PATH};
-use fleethub_hub::{Hub, QueryItem};
+use fleethub_hub::{FirmwareCount, Hub};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -69,8 +70,9 @@ pub async fn overview(
 
 async fn compute(hub: &Hub) -> Result<Value, ApiError> {
     let counts = hub.device_statistics().await?;
-    let versions = group_count(hub, REPORTED_VERSION_PATH).await?;
-    let statuses = group_count(hub, REPORTED_STATUS_PATH).await?;
+    let firmware = hub.firmware_counts().await?;
+    let versions = sum_by(&firmware, |c| &c.version);
+    let statuses = sum_by(&firmware, |c| &c.status);
     let configurations = hub.list_configurations(Some(CONFIGURATIONS)).await?;
     let events = hub.latest_events(RECENT_EVENTS).await?;
     let rollouts = hub.list_rollouts(ROLLOUTS).await?;
@@ -119,22 +121,21 @@ async fn compute(hub: &Hub) -> Result<Value, ApiError> {
     }))
 }
 
-/// Devices per value of `path` (an aggregate the store runs); devices without it count under
-/// `None`.
-async fn group_count(hub: &Hub, path: &str) -> Result<Vec<(Option<Value>, u64)>, ApiError> {
-    let text = format!("SELECT {path} AS value, COUNT() AS devices FROM devices GROUP BY {path}");
-    let result = hub.query(&text, None, None).await?;
-    Ok(result
-        .items
-        .into_iter()
-        .filter_map(|item| match item {
-            QueryItem::Document(doc) => Some((
-                doc.get("value").cloned(),
-                doc.get("devices").and_then(Value::as_u64).unwrap_or(0),
-            )),
-            _ => None,
-        })
-        .collect())
+/// Devices per value of one firmware field, summed over the other; devices without it count
+/// under `None`. In the order the store gives (the field's JSON text).
+fn sum_by(
+    counts: &[FirmwareCount],
+    field: impl Fn(&FirmwareCount) -> &Option<Value>,
+) -> Vec<(Option<Value>, u64)> {
+    let mut out: Vec<(Option<Value>, u64)> = Vec::new();
+    for count in counts {
+        let value = field(count);
+        match out.iter_mut().find(|(v, _)| v == value) {
+            Some((_, devices)) => *devices += count.devices,
+            None => out.push((value.clone(), count.devices)),
+        }
+    }
+    out
 }
 
 /// Firmware versions oldest to newest by semantic version (`1.10.0` after `1.9.0`), then the

@@ -415,6 +415,42 @@ async fn the_overview_counts_devices_and_lists_firmware_versions_in_semver_order
     let uri = format!("/dashboard/overview?seen={seen}");
     let fresh = as_session(&api, &owner, Method::GET, &uri, None, false).await;
     assert_eq!(fresh.json()["devices"]["total"], 6);
+
+    // The chart comes from counts the store keeps: a device that updates moves between
+    // versions at once, and a deleted one leaves its version.
+    let report = json!({ "firmware": { "current_version": "1.10.0", "status": "success" } });
+    api.hub
+        .device_report("b", report.to_string().as_bytes())
+        .await
+        .unwrap();
+    let report = json!({ "firmware": { "status": "downloading" } });
+    api.hub
+        .device_report("d", report.to_string().as_bytes())
+        .await
+        .unwrap();
+    api.hub.delete_device("a", None).await.unwrap();
+    let seen = api.hub.last_event_seq().await.unwrap();
+    let uri = format!("/dashboard/overview?seen={seen}");
+    let o = as_session(&api, &owner, Method::GET, &uri, None, false)
+        .await
+        .json();
+    assert_eq!(o["devices"]["total"], 5);
+    assert_eq!(
+        o["firmware"]["versions"],
+        json!([
+            { "version": "1.10.0-rc.2", "devices": 1 },
+            { "version": "1.10.0", "devices": 2 },
+            { "version": null, "devices": 2 },
+        ])
+    );
+    let statuses = o["firmware"]["statuses"].as_array().unwrap();
+    for expected in [
+        json!({ "status": "success", "devices": 2 }),
+        json!({ "status": "downloading", "devices": 1 }),
+        json!({ "status": null, "devices": 2 }),
+    ] {
+        assert!(statuses.contains(&expected), "{expected} in {statuses:?}");
+    }
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::Value;
 
 use super::compiled::{self, QueryRows};
-use crate::{C2dRow, DeviceCounts, DeviceRow, EventRow, StoreError, TelemetryRow};
+use crate::{C2dRow, DeviceCounts, DeviceRow, EventRow, FirmwareCount, StoreError, TelemetryRow};
 
 /// The columns [`device_row`] reads, in order: `fleethub_query::DEVICE_COLUMNS`, which rebuild
 /// each section from its JSONB values, version column and `twin_metadata` row (a macro, so
@@ -127,11 +127,12 @@ pub trait Reads: sealed::Connected {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// How many devices exist, by status.
+    /// How many devices exist, by status: a read of the counts the store keeps
+    /// (`device_counts`, migration 12), never a scan of the devices.
     fn device_counts(&self) -> Result<DeviceCounts, StoreError> {
         let mut stmt = self
             .conn()
-            .prepare_cached("SELECT status, count(*) FROM devices GROUP BY status")?;
+            .prepare_cached("SELECT status, sum(devices) FROM device_counts GROUP BY status")?;
         let mut counts = DeviceCounts::default();
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
@@ -145,6 +146,36 @@ pub trait Reads: sealed::Connected {
             }
         }
         Ok(counts)
+    }
+
+    /// How many devices report each reported firmware version and update status
+    /// (`properties.reported.firmware.current_version` and `.status`), from the counts the
+    /// store keeps: exact and current, a few rows however many devices there are.
+    fn firmware_counts(&self) -> Result<Vec<FirmwareCount>, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT firmware_version, firmware_status, sum(devices) FROM device_counts \
+             GROUP BY 1, 2 ORDER BY 1, 2",
+        )?;
+        let field = |text: String| -> Result<Option<Value>, StoreError> {
+            if text.is_empty() {
+                return Ok(None);
+            }
+            serde_json::from_str(&text).map(Some).map_err(|e| {
+                StoreError::Other(format!(
+                    "device_counts holds a firmware field that is not JSON ({text}): {e}"
+                ))
+            })
+        };
+        let mut out = Vec::new();
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            out.push(FirmwareCount {
+                version: field(row.get(0)?)?,
+                status: field(row.get(1)?)?,
+                devices: count(row.get(2)?),
+            });
+        }
+        Ok(out)
     }
 
     /// Up to `limit` telemetry messages after `after_seq` (of one device, or of all), oldest first.

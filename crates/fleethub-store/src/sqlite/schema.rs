@@ -285,8 +285,65 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-/// Brings the database up to the newest schema this build knows: the SQL migrations in one
-/// transaction, then the twin layout (migration 11, `twin_layout.rs`) in resumable chunks.
+/// The SQL migrations after the twin layout (migration 11): `AFTER_LAYOUT[0]` is migration 12.
+const AFTER_LAYOUT: &[&str] = &[
+    // 12: devices counted by status and reported firmware (`device_counts`), kept by triggers in
+    // the transaction of every insert, delete and status or firmware change, so the dashboard's
+    // overview and `GET /statistics/devices` read a few rows instead of scanning every device
+    // (a GROUP BY over a million twins took seconds). A firmware field is kept as the JSON text
+    // of its value (`"2.1.0"`, quotes included, so a number and a string stay apart), '' when
+    // the device reports none (a key column cannot be NULL; '' is no JSON text).
+    r#"
+    CREATE TABLE device_counts (
+        status           TEXT NOT NULL,
+        firmware_version TEXT NOT NULL,
+        firmware_status  TEXT NOT NULL,
+        devices          INTEGER NOT NULL,
+        PRIMARY KEY (status, firmware_version, firmware_status)
+    ) WITHOUT ROWID;
+    INSERT INTO device_counts (status, firmware_version, firmware_status, devices)
+        SELECT status, coalesce(reported -> '$.firmware.current_version', ''),
+            coalesce(reported -> '$.firmware.status', ''), count(*)
+        FROM devices GROUP BY 1, 2, 3;
+
+    CREATE TRIGGER device_counts_after_insert AFTER INSERT ON devices BEGIN
+        INSERT INTO device_counts (status, firmware_version, firmware_status, devices)
+            VALUES (NEW.status, coalesce(NEW.reported -> '$.firmware.current_version', ''),
+                coalesce(NEW.reported -> '$.firmware.status', ''), 1)
+            ON CONFLICT DO UPDATE SET devices = devices + 1;
+    END;
+    CREATE TRIGGER device_counts_after_delete AFTER DELETE ON devices BEGIN
+        UPDATE device_counts SET devices = devices - 1
+            WHERE status = OLD.status
+              AND firmware_version = coalesce(OLD.reported -> '$.firmware.current_version', '')
+              AND firmware_status = coalesce(OLD.reported -> '$.firmware.status', '');
+        DELETE FROM device_counts WHERE devices <= 0;
+    END;
+    CREATE TRIGGER device_counts_after_update AFTER UPDATE OF status, reported ON devices
+    WHEN NEW.status IS NOT OLD.status
+      OR (NEW.reported -> '$.firmware.current_version')
+         IS NOT (OLD.reported -> '$.firmware.current_version')
+      OR (NEW.reported -> '$.firmware.status') IS NOT (OLD.reported -> '$.firmware.status')
+    BEGIN
+        UPDATE device_counts SET devices = devices - 1
+            WHERE status = OLD.status
+              AND firmware_version = coalesce(OLD.reported -> '$.firmware.current_version', '')
+              AND firmware_status = coalesce(OLD.reported -> '$.firmware.status', '');
+        DELETE FROM device_counts WHERE devices <= 0;
+        INSERT INTO device_counts (status, firmware_version, firmware_status, devices)
+            VALUES (NEW.status, coalesce(NEW.reported -> '$.firmware.current_version', ''),
+                coalesce(NEW.reported -> '$.firmware.status', ''), 1)
+            ON CONFLICT DO UPDATE SET devices = devices + 1;
+    END;
+    "#,
+];
+
+/// The newest schema version this build knows.
+const NEWEST: i64 = twin_layout::VERSION + AFTER_LAYOUT.len() as i64;
+
+/// Brings the database up to the newest schema this build knows: the SQL migrations up to 10
+/// in one transaction, the twin layout (migration 11, `twin_layout.rs`) in resumable chunks,
+/// then the SQL migrations after it in one transaction.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     migrate_with(conn, None).map(|_| ())
 }
@@ -300,11 +357,10 @@ pub(crate) fn migrate_with(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let sql_newest = MIGRATIONS.len() as i64;
-    let newest = twin_layout::VERSION;
-    if current > newest {
+    if current > NEWEST {
         return Err(StoreError::Other(format!(
             "database schema version {current} is newer than this build supports \
-             (up to {newest}); run a newer fleethub"
+             (up to {NEWEST}); run a newer fleethub"
         )));
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
@@ -315,10 +371,27 @@ pub(crate) fn migrate_with(
         tx.pragma_update(None, "user_version", sql_newest)?;
     }
     tx.commit()?;
-    if current < newest {
-        tracing::info!(version = newest, "applying store migration (twin layout)");
-        return twin_layout::migrate(conn, budget);
+    if current < twin_layout::VERSION {
+        tracing::info!(
+            version = twin_layout::VERSION,
+            "applying store migration (twin layout)"
+        );
+        if !twin_layout::migrate(conn, budget)? {
+            return Ok(false);
+        }
     }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let done = (current - twin_layout::VERSION).max(0) as usize;
+    for (index, sql) in AFTER_LAYOUT.iter().enumerate().skip(done) {
+        tracing::info!(
+            version = twin_layout::VERSION as usize + index + 1,
+            "applying store migration"
+        );
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", NEWEST)?;
+    tx.commit()?;
     Ok(true)
 }
 
@@ -487,6 +560,55 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert_eq!(revisions, vec![("d1".into(), 4), ("d2".into(), 0)]);
+    }
+
+    /// Migration 12 counts the devices a database already holds, and its triggers read the very
+    /// fields the hub writes a device's firmware report to.
+    #[test]
+    fn device_counts_are_backfilled_from_the_devices_there_are() {
+        use fleethub_core::firmware::{REPORTED_STATUS_PATH, REPORTED_VERSION_PATH};
+        for path in [REPORTED_VERSION_PATH, REPORTED_STATUS_PATH] {
+            let json_path = path.replacen("properties.reported.", "$.", 1);
+            assert!(
+                AFTER_LAYOUT[0].contains(&format!("'{json_path}'")),
+                "{json_path}"
+            );
+        }
+        let mut conn = Connection::open_in_memory().unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in MIGRATIONS {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)
+            .unwrap();
+        tx.commit().unwrap();
+        assert!(twin_layout::migrate(&mut conn, None).unwrap());
+        let insert = "INSERT INTO devices (device_id, status, identity, tags, desired, \
+                      desired_version, reported, reported_version, twin_version, twin_etag, \
+                      revision) VALUES (?1, ?2, '{}', jsonb('{}'), jsonb('{}'), 1, jsonb(?3), 1, \
+                      1, 'e', 1)";
+        let fw = r#"{"firmware":{"current_version":"1.2.0","status":"success"},"t":1}"#;
+        conn.execute(insert, ["d1", "enabled", fw]).unwrap();
+        conn.execute(insert, ["d2", "disabled", fw]).unwrap();
+        conn.execute(insert, ["d3", "enabled", fw]).unwrap();
+        conn.execute(insert, ["d4", "enabled", "{}"]).unwrap();
+        migrate(&mut conn).unwrap();
+        let rows: Vec<(String, String, String, i64)> = conn
+            .prepare("SELECT * FROM device_counts ORDER BY 1, 2, 3")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let row = |s: &str, v: &str, f: &str, n: i64| (s.into(), v.into(), f.into(), n);
+        assert_eq!(
+            rows,
+            vec![
+                row("disabled", "\"1.2.0\"", "\"success\"", 1),
+                row("enabled", "", "", 1),
+                row("enabled", "\"1.2.0\"", "\"success\"", 2),
+            ]
+        );
     }
 
     #[test]
