@@ -334,4 +334,73 @@ mod tests {
             WriteError::Refused(e) if e.code == ErrorCode::ServiceUnavailable
         ));
     }
+
+    /// The writer's kept copy of a reported section (`reported_cache`) is only a shortcut:
+    /// a report after the twin moved on (a desired change) is merged into the store's copy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_report_after_a_desired_change_is_merged_into_the_stored_section() {
+        let (a, _b, _dir) = two_nodes().await;
+        let first = a.device_report("d1", br#"{"a":1}"#).await.unwrap();
+        assert_eq!(a.inner.reported.len(), 1, "kept after the commit");
+        let desired = json!({ "properties": { "desired": { "x": 1 } } });
+        let moved = a.update_twin("d1", desired, None).await.unwrap().version;
+        assert_eq!(
+            a.device_report("d1", br#"{"b":2}"#).await.unwrap(),
+            first + 1
+        );
+        let twin = a.get_twin("d1").await.unwrap();
+        assert_eq!(
+            twin.reported.values,
+            *json!({ "a": 1, "b": 2 }).as_object().unwrap()
+        );
+        assert_eq!(twin.version, moved + 1);
+        // And again from the kept copy, which now holds the merged section.
+        a.device_report("d1", br#"{"c":3}"#).await.unwrap();
+        let twin = a.get_twin("d1").await.unwrap();
+        assert_eq!(twin.reported.values.len(), 3, "{twin:?}");
+        assert_eq!(
+            (twin.version, twin.reported.version),
+            (moved + 2, first + 2)
+        );
+    }
+
+    /// Deleted and created again, a device's twin versions start over: the copy kept from
+    /// before the delete must not be merged into the new device's section even once the new
+    /// twin is back at the same version. `on_b` deletes and recreates on the other node (seen
+    /// through the store's data version), otherwise on the same node (seen through the delete).
+    async fn a_device_created_again_does_not_inherit_the_kept_section(on_b: bool) {
+        let (a, b, _dir) = two_nodes().await;
+        a.device_report("d1", br#"{"old":1}"#).await.unwrap();
+        let before = a.get_twin("d1").await.unwrap().version;
+        let other = if on_b { &b } else { &a };
+        other.delete_device("d1", None).await.unwrap();
+        other
+            .put_device("d1", json!({ "deviceId": "d1" }), None)
+            .await
+            .unwrap();
+        let desired = json!({ "properties": { "desired": { "x": 1 } } });
+        other.update_twin("d1", desired, None).await.unwrap();
+        assert_eq!(
+            other.get_twin("d1").await.unwrap().version,
+            before,
+            "same version again"
+        );
+        a.device_report("d1", br#"{"new":1}"#).await.unwrap();
+        let twin = a.get_twin("d1").await.unwrap();
+        assert_eq!(
+            twin.reported.values,
+            *json!({ "new": 1 }).as_object().unwrap(),
+            "{twin:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_device_deleted_and_created_again_on_this_node_starts_a_new_reported_section() {
+        a_device_created_again_does_not_inherit_the_kept_section(false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_device_deleted_and_created_again_by_another_node_starts_a_new_reported_section() {
+        a_device_created_again_does_not_inherit_the_kept_section(true).await;
+    }
 }

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod query;
 pub mod quota;
 pub mod registry;
+pub mod reported_cache;
 pub mod rollouts;
 mod startup;
 pub mod twin;

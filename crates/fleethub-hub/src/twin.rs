@@ -479,7 +479,10 @@ impl Hub {
     }
 
     /// Merges a reported patch inside `tx`, at the twin version it reads. The version check is
-    /// part of the one `UPDATE`, so the hot path reads the row once, as before.
+    /// part of the one `UPDATE`, so the hot path reads the row once, as before. The section is
+    /// the copy the writer kept after the device's last report when it has one
+    /// ([`crate::reported_cache`]); if the twin moved on since, the store refuses that write and
+    /// the patch is merged into the store's copy instead.
     fn report_in(
         &self,
         tx: &mut WriteTx<'_>,
@@ -487,7 +490,21 @@ impl Hub {
         patch: &Map<String, Value>,
         now: &str,
     ) -> WriteResult<u64> {
-        // Hot path: decode and re-encode only the reported section, straight from its text.
+        let epoch = tx.twin_epoch();
+        let cache = &self.inner.reported;
+        if let Some(held) = cache.take(id, epoch) {
+            let (mut reported, version) = (held.section, held.twin_version + 1);
+            reported.apply_patch(Section::Reported, patch, now)?;
+            let text = Self::reported_text(&reported)?;
+            if tx.try_update_reported_parts(
+                id,
+                text.parts(&reported),
+                version,
+                &etag_for(version as u64),
+            )? {
+                return self.reported_written(tx, id, patch, reported, version, epoch, &text);
+            }
+        }
         let (text, twin_version) = tx
             .get_reported_text(id)?
             .ok_or_else(|| HubError::device_not_found(id))?;
@@ -496,18 +513,43 @@ impl Hub {
         })?;
         reported.apply_patch(Section::Reported, patch, now)?;
         let version = twin_version + 1;
+        let text = Self::reported_text(&reported)?;
+        tx.update_reported_parts(
+            id,
+            text.parts(&reported),
+            version,
+            &etag_for(version as u64),
+        )?;
+        self.reported_written(tx, id, patch, reported, version, epoch, &text)
+    }
+
+    /// The reported section's values and metadata as JSON texts.
+    fn reported_text(reported: &TwinProperties) -> HubResult<ReportedText> {
         let text = |v: &Map<String, Value>| {
             serde_json::to_string(v).map_err(|e| HubError::server(e.to_string()))
         };
-        let (values, metadata) = (text(&reported.values)?, text(&reported.metadata)?);
-        let parts = ReportedParts {
-            values: &values,
-            metadata: &metadata,
-            version: reported.version as i64,
-        };
-        tx.update_reported_parts(id, parts, version, &etag_for(version as u64))?;
+        Ok(ReportedText {
+            values: text(&reported.values)?,
+            metadata: text(&reported.metadata)?,
+        })
+    }
+
+    /// What follows a reported section's write at twin `version`: the change-feed row, the
+    /// engines told once it commits, and the section kept for the device's next report.
+    #[allow(clippy::too_many_arguments)]
+    fn reported_written(
+        &self,
+        tx: &mut WriteTx<'_>,
+        id: &str,
+        patch: &Map<String, Value>,
+        reported: TwinProperties,
+        version: i64,
+        epoch: u64,
+        text: &ReportedText,
+    ) -> WriteResult<u64> {
+        let section_version = reported.version;
         let change = Change::TwinReported {
-            version: reported.version,
+            version: section_version,
         };
         append_change(tx, Some(id), &change, self.now_ms())?;
         self.configurations_wake_on_commit(tx);
@@ -515,7 +557,26 @@ impl Hub {
         if patch.contains_key("firmware") {
             self.rollouts_observe_report_on_commit(tx, id, &reported);
         }
-        Ok(reported.version)
+        let cache = self.inner.reported.clone();
+        let (device, text_len) = (id.to_string(), text.values.len() + text.metadata.len());
+        tx.on_commit(move || cache.put(device, version, epoch, reported, text_len));
+        Ok(section_version)
+    }
+}
+
+/// A reported section serialized for the store.
+struct ReportedText {
+    values: String,
+    metadata: String,
+}
+
+impl ReportedText {
+    fn parts<'a>(&'a self, reported: &TwinProperties) -> ReportedParts<'a> {
+        ReportedParts {
+            values: &self.values,
+            metadata: &self.metadata,
+            version: reported.version as i64,
+        }
     }
 }
 

@@ -83,6 +83,10 @@ pub struct ServeConfig {
     /// an image; an image over a quarter of this streams from disk for each download (0: all do).
     #[arg(long, env = "FLEETHUB_FIRMWARE_CACHE_MB", default_value_t = 256)]
     pub firmware_cache_mb: u64,
+    /// Megabytes of devices' reported sections the writer keeps parsed after committing them, so
+    /// that the next report of a device is merged without reading its twin back (0: none kept).
+    #[arg(long, env = "FLEETHUB_REPORTED_CACHE_MB", default_value_t = 64)]
+    pub reported_cache_mb: u64,
     /// Quotas (IoT Hub's throttling as the model): rates per second, 0 for no limit.
     #[command(flatten)]
     pub quotas: QuotaArgs,
@@ -241,6 +245,7 @@ impl ServeConfig {
             firmware_signing_key: None,
             firmware_base_url: None,
             firmware_cache_mb: 256,
+            reported_cache_mb: 64,
             quotas: QuotaArgs::default(),
             https_limits: HttpsLimitArgs::default(),
             clock: HubClock::default(),

@@ -194,6 +194,8 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningHub> {
         },
         firmware: Some(firmware_config(&cfg, &data_dir)),
         configuration_rate: cfg.configuration_rate,
+        reported_cache_bytes: usize::try_from(cfg.reported_cache_mb.saturating_mul(1024 * 1024))
+            .unwrap_or(usize::MAX),
         ..HubConfig::default()
     };
     let hub = Hub::open(store.clone(), cfg.clock.0.clone(), hub_config).await?;

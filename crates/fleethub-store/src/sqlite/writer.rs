@@ -16,7 +16,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::checkpointer::Backstop;
-use super::writes::{Effect, WriteTx};
+use super::writes::{Effect, TwinEpoch, WriteTx};
 use crate::StoreError;
 
 /// A queued write, its types erased so writes of any result type share one queue.
@@ -145,6 +145,7 @@ fn write_loop(
     max_batch: usize,
     backstop: &Backstop,
 ) {
+    let epoch = TwinEpoch::default();
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -155,7 +156,9 @@ fn write_loop(
         }
         // Only a bug in the store itself can panic here (callers' panics are caught per job);
         // the writer stays up, and the batch's callers learn of it through their dropped replies.
-        if panic::catch_unwind(AssertUnwindSafe(|| commit_batch(conn, node, batch))).is_err() {
+        if panic::catch_unwind(AssertUnwindSafe(|| commit_batch(conn, node, &epoch, batch)))
+            .is_err()
+        {
             tracing::error!("store writer panicked while committing a batch");
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
@@ -169,8 +172,8 @@ fn write_loop(
 /// Runs one batch in one transaction, then the effects its writes recorded (in commit order),
 /// then delivers every job's result: a caller that hears "committed" knows its effects are
 /// already on their way.
-fn commit_batch(conn: &Connection, node: &str, mut batch: Vec<Box<dyn Job>>) {
-    match run_batch(conn, node, &mut batch) {
+fn commit_batch(conn: &Connection, node: &str, epoch: &TwinEpoch, mut batch: Vec<Box<dyn Job>>) {
+    match run_batch(conn, node, epoch, &mut batch) {
         Ok(effects) => {
             for effect in effects {
                 if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(effect)) {
@@ -203,14 +206,17 @@ fn commit_batch(conn: &Connection, node: &str, mut batch: Vec<Box<dyn Job>>) {
 fn run_batch(
     conn: &Connection,
     node: &str,
+    epoch: &TwinEpoch,
     batch: &mut [Box<dyn Job>],
 ) -> rusqlite::Result<Vec<Effect>> {
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    epoch.observe(conn)?;
     let mut tx = WriteTx {
         conn,
         node,
         count_deltas: Vec::new(),
         effects: Vec::new(),
+        epoch,
     };
     for job in batch.iter_mut() {
         let kept_effects = tx.effects.len();
@@ -269,7 +275,12 @@ mod tests {
             };
             batch.push(Box::new(WriteJob::new(write, reply)));
         }
-        commit_batch(&conn, "local", batch);
+        commit_batch(
+            &conn,
+            "local",
+            &crate::sqlite::writes::TwinEpoch::default(),
+            batch,
+        );
         for mut answer in answers {
             assert!(answer.try_recv().unwrap().is_err());
         }

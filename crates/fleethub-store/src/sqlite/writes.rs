@@ -20,6 +20,38 @@ pub struct WriteTx<'a> {
     pub(crate) count_deltas: Vec<(String, fleethub_core::jobs::DeviceJobStatus, i64)>,
     /// What must happen once the batch commits, in the order the writes recorded it.
     pub(crate) effects: Vec<Effect>,
+    /// The writer's twin epoch ([`WriteTx::twin_epoch`]).
+    pub(crate) epoch: &'a TwinEpoch,
+}
+
+/// A number that changes whenever a device's stored twin may have changed other than by a
+/// versioned write of this writer: a device was deleted (a device created again under the same
+/// id starts its versions over), or another connection committed to the database (another hub
+/// process on the same file). A copy of a twin section taken at a twin version, within one
+/// epoch, is the stored section for as long as the stored twin version is the same.
+#[derive(Debug, Default)]
+pub(crate) struct TwinEpoch {
+    value: std::cell::Cell<u64>,
+    /// `PRAGMA data_version` as the writer last saw it.
+    data_version: std::cell::Cell<Option<i64>>,
+}
+
+impl TwinEpoch {
+    /// Moves the epoch on if another connection committed since the last call (each batch
+    /// calls this first, inside its transaction).
+    pub(crate) fn observe(&self, conn: &Connection) -> rusqlite::Result<()> {
+        let now: i64 = conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
+        if self.data_version.replace(Some(now)) != Some(now) {
+            self.bump();
+        }
+        Ok(())
+    }
+
+    fn bump(&self) {
+        self.value.set(self.value.get() + 1);
+    }
 }
 
 /// Work recorded by a write to run after its transaction commits (a push to a device, a
@@ -40,6 +72,14 @@ impl WriteTx<'_> {
     /// every write committed before it. Dropped, never run, if the write is rolled back.
     pub fn on_commit(&mut self, effect: impl FnOnce() + Send + 'static) {
         self.effects.push(Box::new(effect));
+    }
+
+    /// The writer's twin epoch: a copy of a device's twin section taken at twin version `v` in
+    /// this epoch still is what the store holds if the device's twin version is still `v` and the
+    /// epoch has not moved. Deleting a device moves it, and so does another connection's commit
+    /// (seen when the next batch begins).
+    pub fn twin_epoch(&self) -> u64 {
+        self.epoch.value.get()
     }
 
     /// Runs `f` in a nested savepoint: if it fails, what it wrote (rows, job counts, effects) is
@@ -177,6 +217,26 @@ impl WriteTx<'_> {
         twin_version: i64,
         twin_etag: &str,
     ) -> Result<(), StoreError> {
+        let written = self.try_update_reported_parts(id, reported, twin_version, twin_etag)?;
+        self.expect_one(
+            usize::from(written),
+            Versioned::Twin {
+                id,
+                read: twin_version - 1,
+            },
+        )
+    }
+
+    /// [`WriteTx::update_reported_parts`] that answers `false`, and writes nothing, when the twin
+    /// is not at `twin_version - 1` (or the device is gone): for a caller that computed the
+    /// section from a copy it holds and will read the store's instead.
+    pub fn try_update_reported_parts(
+        &mut self,
+        id: &str,
+        reported: ReportedParts<'_>,
+        twin_version: i64,
+        twin_etag: &str,
+    ) -> Result<bool, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "UPDATE devices SET reported = jsonb(?2), reported_version = ?3, twin_version = ?4,
                  twin_etag = ?5
@@ -195,18 +255,14 @@ impl WriteTx<'_> {
                 |r| r.get(0),
             )
             .optional()?;
-        self.expect_one(
-            usize::from(row.is_some()),
-            Versioned::Twin {
-                id,
-                read: twin_version - 1,
-            },
-        )?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
         // `row IN (SELECT ?1)`: see `set_metadata`.
         self.conn
             .prepare_cached("UPDATE twin_metadata SET reported = ?2 WHERE row IN (SELECT ?1)")?
             .execute(params![row, reported.metadata])?;
-        Ok(())
+        Ok(true)
     }
 
     /// Replaces the metadata of the row `row` (when there is one) for the sections given, from
@@ -320,6 +376,7 @@ impl WriteTx<'_> {
             usize::from(row.is_some()),
             Versioned::Device { id, read: revision },
         )?;
+        self.epoch.bump();
         self.conn
             .prepare_cached("DELETE FROM twin_metadata WHERE row IN (SELECT ?1)")?
             .execute([row])?;
