@@ -26,6 +26,10 @@ REQUIREMENTS="$ROOT/tests/compat/requirements.txt"
 STAMP="$VENV/.requirements.sha256"
 PYTHON=${PYTHON:-python3}
 
+# A run from a clean checkout gains nothing from incremental compilation, and its caches were
+# a third of target/: CI once failed writing them to a full disk.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+
 SECONDS=0
 section() {
     printf '\n\033[1m==== %s ====\033[0m  (%ds)\n' "$*" "$SECONDS"
