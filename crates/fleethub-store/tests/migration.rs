@@ -78,7 +78,7 @@ async fn the_v10_fixture_reads_back_what_was_written() {
     assert_eq!(devices, v10::DEVICES - 1);
     migrated.close();
     // The new layout: JSONB values, metadata in its own table, no copy left behind.
-    assert_eq!(schema_version(&path), 12);
+    assert_eq!(schema_version(&path), 13);
     let sql = "SELECT count(*) FROM devices WHERE typeof(tags) = 'blob' \
                AND typeof(desired) = 'blob' AND typeof(reported) = 'blob'";
     assert_eq!(count(&path, sql), (v10::DEVICES - 1) as i64);
@@ -86,6 +86,14 @@ async fn the_v10_fixture_reads_back_what_was_written() {
                WHERE json_type(twin_metadata.reported, '$.sensors') = 'object'";
     assert_eq!(count(&path, sql), (v10::DEVICES - 2) as i64);
     let sql = "SELECT count(*) FROM sqlite_schema WHERE name = 'devices_v11'";
+    assert_eq!(count(&path, sql), 0);
+    // Migration 13: the tag index holds every tag leaf, kept by the store's writes, not triggers.
+    let sql = "SELECT count(*) FROM devices AS d, json_tree(d.tags) AS t \
+               WHERE t.type NOT IN ('object', 'array')";
+    let leaves = count(&path, sql);
+    assert!(leaves > 0);
+    assert_eq!(count(&path, "SELECT count(*) FROM device_tags"), leaves);
+    let sql = "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND name LIKE '%tags%'";
     assert_eq!(count(&path, sql), 0);
 }
 
@@ -108,7 +116,7 @@ async fn a_migration_stopped_part_way_picks_up_where_it_stopped() {
     let store = Store::open(StoreConfig::new(&path)).unwrap();
     assert_same(&v10::snapshot(&store).await, &fresh_snapshot().await);
     store.close();
-    assert_eq!(schema_version(&path), 12);
+    assert_eq!(schema_version(&path), 13);
     assert_eq!(count(&path, "SELECT count(*) FROM twin_metadata"), 23);
 }
 

@@ -285,7 +285,8 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-/// The SQL migrations after the twin layout (migration 11): `AFTER_LAYOUT[0]` is migration 12.
+/// The SQL migrations after the twin layout (migration 11): `AFTER_LAYOUT[0]` is migration 12,
+/// `AFTER_LAYOUT[1]` migration 13.
 const AFTER_LAYOUT: &[&str] = &[
     // 12: devices counted by status and reported firmware (`device_counts`), kept by triggers in
     // the transaction of every insert, delete and status or firmware change, so the dashboard's
@@ -335,6 +336,29 @@ const AFTER_LAYOUT: &[&str] = &[
                 coalesce(NEW.reported -> '$.firmware.status', ''), 1)
             ON CONFLICT DO UPDATE SET devices = devices + 1;
     END;
+    "#,
+    // 13: the tag index as one b-tree. `device_tags` was a rowid table with two indexes, kept
+    // by triggers: three b-tree inserts per tag leaf, nine leaves a device in the bench fleet.
+    // Now its key is the whole row, `WITHOUT ROWID`, so a leaf costs one insert; the store's
+    // writes keep it (`WriteTx::index_tags`, `unindex_tags`) instead of triggers. A null leaf is
+    // stored with the value '' (a key column cannot be NULL); its kind tells it from the text ''.
+    r#"
+    DROP TRIGGER devices_tags_after_insert;
+    DROP TRIGGER devices_tags_after_update;
+    DROP TRIGGER devices_tags_after_delete;
+    DROP TABLE device_tags;
+    CREATE TABLE device_tags (
+        path      TEXT NOT NULL,
+        value     NOT NULL,
+        kind      TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        PRIMARY KEY (path, value, kind, device_id)
+    ) WITHOUT ROWID;
+    INSERT INTO device_tags (path, value, kind, device_id)
+        SELECT t.fullkey, coalesce(t.atom, ''), t.type, d.device_id
+        FROM devices AS d, json_tree(d.tags) AS t
+        WHERE t.type NOT IN ('object', 'array')
+        ORDER BY 1, 2, 3, 4;
     "#,
 ];
 
@@ -431,16 +455,24 @@ mod tests {
     fn the_tag_index_follows_every_insert_update_and_delete() {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();
-        let insert = "INSERT INTO devices (device_id, status, identity, tags, desired, \
-                      desired_version, reported, reported_version, twin_version, twin_etag, \
-                      revision) VALUES (?1, 'enabled', '{}', jsonb(?2), jsonb('{}'), 1, \
-                      jsonb('{}'), 1, 1, 'e', 1)";
-        conn.execute(
-            insert,
-            ["d1", r#"{"v":"1.0","loc":{"floor":3},"ok":true,"n":null}"#],
-        )
-        .unwrap();
-        conn.execute(insert, ["d2", r#"{"v":"2.0"}"#]).unwrap();
+        let epoch = crate::sqlite::writes::TwinEpoch::default();
+        let mut tx = crate::WriteTx {
+            conn: &conn,
+            node: "local",
+            count_deltas: Vec::new(),
+            effects: Vec::new(),
+            epoch: &epoch,
+        };
+        let device = |id: &str, tags: serde_json::Value| {
+            let mut row = crate::rows::test_device(id, serde_json::json!({}));
+            row.tags = tags;
+            row
+        };
+        let d1 = serde_json::json!({"v": "1.0", "loc": {"floor": 3}, "ok": true, "n": null});
+        assert!(tx.insert_device(&device("d1", d1)).unwrap());
+        assert!(tx
+            .insert_device(&device("d2", serde_json::json!({"v": "2.0"})))
+            .unwrap());
         let row = |d: &str, p: &str, k: &str, v: &str| {
             (d.to_string(), p.to_string(), k.to_string(), v.to_string())
         };
@@ -448,24 +480,32 @@ mod tests {
             tag_rows(&conn),
             vec![
                 row("d1", "$.loc.floor", "integer", "3"),
-                row("d1", "$.n", "null", "NULL"),
+                row("d1", "$.n", "null", "''"),
                 row("d1", "$.ok", "true", "1"),
                 row("d1", "$.v", "text", "'1.0'"),
                 row("d2", "$.v", "text", "'2.0'"),
             ]
         );
-        conn.execute(
-            "UPDATE devices SET tags = jsonb('{\"v\":\"1.1\"}') WHERE device_id = 'd1'",
-            [],
-        )
-        .unwrap();
-        conn.execute(
-            "UPDATE devices SET desired = jsonb('{\"x\":1}') WHERE device_id = 'd2'",
-            [],
-        )
-        .unwrap();
-        conn.execute("DELETE FROM devices WHERE device_id = 'd2'", [])
-            .unwrap();
+        let tags = serde_json::json!({"v": "1.1"});
+        let only_tags = crate::TwinSections {
+            tags: Some(&tags),
+            ..Default::default()
+        };
+        // A stale version changes nothing, the index included.
+        assert!(tx
+            .update_twin("d1", only_tags, 5, "e")
+            .unwrap_err()
+            .is_conflict());
+        assert_eq!(tag_rows(&conn).len(), 5);
+        tx.update_twin("d1", only_tags, 2, "e").unwrap();
+        let desired = serde_json::json!({"values": {"x": 1}, "metadata": {}, "version": 2});
+        let only_desired = crate::TwinSections {
+            desired: Some(&desired),
+            ..Default::default()
+        };
+        tx.update_twin("d2", only_desired, 2, "e").unwrap();
+        assert!(tx.delete_device("d2", 5).unwrap_err().is_conflict());
+        tx.delete_device("d2", 1).unwrap();
         assert_eq!(tag_rows(&conn), vec![row("d1", "$.v", "text", "'1.1'")]);
     }
 

@@ -117,12 +117,15 @@ impl WriteTx<'_> {
     /// [`insert_device`](Self::insert_device) for a row encoded beforehand.
     pub fn insert_encoded_device(&mut self, row: &EncodedDeviceRow) -> Result<bool, StoreError> {
         // Each section's text is split here: values to JSONB, version to its column, metadata
-        // to the row's `twin_metadata` (SQLite parses each text once per statement).
+        // to the row's `twin_metadata` (SQLite parses each text once per statement). INSERT …
+        // SELECT, not VALUES, since no trigger makes this a multi-row write: see `set_metadata`
+        // (`WHERE true` lets SQLite tell the upsert clause from a join).
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO devices (device_id, status, identity, tags, desired, desired_version,
                                   reported, reported_version, twin_version, twin_etag, revision)
-             VALUES (?1, ?2, ?3, jsonb(?4), jsonb_extract(?5, '$.values'), ?5 ->> '$.version',
-                     jsonb_extract(?6, '$.values'), ?6 ->> '$.version', ?7, ?8, ?9)
+             SELECT ?1, ?2, ?3, jsonb(?4), jsonb_extract(?5, '$.values'), ?5 ->> '$.version',
+                    jsonb_extract(?6, '$.values'), ?6 ->> '$.version', ?7, ?8, ?9
+             WHERE true
              ON CONFLICT (device_id) DO NOTHING",
         )?;
         let inserted = stmt.execute(params![
@@ -147,7 +150,36 @@ impl WriteTx<'_> {
                         json_extract(?2, '$.metadata')",
             )?
             .execute(params![row.desired, row.reported])?;
+        self.index_tags(&row.device_id, &row.tags)?;
         Ok(true)
+    }
+
+    /// Adds one `device_tags` row per primitive leaf of `tags` (JSON text): one b-tree insert
+    /// each, the table's key being the whole row.
+    fn index_tags(&self, device_id: &str, tags: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO device_tags (path, value, kind, device_id)
+                 SELECT fullkey, coalesce(atom, ''), type, ?1 FROM json_tree(?2)
+                 WHERE type NOT IN ('object', 'array')",
+            )?
+            .execute(params![device_id, tags])?;
+        Ok(())
+    }
+
+    /// Removes the `device_tags` rows of a device's stored tags, if the device's `column`
+    /// (`twin_version` or `revision`) is still `expected`: the rows a write that then matches
+    /// replaces or deletes. Nothing is removed when it does not match, so a write that fails
+    /// its version check leaves the index as it was.
+    fn unindex_tags(&self, device_id: &str, column: Versioned<'_>) -> Result<(), StoreError> {
+        let (sql, expected) = match column {
+            Versioned::Twin { read, .. } => (UNINDEX_AT_TWIN_VERSION, read),
+            Versioned::Device { read, .. } => (UNINDEX_AT_REVISION, read),
+        };
+        self.conn
+            .prepare_cached(sql)?
+            .execute(params![device_id, expected])?;
+        Ok(())
     }
 
     /// Replaces a device's status and registry entry and sets its revision to `revision`, if the
@@ -353,18 +385,27 @@ impl WriteTx<'_> {
              WHERE device_id = ?1 AND twin_version = ?5 - 1
              RETURNING row",
         )?;
-        Ok(stmt
+        if tags.is_some() {
+            let read = twin_version - 1;
+            self.unindex_tags(id, Versioned::Twin { id, read })?;
+        }
+        let row: Option<i64> = stmt
             .query_row(
                 params![id, tags, desired, reported, twin_version, twin_etag],
                 |r| r.get(0),
             )
-            .optional()?)
+            .optional()?;
+        if let (Some(tags), Some(_)) = (tags, row) {
+            self.index_tags(id, tags)?;
+        }
+        Ok(row)
     }
 
     /// Deletes a device at `revision` (the one the caller read) and its queued cloud-to-device
     /// messages (its telemetry stays, as a record); [`StoreError::Conflict`], and nothing deleted,
     /// if the device changed or went since it was read.
     pub fn delete_device(&mut self, id: &str, revision: i64) -> Result<(), StoreError> {
+        self.unindex_tags(id, Versioned::Device { id, read: revision })?;
         let row: Option<i64> = self
             .conn
             .prepare_cached(
@@ -530,6 +571,20 @@ impl WriteTx<'_> {
         Ok(())
     }
 }
+
+/// The tag rows of device `?1` whose twin is at version `?2` (one key per leaf: point deletes).
+const UNINDEX_AT_TWIN_VERSION: &str = "DELETE FROM device_tags
+    WHERE (path, value, kind, device_id) IN (
+        SELECT t.fullkey, coalesce(t.atom, ''), t.type, d.device_id
+        FROM devices AS d, json_tree(d.tags) AS t
+        WHERE d.device_id = ?1 AND d.twin_version = ?2 AND t.type NOT IN ('object', 'array'))";
+
+/// The tag rows of device `?1` whose registry revision is `?2`.
+const UNINDEX_AT_REVISION: &str = "DELETE FROM device_tags
+    WHERE (path, value, kind, device_id) IN (
+        SELECT t.fullkey, coalesce(t.atom, ''), t.type, d.device_id
+        FROM devices AS d, json_tree(d.tags) AS t
+        WHERE d.device_id = ?1 AND d.revision = ?2 AND t.type NOT IN ('object', 'array'))";
 
 /// Removes a batch of old events, found through the `events_time` index.
 pub(crate) const PRUNE_EVENTS: &str = "DELETE FROM events WHERE seq IN (

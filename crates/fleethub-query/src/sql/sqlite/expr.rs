@@ -536,7 +536,8 @@ fn tag_lookup(ctx: &mut Ctx, path: &str, values: &[Value]) -> String {
             }
             Value::Bool(true) => clauses.push("(value = 1 AND kind = 'true')".to_string()),
             Value::Bool(false) => clauses.push("(value = 0 AND kind = 'false')".to_string()),
-            Value::Null => clauses.push("(value IS NULL AND kind = 'null')".to_string()),
+            // The index keeps a null leaf's value as '' (a key column cannot be NULL).
+            Value::Null => clauses.push("(value = '' AND kind = 'null')".to_string()),
             _ => {}
         }
     }
