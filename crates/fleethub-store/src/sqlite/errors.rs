@@ -1,8 +1,46 @@
 //! SQLite's errors as the store's own: nothing above the store sees a SQLite code.
 
+use std::cell::RefCell;
+
 use rusqlite::ErrorCode;
 
 use crate::StoreError;
+
+thread_local! {
+    /// The last failure on this thread after which SQLite may have rolled back the whole
+    /// transaction on its own ([`ends_transactions`]). The writer reads it when a write leaves
+    /// the transaction gone, so the batch reports that cause (a full store, say) rather than the
+    /// "no such savepoint" its next statement would meet.
+    static LAST_ABORT: RefCell<Option<(rusqlite::ffi::Error, Option<String>)>> =
+        const { RefCell::new(None) };
+}
+
+/// Whether SQLite may answer a failure with this code by rolling back the whole transaction
+/// rather than only the statement (SQLite's "Response To Errors Within A Transaction").
+fn ends_transactions(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::OutOfMemory
+            | ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::DatabaseCorrupt
+    )
+}
+
+/// Forgets the failure [`take_abort_cause`] would answer: called before each write.
+pub(crate) fn clear_abort_cause() {
+    LAST_ABORT.with(|last| last.borrow_mut().take());
+}
+
+/// The last failure on this thread since [`clear_abort_cause`] that may have ended the
+/// transaction, as the SQLite error it was.
+pub(crate) fn take_abort_cause() -> Option<rusqlite::Error> {
+    LAST_ABORT
+        .with(|last| last.borrow_mut().take())
+        .map(|(f, msg)| rusqlite::Error::SqliteFailure(f, msg))
+}
 
 /// Words in SQLite's messages for a statement past one of its limits (`SQLITE_ERROR` carries
 /// no code of its own for these): expression depth, result columns, terms, function arguments,
@@ -21,6 +59,9 @@ impl StoreError {
     pub(crate) fn from_sqlite(e: &rusqlite::Error) -> StoreError {
         match e {
             rusqlite::Error::SqliteFailure(f, msg) => {
+                if ends_transactions(f.code) {
+                    LAST_ABORT.with(|last| *last.borrow_mut() = Some((*f, msg.clone())));
+                }
                 let text = msg.clone().unwrap_or_else(|| e.to_string());
                 match f.code {
                     ErrorCode::DiskFull => StoreError::Full(text),

@@ -221,7 +221,14 @@ fn run_batch(
     for job in batch.iter_mut() {
         let kept_effects = tx.effects.len();
         conn.prepare_cached("SAVEPOINT write")?.execute([])?;
-        if job.run(&mut tx) {
+        super::errors::clear_abort_cause();
+        let keep = job.run(&mut tx);
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back on its own (a full store, an I/O error):
+            // the savepoint went with it, and so did every write of the batch before this one.
+            return Err(transaction_lost());
+        }
+        if keep {
             tx.flush_job_counts()?;
         } else {
             tx.count_deltas.clear();
@@ -232,6 +239,17 @@ fn run_batch(
     }
     conn.prepare_cached("COMMIT")?.execute([])?;
     Ok(tx.effects)
+}
+
+/// Why a batch's transaction ended while one of its writes ran: the failure after which SQLite
+/// rolled it back, or, when the write ended it some other way, words saying so.
+fn transaction_lost() -> rusqlite::Error {
+    super::errors::take_abort_cause().unwrap_or_else(|| {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+            Some("a write ended its batch's transaction; nothing of the batch was kept".into()),
+        )
+    })
 }
 
 /// The text of a panic, when it has one.
@@ -247,6 +265,9 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use parking_lot::Mutex;
     use rusqlite::Connection;
     use tokio::sync::oneshot;
 
@@ -292,5 +313,61 @@ mod tests {
             conn.is_autocommit(),
             "the writer is ready for the next batch"
         );
+    }
+
+    /// Found when the tag index stopped using triggers: a statement that fails with SQLITE_FULL
+    /// and keeps no statement journal (a one-row insert) makes SQLite roll back the whole
+    /// transaction, savepoints included. The batch then answered "no such savepoint: write" (a
+    /// 500) instead of the full store's retryable 503, and an atomic entry said the same.
+    #[test]
+    fn a_full_store_that_ends_the_transaction_fails_the_batch_as_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("db.sqlite")).unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        let pages: i64 = conn
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .unwrap();
+        conn.pragma_update(None, "max_page_count", pages).unwrap();
+        let entry = Arc::new(Mutex::new(None));
+        let mut answers = Vec::new();
+        let mut batch: Vec<Box<dyn Job>> = Vec::new();
+        for (key, size) in [("first", 1), ("big", 64 * 1024), ("third", 1)] {
+            let (reply, answer) = oneshot::channel::<Result<(), StoreError>>();
+            answers.push(answer);
+            let entry = entry.clone();
+            let write = move |tx: &mut WriteTx<'_>| -> Result<(), StoreError> {
+                let result = tx.atomically(|tx| -> Result<(), StoreError> {
+                    tx.conn.execute(
+                        "INSERT INTO settings (key, value) VALUES (?1, ?2)",
+                        [key, &"x".repeat(size)],
+                    )?;
+                    Ok(())
+                });
+                if key == "big" {
+                    *entry.lock() = Some(format!("{result:?}"));
+                }
+                result
+            };
+            batch.push(Box::new(WriteJob::new(write, reply)));
+        }
+        commit_batch(
+            &conn,
+            "local",
+            &crate::sqlite::writes::TwinEpoch::default(),
+            batch,
+        );
+        let entry = entry.lock().take().unwrap();
+        assert!(entry.starts_with("Err(Full("), "the entry said {entry}");
+        for mut answer in answers {
+            match answer.try_recv().unwrap() {
+                Err(StoreError::Full(_)) => {}
+                other => panic!("a write of the batch answered {other:?}, not Full"),
+            }
+        }
+        let kept: i64 = conn
+            .query_row("SELECT count(*) FROM settings", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 0, "no write of the failed batch is kept");
+        assert!(conn.is_autocommit());
     }
 }

@@ -94,6 +94,11 @@ impl WriteTx<'_> {
             .and_then(|mut s| s.execute([]))
             .map_err(|e| E::from(StoreError::from(e)))?;
         let result = f(self);
+        if result.is_err() && self.conn.is_autocommit() {
+            // SQLite rolled back the whole transaction (a full store, say), savepoints and all:
+            // there is nothing left to undo, and the writer reports the batch failed.
+            return result;
+        }
         if result.is_err() {
             self.effects.truncate(effects);
             self.count_deltas.truncate(counts);
