@@ -129,7 +129,7 @@ mod tests {
     use crate::device::etag_for;
     use crate::HubConfig;
     use fleethub_core::twin::{Section, TwinProperties};
-    use fleethub_store::{Reads, Store, StoreConfig};
+    use fleethub_store::{Reads, Store, StoreConfig, TwinSections};
     use serde_json::json;
     use std::sync::atomic::AtomicUsize;
     use tempfile::TempDir;
@@ -191,8 +191,12 @@ mod tests {
             let mut reported: TwinProperties = serde_json::from_str(&text).unwrap();
             let patch = json!({ key: 1 }).as_object().unwrap().clone();
             reported.apply_patch(Section::Reported, &patch, "2026-03-01T12:00:00Z")?;
-            let text = serde_json::to_string(&reported).unwrap();
-            tx.update_reported_text("d1", &text, read + 1, &etag_for(read as u64 + 1))?;
+            let section = serde_json::to_value(&reported).unwrap();
+            let sections = TwinSections {
+                reported: Some(&section),
+                ..TwinSections::default()
+            };
+            tx.update_twin("d1", sections, read + 1, &etag_for(read as u64 + 1))?;
             Ok(reported.version)
         }
     }

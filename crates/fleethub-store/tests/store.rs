@@ -1102,8 +1102,8 @@ async fn report_at(
         .await
 }
 
-/// The hub's hot path writes a reported section in its parts; the twin it leaves is the one the
-/// whole section's text leaves.
+/// The hub's hot path writes a reported section in its parts; the twin it leaves is the one a
+/// twin update with the whole section leaves.
 #[tokio::test]
 async fn a_reported_section_written_in_parts_reads_back_as_written_whole() {
     let dir = TempDir::new().unwrap();
@@ -1119,9 +1119,15 @@ async fn a_reported_section_written_in_parts_reads_back_as_written_whole() {
         "version": 7
     });
     let (_, read) = read_reported(&store, "whole").await;
-    let text = section.to_string();
+    let whole = section.clone();
     store
-        .write(move |tx| tx.update_reported_text("whole", &text, read + 1, "e"))
+        .write(move |tx| {
+            let sections = TwinSections {
+                reported: Some(&whole),
+                ..TwinSections::default()
+            };
+            tx.update_twin("whole", sections, read + 1, "e")
+        })
         .await
         .unwrap();
     let (_, read) = read_reported(&store, "parts").await;
@@ -1355,10 +1361,15 @@ async fn device_and_firmware_counts_follow_every_write() {
     report_at(&store, "a", read, "other").await.unwrap();
     // The whole section as text: "b" reports a number as its version.
     let read = read_reported(&store, "b").await;
-    let text =
-        section(json!({"firmware": {"current_version": 3, "status": "success"}})).to_string();
+    let whole = section(json!({"firmware": {"current_version": 3, "status": "success"}}));
     store
-        .write(move |tx| tx.update_reported_text("b", &text, read.1 + 1, "e"))
+        .write(move |tx| {
+            let sections = TwinSections {
+                reported: Some(&whole),
+                ..TwinSections::default()
+            };
+            tx.update_twin("b", sections, read.1 + 1, "e")
+        })
         .await
         .unwrap();
     // A twin replace that gives "d" a firmware.

@@ -211,40 +211,10 @@ impl WriteTx<'_> {
         )
     }
 
-    /// Replaces the reported section with already-serialized JSON text (the hot path; the caller
-    /// guarantees it is a valid JSON document) and sets the twin's version and etag, if the twin
-    /// is still at `twin_version - 1` (the version the caller read); otherwise nothing is written
-    /// and the answer is [`StoreError::Conflict`]. The check is part of the one `UPDATE`.
-    pub fn update_reported_text(
-        &mut self,
-        id: &str,
-        reported_json: &str,
-        twin_version: i64,
-        twin_etag: &str,
-    ) -> Result<(), StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "UPDATE devices SET reported = jsonb_extract(?2, '$.values'),
-                 reported_version = ?2 ->> '$.version', twin_version = ?3, twin_etag = ?4
-             WHERE device_id = ?1 AND twin_version = ?3 - 1
-             RETURNING row",
-        )?;
-        let row: Option<i64> = stmt
-            .query_row(params![id, reported_json, twin_version, twin_etag], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        self.expect_one(
-            usize::from(row.is_some()),
-            Versioned::Twin {
-                id,
-                read: twin_version - 1,
-            },
-        )?;
-        self.set_metadata(row, None, Some(reported_json))
-    }
-
-    /// [`WriteTx::update_reported_text`] with the section in its parts, as the hub holds it: the
-    /// values and the metadata as JSON texts and the section's version. The hot path of reported
+    /// Replaces the reported section, given in its parts as the hub holds it (the values and the
+    /// metadata as JSON texts, and the section's version), and sets the twin's version and etag,
+    /// if the twin is still at `twin_version - 1` (the version the caller read); otherwise
+    /// nothing is written and the answer is [`StoreError::Conflict`]. The hot path of reported
     /// patches: SQLite parses the values once (into JSONB) and stores the metadata text as it
     /// comes, where the whole section's text was parsed three times (values, version, metadata).
     pub fn update_reported_parts(
