@@ -935,6 +935,94 @@ async fn a_full_store_fails_writes_as_full_and_takes_them_again_once_space_is_fr
         .expect("a write fits again once space is freed");
 }
 
+/// Reported patches on a full store: the `twin_metadata` update names its row as `row = ?1`, a
+/// one-row write without a statement journal, so SQLITE_FULL there ends the whole transaction.
+/// Every patch still answers `Ok` or `Full` (never "no such savepoint" or a 500), every
+/// acknowledged key reads back, and patches fit again once space is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reported_patches_on_a_full_store_fail_as_full_and_keep_what_was_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        max_size_bytes: Some(256 * 1024),
+        ..StoreConfig::new(dir.path().join("fleethub.db"))
+    };
+    let store = Store::open(cfg).unwrap();
+    let ids: Vec<String> = (0..8).map(|i| format!("r{i}")).collect();
+    for id in &ids {
+        insert(&store, device(id)).await;
+    }
+    // Adds 60 keys to `id`'s reported values, each with its metadata, on what the write reads.
+    let patch = |store: &Store, id: &str, tag: String| {
+        let (store, id) = (store.clone(), id.to_string());
+        async move {
+            let keys: Vec<String> = (0..60).map(|k| format!("{tag}_{k}")).collect();
+            let (written, patched) = (keys.clone(), id.clone());
+            let answer = store
+                .write(move |tx| {
+                    let (text, read) = tx.get_reported_text(&id)?.unwrap();
+                    let mut section: Value = serde_json::from_str(&text).unwrap();
+                    for key in &keys {
+                        section["values"][key] = json!(key.len());
+                        section["metadata"][key] =
+                            json!({ "$lastUpdated": "2026-12-03T13:00:00.0000000Z" });
+                    }
+                    let (values, metadata) = (
+                        section["values"].to_string(),
+                        section["metadata"].to_string(),
+                    );
+                    let parts = fleethub_store::ReportedParts {
+                        values: &values,
+                        metadata: &metadata,
+                        version: section["version"].as_i64().unwrap() + 1,
+                    };
+                    tx.update_reported_parts(&id, parts, read + 1, "e")
+                })
+                .await;
+            (patched, written, answer)
+        }
+    };
+    let mut acknowledged = Vec::new();
+    let mut full = 0;
+    for round in 0..400 {
+        // Sixteen patches at once, two per device, so some share a batch with the one that
+        // fills the store.
+        let writes: Vec<_> = (0..16)
+            .map(|i| tokio::spawn(patch(&store, &ids[i % 8], format!("k{round}x{i}"))))
+            .collect();
+        for write in writes {
+            match write.await.unwrap() {
+                (id, keys, Ok(())) => acknowledged.push((id, keys)),
+                (_, _, Err(StoreError::Full(_))) => full += 1,
+                (id, _, Err(e)) => panic!("a patch of {id} failed with {e:?}, not Full"),
+            }
+        }
+        if full > 0 {
+            break;
+        }
+    }
+    assert!(full > 0, "the store never filled");
+    for (id, keys) in &acknowledged {
+        let row = get(&store, id).await.unwrap();
+        for key in keys {
+            assert!(
+                row.reported["values"].get(key).is_some()
+                    && row.reported["metadata"].get(key).is_some(),
+                "{id}'s acknowledged key {key} is gone"
+            );
+        }
+    }
+
+    for id in &ids[..6] {
+        let id = id.clone();
+        store
+            .write(move |tx| tx.delete_device(&id, 1))
+            .await
+            .unwrap();
+    }
+    let (_, _, answer) = patch(&store, &ids[7], "after".into()).await;
+    answer.expect("a patch fits again once space is freed");
+}
+
 /// `connectionState` is live: the hub tells the store how to answer it after the store opened,
 /// and every connection (the writer's and each reader's) answers from it from then on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

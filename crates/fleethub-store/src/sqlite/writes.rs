@@ -265,9 +265,9 @@ impl WriteTx<'_> {
         let Some(row) = row else {
             return Ok(false);
         };
-        // `row IN (SELECT ?1)`: see `set_metadata`.
+        // `row = ?1`: see `set_metadata`.
         self.conn
-            .prepare_cached("UPDATE twin_metadata SET reported = ?2 WHERE row IN (SELECT ?1)")?
+            .prepare_cached("UPDATE twin_metadata SET reported = ?2 WHERE row = ?1")?
             .execute(params![row, reported.metadata])?;
         Ok(true)
     }
@@ -275,13 +275,15 @@ impl WriteTx<'_> {
     /// Replaces the metadata of the row `row` (when there is one) for the sections given, from
     /// their stored text.
     ///
-    /// The `twin_metadata` statements are written as `INSERT … SELECT` and `WHERE row IN
-    /// (SELECT ?1)` on purpose: SQLite runs a statement that can touch only one row of a table
-    /// without indexes or triggers without a statement journal, and when such a statement fails
-    /// with a full disk (`SQLITE_FULL`, or the store's size cap) SQLite rolls back the whole
-    /// transaction, every write of the batch with it, instead of the one statement. These
-    /// forms run with a statement journal, so a full disk fails only the write that hit it (a
-    /// retryable 503) and the rest of the batch commits (`store_full` in the integration tests).
+    /// The `twin_metadata` updates and deletes name their row as `row = ?1`, a one-row write
+    /// that SQLite runs without a statement journal. When such a statement fails with a full
+    /// disk (`SQLITE_FULL`, or the store's size cap), SQLite rolls back the whole transaction
+    /// rather than the statement, and the writer then fails the batch's writes with the full
+    /// store's retryable 503 (`transaction_lost` in writer.rs; `store_full` in the integration
+    /// tests). They were written `row IN (SELECT ?1)`, which keeps a statement journal so only
+    /// the write that hit the full disk fails, but costs an ephemeral table per statement: 8 to
+    /// 10% of the writer's time per reported patch (perf, `bench reported`), on every report, to
+    /// spare a batch's other writes a retry on a full disk.
     pub(crate) fn set_metadata(
         &self,
         row: Option<i64>,
@@ -293,11 +295,10 @@ impl WriteTx<'_> {
         };
         self.conn
             .prepare_cached(
-                // `row IN (SELECT ?1)`, not `row = ?1`: see `set_metadata`.
                 "UPDATE twin_metadata SET
                      desired = coalesce(json_extract(?2, '$.metadata'), desired),
                      reported = coalesce(json_extract(?3, '$.metadata'), reported)
-                 WHERE row IN (SELECT ?1)",
+                 WHERE row = ?1",
             )?
             .execute(params![row, desired, reported])?;
         Ok(())
@@ -394,7 +395,7 @@ impl WriteTx<'_> {
         )?;
         self.epoch.bump();
         self.conn
-            .prepare_cached("DELETE FROM twin_metadata WHERE row IN (SELECT ?1)")?
+            .prepare_cached("DELETE FROM twin_metadata WHERE row = ?1")?
             .execute([row])?;
         self.conn
             .prepare_cached("DELETE FROM c2d WHERE device_id = ?1")?
