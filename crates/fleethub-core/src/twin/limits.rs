@@ -29,7 +29,24 @@ pub fn validate_patch(section: Section, patch: &Map<String, Value>) -> Result<()
 /// Checks a whole section: every rule `validate_patch` checks, plus the section's size limit.
 pub fn validate_section(section: Section, values: &Map<String, Value>) -> Result<(), HubError> {
     validate_patch(section, values)?;
-    let size = section_size(values);
+    check_size(section, section_size(values))
+}
+
+/// Checks `patch` (every rule `validate_patch` checks) and the size of `values` once `patch`
+/// is merge-patched into it, without building the merge. `values` is a stored section, valid
+/// already: the merge's keys, values and depth are those of `values` or of `patch` (a patch's
+/// paths start at the section's root), so only its size needs the whole section. This spares
+/// every patch a copy of the section and a second walk of it with the rules.
+pub fn validate_merge(
+    section: Section,
+    values: &Map<String, Value>,
+    patch: &Map<String, Value>,
+) -> Result<(), HubError> {
+    validate_patch(section, patch)?;
+    check_size(section, merged_size(Some(values), patch))
+}
+
+fn check_size(section: Section, size: usize) -> Result<(), HubError> {
     let limit = section.size_limit();
     if size <= limit {
         return Ok(());
@@ -43,6 +60,34 @@ pub fn validate_section(section: Section, values: &Map<String, Value>) -> Result
             thousands(limit as u64)
         ),
     ))
+}
+
+/// [`section_size`] of `values` (none: an empty object) with `patch` merge-patched into it, as
+/// `patch::merge_patch` merges: a null removes its key, an object merges into an object (or
+/// replaces anything else, its nulls dropped), any other value replaces.
+pub(crate) fn merged_size(
+    values: Option<&Map<String, Value>>,
+    patch: &Map<String, Value>,
+) -> usize {
+    let kept: usize = values.map_or(0, |values| {
+        values
+            .iter()
+            .filter(|(key, _)| !patch.contains_key(*key))
+            .map(|(key, value)| key.len() + value_size(value))
+            .sum()
+    });
+    let patched: usize = patch
+        .iter()
+        .map(|(key, new)| match new {
+            Value::Null => 0,
+            Value::Object(inner) => {
+                let old = values.and_then(|values| values.get(key)?.as_object());
+                key.len() + merged_size(old, inner)
+            }
+            other => key.len() + value_size(other),
+        })
+        .sum();
+    kept + patched
 }
 
 /// The size IoT Hub charges a section: keys' UTF-8 bytes plus values' sizes (see module docs).

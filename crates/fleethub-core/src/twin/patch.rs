@@ -1,6 +1,6 @@
 //! RFC 7396 JSON merge patch, and the tags update built on it.
 
-use super::limits::{validate_patch, validate_section};
+use super::limits::validate_merge;
 use super::Section;
 use crate::error::HubError;
 use serde_json::{Map, Value};
@@ -29,17 +29,14 @@ pub fn merge_patch(target: &mut Map<String, Value>, patch: &Map<String, Value>) 
     }
 }
 
-/// Validates a tags patch, merges it, checks the result's size and only then commits it; on
-/// error `tags` is unchanged.
+/// Validates a tags patch and the size of its merge, and only then merges it; on error `tags`
+/// is unchanged.
 pub fn apply_tags_patch(
     tags: &mut Map<String, Value>,
     patch: &Map<String, Value>,
 ) -> Result<(), HubError> {
-    validate_patch(Section::Tags, patch)?;
-    let mut merged = tags.clone();
-    merge_patch(&mut merged, patch);
-    validate_section(Section::Tags, &merged)?;
-    *tags = merged;
+    validate_merge(Section::Tags, tags, patch)?;
+    merge_patch(tags, patch);
     Ok(())
 }
 
@@ -153,6 +150,17 @@ mod tests {
     }
 
     proptest! {
+        /// The size checked before a merge is the size of the merge.
+        #[test]
+        fn merged_size_is_the_size_of_the_merge(target in tree(), patch in tree()) {
+            let mut merged = target.clone();
+            merge_patch(&mut merged, &patch);
+            prop_assert_eq!(
+                crate::twin::limits::merged_size(Some(&target), &patch),
+                crate::twin::limits::section_size(&merged)
+            );
+        }
+
         #[test]
         fn merge_matches_reference_model(target in tree(), patch in tree()) {
             let mut merged = target.clone();

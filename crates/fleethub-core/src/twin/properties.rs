@@ -1,6 +1,6 @@
 //! One twin property section (desired or reported) with its `$version` and `$metadata`.
 
-use super::limits::{validate_patch, validate_section};
+use super::limits::{validate_merge, validate_patch, validate_section};
 use super::patch::merge_patch;
 use crate::error::HubError;
 use serde::{Deserialize, Serialize};
@@ -77,17 +77,14 @@ impl TwinProperties {
         patch: &Map<String, Value>,
         now: &str,
     ) -> Result<(), HubError> {
-        validate_patch(section, patch)?;
-        let mut values = self.values.clone();
-        merge_patch(&mut values, patch);
-        validate_section(section, &values)?;
+        validate_merge(section, &self.values, patch)?;
+        merge_patch(&mut self.values, patch);
         let stamp = Stamp {
             section,
             now,
             version: self.version + 1,
         };
         touch(&mut self.metadata, patch, &stamp);
-        self.values = values;
         self.version = stamp.version;
         Ok(())
     }
