@@ -193,10 +193,25 @@ def test_pages_of_jobs_configurations_and_firmware_render(browser, hub):
         "id": "blue-leds", "priority": 10, "targetCondition": "deviceId = 'sim-3'",
         "content": {"deviceContent": {"properties.desired.ledColour": "blue"}},
     }).raise_for_status()
-    for nav, expect in (("configurations", "blue-leds"), ("jobs", "Jobs"), ("firmware", "Firmware")):
+    hub.cli("jobs", "create", "green-leds", "--where", "deviceId = 'sim-4'",
+            "--set", "desired.ledColour=green", "--wait")
+    for nav, expect in (("configurations", "blue-leds"), ("jobs", "green-leds"), ("firmware", "Firmware")):
         browser.get(f"{hub.base_url}/#/{nav}")
         wait(browser, lambda b: expect in text_of(b, "#page"))
         assert browser.find_elements(By.CSS_SELECTOR, "#page .error") == []
     browser.get(f"{hub.base_url}/#/configurations/blue-leds")
     wait(browser, lambda b: "deviceId = 'sim-3'" in text_of(b, "#page"))
+    assert_no_stray_null(browser)
+
+
+def test_a_job_opens_from_the_list_with_its_statistics_and_device_rows(browser, hub):
+    browser.get(f"{hub.base_url}/#/jobs")
+    visible(browser, "#page a[href='#/jobs/green-leds']").click()
+    wait(browser, lambda b: "Job green-leds" in text_of(b, "#page h1"))
+    facts = text_of(browser, "#page .facts")
+    assert "completed" in facts and "deviceId = 'sim-4'" in facts, facts
+    rows = browser.find_elements(By.CSS_SELECTOR, "#page tbody tr")
+    assert [r.find_element(By.CSS_SELECTOR, "td a").text for r in rows] == ["sim-4"]
+    assert "completed" in rows[0].text, rows[0].text
+    assert browser.find_elements(By.CSS_SELECTOR, "#page .error") == []
     assert_no_stray_null(browser)

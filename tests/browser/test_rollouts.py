@@ -81,3 +81,23 @@ def test_a_read_only_policy_cannot_command_a_rollout(browser, hub):
     assert answer["status"] == 401, answer
     assert "does not grant RegistryWrite" in answer["body"]["message"], answer
     assert hub.rest("GET", "/v1/rollouts/night").json()["status"] == "paused"
+
+
+def test_the_rollouts_list_and_the_firmware_pages_show_the_rollout_and_its_downloads(browser, hub):
+    browser.get(hub.base_url + "/#/rollouts")
+    link = visible(browser, "#page a[href='#/rollouts/night']")
+    row = link.find_element(By.XPATH, "./ancestor::tr")
+    assert "paused" in row.text and "2.1.0" in row.text, row.text
+    link.click()
+    visible(browser, "tr[data-wave=canary]")
+
+    browser.get(hub.base_url + "/#/firmware")
+    link = visible(browser, "#page tbody a[href^='#/firmware/']")
+    assert link.text == "2.1.0"
+    link.click()
+    wait(browser, lambda b: text_of(b, "#page h1") == "Firmware 2.1.0")
+    # The canary wave's devices downloaded the image during the first test.
+    devices = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#page tbody td a")]
+    assert devices and all(d.startswith("sim-") for d in devices), devices
+    assert browser.find_elements(By.CSS_SELECTOR, "#page .error") == []
+    assert_no_stray_null(browser)

@@ -4,6 +4,7 @@
 //! the fleet is larger: the target is each page's data in at most 200 ms, what a person takes
 //! as immediate, at 1,000,000 devices on this machine.
 
+use super::browser::{self, Browser, Load};
 use super::hub_process::HubProcess;
 use super::million_devices::{median_p90, register_devices, wait_for_job, BUILDINGS};
 use super::scenarios::{figure, figure_against, KEY, PREFIX};
@@ -20,6 +21,11 @@ const RUNS: usize = 5;
 const PAGE_TARGET: &str = "<= 200";
 /// The dashboard's page size on the devices page (`PAGE_SIZE` in app.js).
 const PAGE_SIZE: &str = "50";
+/// A query that selects one building, 1% of the fleet.
+const TAG_QUERY: &str = "SELECT * FROM devices WHERE tags.building = 'b-042'";
+/// The target for a page in the browser, from navigation to its content painted: the second
+/// after which a person's flow of thought is interrupted.
+const BROWSER_TARGET: &str = "<= 1000";
 
 /// One request a page makes, as app.js makes it.
 struct Request {
@@ -50,10 +56,12 @@ impl Request {
     }
 }
 
-/// A page and the requests it makes to draw itself.
+/// A page, its address in the dashboard, and the requests it makes to draw itself.
 struct Page {
     name: &'static str,
     what: &'static str,
+    /// The page's hash route (`#/devices/…`).
+    route: String,
     requests: Vec<Request>,
 }
 
@@ -79,6 +87,7 @@ fn pages(shown: &Shown) -> Vec<Page> {
             name: "overview",
             what: "overview (counts, firmware chart, compliance, flagged, events), computed afresh",
             // A `seen` past every event makes the hub compute it instead of serving its copy.
+            route: "#/".into(),
             requests: vec![Request::get(format!(
                 "/dashboard/overview?seen={}",
                 i64::MAX
@@ -87,19 +96,19 @@ fn pages(shown: &Shown) -> Vec<Page> {
         Page {
             name: "devices",
             what: "devices page, the default query (first page of 50)",
+            route: "#/devices".into(),
             requests: vec![Request::query("SELECT * FROM devices", PAGE_SIZE)],
         },
         Page {
             name: "devices_query",
             what: "devices page, a tag query (1% of devices, first page of 50)",
-            requests: vec![Request::query(
-                "SELECT * FROM devices WHERE tags.building = 'b-042'",
-                PAGE_SIZE,
-            )],
+            route: format!("#/devices?q={}", encode(TAG_QUERY)),
+            requests: vec![Request::query(TAG_QUERY, PAGE_SIZE)],
         },
         Page {
             name: "device",
             what: "device page (twin, last 100 messages, its jobs)",
+            route: format!("#/devices/{}", encode(device)),
             requests: vec![
                 Request::get(format!("/twins/{device}")),
                 Request::get(format!("/v1/telemetry?deviceId={device}&last=100")),
@@ -112,11 +121,13 @@ fn pages(shown: &Shown) -> Vec<Page> {
         Page {
             name: "rollouts",
             what: "rollouts list",
+            route: "#/rollouts".into(),
             requests: vec![Request::get("/v1/rollouts?top=100")],
         },
         Page {
             name: "rollout",
             what: "rollout page (waves, gate, audit trail)",
+            route: format!("#/rollouts/{}", encode(rollout)),
             requests: vec![
                 Request::get(format!("/v1/rollouts/{rollout}")),
                 Request::get(format!("/v1/rollouts/{rollout}/events?top=500")),
@@ -125,11 +136,13 @@ fn pages(shown: &Shown) -> Vec<Page> {
         Page {
             name: "jobs",
             what: "jobs list",
+            route: "#/jobs".into(),
             requests: vec![Request::get("/jobs/v2/query?pageSize=100")],
         },
         Page {
             name: "job",
             what: "job page (statistics, first 100 device rows)",
+            route: format!("#/jobs/{}", encode(job)),
             requests: vec![
                 Request::get(format!("/jobs/v2/{job}")),
                 Request::query(
@@ -141,21 +154,25 @@ fn pages(shown: &Shown) -> Vec<Page> {
         Page {
             name: "configurations",
             what: "configurations list (with counts)",
+            route: "#/configurations".into(),
             requests: vec![Request::get("/configurations?top=100")],
         },
         Page {
             name: "configuration",
             what: "configuration page (metrics counted now)",
+            route: format!("#/configurations/{}", encode(configuration)),
             requests: vec![Request::get(format!("/configurations/{configuration}"))],
         },
         Page {
             name: "firmware",
             what: "firmware list",
+            route: "#/firmware".into(),
             requests: vec![Request::get("/v1/firmware")],
         },
         Page {
             name: "firmware_detail",
             what: "firmware page (downloads per device)",
+            route: format!("#/firmware/{}", encode(firmware)),
             requests: vec![Request::get(format!("/v1/firmware/{firmware}"))],
         },
     ]
@@ -315,7 +332,8 @@ pub(super) async fn dashboard(devices: Option<usize>) -> Result<()> {
     let secs = register_devices(&hub, PREFIX, count, KEY, 8).await?;
     println!("  registered in {secs:.1} s");
     let shown = create_shown(&hub).await?;
-    for page in pages(&shown) {
+    let pages = pages(&shown);
+    for page in &pages {
         let mut total = 0.0;
         let mut parts = Vec::new();
         for request in &page.requests {
@@ -372,7 +390,84 @@ pub(super) async fn dashboard(devices: Option<usize>) -> Result<()> {
     );
     figure("dashboard_sse_open_ms", opened, "ms", PAGE_TARGET);
     figure("dashboard_sse_first_event_ms", first, "ms", "<= 1000");
+    in_browser(&hub, &pages).await
+}
+
+/// Each page opened afresh in headless Chromium, [`RUNS`] times, timed by the page from the
+/// start of navigation to its content painted; beside it, the same for a route that draws no
+/// data, which is what loading the app costs whatever the fleet.
+async fn in_browser(hub: &HubProcess, pages: &[Page]) -> Result<()> {
+    let (chromium, driver) = match browser::find() {
+        Ok(found) => found,
+        Err(why) => {
+            println!("  in the browser: skipped, {why}");
+            return Ok(());
+        }
+    };
+    let browser = Browser::start(&chromium, &driver).await?;
+    let timed = time_loads(hub, &browser, pages).await;
+    browser.quit().await;
+    timed
+}
+
+async fn time_loads(hub: &HubProcess, browser: &Browser, pages: &[Page]) -> Result<()> {
+    let base = hub.base();
+    browser
+        .sign_in(&base, "iothubowner", &hub.owner_key)
+        .await?;
+    println!(
+        "  in Chromium headless, navigation to the page's content painted (median of {RUNS} \
+         fresh loads; in the document at):"
+    );
+    let app = median_load(browser, &format!("{base}/#/no-such-page")).await?;
+    println!(
+        "    the app without data (a route that draws \"Not found\"): {:.1} ms ({:.1} ms)",
+        app.painted_ms, app.content_ms
+    );
+    for page in pages {
+        let load = median_load(browser, &format!("{base}/{}", page.route)).await?;
+        println!(
+            "    {}: {:.1} ms ({:.1} ms)",
+            page.what, load.painted_ms, load.content_ms
+        );
+        figure_against(
+            &format!("dashboard_browser_{}_ms", page.name),
+            load.painted_ms,
+            "ms",
+            BROWSER_TARGET,
+            "app_without_data",
+            app.painted_ms,
+        );
+    }
     Ok(())
+}
+
+/// The median over [`RUNS`] fresh loads of one address, of each of the two moments.
+async fn median_load(browser: &Browser, url: &str) -> Result<Load> {
+    let mut content = Vec::with_capacity(RUNS);
+    let mut painted = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let load = browser.load(url).await?;
+        content.push(load.content_ms);
+        painted.push(load.painted_ms);
+    }
+    Ok(Load {
+        content_ms: median_p90(content).0,
+        painted_ms: median_p90(painted).0,
+    })
+}
+
+/// `text` as JavaScript's `encodeURIComponent` writes it, for a route's query or id.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// The path without its query string, for the summary line.

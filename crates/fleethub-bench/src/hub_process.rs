@@ -19,6 +19,8 @@ pub struct HubProcess {
     pub http: reqwest::Client,
     /// The hub's REST API as `iothubowner`.
     pub client: HubClient,
+    /// The `iothubowner` policy's key, for signing in to the dashboard.
+    pub owner_key: String,
     _dir: tempfile::TempDir,
 }
 
@@ -88,6 +90,7 @@ impl HubProcess {
             .to_string();
         let credentials = Credentials::from_connection_string(&ConnectionString::parse(&owner)?)?;
         let https_port = info["httpsPort"].as_u64().unwrap_or_default() as u16;
+        let owner_key = credentials.key.clone();
         let client = HubClient::new(
             http.clone(),
             format!("https://localhost:{https_port}"),
@@ -99,6 +102,7 @@ impl HubProcess {
             ca_file,
             http,
             client,
+            owner_key,
             _dir: dir,
         })
     }

@@ -8,6 +8,7 @@
 //! the coordinator that writes them and the worker that parses them, so `WorkerArgs` (and
 //! `BenchArgs`, for the same `clap` vocabulary) are declared here.
 
+mod browser;
 mod dashboard;
 mod firmware;
 mod hub_process;
