@@ -474,3 +474,17 @@ fn encode(text: &str) -> String {
 fn short(path: &str) -> &str {
     path.split('?').next().unwrap_or(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_route_is_encoded_as_encode_uri_component_would() {
+        assert_eq!(
+            encode(TAG_QUERY),
+            "SELECT%20*%20FROM%20devices%20WHERE%20tags.building%20%3D%20'b-042'"
+        );
+        assert_eq!(encode("café/1?a&b#c"), "caf%C3%A9%2F1%3Fa%26b%23c");
+    }
+}
