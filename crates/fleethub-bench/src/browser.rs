@@ -69,7 +69,9 @@ pub struct Load {
 pub struct Browser {
     driver: Child,
     http: reqwest::Client,
-    /// `http://127.0.0.1:{port}/session/{id}`.
+    /// `http://127.0.0.1:{port}`.
+    base: String,
+    /// `{base}/session/{id}`.
     session: String,
 }
 
@@ -111,12 +113,13 @@ impl Browser {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
             .build()?;
+        let base = format!("http://127.0.0.1:{port}");
         let mut browser = Browser {
             driver: child,
             http,
+            base: base.clone(),
             session: String::new(),
         };
-        let base = format!("http://127.0.0.1:{port}");
         browser.wait_ready(&base).await?;
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -236,15 +239,30 @@ impl Browser {
         })
     }
 
-    /// Ends the Chromium session and chromedriver.
+    /// Ends the Chromium session and chromedriver, letting chromedriver remove the throwaway
+    /// profile before it exits (a killed chromedriver leaves it in the temporary directory).
     pub async fn quit(mut self) {
         let _ = self.http.delete(&self.session).send().await;
+        let _ = self
+            .http
+            .get(format!("{}/shutdown", self.base))
+            .send()
+            .await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.driver.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         self.stop_driver();
     }
 
     fn stop_driver(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        if let Ok(None) = self.driver.try_wait() {
+            let _ = self.driver.kill();
+            let _ = self.driver.wait();
+        }
     }
 }
 
