@@ -1,5 +1,6 @@
-//! `fleethub configurations create|list|show|delete` (alias `config`): configurations (IoT Hub automatic device
-//! management) over REST, as tables for people or `--json` for scripts.
+//! `fleethub configurations create|update|list|show|delete` (alias `config`): configurations
+//! (IoT Hub automatic device management) over REST, as tables for people or `--json` for
+//! scripts.
 
 use super::table::text;
 use super::{pair, Common, Output};
@@ -32,21 +33,29 @@ pub enum ConfigCommand {
         /// the flags below add to it.
         #[arg(long)]
         file: Option<PathBuf>,
-        /// The devices it targets: a query condition, or '*' for every device.
-        #[arg(long)]
-        target: Option<String>,
-        /// Per twin path, the highest priority wins.
-        #[arg(long)]
-        priority: Option<u32>,
         /// A setting, `properties.desired.PATH=VALUE` (VALUE as JSON, else a string); repeat.
         #[arg(long = "set", value_name = "PATH=VALUE")]
         settings: Vec<String>,
-        /// A custom metric, `NAME=SELECT deviceId FROM devices WHERE …`; up to 5.
-        #[arg(long = "metric", value_name = "NAME=QUERY")]
-        metrics: Vec<String>,
-        /// A label, `NAME=VALUE`; repeat.
-        #[arg(long = "label", value_name = "NAME=VALUE")]
-        labels: Vec<String>,
+        #[command(flatten)]
+        fields: Fields,
+    },
+    /// Change a configuration's target, priority, metrics or labels (its settings cannot
+    /// change: create a new configuration for new settings). Sends the etag it read, so a
+    /// change made in between is refused, not overwritten.
+    #[command(
+        after_help = "Examples:\n  fleethub configurations update prod-interval --priority 20 --label owner=ops\n  \
+                      fleethub configurations update prod-interval --target \"tags.environment IN ['prod', 'staging']\" --remove-metric slow"
+    )]
+    Update {
+        id: String,
+        #[command(flatten)]
+        fields: Fields,
+        /// Remove a custom metric by name; repeat.
+        #[arg(long = "remove-metric", value_name = "NAME")]
+        remove_metrics: Vec<String>,
+        /// Remove a label by name; repeat.
+        #[arg(long = "remove-label", value_name = "NAME")]
+        remove_labels: Vec<String>,
     },
     /// List configurations with their counts.
     #[command(after_help = "Example:\n  fleethub configurations list --top 20")]
@@ -63,6 +72,65 @@ pub enum ConfigCommand {
     Delete { id: String },
 }
 
+/// What `create` and `update` both set.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Fields {
+    /// The devices it targets: a query condition, or '*' for every device.
+    #[arg(long)]
+    target: Option<String>,
+    /// Per twin path, the highest priority wins.
+    #[arg(long)]
+    priority: Option<u32>,
+    /// A custom metric, `NAME=SELECT deviceId FROM devices WHERE …`; up to 5.
+    #[arg(long = "metric", value_name = "NAME=QUERY")]
+    metrics: Vec<String>,
+    /// A label, `NAME=VALUE`; repeat.
+    #[arg(long = "label", value_name = "NAME=VALUE")]
+    labels: Vec<String>,
+}
+
+impl Fields {
+    fn is_empty(&self) -> bool {
+        self.target.is_none()
+            && self.priority.is_none()
+            && self.metrics.is_empty()
+            && self.labels.is_empty()
+    }
+
+    /// Writes these fields into a configuration in IoT Hub's shape.
+    fn apply(&self, obj: &mut Map<String, Value>) -> Result<()> {
+        if let Some(t) = &self.target {
+            obj.insert("targetCondition".into(), json!(t));
+        }
+        if let Some(p) = self.priority {
+            obj.insert("priority".into(), json!(p));
+        }
+        for m in &self.metrics {
+            let (name, query) = pair("metric", m)?;
+            insert_at(obj, &["metrics", "queries"], name, json!(query));
+        }
+        for l in &self.labels {
+            let (name, value) = pair("label", l)?;
+            insert_at(obj, &["labels"], name, json!(value));
+        }
+        Ok(())
+    }
+}
+
+/// Sets `key` in the object at `section` under `obj`, making the objects on the way.
+fn insert_at(obj: &mut Map<String, Value>, section: &[&str], key: &str, value: Value) {
+    let mut node = obj;
+    for s in section {
+        let entry = node.entry(s.to_string()).or_insert_with(|| json!({}));
+        if !entry.is_object() {
+            *entry = json!({});
+        }
+        let Value::Object(next) = entry else { return };
+        node = next;
+    }
+    node.insert(key.to_string(), value);
+}
+
 /// Runs one config command.
 pub async fn run(args: ConfigArgs) -> Result<()> {
     let common = args.common.clone();
@@ -77,13 +145,26 @@ async fn command(rest: &HubClient, verb: &ConfigCommand, out: Output) -> Result<
             let body = create_body(verb)?;
             rest.put_configuration(id, &body, None).await?
         }
+        ConfigCommand::Update {
+            id,
+            fields,
+            remove_metrics,
+            remove_labels,
+        } => {
+            if fields.is_empty() && remove_metrics.is_empty() && remove_labels.is_empty() {
+                bail!(
+                    "nothing to change: give --target, --priority, --metric, --label, \
+                     --remove-metric or --remove-label (settings cannot change: create a new \
+                     configuration for new settings)"
+                );
+            }
+            let current = existing(rest, id).await?;
+            let body = update_body(&current, fields, remove_metrics, remove_labels)?;
+            rest.put_configuration(id, &body, current["etag"].as_str())
+                .await?
+        }
         ConfigCommand::List { top } => rest.list_configurations(*top).await?,
-        ConfigCommand::Show { id } => match rest.configuration(id).await? {
-            Some(c) => c,
-            None => bail!(
-                "configuration '{id}' does not exist: `fleethub configurations list` shows the ones that do"
-            ),
-        },
+        ConfigCommand::Show { id } => existing(rest, id).await?,
         ConfigCommand::Delete { id } => {
             rest.delete_configuration(id).await?;
             out.done(&format!("deleted {id}"));
@@ -96,16 +177,23 @@ async fn command(rest: &HubClient, verb: &ConfigCommand, out: Output) -> Result<
     })
 }
 
+/// A configuration as the hub has it now, or an error that says how to find the ids.
+async fn existing(rest: &HubClient, id: &str) -> Result<Value> {
+    match rest.configuration(id).await? {
+        Some(c) => Ok(c),
+        None => bail!(
+            "configuration '{id}' does not exist: `fleethub configurations list` shows the ones that do"
+        ),
+    }
+}
+
 /// The configuration a `create` sends: the file's, with the flags added.
 fn create_body(command: &ConfigCommand) -> Result<Value> {
     let ConfigCommand::Create {
         id,
         file,
-        target,
-        priority,
         settings,
-        metrics,
-        labels,
+        fields,
     } = command
     else {
         bail!("not a create command");
@@ -123,41 +211,57 @@ fn create_body(command: &ConfigCommand) -> Result<Value> {
         bail!("the configuration file must hold a JSON object");
     };
     obj.insert("id".into(), json!(id));
-    if let Some(t) = target {
-        obj.insert("targetCondition".into(), json!(t));
-    }
-    if let Some(p) = priority {
-        obj.insert("priority".into(), json!(p));
-    }
-    let mut add = |section: &[&str], key: &str, value: Value| {
-        let mut node = &mut *obj;
-        for s in section {
-            let entry = node.entry(s.to_string()).or_insert_with(|| json!({}));
-            if !entry.is_object() {
-                *entry = json!({});
-            }
-            let Value::Object(next) = entry else { return };
-            node = next;
-        }
-        node.insert(key.to_string(), value);
-    };
+    fields.apply(obj)?;
     for s in settings {
         let (path, value) = pair("set", s)?;
-        add(
+        insert_at(
+            obj,
             &["content", "deviceContent"],
             path,
             super::json_or_string(value),
         );
     }
-    for m in metrics {
-        let (name, query) = pair("metric", m)?;
-        add(&["metrics", "queries"], name, json!(query));
-    }
-    for l in labels {
-        let (name, value) = pair("label", l)?;
-        add(&["labels"], name, json!(value));
-    }
     Ok(body)
+}
+
+/// The configuration an `update` sends: what the hub answered (without its counts), with the
+/// flags applied. A metric or label named for removal that is not there is an error, so a
+/// typo does not pass for a change.
+fn update_body(
+    current: &Value,
+    fields: &Fields,
+    remove_metrics: &[String],
+    remove_labels: &[String],
+) -> Result<Value> {
+    let mut obj = Map::new();
+    for key in ["id", "content", "targetCondition", "priority", "labels"] {
+        if let Some(v) = current.get(key) {
+            obj.insert(key.into(), v.clone());
+        }
+    }
+    obj.insert(
+        "metrics".into(),
+        json!({"queries": current["metrics"]["queries"].as_object().cloned().unwrap_or_default()}),
+    );
+    let id = text(&current["id"]);
+    for (section, names, what) in [
+        (&["metrics", "queries"][..], remove_metrics, "metric"),
+        (&["labels"][..], remove_labels, "label"),
+    ] {
+        for name in names {
+            let mut node = Some(&mut obj);
+            for s in section {
+                node = node
+                    .and_then(|n| n.get_mut(*s))
+                    .and_then(Value::as_object_mut);
+            }
+            if node.and_then(|n| n.remove(name)).is_none() {
+                bail!("configuration '{id}' has no {what} named '{name}'");
+            }
+        }
+    }
+    fields.apply(&mut obj)?;
+    Ok(Value::Object(obj))
 }
 
 fn result(c: &Value, section: &str, name: &str) -> String {
@@ -224,14 +328,16 @@ mod tests {
         let command = ConfigCommand::Create {
             id: "prod-interval".into(),
             file: None,
-            target: Some("tags.environment = 'prod'".into()),
-            priority: Some(10),
             settings: vec![
                 "properties.desired.config.telemetryIntervalSeconds=60".into(),
                 "properties.desired.config.mode=eco".into(),
             ],
-            metrics: vec!["old=SELECT deviceId FROM devices WHERE tags.x = 'a=b'".into()],
-            labels: vec!["team=ops".into()],
+            fields: Fields {
+                target: Some("tags.environment = 'prod'".into()),
+                priority: Some(10),
+                metrics: vec!["old=SELECT deviceId FROM devices WHERE tags.x = 'a=b'".into()],
+                labels: vec!["team=ops".into()],
+            },
         };
         assert_eq!(
             create_body(&command).unwrap(),
@@ -246,6 +352,41 @@ mod tests {
                 "metrics": {"queries": {"old": "SELECT deviceId FROM devices WHERE tags.x = 'a=b'"}},
                 "labels": {"team": "ops"}
             })
+        );
+    }
+
+    #[test]
+    fn update_keeps_what_it_is_not_told_to_change_and_drops_the_counts() {
+        let current = json!({
+            "id": "eco", "schemaVersion": "1.0", "etag": "AAAAAAAAAAE=",
+            "content": {"deviceContent": {"properties.desired.mode": "eco"}},
+            "targetCondition": "tags.city = 'denver'", "priority": 5,
+            "labels": {"team": "ops", "old": "x"},
+            "systemMetrics": {"results": {"appliedCount": 1}, "queries": {}},
+            "metrics": {"results": {"slow": 3}, "queries": {
+                "slow": "SELECT deviceId FROM devices WHERE tags.slow = true",
+                "gone": "SELECT deviceId FROM devices WHERE tags.gone = true"}},
+        });
+        let fields = Fields {
+            priority: Some(7),
+            labels: vec!["owner=field".into()],
+            ..Fields::default()
+        };
+        let body = update_body(&current, &fields, &["gone".into()], &["old".into()]).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "id": "eco",
+                "content": {"deviceContent": {"properties.desired.mode": "eco"}},
+                "targetCondition": "tags.city = 'denver'", "priority": 7,
+                "labels": {"team": "ops", "owner": "field"},
+                "metrics": {"queries": {"slow": "SELECT deviceId FROM devices WHERE tags.slow = true"}},
+            })
+        );
+        let typo = update_body(&current, &Fields::default(), &["slwo".into()], &[]);
+        assert_eq!(
+            typo.unwrap_err().to_string(),
+            "configuration 'eco' has no metric named 'slwo'"
         );
     }
 }

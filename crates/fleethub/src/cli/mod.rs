@@ -104,7 +104,7 @@ pub enum Noun {
     Messages(messages::MessagesArgs),
     /// Jobs (twin updates and method calls over many devices): create, list, show, cancel, watch.
     Jobs(jobs::JobsArgs),
-    /// Configurations (automatic device management): create, list, show, delete.
+    /// Configurations (automatic device management): create, update, list, show, delete.
     #[command(visible_alias = "config")]
     Configurations(configurations::ConfigArgs),
     /// The firmware store: upload, list, show, delete, key, url.

@@ -375,7 +375,7 @@ async fn every_command_prints_what_the_transcript_snapshot_holds() {
 }
 
 /// The rest of the CLI, pinned the same way: the registry as a file (import, export), a
-/// configuration shown and deleted, the firmware store, and a rollout from creation to abort.
+/// configuration shown, updated and deleted, the firmware store, and a rollout from creation to abort.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_firmware_and_rollout_commands_print_what_their_snapshot_holds() {
     let hub = TestHub::start().await;
@@ -440,6 +440,35 @@ async fn files_firmware_and_rollout_commands_print_what_their_snapshot_holds() {
     }
     step(&hub, t, &["configurations", "show", "eco"]).await;
     step(&hub, t, &["configurations", "show", "eco", "--json"]).await;
+    step(
+        &hub,
+        t,
+        &[
+            "configurations",
+            "update",
+            "eco",
+            "--priority",
+            "7",
+            "--label",
+            "owner=field",
+            "--metric",
+            "denver=SELECT deviceId FROM devices WHERE tags.city = 'denver'",
+        ],
+    )
+    .await;
+    step(&hub, t, &["configurations", "update", "eco"]).await;
+    step(
+        &hub,
+        t,
+        &["configurations", "update", "eco", "--remove-metric", "slow"],
+    )
+    .await;
+    step(
+        &hub,
+        t,
+        &["configurations", "update", "nope", "--priority", "1"],
+    )
+    .await;
     step(&hub, t, &["configurations", "delete", "eco"]).await;
     step(&hub, t, &["configurations", "show", "eco"]).await;
 
