@@ -129,6 +129,26 @@ def test_a_device_page_shows_its_twin_firmware_and_telemetry_and_edits_desired(b
     shots(browser, "device")
 
 
+def call_method(browser, name):
+    field = browser.find_element(By.ID, "method-name")
+    field.clear()
+    field.send_keys(name)
+    browser.find_element(By.ID, "method-call").click()
+    visible(browser, "#confirm")
+    browser.find_element(By.ID, "confirm-ok").click()
+
+
+def test_a_method_called_from_the_device_page_shows_the_devices_answer(browser, hub):
+    # Still on the device page of the test before: a simulated device, connected.
+    call_method(browser, "diagnostics")
+    wait(browser, lambda b: text_of(b, "#method-result").startswith("status 200"))
+    assert "error" not in browser.find_element(By.ID, "method-result").get_attribute("class")
+    call_method(browser, "no_such_method")
+    wait(browser, lambda b: "no_such_method" in text_of(b, "#method-result"))
+    answer = text_of(browser, "#method-result")
+    assert "status 404" in answer and "reboot" in answer, answer
+
+
 def test_a_read_only_policy_sees_no_buttons_and_the_server_refuses_its_changes(browser, hub, shots):
     sign_out(browser)
     sign_in(browser, hub, "registryRead", hub.policy_key("registryRead"))
