@@ -132,11 +132,25 @@ pub(super) async fn rollout(args: &super::scenarios::BenchArgs) -> Result<()> {
     let observations = delta("fleethub_rollout_observations_total");
     let pass_us = delta("fleethub_rollout_pass_nanoseconds_total") / 1000.0;
     let reads = delta("fleethub_rollout_membership_reads_total");
-    if observations > 0.0 {
+    let unqueued = delta("fleethub_rollout_unqueued_reports_total");
+    println!(
+        "  engine: {observations:.0} observations queued, {:.1} µs of engine passes each (wall time, store commits included); {unqueued:.0} reports not queued (their target reads nothing they touched); {reads:.0} twins read to judge membership",
+        pass_us / observations.max(1.0),
+    );
+    let decisions = delta("fleethub_rollout_gate_decisions_total");
+    if decisions > 0.0 {
+        let part = |name: &str| {
+            delta(&format!(
+                "fleethub_rollout_gate_decision_{name}_microseconds_total"
+            )) / decisions
+                / 1000.0
+        };
         println!(
-            "  engine: {observations:.0} observations, {:.1} µs of engine passes each (wall time, store commits included); {reads:.0} twins read to judge membership ({:.3} per observation)",
-            pass_us / observations,
-            reads / observations
+            "  the hub's mean, deciding observation to commit: {:.1} ms = queued {:.1} + pass {:.1} + commit {:.1} ms",
+            part("latency"),
+            part("queued"),
+            part("pass"),
+            part("commit")
         );
     }
     let ms = |d: &Duration| d.as_secs_f64() * 1000.0;

@@ -240,6 +240,11 @@ impl Hub {
                 r.observations,
             ),
             (
+                "fleethub_rollout_unqueued_reports_total",
+                "Reported patches the rollout engine did not queue: no unfinished rollout's target reads what they touched",
+                r.unqueued_reports,
+            ),
+            (
                 "fleethub_rollout_membership_reads_total",
                 "Twins the rollout engine read to judge whether a device joins or leaves a target",
                 r.membership_reads,
@@ -258,6 +263,26 @@ impl Hub {
                 "fleethub_rollout_gate_decision_latency_max_microseconds",
                 "Longest time from a deciding observation to its gate decision's commit",
                 r.decision_latency_max_us,
+            ),
+            (
+                "fleethub_rollout_gate_decision_latency_microseconds_total",
+                "Summed time from deciding observations to their gate decisions' commits",
+                r.decision_latency_sum_us,
+            ),
+            (
+                "fleethub_rollout_gate_decision_queued_microseconds_total",
+                "Of that, summed time from the deciding observation to the pass that took it in",
+                r.decision_queued_sum_us,
+            ),
+            (
+                "fleethub_rollout_gate_decision_pass_microseconds_total",
+                "Of that, summed time from the pass taking it in to its step handed to the store",
+                r.decision_pass_sum_us,
+            ),
+            (
+                "fleethub_rollout_gate_decision_commit_microseconds_total",
+                "Of that, summed time from the step handed to the store to its commit",
+                r.decision_commit_sum_us,
             ),
         ];
         self.inner.metrics.render(&gauges)

@@ -14,7 +14,7 @@
 //! a manual clock.
 
 use super::durable::StepWrite;
-use super::facts::Targeting;
+use super::facts::{ReportedReads, Targeting};
 use super::push;
 use crate::hub::HubInner;
 use crate::Hub;
@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use fleethub_core::{HubError, HubResult};
 use fleethub_rollout::{DeviceState, Observation, Rollout, Step};
 use fleethub_store::WriteTx;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
@@ -59,6 +59,14 @@ impl Loaded {
             updated_ms,
             targeting,
         }
+    }
+
+    /// What of a reported patch its target reads (nothing when the target is not usable).
+    pub(crate) fn reads(&self) -> ReportedReads {
+        self.targeting
+            .as_ref()
+            .map(|t| t.reported.clone())
+            .unwrap_or_default()
     }
 
     /// Whether a change to `device`'s twin may move it in or out of this rollout: the change
@@ -130,17 +138,25 @@ pub(crate) struct RolloutsState {
     pub(crate) machines: tokio::sync::Mutex<BTreeMap<String, Loaded>>,
     /// Whether an unfinished rollout exists: while none does, nothing is observed.
     pub(crate) active: AtomicBool,
+    /// What of a reported patch the unfinished rollouts' targets read, together: a patch that
+    /// touches none of it moves no device in or out of any target, so it is not queued at all.
+    /// Never narrower than the loaded machines' (it is widened before a machine is added).
+    reads: RwLock<ReportedReads>,
     /// Observations in commit order, with when they were made (for the decision latency).
     queue: Mutex<Vec<(Seen, Instant)>>,
     /// Signalled by an observation or a command.
     pub(crate) wake: Notify,
     /// Figures for the benchmark: see [`RolloutFigures`].
     observations: AtomicU64,
+    unqueued_reports: AtomicU64,
     membership_reads: AtomicU64,
     pass_nanos: AtomicU64,
     decisions: AtomicU64,
     decision_latency_max_us: AtomicU64,
     decision_latency_sum_us: AtomicU64,
+    decision_queued_sum_us: AtomicU64,
+    decision_pass_sum_us: AtomicU64,
+    decision_commit_sum_us: AtomicU64,
 }
 
 /// What the engine measured since the hub started: enough for a benchmark to work out the
@@ -150,6 +166,8 @@ pub(crate) struct RolloutsState {
 pub struct RolloutFigures {
     /// Observations taken in (reports, connections, telemetry, changed twins).
     pub observations: u64,
+    /// Reported patches not queued: they touched nothing an unfinished rollout's target reads.
+    pub unqueued_reports: u64,
     /// Twins read to judge whether a device joins or leaves a target.
     pub membership_reads: u64,
     /// Time spent in engine passes (machines, encoding, waiting for the store's commit), ns.
@@ -160,6 +178,12 @@ pub struct RolloutFigures {
     /// decision, µs.
     pub decision_latency_max_us: u64,
     pub decision_latency_sum_us: u64,
+    /// The summed latency in three parts, µs: queued (the observation's push to the pass that
+    /// took it holding the engine's lock), the pass (taken to the step handed to the store's
+    /// writer), and the commit (handed to the writer to committed).
+    pub decision_queued_sum_us: u64,
+    pub decision_pass_sum_us: u64,
+    pub decision_commit_sum_us: u64,
 }
 
 impl RolloutsState {
@@ -168,9 +192,46 @@ impl RolloutsState {
         self.push(Seen::Machine(observation));
     }
 
-    /// Queues a device whose twin changed, for the next pass (nothing while no rollout runs).
+    /// Queues a device whose twin changed, for the next pass (nothing while no rollout runs,
+    /// nor for a reported patch that touches nothing an unfinished rollout's target reads: the
+    /// pass would drop it unread, after every observation queued before it).
     pub(crate) fn twin_changed(&self, device: String, change: TwinChange) {
+        if !self.active.load(Ordering::Acquire) {
+            return;
+        }
+        if let TwinChange::Reported(keys) = &change {
+            if !self.reads.read().touched_by(keys) {
+                self.unqueued_reports.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
         self.push(Seen::Twin(device, change));
+    }
+
+    /// Widens what is observed to what a target reads and turns observing on, before a
+    /// machine holding it is added (a change committed meanwhile is then queued for it).
+    pub(crate) fn watch(&self, reads: &ReportedReads) {
+        self.reads.write().widen(reads);
+        self.active.store(true, Ordering::Release);
+    }
+
+    /// Sets what is observed to what the loaded machines need: nothing when none is
+    /// unfinished, else the reported properties their targets read.
+    pub(crate) fn watch_only(&self, machines: &BTreeMap<String, Loaded>) {
+        let mut reads = ReportedReads::default();
+        let mut active = false;
+        for l in machines.values() {
+            if l.machine.status().is_terminal() {
+                continue;
+            }
+            active = true;
+            if let Some(t) = &l.targeting {
+                reads.widen(&t.reported);
+            }
+        }
+        // Narrowed under the machines' lock, so no machine can be added between the two.
+        *self.reads.write() = reads;
+        self.active.store(active, Ordering::Release);
     }
 
     fn push(&self, seen: Seen) {
@@ -200,11 +261,15 @@ impl RolloutsState {
     pub(crate) fn figures(&self) -> RolloutFigures {
         RolloutFigures {
             observations: self.observations.load(Ordering::Relaxed),
+            unqueued_reports: self.unqueued_reports.load(Ordering::Relaxed),
             membership_reads: self.membership_reads.load(Ordering::Relaxed),
             pass_nanos: self.pass_nanos.load(Ordering::Relaxed),
             gate_decisions: self.decisions.load(Ordering::Relaxed),
             decision_latency_max_us: self.decision_latency_max_us.load(Ordering::Relaxed),
             decision_latency_sum_us: self.decision_latency_sum_us.load(Ordering::Relaxed),
+            decision_queued_sum_us: self.decision_queued_sum_us.load(Ordering::Relaxed),
+            decision_pass_sum_us: self.decision_pass_sum_us.load(Ordering::Relaxed),
+            decision_commit_sum_us: self.decision_commit_sum_us.load(Ordering::Relaxed),
         }
     }
 }
@@ -214,8 +279,9 @@ pub(crate) struct PendingStep {
     pub rows: StepWrite,
     pub pushes: Vec<fleethub_rollout::Push>,
     pub rollout_id: String,
-    /// The earliest observation behind a gate decision in this step, if it made one.
-    pub decided_by: Option<Instant>,
+    /// When the earliest observation behind a gate decision in this step was made, and when
+    /// the pass took it in, if the step made one.
+    pub decided_by: Option<(Instant, Instant)>,
 }
 
 impl PendingStep {
@@ -224,7 +290,7 @@ impl PendingStep {
         loaded: &mut Loaded,
         step: Step,
         now: DateTime<Utc>,
-        decided_by: Option<Instant>,
+        decided_by: Option<(Instant, Instant)>,
     ) -> HubResult<Option<PendingStep>> {
         let rows = StepWrite::of(&mut loaded.machine, &step, now)?;
         if rows.is_empty() {
@@ -276,8 +342,9 @@ impl Hub {
         let state = self.rollouts_state().clone();
         let mut machines = state.machines.lock().await;
         let observed = state.take_queue();
+        let taken = Instant::now();
         let now = self.now();
-        let mut steps: BTreeMap<String, (Step, Option<Instant>)> = BTreeMap::new();
+        let mut steps: BTreeMap<String, (Step, Option<(Instant, Instant)>)> = BTreeMap::new();
         let observed = self.with_membership(&machines, observed).await?;
         for (observation, at) in observed {
             for (id, loaded) in machines.iter_mut() {
@@ -302,7 +369,7 @@ impl Hub {
                     continue;
                 }
                 let entry = steps.entry(id.clone()).or_default();
-                entry.1.get_or_insert(at);
+                entry.1.get_or_insert((at, taken));
                 merge(&mut entry.0, step);
             }
         }
@@ -321,10 +388,7 @@ impl Hub {
                 next_wake = Some(next_wake.map_or(t, |w| w.min(t)));
             }
         }
-        state.active.store(
-            machines.values().any(|l| !l.machine.status().is_terminal()),
-            Ordering::Release,
-        );
+        state.watch_only(&machines);
         self.commit_steps(pending).await?;
         drop(machines);
         state
@@ -392,7 +456,9 @@ impl Hub {
             return Ok(());
         }
         let hub = self.clone();
-        let decided: Vec<Instant> = pending.iter().filter_map(|p| p.decided_by).collect();
+        let decided: Vec<(Instant, Instant)> =
+            pending.iter().filter_map(|p| p.decided_by).collect();
+        let submitted = Instant::now();
         self.store()
             .write(move |tx| {
                 for p in &pending {
@@ -402,8 +468,18 @@ impl Hub {
             })
             .await?;
         let state = self.rollouts_state();
-        for at in decided {
-            let us = at.elapsed().as_micros() as u64;
+        let committed = Instant::now();
+        let us = |from: Instant, to: Instant| to.saturating_duration_since(from).as_micros() as u64;
+        for (at, taken) in decided {
+            let parts = [
+                (&state.decision_queued_sum_us, us(at, taken)),
+                (&state.decision_pass_sum_us, us(taken, submitted)),
+                (&state.decision_commit_sum_us, us(submitted, committed)),
+            ];
+            for (sum, part) in parts {
+                sum.fetch_add(part, Ordering::Relaxed);
+            }
+            let us = us(at, committed);
             state.decisions.fetch_add(1, Ordering::Relaxed);
             state
                 .decision_latency_sum_us

@@ -71,6 +71,24 @@ impl ReportedReads {
             ReportedReads::Keys(keys) => patched.iter().any(|k| keys.contains(k)),
         }
     }
+
+    /// What either reads: a patch touches the union when it touches one of them.
+    pub(crate) fn widen(&mut self, other: &ReportedReads) {
+        match (&mut *self, other) {
+            (ReportedReads::Everything, _) => {}
+            (_, ReportedReads::Everything) => *self = ReportedReads::Everything,
+            (ReportedReads::Keys(mine), ReportedReads::Keys(theirs)) => {
+                mine.extend(theirs.iter().cloned())
+            }
+        }
+    }
+}
+
+impl Default for ReportedReads {
+    /// Reads nothing reported (no target yet).
+    fn default() -> Self {
+        ReportedReads::Keys(BTreeSet::new())
+    }
 }
 
 /// The query waves' conditions, by wave index.
@@ -239,6 +257,20 @@ mod tests {
             reads("Properties.Reported.a = 1 OR IS_DEFINED(properties.reported.b.c)"),
             keys(&["a", "b"])
         );
+    }
+
+    #[test]
+    fn reads_widened_by_another_target_are_touched_by_what_touches_either() {
+        let mut union = ReportedReads::default();
+        assert!(!union.touched_by(&["firmware".into()]));
+        union.widen(&keys(&["firmware"]));
+        union.widen(&keys(&["sensors"]));
+        assert_eq!(union, keys(&["firmware", "sensors"]));
+        assert!(union.touched_by(&["sensors".into()]));
+        assert!(!union.touched_by(&["battery".into()]));
+        union.widen(&ReportedReads::Everything);
+        union.widen(&keys(&["x"]));
+        assert_eq!(union, ReportedReads::Everything);
     }
 
     #[test]

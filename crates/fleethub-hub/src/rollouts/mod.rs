@@ -96,6 +96,9 @@ impl Hub {
                 .map_err(|e| invalid(e.0))?;
             superseded = Some(old_id.clone());
         }
+        // From before its devices are read, every change that may move one in or out of its
+        // target is queued (the next pass narrows this again if the rollout is not created).
+        state.watch(&facts::ReportedReads::of(&target));
         let facts = self.target_facts(target, waves, &spec).await?;
         let now = self.now();
         let (mut machine, step) =
@@ -155,7 +158,6 @@ impl Hub {
         }
         let view = RolloutView::of(&machine, now_ms, now_ms);
         machines.insert(id, Loaded::new(machine, now_ms, now_ms));
-        state.active.store(true, Ordering::Release);
         state.wake.notify_one();
         Ok(view)
     }
@@ -334,6 +336,9 @@ impl Hub {
                 .await?
                 .ok_or_else(|| not_found(id))?;
             let loaded = Loaded::new(machine, row.created_ms, row.updated_ms);
+            if !loaded.machine.status().is_terminal() {
+                self.rollouts_state().watch(&loaded.reads());
+            }
             machines.insert(id.to_string(), loaded);
         }
         machines.get_mut(id).ok_or_else(|| not_found(id))

@@ -623,7 +623,17 @@ async fn a_gate_is_committed_by_the_pass_that_takes_its_report_not_after_the_bac
         .map(|e| e.kind)
         .collect();
     assert!(kinds.contains(&EventKind::GatePassed), "{kinds:?}");
-    assert_eq!(f.hub.rollout_figures().gate_decisions, 1);
+    let figures = f.hub.rollout_figures();
+    assert_eq!(figures.gate_decisions, 1);
+    // The decision's latency in its parts (each rounded down to a microsecond).
+    let parts = figures.decision_queued_sum_us
+        + figures.decision_pass_sum_us
+        + figures.decision_commit_sum_us;
+    assert!(
+        parts <= figures.decision_latency_sum_us && figures.decision_latency_sum_us <= parts + 3,
+        "{figures:?}"
+    );
+    assert!(figures.decision_commit_sum_us > 0, "{figures:?}");
     assert!(
         state.queue_len() >= 5_000 - engine::PASS_OBSERVATIONS,
         "the backlog is left to later passes: {} queued",
@@ -669,14 +679,20 @@ async fn a_report_is_judged_against_the_target_only_when_it_touches_what_the_tar
         |records: Vec<fleethub_rollout::DeviceRecord>| records.iter().any(|d| d.id == "late");
     assert!(!tracked(f.hub.rollout_devices("fw").await.unwrap()));
     let reads = f.hub.rollout_figures().membership_reads;
+    let unqueued = f.hub.rollout_figures().unqueued_reports;
     for pm25 in 0..3 {
         let patch = json!({"sensors": {"pm25": pm25}}).to_string();
         f.hub.device_report("late", patch.as_bytes()).await.unwrap();
     }
+    // `bench rollout` found a gate's report waiting behind such reports in the queue, a pass
+    // dropping each unread: they are not queued at all now.
+    assert_eq!(f.hub.rollouts_state().queue_len(), 0);
+    assert_eq!(f.hub.rollout_figures().unqueued_reports, unqueued + 3);
     f.settle().await;
     assert_eq!(f.hub.rollout_figures().membership_reads, reads);
     // Its firmware goes back to 1.0.0: it matches the target now, and joins.
     f.report("late", &reported(OLD, UpdateStatus::Idle)).await;
+    assert!(f.hub.rollouts_state().queue_len() > 0);
     f.settle().await;
     assert_eq!(f.hub.rollout_figures().membership_reads, reads + 1);
     assert!(tracked(f.hub.rollout_devices("fw").await.unwrap()));
