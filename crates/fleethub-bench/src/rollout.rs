@@ -138,7 +138,8 @@ pub(super) async fn rollout(args: &super::scenarios::BenchArgs) -> Result<()> {
         pass_us / observations.max(1.0),
     );
     let decisions = delta("fleethub_rollout_gate_decisions_total");
-    if decisions > 0.0 {
+    // A hub before the parts were counted shows none.
+    if decisions > 0.0 && delta("fleethub_rollout_gate_decision_latency_microseconds_total") > 0.0 {
         let part = |name: &str| {
             delta(&format!(
                 "fleethub_rollout_gate_decision_{name}_microseconds_total"
