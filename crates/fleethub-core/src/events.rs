@@ -36,6 +36,16 @@ pub enum Change {
     /// Configurations set the twin's desired properties; the twin is now at `version`.
     #[serde(rename = "twin.configured")]
     TwinConfigured { version: u64 },
+    /// One batch of a configurations' application set the desired properties of `configured`
+    /// twins; the first and last device of the batch (the operation's completed rows between
+    /// them say which it went through). One change per batch, not per twin.
+    #[serde(rename = "twins.configured")]
+    TwinsConfigured {
+        job_id: String,
+        configured: u64,
+        first_device_id: String,
+        last_device_id: String,
+    },
     /// A job was created (`job_type` is IoT Hub's name, e.g. `scheduleUpdateTwin`).
     #[serde(rename = "job.created")]
     JobCreated {
@@ -117,6 +127,16 @@ mod tests {
                 Change::TwinConfigured { version: 6 },
                 "twin.configured",
                 json!({ "version": 6 }),
+            ),
+            (
+                Change::TwinsConfigured {
+                    job_id: "op".into(),
+                    configured: 2,
+                    first_device_id: "a".into(),
+                    last_device_id: "c".into(),
+                },
+                "twins.configured",
+                json!({ "jobId": "op", "configured": 2, "firstDeviceId": "a", "lastDeviceId": "c" }),
             ),
             (
                 Change::JobCreated {

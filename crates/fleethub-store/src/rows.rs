@@ -26,6 +26,18 @@ pub struct DeviceRow {
     pub revision: i64,
 }
 
+/// What changes whenever a device does: its row key (a device deleted and registered again gets
+/// another), its twin version and its registry revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceStamp {
+    /// The row's key.
+    pub row: i64,
+    /// The twin's version.
+    pub twin_version: i64,
+    /// The registry entry's revision.
+    pub revision: i64,
+}
+
 /// A device row with its JSON columns already encoded as text, so that callers can do the
 /// encoding off the writer thread (bulk import builds thousands of rows per second).
 #[derive(Debug, Clone, PartialEq)]

@@ -17,7 +17,7 @@
 use super::request::{overlaps, Stored};
 use crate::device::etag_for;
 use crate::events::append_change;
-use crate::jobs::own_rows::{self, OwnRows};
+use crate::jobs::own_rows;
 use crate::jobs::JobDocument;
 use crate::twin::TwinState;
 use crate::Hub;
@@ -26,9 +26,11 @@ use fleethub_core::events::Change;
 use fleethub_core::twin::{Section, TwinProperties};
 use fleethub_core::{HubError, HubResult};
 use fleethub_query::Condition;
-use fleethub_store::{ConfigurationReads, EventRow, Reads, TwinSections, WriteTx};
+use fleethub_store::{
+    ConfigurationReads, DeviceJobStatus, DeviceStamp, EventRow, JobReads, Reads, WriteTx,
+};
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -77,6 +79,8 @@ impl ConfigurationsState {
 /// A configuration, read for application: its condition parsed, its content as paths.
 struct Loaded {
     id: String,
+    /// Its etag when read: another read at the same etag saw the same configuration.
+    etag: String,
     deleted: bool,
     /// `None`: it targets no device (an empty condition).
     condition: Option<Condition>,
@@ -105,6 +109,7 @@ fn load(r: &impl Reads) -> HubResult<Vec<Loaded>> {
             .collect();
         out.push(Loaded {
             id: row.id,
+            etag: row.etag,
             deleted: row.deleted,
             condition,
             paths,
@@ -155,27 +160,54 @@ pub(crate) fn content_patch(content: &super::ConfigurationContent) -> Map<String
     content_patch_of(&content.device_content)
 }
 
-/// Decides and writes one device's configured state (see the module docs). Returns whether
-/// its desired properties changed.
-fn reconcile_in(
+/// One device's configured state as decided from a read of it: the statuses it should carry
+/// and the desired section it should have, to be written only if nothing of the device moved
+/// since that read (its [`DeviceStamp`] and the statuses it held).
+struct Plan {
+    /// The device as read (`None`: it does not exist, and there is nothing to write).
+    stamp: Option<DeviceStamp>,
+    /// The configurations the twin carried when read.
+    held: Vec<(String, ConfigurationStatus)>,
+    /// The statuses it should carry.
+    statuses: BTreeMap<String, ConfigurationStatus>,
+    /// Its new desired section, when that changes.
+    desired: Option<DesiredWrite>,
+}
+
+/// A desired section to write, and what the device is sent once it commits.
+struct DesiredWrite {
+    /// The whole section as stored JSON text.
+    text: String,
+    /// The section's new `$version`.
+    version: u64,
+    /// The patch as the device gets it.
+    body: Value,
+}
+
+/// Reads a device and decides its configured state (see the module docs); on a read connection
+/// or on the writer.
+fn plan(
     hub: &Hub,
-    tx: &mut WriteTx<'_>,
+    r: &impl Reads,
     configs: &[Loaded],
     device_id: &str,
     now: &str,
-    now_ms: i64,
-) -> HubResult<bool> {
-    let Some(row) = tx.get_device(device_id)? else {
-        return Ok(false);
+) -> HubResult<Plan> {
+    let held = r.device_configurations(device_id)?;
+    let (Some(stamp), Some(row)) = (r.device_stamp(device_id)?, r.get_device(device_id)?) else {
+        return Ok(Plan {
+            stamp: None,
+            held,
+            statuses: BTreeMap::new(),
+            desired: None,
+        });
     };
     let mut twin = TwinState::from_row(&row)?;
-    let held: BTreeMap<String, ConfigurationStatus> =
-        tx.device_configurations(device_id)?.into_iter().collect();
-    twin.configurations = held.clone();
+    twin.configurations = held.iter().cloned().collect();
     let doc = twin.evaluation_document(hub.connections().is_connected(device_id));
     let mut claimed: Vec<&[String]> = Vec::new();
     let mut patch = Map::new();
-    let mut statuses: BTreeMap<&str, ConfigurationStatus> = BTreeMap::new();
+    let mut statuses: BTreeMap<String, ConfigurationStatus> = BTreeMap::new();
     let targeting = configs
         .iter()
         .filter(|c| !c.deleted && c.condition.as_ref().is_some_and(|k| k.matches(&doc)));
@@ -194,10 +226,10 @@ fn reconcile_in(
         } else {
             ConfigurationStatus::Targeted
         };
-        statuses.insert(&c.id, status);
+        statuses.insert(c.id.clone(), status);
     }
     // Settings of configurations the twin no longer has go, unless a winner sets them.
-    for id in held.keys().filter(|id| !statuses.contains_key(id.as_str())) {
+    for (id, _) in held.iter().filter(|(id, _)| !statuses.contains_key(id)) {
         let Some(c) = configs.iter().find(|c| &c.id == id) else {
             continue;
         };
@@ -207,9 +239,8 @@ fn reconcile_in(
             }
         }
     }
-    let changed = write_desired(hub, tx, device_id, &twin, &patch, now, now_ms);
-    let changed = match changed {
-        Ok(changed) => changed,
+    let desired = match new_desired(&twin, &patch, now) {
+        Ok(desired) => desired,
         Err(e) => {
             // The twin cannot take the settings (its desired section would outgrow its limit):
             // it stays targeted, not applied, and the reason is logged.
@@ -217,56 +248,100 @@ fn reconcile_in(
             for s in statuses.values_mut() {
                 *s = ConfigurationStatus::Targeted;
             }
-            false
+            None
         }
     };
-    for (id, status) in &statuses {
-        if held.get(*id) != Some(status) {
+    Ok(Plan {
+        stamp: Some(stamp),
+        held,
+        statuses,
+        desired,
+    })
+}
+
+/// The twin's desired section after `patch`, if that changes it.
+fn new_desired(
+    twin: &TwinState,
+    patch: &Map<String, Value>,
+    now: &str,
+) -> HubResult<Option<DesiredWrite>> {
+    if patch.is_empty() {
+        return Ok(None);
+    }
+    let mut desired = twin.desired.clone();
+    desired.apply_patch(Section::Desired, patch, now)?;
+    if desired.values == twin.desired.values {
+        return Ok(None);
+    }
+    let text = serde_json::to_string(&desired).map_err(|e| HubError::server(e.to_string()))?;
+    Ok(Some(DesiredWrite {
+        text,
+        version: desired.version,
+        body: TwinProperties::patch_to_device_json(patch, desired.version),
+    }))
+}
+
+/// Writes a plan made from a read that is still what the store holds (the caller checked):
+/// the desired section if it changes (the device gets the patch after the commit, in commit
+/// order), then the statuses that differ. With `event`, a desired change records its own
+/// `twin.configured` change; a batch of an operation records one change for the batch instead.
+/// Returns whether the desired properties changed.
+fn write_plan(
+    hub: &Hub,
+    tx: &mut WriteTx<'_>,
+    device_id: &str,
+    plan: Plan,
+    event: Option<i64>,
+) -> HubResult<bool> {
+    let Some(stamp) = plan.stamp else {
+        return Ok(false);
+    };
+    let changed = plan.desired.is_some();
+    if let Some(desired) = plan.desired {
+        let version = stamp.twin_version + 1;
+        tx.update_twin_text(
+            device_id,
+            None,
+            Some(&desired.text),
+            version,
+            &etag_for(version as u64),
+        )?;
+        if let Some(now_ms) = event {
+            let change = Change::TwinConfigured {
+                version: version as u64,
+            };
+            append_change(tx, Some(device_id), &change, now_ms)?;
+        }
+        hub.push_desired_on_commit(tx, device_id, desired.version, desired.body);
+    }
+    for (id, status) in &plan.statuses {
+        if !plan.held.iter().any(|(h, s)| h == id && s == status) {
             tx.set_device_configuration(id, device_id, *status)?;
         }
     }
-    for id in held.keys().filter(|id| !statuses.contains_key(id.as_str())) {
+    for (id, _) in plan
+        .held
+        .iter()
+        .filter(|(id, _)| !plan.statuses.contains_key(id))
+    {
         tx.remove_device_configuration(id, device_id)?;
     }
     Ok(changed)
 }
 
-/// Applies `patch` to the twin's desired properties and writes them if they change; the
-/// device gets the patch after the commit.
-fn write_desired(
+/// Decides and writes one device's configured state inside a store write (the follower's path,
+/// and a prepared device that moved since it was read). Returns whether its desired properties
+/// changed.
+fn reconcile_in(
     hub: &Hub,
     tx: &mut WriteTx<'_>,
+    configs: &[Loaded],
     device_id: &str,
-    twin: &TwinState,
-    patch: &Map<String, Value>,
     now: &str,
-    now_ms: i64,
+    event: Option<i64>,
 ) -> HubResult<bool> {
-    if patch.is_empty() {
-        return Ok(false);
-    }
-    let mut desired = twin.desired.clone();
-    desired.apply_patch(Section::Desired, patch, now)?;
-    if desired.values == twin.desired.values {
-        return Ok(false);
-    }
-    let version = twin.version + 1;
-    let value = serde_json::to_value(&desired).map_err(|e| HubError::server(e.to_string()))?;
-    tx.update_twin(
-        device_id,
-        TwinSections {
-            tags: None,
-            desired: Some(&value),
-            reported: None,
-        },
-        version as i64,
-        &etag_for(version),
-    )?;
-    let change = Change::TwinConfigured { version };
-    append_change(tx, Some(device_id), &change, now_ms)?;
-    let body = TwinProperties::patch_to_device_json(patch, desired.version);
-    hub.push_desired_on_commit(tx, device_id, desired.version, body);
-    Ok(true)
+    let plan = plan(hub, &*tx, configs, device_id, now)?;
+    write_plan(hub, tx, device_id, plan, event)
 }
 
 /// Removes deleted configurations no twin carries any more.
@@ -279,25 +354,154 @@ fn purge_removed_in(tx: &mut WriteTx<'_>, configs: &[Loaded]) -> HubResult<()> {
     Ok(())
 }
 
+/// A batch of an operation's pending devices, each planned on a read connection.
+#[derive(Default)]
+pub(super) struct Prepared {
+    /// The configurations the plans were made with.
+    configs: Vec<Loaded>,
+    /// The devices in id order, each with its plan (or why planning it failed).
+    plans: Vec<(String, HubResult<Plan>)>,
+}
+
 /// One step of an `applyConfigurations` operation: reconciles up to `limit` pending devices,
 /// `batch` per store write, each marked completed in the write that reconciles it. Returns how
 /// many it processed.
+///
+/// As a twin job's batches do (`jobs/twin_batch.rs`), each batch is read and planned on a read
+/// connection (the twin read and parsed, the conditions evaluated, the new desired section
+/// serialized), and the writer only checks and writes: a device whose stamp or statuses moved
+/// since the read (or a batch whose configurations changed) is planned again on the writer, so
+/// no change is lost or applied twice. While one batch is written the next is planned.
 pub(crate) async fn run_operation(
     hub: &Hub,
     doc: &JobDocument,
     limit: usize,
     batch: usize,
 ) -> HubResult<usize> {
-    let work = OwnRows {
-        begin: |_, tx, _| load(tx),
-        row: |hub, tx, configs: &Vec<Loaded>, id| {
-            let (now, now_ms) = (hub.now_string(), hub.now_ms());
-            reconcile_in(hub, tx, configs, id, &now, now_ms).map(drop)
+    let batch = batch.max(1);
+    let mut left = limit;
+    let mut processed = 0;
+    let mut next = prepare(hub, doc, String::new(), batch.min(left)).await?;
+    while !next.plans.is_empty() {
+        let current = next;
+        let count = current.plans.len();
+        left = left.saturating_sub(count);
+        let cursor = current.plans.last().map(|(id, _)| id.clone());
+        let following = async {
+            match cursor {
+                Some(after) if left > 0 && count == batch => {
+                    prepare(hub, doc, after, batch.min(left)).await
+                }
+                _ => Ok(Prepared::default()),
+            }
+        };
+        let (written, following) = tokio::join!(commit(hub, doc, current), following);
+        written?;
+        processed += count;
+        next = following?;
+    }
+    Ok(processed)
+}
+
+/// Reads up to `limit` pending devices of the operation after `after` and plans each.
+pub(super) async fn prepare(
+    hub: &Hub,
+    doc: &JobDocument,
+    after: String,
+    limit: usize,
+) -> HubResult<Prepared> {
+    let (h, job, now) = (hub.clone(), doc.job_id.clone(), hub.now_string());
+    hub.store()
+        .read(move |r| {
+            let ids = r.job_device_ids_after(&job, DeviceJobStatus::Pending, &after, limit)?;
+            if ids.is_empty() {
+                return Ok(Ok(Prepared::default()));
+            }
+            let configs = match load(r) {
+                Ok(configs) => configs,
+                Err(e) => return Ok(Err(e)),
+            };
+            let plans = ids
+                .into_iter()
+                .map(|id| {
+                    let plan = plan(&h, r, &configs, &id, &now);
+                    (id, plan)
+                })
+                .collect();
+            Ok(Ok(Prepared { configs, plans }))
+        })
+        .await?
+}
+
+/// Writes a planned batch (see [`run_operation`]): one `twins.configured` change for the
+/// batch, and each device's desired patch pushed after the commit, in commit order.
+pub(super) async fn commit(hub: &Hub, doc: &JobDocument, prepared: Prepared) -> HubResult<()> {
+    let (h, job) = (hub.clone(), doc.job_id.clone());
+    hub.store()
+        .write(move |tx| commit_in(&h, tx, &job, prepared))
+        .await
+}
+
+fn commit_in(hub: &Hub, tx: &mut WriteTx<'_>, job: &str, prepared: Prepared) -> HubResult<()> {
+    let configs = load(tx)?;
+    let same = same_configurations(&configs, &prepared.configs);
+    let (now, now_ms) = (hub.now_string(), hub.now_ms());
+    let ids: Vec<String> = prepared.plans.iter().map(|(id, _)| id.clone()).collect();
+    let mut plans: HashMap<String, HubResult<Plan>> = prepared.plans.into_iter().collect();
+    let (mut configured, mut redone) = (0u64, 0u64);
+    let finished = own_rows::rows_in(
+        hub,
+        tx,
+        job,
+        &ids,
+        |tx, id| {
+            let planned = match plans.remove(id) {
+                Some(Ok(plan)) if same && still_as_read(tx, id, &plan)? => Some(plan),
+                Some(_) => {
+                    redone += 1;
+                    None
+                }
+                None => None,
+            };
+            let changed = match planned {
+                Some(plan) => write_plan(hub, tx, id, plan, None)?,
+                None => reconcile_in(hub, tx, &configs, id, &now, None)?,
+            };
+            configured += u64::from(changed);
+            Ok(())
         },
-        failed: own_rows::no_failed,
-        end: |_, tx, configs| purge_removed_in(tx, configs),
-    };
-    own_rows::run(hub, doc, limit, batch, work).await
+        |_, _, _| Ok(()),
+    )?;
+    if redone > 0 {
+        let counter = &hub.metrics().write_conflicts;
+        counter.fetch_add(redone, Ordering::Relaxed);
+    }
+    // One change for the batch, not one per twin: the follower would read each only to skip it.
+    if let (true, Some(first), Some(last)) = (configured > 0, ids.first(), ids.last()) {
+        let change = Change::TwinsConfigured {
+            job_id: job.to_string(),
+            configured,
+            first_device_id: first.clone(),
+            last_device_id: last.clone(),
+        };
+        append_change(tx, None, &change, now_ms)?;
+    }
+    purge_removed_in(tx, &configs)?;
+    hub.operation_devices_finished_on_commit(tx, job, finished);
+    Ok(())
+}
+
+/// Whether the device is still what `plan` was made from: the same row at the same twin version
+/// and registry revision, carrying the same configuration statuses.
+fn still_as_read(tx: &WriteTx<'_>, device_id: &str, plan: &Plan) -> HubResult<bool> {
+    Ok(tx.device_stamp(device_id)? == plan.stamp
+        && tx.device_configurations(device_id)? == plan.held)
+}
+
+/// Whether two reads of the configurations found the same ones at the same etags.
+fn same_configurations(a: &[Loaded], b: &[Loaded]) -> bool {
+    let key = |c: &Loaded| (c.id.clone(), c.etag.clone(), c.deleted);
+    a.len() == b.len() && a.iter().map(key).eq(b.iter().map(key))
 }
 
 /// Moves the follower's cursor forward to `seq` (never back: a follower step that read its
@@ -325,7 +529,8 @@ pub(crate) fn skip_backlog_if_first_in(tx: &mut WriteTx<'_>) -> HubResult<()> {
 }
 
 /// The devices whose twin an event says changed in a way a target condition may see, plus
-/// those of the per-device events of `also` (kinds).
+/// those of the events of `also` (kinds: per-device ones, and `twins.configured`, a batch of an
+/// operation's application).
 pub(super) fn changed_devices(
     r: &impl Reads,
     events: &[EventRow],
@@ -336,12 +541,17 @@ pub(super) fn changed_devices(
         match e.kind.as_str() {
             "twin.updated" | "twin.replaced" | "twin.reported" | "device.created"
             | "device.updated" => ids.extend(e.device_id.clone()),
-            kind if also.contains(&kind) => ids.extend(e.device_id.clone()),
+            "twins.configured" if !also.contains(&"twins.configured") => {}
+            kind if also.contains(&kind) && e.device_id.is_some() => {
+                ids.extend(e.device_id.clone())
+            }
             "devices.created" => {
                 let listed = e.body["deviceIds"].as_array().into_iter().flatten();
                 ids.extend(listed.filter_map(|v| v.as_str().map(str::to_string)));
             }
-            "job.twins_updated" => {
+            // A batch: the operation's (or job's) completed rows between its first and last
+            // device say which twins it went through.
+            "job.twins_updated" | "twins.configured" => {
                 let text = |k: &str| e.body[k].as_str().unwrap_or_default().to_string();
                 let (job, first, last) =
                     (text("jobId"), text("firstDeviceId"), text("lastDeviceId"));
@@ -432,7 +642,7 @@ impl Hub {
                 let ids = changed_devices(tx, &events, &[])?;
                 let configs = load(tx)?;
                 for id in &ids {
-                    reconcile_in(&hub, tx, &configs, id, &now, now_ms)?;
+                    reconcile_in(&hub, tx, &configs, id, &now, Some(now_ms))?;
                 }
                 purge_removed_in(tx, &configs)?;
                 advance_cursor_in(tx, last)?;

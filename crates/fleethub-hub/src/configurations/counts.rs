@@ -158,7 +158,7 @@ fn catch_up(
         return Ok(false);
     }
     let extra: &[&str] = if entry.reads_desired {
-        &["twin.configured", "device.deleted"]
+        &["twin.configured", "twins.configured", "device.deleted"]
     } else {
         &["device.deleted"]
     };

@@ -4,8 +4,9 @@
 use crate::{Hub, HubConfig, JobsConfig};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use fleethub_core::{ErrorCode, ManualClock};
-use fleethub_store::{Store, StoreConfig};
+use fleethub_store::{JobReads, JobStatus, Store, StoreConfig};
 use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tempfile::TempDir;
 
@@ -252,6 +253,102 @@ async fn applying_again_patches_nothing() {
         .unwrap();
     f.settle().await;
     assert_eq!(f.version("d1").await, version + 1, "only the report");
+}
+
+#[tokio::test]
+async fn a_twin_changed_after_its_batch_was_planned_is_planned_again_on_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path().join("hub.db"))).unwrap();
+    let clock = ManualClock::new("2026-03-01T12:00:00Z".parse().unwrap());
+    let settings = HubConfig {
+        jobs: JobsConfig {
+            autorun: false,
+            twin_batch: 1,
+            twin_batches_per_step: 1,
+            ..JobsConfig::default()
+        },
+        ..HubConfig::default()
+    };
+    let hub = Hub::open(store, Arc::new(clock.clone()), settings)
+        .await
+        .unwrap();
+    let f = Fixture {
+        hub,
+        clock,
+        _dir: dir,
+    };
+    for id in ["d1", "d2", "d3", "d4"] {
+        f.device(id, json!({"env": "prod"})).await;
+    }
+    f.put(
+        "c",
+        config("tags.env = 'prod'", 1, json!({"properties.desired.x": 1})),
+    )
+    .await;
+    // One engine step starts the operation and applies it to d1 only.
+    f.hub.job_engine().step().await.unwrap();
+    let doc = f
+        .hub
+        .store()
+        .read(|r| r.unfinished_jobs(&[JobStatus::Running]))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| crate::jobs::JobDocument::from_row(row).unwrap())
+        .find(|d| d.job_type == crate::jobs::JobType::ApplyConfigurations)
+        .expect("the configuration's operation");
+    let prepared = super::apply::prepare(&f.hub, &doc, String::new(), 10)
+        .await
+        .unwrap();
+    let versions = [
+        f.version("d2").await,
+        f.version("d3").await,
+        f.version("d4").await,
+    ];
+    let seq = f.hub.last_event_seq().await.unwrap();
+    let conflicts = f.hub.metrics().write_conflicts.load(Ordering::Relaxed);
+    // After the batch was read and planned: d2 leaves the target, d3 gets another setting.
+    f.tags("d2", json!({"env": "dev"})).await;
+    f.hub
+        .update_twin("d3", json!({"properties": {"desired": {"y": 2}}}), None)
+        .await
+        .unwrap();
+    super::apply::commit(&f.hub, &doc, prepared).await.unwrap();
+
+    assert_eq!(f.desired("d2").await, json!({}), "planned x=1, but it left");
+    assert_eq!(f.desired("d3").await, json!({"x": 1, "y": 2}), "y kept");
+    assert_eq!(f.desired("d4").await, json!({"x": 1}));
+    let after = [
+        f.version("d2").await,
+        f.version("d3").await,
+        f.version("d4").await,
+    ];
+    assert_eq!(after, [versions[0] + 1, versions[1] + 2, versions[2] + 1]);
+    let redone = f.hub.metrics().write_conflicts.load(Ordering::Relaxed) - conflicts;
+    assert_eq!(redone, 2, "d2 and d3 planned again, d4 written as planned");
+    // The batch recorded one change, not one per twin.
+    let page = f.hub.events_after(seq, 100).await.unwrap();
+    let kinds: Vec<&str> = page.events.iter().map(|e| e.kind.as_str()).collect();
+    assert!(!kinds.contains(&"twin.configured"), "{kinds:?}");
+    let batch: Vec<_> = page
+        .events
+        .iter()
+        .filter(|e| e.kind == "twins.configured")
+        .collect();
+    assert_eq!(batch.len(), 1, "{kinds:?}");
+    assert_eq!(batch[0].body["configured"], json!(2));
+    assert_eq!(batch[0].body["firstDeviceId"], json!("d2"));
+    assert_eq!(batch[0].body["lastDeviceId"], json!("d4"));
+
+    // Whatever runs next patches none of them again, and the counts agree.
+    f.settle().await;
+    let settled = [
+        f.version("d2").await,
+        f.version("d3").await,
+        f.version("d4").await,
+    ];
+    assert_eq!(settled, after);
+    assert_eq!(f.counts("c").await, (3, 3));
 }
 
 #[tokio::test]

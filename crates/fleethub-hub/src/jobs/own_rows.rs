@@ -34,17 +34,6 @@ pub(crate) fn no_end<B>(_: &Hub, _: &mut WriteTx<'_>, _: &B) -> HubResult<()> {
     Ok(())
 }
 
-/// Does nothing when a row fails.
-pub(crate) fn no_failed<B>(
-    _: &Hub,
-    _: &mut WriteTx<'_>,
-    _: &B,
-    _: &str,
-    _: &HubError,
-) -> HubResult<()> {
-    Ok(())
-}
-
 /// One step: up to `limit` pending rows, `batch` per write. Returns how many it processed.
 pub(crate) async fn run<B: 'static>(
     hub: &Hub,
@@ -86,6 +75,30 @@ fn batch_in<B>(
 ) -> HubResult<()> {
     let job = doc.job_id.as_str();
     let shared = (work.begin)(hub, tx, doc)?;
+    let finished = rows_in(
+        hub,
+        tx,
+        job,
+        ids,
+        |tx, id| (work.row)(hub, tx, &shared, id),
+        |tx, id, e| (work.failed)(hub, tx, &shared, id, e),
+    )?;
+    (work.end)(hub, tx, &shared)?;
+    hub.operation_devices_finished_on_commit(tx, job, finished);
+    Ok(())
+}
+
+/// The rows of one batch, in one write: each still-pending row is marked completed together
+/// with its device's part (`row`), or, if that part fails, marked failed with its error (what
+/// the part wrote rolled back alone) and `failed` told. Returns the rows it ended.
+pub(crate) fn rows_in(
+    hub: &Hub,
+    tx: &mut WriteTx<'_>,
+    job: &str,
+    ids: &[String],
+    mut row: impl FnMut(&mut WriteTx<'_>, &str) -> HubResult<()>,
+    mut failed: impl FnMut(&mut WriteTx<'_>, &str, &HubError) -> HubResult<()>,
+) -> HubResult<Vec<(String, DeviceJobStatus)>> {
     let now = hub.now_string();
     let mut finished = Vec::new();
     for id in ids {
@@ -101,7 +114,7 @@ fn batch_in<B>(
             if !tx.update_pending_job_device(job, id, &done)? {
                 return Ok(false);
             }
-            (work.row)(hub, tx, &shared, id)?;
+            row(tx, id)?;
             Ok(true)
         });
         let status = match outcome {
@@ -109,21 +122,19 @@ fn batch_in<B>(
             Ok(true) => DeviceJobStatus::Completed,
             Err(e) => {
                 let error = json!({ "code": e.code.name(), "description": e.message });
-                let failed = JobDeviceUpdate {
+                let update = JobDeviceUpdate {
                     status: DeviceJobStatus::Failed,
                     error: Some(&error),
                     ..done
                 };
-                if !tx.update_pending_job_device(job, id, &failed)? {
+                if !tx.update_pending_job_device(job, id, &update)? {
                     continue;
                 }
-                (work.failed)(hub, tx, &shared, id, &e)?;
+                failed(tx, id, &e)?;
                 DeviceJobStatus::Failed
             }
         };
         finished.push((id.clone(), status));
     }
-    (work.end)(hub, tx, &shared)?;
-    hub.operation_devices_finished_on_commit(tx, job, finished);
-    Ok(())
+    Ok(finished)
 }

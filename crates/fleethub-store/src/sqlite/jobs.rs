@@ -258,13 +258,26 @@ pub trait JobReads: Reads {
         status: DeviceJobStatus,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
+        self.job_device_ids_after(job_id, status, "", limit)
+    }
+
+    /// [`JobReads::job_device_ids`] after the id `after` (a reader that pages while its earlier
+    /// pages are still being written).
+    fn job_device_ids_after(
+        &self,
+        job_id: &str,
+        status: DeviceJobStatus,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         let mut stmt = self.conn().prepare_cached(
             "SELECT device_id FROM job_devices WHERE job_id = ?1 AND status = ?2
-             ORDER BY device_id LIMIT ?3",
+             AND device_id > ?4 ORDER BY device_id LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![job_id, status.as_str(), sql_limit(limit)], |r| {
-            r.get(0)
-        })?;
+        let rows = stmt.query_map(
+            params![job_id, status.as_str(), sql_limit(limit), after],
+            |r| r.get(0),
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

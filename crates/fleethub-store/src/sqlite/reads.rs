@@ -6,7 +6,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::Value;
 
 use super::compiled::{self, QueryRows};
-use crate::{C2dRow, DeviceCounts, DeviceRow, EventRow, FirmwareCount, StoreError, TelemetryRow};
+use crate::{
+    C2dRow, DeviceCounts, DeviceRow, DeviceStamp, EventRow, FirmwareCount, StoreError, TelemetryRow,
+};
 
 /// The columns [`device_row`] reads, in order: `fleethub_query::DEVICE_COLUMNS`, which rebuild
 /// each section from its JSONB values, version column and `twin_metadata` row (a macro, so
@@ -89,6 +91,23 @@ pub trait Reads: sealed::Connected {
             " FROM devices WHERE device_id = ?1"
         ))?;
         Ok(stmt.query_row([id], device_row).optional()?)
+    }
+
+    /// A device's row key, twin version and registry revision, if it exists: what a writer
+    /// compares with an earlier read to learn that nothing of the device moved since.
+    fn device_stamp(&self, id: &str) -> Result<Option<DeviceStamp>, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT row, twin_version, revision FROM devices WHERE device_id = ?1",
+        )?;
+        Ok(stmt
+            .query_row([id], |r| {
+                Ok(DeviceStamp {
+                    row: r.get(0)?,
+                    twin_version: r.get(1)?,
+                    revision: r.get(2)?,
+                })
+            })
+            .optional()?)
     }
 
     /// The reported section as stored JSON text plus the twin version, without decoding the rest
