@@ -1,8 +1,10 @@
 """A rollout in the dashboard: created with the CLI over the simulated fleet, its waves' counts
-move on the page without a reload, it is paused from the page (and the engine is paused), and a
-read-only policy sees no command buttons and cannot pause it."""
+move on the page without a reload, it is paused from the page (and the engine is paused), a
+read-only policy sees no command buttons and cannot pause it, and a device's page shows its
+attempt in the rollout."""
 
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 
 from test_dashboard import assert_no_stray_null, sign_in, text_of, visible, wait
 
@@ -101,3 +103,28 @@ def test_the_rollouts_list_and_the_firmware_pages_show_the_rollout_and_its_downl
     assert devices and all(d.startswith("sim-") for d in devices), devices
     assert browser.find_elements(By.CSS_SELECTOR, "#page .error") == []
     assert_no_stray_null(browser)
+
+
+def test_a_device_page_shows_its_rollout_attempt(browser, hub, shots):
+    devices = hub.rest("GET", "/v1/rollouts/night/devices").json()
+    # The canary wave passed in the first test: its devices are updated.
+    device = next(d["id"] for d in devices if d["state"] == "updated" and d["wave"] == 0)
+    browser.delete_all_cookies()
+    sign_in(browser, hub, "iothubowner", hub.owner_key())
+    browser.get(hub.base_url + f"/#/devices/{device}")
+    row = visible(browser, "#firmware-history tr[data-rollout=night]")
+    assert text_of(browser, "#firmware-history h2") == "Firmware history: rollout attempts"
+    cells = [c.text for c in row.find_elements(By.CSS_SELECTOR, "th, td")]
+    assert cells[0] == "night" and cells[1] == "canary" and cells[2] == "updated", cells
+    assert cells[4] == "1.4.2 → 2.1.0", cells
+    assert cells[6] != "—", f"an updated attempt has a finish time: {cells}"
+    # (The twin's own JSON may hold nulls; the history must not print an absent part as one.)
+    assert "null" not in text_of(browser, "#firmware-history").split(), cells
+    browser.execute_script("arguments[0].scrollIntoView()", browser.find_element(By.ID, "firmware-history"))
+    shots(browser, "device-rollouts")
+    # The rollout opens from the row with the keyboard.
+    link = row.find_element(By.CSS_SELECTOR, "a[href='#/rollouts/night']")
+    browser.execute_script("arguments[0].focus()", link)
+    assert browser.switch_to.active_element == link
+    link.send_keys(Keys.ENTER)
+    visible(browser, "tr[data-wave=canary]")

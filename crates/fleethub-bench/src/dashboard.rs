@@ -107,10 +107,11 @@ fn pages(shown: &Shown) -> Vec<Page> {
         },
         Page {
             name: "device",
-            what: "device page (twin, last 100 messages, its jobs)",
+            what: "device page (twin, its rollouts, last 100 messages, its jobs)",
             route: format!("#/devices/{}", encode(device)),
             requests: vec![
                 Request::get(format!("/twins/{device}")),
+                Request::get(format!("/v1/devices/{device}/rollouts?top=20")),
                 Request::get(format!("/v1/telemetry?deviceId={device}&last=100")),
                 Request::query(
                     format!("SELECT * FROM devices.jobs WHERE deviceId = '{device}'"),

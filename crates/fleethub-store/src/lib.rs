@@ -19,9 +19,9 @@ pub use rows::{
     ReportedParts, TelemetryRow, TwinSections,
 };
 pub use sqlite::{
-    ConfigurationCounts, ConfigurationReads, ConfigurationRow, DeviceJobStatus, Effect,
-    FirmwareReads, FirmwareReferences, FirmwareRow, JobDeviceCounts, JobDeviceRow, JobDeviceUpdate,
-    JobFilter, JobReads, JobRow, JobSnapshot, JobStatus, JobTwinTarget, NewJobDevice,
-    NewJobDevices, QueryRow, QueryRows, ReadTx, Reads, RolloutEventRow, RolloutPushRow,
-    RolloutReads, RolloutRow, Store, WriteTx,
+    ConfigurationCounts, ConfigurationReads, ConfigurationRow, DeviceJobStatus, DeviceRolloutRow,
+    Effect, FirmwareReads, FirmwareReferences, FirmwareRow, JobDeviceCounts, JobDeviceRow,
+    JobDeviceUpdate, JobFilter, JobReads, JobRow, JobSnapshot, JobStatus, JobTwinTarget,
+    NewJobDevice, NewJobDevices, QueryRow, QueryRows, ReadTx, Reads, RolloutEventRow,
+    RolloutPushRow, RolloutReads, RolloutRow, Store, WriteTx,
 };

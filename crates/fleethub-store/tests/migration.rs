@@ -78,7 +78,7 @@ async fn the_v10_fixture_reads_back_what_was_written() {
     assert_eq!(devices, v10::DEVICES - 1);
     migrated.close();
     // The new layout: JSONB values, metadata in its own table, no copy left behind.
-    assert_eq!(schema_version(&path), 13);
+    assert_eq!(schema_version(&path), 14);
     let sql = "SELECT count(*) FROM devices WHERE typeof(tags) = 'blob' \
                AND typeof(desired) = 'blob' AND typeof(reported) = 'blob'";
     assert_eq!(count(&path, sql), (v10::DEVICES - 1) as i64);
@@ -93,6 +93,11 @@ async fn the_v10_fixture_reads_back_what_was_written() {
     let leaves = count(&path, sql);
     assert!(leaves > 0);
     assert_eq!(count(&path, "SELECT count(*) FROM device_tags"), leaves);
+    // Migration 14: a device's rollout records, found by the device; written before the
+    // migration, they carry no time.
+    let sql = "SELECT count(*) FROM rollout_devices INDEXED BY rollout_devices_device \
+               WHERE device_id = 'dev-00' AND updated_ms IS NULL";
+    assert_eq!(count(&path, sql), 1);
     let sql = "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND name LIKE '%tags%'";
     assert_eq!(count(&path, sql), 0);
 }
@@ -116,7 +121,7 @@ async fn a_migration_stopped_part_way_picks_up_where_it_stopped() {
     let store = Store::open(StoreConfig::new(&path)).unwrap();
     assert_same(&v10::snapshot(&store).await, &fresh_snapshot().await);
     store.close();
-    assert_eq!(schema_version(&path), 13);
+    assert_eq!(schema_version(&path), 14);
     assert_eq!(count(&path, "SELECT count(*) FROM twin_metadata"), 23);
 }
 

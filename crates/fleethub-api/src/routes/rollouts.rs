@@ -1,6 +1,6 @@
 //! Phased firmware rollouts over `/v1/rollouts` (docs/rollouts.md): create from a spec, list,
-//! show, the devices a rollout tracks, its audit trail read by cursor, and the operator's
-//! commands. The hub answers typed views; a spec's mistakes answer 400 `RolloutInvalid` naming
+//! show, the devices a rollout tracks, its audit trail read by cursor, the operator's commands,
+//! and one device's rollouts (`/v1/devices/{id}/rollouts`, its firmware history). The hub answers typed views; a spec's mistakes answer 400 `RolloutInvalid` naming
 //! the field, an unknown id 404 `RolloutNotFound`, a command the rollout's state refuses 409
 //! `RolloutStateConflict`.
 
@@ -12,7 +12,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fleethub_core::{ErrorCode, HubError};
-use fleethub_hub::rollouts::{CreateRollout, RolloutCommand, RolloutEventsPage, RolloutView};
+use fleethub_hub::rollouts::{
+    CreateRollout, DeviceRolloutView, RolloutCommand, RolloutEventsPage, RolloutView,
+};
 use fleethub_rollout::{DeviceRecord, RolloutSpec};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -25,6 +27,8 @@ use utoipa_axum::routes;
 const DEFAULT_TOP: usize = 100;
 /// Events per page when the caller gives no `top`.
 const DEFAULT_EVENTS: usize = 100;
+/// A device's rollouts listed when the caller gives no `top`.
+const DEFAULT_DEVICE_ROLLOUTS: usize = 20;
 
 /// The rollout routes, each with its description.
 pub fn routes() -> OpenApiRouter<ApiState> {
@@ -34,6 +38,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(devices))
         .routes(routes!(events))
         .routes(routes!(command))
+        .routes(routes!(device_rollouts))
 }
 
 fn invalid(message: String) -> ApiError {
@@ -181,6 +186,36 @@ async fn devices(
     PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     Ok(Json(state.hub.rollout_devices(&id).await?).into_response())
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DeviceRolloutsQuery {
+    /// At most this many (default 20, at most 100).
+    top: Option<usize>,
+}
+
+/// One device's rollouts: its firmware history.
+///
+/// Every rollout the device belongs to, newest first, with the device's attempt there: its
+/// state, wave, attempt number, from- and to-version, when it was first and last pushed, when it
+/// ended and why it failed. An unregistered device answers 404 `DeviceNotFound`.
+#[utoipa::path(
+    get,
+    path = "/v1/devices/{id}/rollouts",
+    tag = "rollouts",
+    params(("id" = String, Path, description = "The device's id."), DeviceRolloutsQuery),
+    responses((status = 200, description = "The device's rollouts.", body = Vec<DeviceRolloutView>)),
+    security(("sas" = ["RegistryRead"]), ("session" = ["RegistryRead"])),
+)]
+async fn device_rollouts(
+    _: Authorized<RegistryRead>,
+    State(state): State<ApiState>,
+    PathId(id): PathId,
+    HubQuery(query): HubQuery<DeviceRolloutsQuery>,
+) -> Result<Response, ApiError> {
+    let top = query.top.unwrap_or(DEFAULT_DEVICE_ROLLOUTS);
+    Ok(Json(state.hub.device_rollouts(&id, top).await?).into_response())
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -518,6 +518,24 @@ async fn every_described_operation_answers_as_described() {
         .await
         .json();
     assert!(!trail["events"].as_array().unwrap().is_empty());
+    let history = walk
+        .get("/v1/devices/{id}/rollouts", "/v1/devices/walk-1/rollouts")
+        .await
+        .json();
+    assert_eq!(history[0]["rollout"], "walk", "{history}");
+    assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
+    let unknown = walk
+        .call(
+            Method::GET,
+            "/v1/devices/{id}/rollouts",
+            "/v1/devices/no-such-device/rollouts",
+            None,
+            &[],
+            404,
+        )
+        .await
+        .json();
+    assert_eq!(unknown["errorCode"], 404001, "{unknown}");
     let command = "/v1/rollouts/{id}/{verb}";
     let paused = walk
         .call(

@@ -142,7 +142,7 @@ impl StepWrite {
                 self.rollout_id
             )));
         }
-        tx.put_rollout_devices(&self.rollout_id, &self.devices)?;
+        tx.put_rollout_devices(&self.rollout_id, &self.devices, self.now_ms)?;
         tx.insert_rollout_pushes(&self.pushes)?;
         tx.append_rollout_events(&self.events)
     }

@@ -18,7 +18,8 @@ mod view;
 
 pub use engine::RolloutFigures;
 pub use view::{
-    CreateRollout, GateView, RolloutCommand, RolloutEvent, RolloutEventsPage, RolloutView, WaveView,
+    CreateRollout, DeviceRolloutView, GateView, RolloutCommand, RolloutEvent, RolloutEventsPage,
+    RolloutView, WaveView,
 };
 
 use crate::Hub;
@@ -27,13 +28,15 @@ use engine::{Loaded, PendingStep, TwinChange};
 use fleethub_core::{ErrorCode, HubError, HubResult};
 use fleethub_query::Condition;
 use fleethub_rollout::{Command, DeviceRecord, Observation, Rollout, RolloutSpec};
-use fleethub_store::{FirmwareReads, RolloutReads, RolloutRow, WriteTx};
+use fleethub_store::{FirmwareReads, JobReads, RolloutReads, RolloutRow, WriteTx};
 use std::sync::atomic::Ordering;
 
 /// The longest rollout id: its pushes' operation ids (`ro-{id}-{12 hex}`) must fit a job id.
 pub const ROLLOUT_ID_MAX: usize = 48;
 /// The most audit events one page holds.
 pub const EVENTS_PAGE_MAX: usize = 1000;
+/// The most rollouts one device's history answers with.
+pub const DEVICE_ROLLOUTS_MAX: usize = 100;
 
 fn not_found(id: &str) -> HubError {
     HubError::new(
@@ -212,6 +215,33 @@ impl Hub {
         let mut machines = self.rollouts_state().machines.lock().await;
         let l = self.loaded(&mut machines, id).await?;
         Ok(l.machine.devices().to_vec())
+    }
+
+    /// The rollouts a device belongs to, newest first (at most `limit`, capped at
+    /// [`DEVICE_ROLLOUTS_MAX`]), with the device's attempt in each, as committed. 404
+    /// `DeviceNotFound` for a device that is not registered.
+    pub async fn device_rollouts(
+        &self,
+        device_id: &str,
+        limit: usize,
+    ) -> HubResult<Vec<DeviceRolloutView>> {
+        let device_id = fleethub_core::DeviceId::parse(device_id)?;
+        let limit = limit.clamp(1, DEVICE_ROLLOUTS_MAX);
+        let key = device_id.as_str().to_string();
+        let (exists, rows) = self
+            .store()
+            .read(move |r| {
+                let exists = r.device_exists(&key)?;
+                Ok::<_, fleethub_store::StoreError>((exists, r.device_rollouts(&key, limit)?))
+            })
+            .await?;
+        if !exists {
+            return Err(HubError::new(
+                ErrorCode::DeviceNotFound,
+                format!("device '{device_id}' is not registered"),
+            ));
+        }
+        rows.iter().map(DeviceRolloutView::of_row).collect()
     }
 
     /// A page of a rollout's audit trail: up to `limit` (at most [`EVENTS_PAGE_MAX`]) events

@@ -2,10 +2,12 @@
 //! CLI. Nothing here is stored.
 
 use chrono::{DateTime, Utc};
+use fleethub_core::{HubError, HubResult};
 use fleethub_rollout::{
-    Compliance, Counts, EventKind, Rollout, RolloutSpec, RolloutState, Status, Threshold,
-    WaveStatus,
+    Compliance, Counts, DeviceRecord, DeviceState, EventKind, Rollout, RolloutSpec, RolloutState,
+    Status, Threshold, WaveStatus,
 };
+use fleethub_store::DeviceRolloutRow;
 use serde::Serialize;
 
 /// A rollout to create.
@@ -108,6 +110,80 @@ pub struct RolloutEventsPage {
     pub events: Vec<RolloutEvent>,
     /// The cursor to ask for the next page with; `None` when this page reached the end.
     pub next: Option<i64>,
+}
+
+/// One device's attempt in one rollout, as the device page's firmware history shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct DeviceRolloutView {
+    /// The rollout's id (its name).
+    pub rollout: String,
+    pub rollout_status: Status,
+    pub rollout_created: DateTime<Utc>,
+    /// The wave that took the device, if one did.
+    pub wave: Option<String>,
+    /// Where the device is in the rollout (`waiting`, `in_flight`, `updated`, `flagged`, …).
+    #[serde(flatten)]
+    pub state: DeviceState,
+    /// Pushes the rollout made to the device (its version and rollbacks).
+    pub attempt: u32,
+    /// What the device ran before the rollout first pushed it; `None` until then.
+    pub from_version: Option<String>,
+    /// The version the rollout installs.
+    pub to_version: String,
+    /// The device's last reported `current_version` and update error, as the rollout saw them.
+    pub reported_version: Option<String>,
+    pub error: Option<String>,
+    /// Why its last attempt failed, if it did.
+    pub failure: Option<String>,
+    /// When the rollout first pushed the device; `None` if it never did.
+    pub started: Option<DateTime<Utc>>,
+    /// When the current push was made.
+    pub last_push: Option<DateTime<Utc>>,
+    /// When the attempt ended (updated, flagged, refused, left, skipped, rolled back); `None`
+    /// while it goes on, and for a record stored before the hub kept the time.
+    pub finished: Option<DateTime<Utc>>,
+}
+
+impl DeviceRolloutView {
+    /// The view of a stored row; a row that does not decode is a server error naming it.
+    pub(crate) fn of_row(row: &DeviceRolloutRow) -> HubResult<DeviceRolloutView> {
+        let corrupt = |what: &str, e: serde_json::Error| {
+            HubError::server(format!("stored rollout {}: {what}: {e}", row.rollout_id))
+        };
+        let spec: RolloutSpec = serde_json::from_str(&row.spec).map_err(|e| corrupt("spec", e))?;
+        let record: DeviceRecord =
+            serde_json::from_str(&row.record).map_err(|e| corrupt("device record", e))?;
+        let rollout_status = serde_json::from_value(serde_json::Value::String(row.status.clone()))
+            .map_err(|e| corrupt("status", e))?;
+        let ended = matches!(
+            record.state,
+            DeviceState::Updated
+                | DeviceState::Flagged
+                | DeviceState::Refused
+                | DeviceState::Left
+                | DeviceState::Skipped
+                | DeviceState::RolledBack
+        );
+        Ok(DeviceRolloutView {
+            rollout: row.rollout_id.clone(),
+            rollout_status,
+            rollout_created: ms_time(row.created_ms),
+            wave: record
+                .wave
+                .and_then(|w| spec.waves.get(w))
+                .map(|w| w.name.clone()),
+            state: record.state,
+            attempt: record.attempt,
+            from_version: record.from_version,
+            to_version: spec.artifact.version,
+            reported_version: record.version,
+            error: record.error,
+            failure: record.failure,
+            started: row.first_push_ms.map(ms_time),
+            last_push: record.pushed_at,
+            finished: row.updated_ms.filter(|_| ended).map(ms_time),
+        })
+    }
 }
 
 fn ms_time(ms: i64) -> DateTime<Utc> {

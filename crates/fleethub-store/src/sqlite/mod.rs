@@ -44,7 +44,7 @@ pub use jobs::{
     JobSnapshot, JobStatus, JobTwinTarget, NewJobDevice, NewJobDevices,
 };
 pub use reads::{ReadTx, Reads};
-pub use rollouts::{RolloutEventRow, RolloutPushRow, RolloutReads, RolloutRow};
+pub use rollouts::{DeviceRolloutRow, RolloutEventRow, RolloutPushRow, RolloutReads, RolloutRow};
 pub use writes::{Effect, WriteTx};
 
 /// How long a connection waits for a lock held by another process (e.g. a backup) before failing.

@@ -66,6 +66,35 @@ pub struct RolloutEventRow {
     pub message: String,
 }
 
+/// A rollout one device belongs to, with the device's record there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRolloutRow {
+    /// The rollout's id.
+    pub rollout_id: String,
+    /// Its spec as created (JSON).
+    pub spec: String,
+    /// Its status (`running`, `paused`, …).
+    pub status: String,
+    /// When it was created, Unix milliseconds.
+    pub created_ms: i64,
+    /// The device's record in it (JSON).
+    pub record: String,
+    /// When the engine last wrote that record; `None` for a record older than schema 14.
+    pub updated_ms: Option<i64>,
+    /// When the rollout first pushed the device; `None` if it never did.
+    pub first_push_ms: Option<i64>,
+}
+
+/// The rollouts of one device, newest first: the device's rows through `rollout_devices_device`,
+/// each joined to its rollout and to its first push (both by primary key).
+pub(crate) const DEVICE_ROLLOUTS: &str = "
+    SELECT r.rollout_id, r.spec, r.status, r.created_ms, d.record, d.updated_ms,
+        (SELECT min(p.created_ms) FROM rollout_pushes AS p
+         WHERE p.rollout_id = d.rollout_id AND p.device_id = d.device_id)
+    FROM rollout_devices AS d JOIN rollouts AS r ON r.rollout_id = d.rollout_id
+    WHERE d.device_id = ?1
+    ORDER BY r.created_ms DESC, r.rollout_id LIMIT ?2";
+
 const ROLLOUT_COLUMNS: &str = "rollout_id, spec, status, state, created_ms, updated_ms";
 const PUSH_COLUMNS: &str = "rollout_id, device_id, attempt, version, rollback, created_ms, sent_ms";
 const EVENT_COLUMNS: &str = "seq, rollout_id, at_ms, kind, wave, device_id, message";
@@ -107,6 +136,29 @@ pub trait RolloutReads: Reads {
              ORDER BY device_id",
         )?;
         let rows = stmt.query_map([rollout_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Up to `limit` of the rollouts `device_id` belongs to, newest first, each with the
+    /// device's record there. Found through the index on the device, so it costs the same with
+    /// a million devices in a rollout.
+    fn device_rollouts(
+        &self,
+        device_id: &str,
+        limit: usize,
+    ) -> Result<Vec<DeviceRolloutRow>, StoreError> {
+        let mut stmt = self.conn().prepare_cached(DEVICE_ROLLOUTS)?;
+        let rows = stmt.query_map(params![device_id, sql_limit(limit)], |r| {
+            Ok(DeviceRolloutRow {
+                rollout_id: r.get(0)?,
+                spec: r.get(1)?,
+                status: r.get(2)?,
+                created_ms: r.get(3)?,
+                record: r.get(4)?,
+                updated_ms: r.get(5)?,
+                first_push_ms: r.get(6)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -192,18 +244,22 @@ impl WriteTx<'_> {
         Ok(stmt.execute(params![rollout_id, status, state, updated_ms])? == 1)
     }
 
-    /// Writes device records (device id, record), replacing any stored for the same device.
+    /// Writes device records (device id, record) as of `updated_ms`, replacing any stored for
+    /// the same device.
     pub fn put_rollout_devices(
         &mut self,
         rollout_id: &str,
         records: &[(String, String)],
+        updated_ms: i64,
     ) -> Result<(), StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "INSERT INTO rollout_devices (rollout_id, device_id, record) VALUES (?1, ?2, ?3)
-             ON CONFLICT (rollout_id, device_id) DO UPDATE SET record = excluded.record",
+            "INSERT INTO rollout_devices (rollout_id, device_id, record, updated_ms)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (rollout_id, device_id)
+             DO UPDATE SET record = excluded.record, updated_ms = excluded.updated_ms",
         )?;
         for (device, record) in records {
-            stmt.execute(params![rollout_id, device, record])?;
+            stmt.execute(params![rollout_id, device, record, updated_ms])?;
         }
         Ok(())
     }

@@ -286,7 +286,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The SQL migrations after the twin layout (migration 11): `AFTER_LAYOUT[0]` is migration 12,
-/// `AFTER_LAYOUT[1]` migration 13.
+/// `AFTER_LAYOUT[1]` migration 13, and so on.
 const AFTER_LAYOUT: &[&str] = &[
     // 12: devices counted by status and reported firmware (`device_counts`), kept by triggers in
     // the transaction of every insert, delete and status or firmware change, so the dashboard's
@@ -359,6 +359,14 @@ const AFTER_LAYOUT: &[&str] = &[
         FROM devices AS d, json_tree(d.tags) AS t
         WHERE t.type NOT IN ('object', 'array')
         ORDER BY 1, 2, 3, 4;
+    "#,
+    // 14: a device's rollouts. `rollout_devices` is keyed by rollout first, so "every rollout
+    // this device is in" (the device page's rollout attempts) scanned every rollout's rows; the
+    // index on the device finds them directly. `updated_ms` is when the engine last wrote the
+    // record (NULL for records written before this migration): when a device's attempt ended.
+    r#"
+    ALTER TABLE rollout_devices ADD COLUMN updated_ms INTEGER;
+    CREATE INDEX rollout_devices_device ON rollout_devices (device_id);
     "#,
 ];
 

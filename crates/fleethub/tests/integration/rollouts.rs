@@ -536,3 +536,70 @@ async fn kill_dash_nine_mid_wave_pushes_each_device_once_per_attempt_and_skips_n
     }
     eprintln!("devices pushed more than once: {retried}");
 }
+
+/// `GET /v1/devices/{id}/rollouts`: a device in a rollout reads its attempt there, one in none
+/// reads an empty history, and an unregistered id is 404 `DeviceNotFound`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_reads_its_rollout_attempts() {
+    let hub = TestHub::start().await;
+    let new = store(&hub, "2.1.0", &image(16 * 1024, 21)).await;
+    let members = register(&hub, "member", 1).await;
+    let outside = register(&hub, "outside", 1).await;
+    tag(&hub, &members, json!({"product": "aq", "ring": "canary"})).await;
+    let sha = new["sha256"].as_str().unwrap().to_string();
+    let spec = night(
+        sha,
+        vec![wave("canary", "canary", 0)],
+        RetrySpec::default(),
+        TripAction::Pause,
+    );
+    hub.running
+        .hub
+        .create_rollout(CreateRollout {
+            id: "history".into(),
+            spec,
+            supersedes: None,
+        })
+        .await
+        .unwrap();
+    let path = format!("/v1/devices/{}/rollouts", members[0]);
+    let attempt = wait_for("the member's push to be recorded", || async {
+        let r = hub.call(Method::GET, &path, None).await;
+        match r.body.as_array().map(Vec::as_slice) {
+            Some([one]) if one["attempt"] == 1 => Ok(one.clone()),
+            _ => Err(format!("{} {}", r.status, r.body)),
+        }
+    })
+    .await;
+    assert_eq!(attempt["rollout"], "history", "{attempt}");
+    assert_eq!(attempt["to_version"], "2.1.0", "{attempt}");
+    assert_eq!(attempt["wave"], "canary", "{attempt}");
+    assert_eq!(attempt["state"], "in_flight", "{attempt}");
+    assert_eq!(attempt["rollout_status"], "running", "{attempt}");
+    assert!(attempt["started"].is_string(), "{attempt}");
+    assert!(attempt["finished"].is_null(), "{attempt}");
+
+    let none = hub
+        .call(
+            Method::GET,
+            &format!("/v1/devices/{}/rollouts", outside[0]),
+            None,
+        )
+        .await;
+    assert_eq!(none.status, 200, "{}", none.body);
+    assert_eq!(none.body, json!([]));
+
+    let unknown = hub
+        .call(Method::GET, "/v1/devices/nobody-here/rollouts", None)
+        .await;
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    assert_eq!(unknown.body["errorCode"], 404001, "{}", unknown.body);
+    assert!(
+        unknown.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nobody-here"),
+        "{}",
+        unknown.body
+    );
+}

@@ -457,7 +457,8 @@ async function devicePage(root, params, deviceId) {
   };
   await drawTwin();
   if (can("serviceConnect")) sections.append(deviceActions(deviceId, () => twin, drawTwin));
-  sections.append(await telemetrySection(deviceId), await deviceJobsSection(deviceId));
+  sections.append(await firmwareHistorySection(deviceId), await telemetrySection(deviceId),
+    await deviceJobsSection(deviceId));
   const refresh = throttle(() => drawTwin().catch(() => {}), 1000);
   S.onEvents = (events) => { if (events.some((e) => e.deviceId === deviceId)) refresh(); };
 }
@@ -578,6 +579,34 @@ function plot(points) {
 }
 
 const fmtNum = (v) => (Math.abs(v) >= 1000 ? v.toFixed(0) : v.toPrecision(3));
+
+/** The device's rollout attempts, newest first: its firmware history. */
+async function firmwareHistorySection(deviceId) {
+  const section = h("section", { class: "panel", "aria-labelledby": "fh-title", id: "firmware-history" },
+    h("h2", { id: "fh-title" }, "Firmware history: rollout attempts"));
+  if (!can("registryRead")) {
+    section.append(h("p", { class: "muted" }, "Reading rollouts needs the RegistryRead right."));
+    return section;
+  }
+  let rows;
+  try { rows = (await api("GET", `/v1/devices/${enc(deviceId)}/rollouts?top=20`)).data; } catch (e) {
+    section.append(errorBox(e));
+    return section;
+  }
+  section.append(rows.length === 0 ? h("p", { class: "muted" }, "No rollout has included this device.") :
+    table(["Rollout", "Wave", "Outcome", { label: "Attempt", num: true }, "From → to", "Started", "Finished", "Reason"],
+      rows.map((a) => h("tr", { "data-rollout": a.rollout },
+        h("th", { scope: "row" }, h("a", { href: `#/rollouts/${enc(a.rollout)}` }, a.rollout)),
+        h("td", {}, a.wave ?? "—"),
+        h("td", {}, badge(a.state)),
+        h("td", { class: "num" }, fmt(a.attempt)),
+        h("td", { class: "mono" }, `${a.from_version ?? "—"} → ${a.to_version}`),
+        h("td", {}, timeText(a.started)),
+        h("td", {}, timeText(a.finished)),
+        h("td", {}, a.failure ?? a.error ?? "—"))),
+      "The rollouts this device belongs to, newest first"));
+  return section;
+}
 
 async function deviceJobsSection(deviceId) {
   const section = h("section", { class: "panel", "aria-labelledby": "dj-title" }, h("h2", { id: "dj-title" }, "Jobs"));

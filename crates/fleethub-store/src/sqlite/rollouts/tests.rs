@@ -1,4 +1,5 @@
 use super::*;
+use crate::sqlite::reads::sealed::Connected;
 use crate::{Store, StoreConfig};
 
 fn open(dir: &std::path::Path) -> Store {
@@ -149,7 +150,7 @@ async fn state_pushes_and_events_of_a_failed_write_are_all_absent() {
     store
         .write(|tx| {
             tx.update_rollout("r1", "running", r#"{"step":1}"#, 2)?;
-            tx.put_rollout_devices("r1", &[("a".into(), r#"{"state":"in_flight"}"#.into())])?;
+            tx.put_rollout_devices("r1", &[("a".into(), r#"{"state":"in_flight"}"#.into())], 2)?;
             tx.insert_rollout_pushes(&[push("a", 1)])?;
             tx.append_rollout_events(&[event("wave_started", "wave canary started: 1 devices")])
         })
@@ -158,7 +159,7 @@ async fn state_pushes_and_events_of_a_failed_write_are_all_absent() {
     let failed = store
         .write(|tx| {
             tx.update_rollout("r1", "paused", r#"{"step":2}"#, 3)?;
-            tx.put_rollout_devices("r1", &[("a".into(), r#"{"state":"flagged"}"#.into())])?;
+            tx.put_rollout_devices("r1", &[("a".into(), r#"{"state":"flagged"}"#.into())], 3)?;
             tx.insert_rollout_pushes(&[push("a", 2)])?;
             tx.append_rollout_events(&[event("gate_tripped", "tripped")])?;
             Err::<(), _>(StoreError::Other("the process died here".into()))
@@ -217,4 +218,66 @@ async fn events_are_read_on_from_a_cursor() {
         .await
         .unwrap()
         .is_empty());
+}
+
+#[tokio::test]
+async fn a_device_reads_its_rollouts_newest_first_through_its_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .write(|tx| {
+            tx.insert_rollout(&rollout("r1", 1))?;
+            tx.insert_rollout(&rollout("r2", 5))?;
+            tx.put_rollout_devices(
+                "r1",
+                &[
+                    ("a".into(), r#"{"state":"updated"}"#.into()),
+                    ("b".into(), r#"{"state":"waiting"}"#.into()),
+                ],
+                7,
+            )?;
+            tx.put_rollout_devices("r2", &[("a".into(), r#"{"state":"in_flight"}"#.into())], 8)?;
+            tx.insert_rollout_pushes(&[push("a", 1), push("a", 2)])
+        })
+        .await
+        .unwrap();
+    let rows = store.read(|r| r.device_rollouts("a", 10)).await.unwrap();
+    let seen: Vec<(&str, &str, Option<i64>, Option<i64>)> = rows
+        .iter()
+        .map(|d| {
+            let rollout = d.rollout_id.as_str();
+            (rollout, d.record.as_str(), d.updated_ms, d.first_push_ms)
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("r2", r#"{"state":"in_flight"}"#, Some(8), None),
+            ("r1", r#"{"state":"updated"}"#, Some(7), Some(10)),
+        ]
+    );
+    let newest = store.read(|r| r.device_rollouts("a", 1)).await.unwrap();
+    assert_eq!(newest.len(), 1);
+    assert_eq!(newest[0].rollout_id, "r2");
+    assert!(store
+        .read(|r| r.device_rollouts("nobody", 10))
+        .await
+        .unwrap()
+        .is_empty());
+    // The device's rows come from its index, not a scan of every rollout's rows.
+    let plan: Vec<String> = store
+        .read(|r| {
+            let mut stmt = r
+                .conn()
+                .prepare(&format!("EXPLAIN QUERY PLAN {DEVICE_ROLLOUTS}"))?;
+            let steps = stmt.query_map(params!["a", 10], |row| row.get::<_, String>(3))?;
+            Ok::<_, StoreError>(steps.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+        .unwrap();
+    assert!(
+        plan.iter().any(|p| p.contains("rollout_devices_device")),
+        "{plan:?}"
+    );
+    assert!(!plan.iter().any(|p| p.starts_with("SCAN")), "{plan:?}");
 }
