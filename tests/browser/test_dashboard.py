@@ -2,6 +2,8 @@
 overview, watch it update live, query with an error then without, open a device and change it,
 and a read-only policy that sees no buttons and whose changes the server refuses."""
 
+import time
+
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -235,3 +237,84 @@ def test_a_job_opens_from_the_list_with_its_statistics_and_device_rows(browser, 
     assert "completed" in rows[0].text, rows[0].text
     assert browser.find_elements(By.CSS_SELECTOR, "#page .error") == []
     assert_no_stray_null(browser)
+
+
+# Every visible text on the page against the background it is drawn on (the nearest ancestor
+# with one, semi-transparent colours blended over what lies beneath), as WCAG 2 computes the
+# contrast ratio; and every control with an accessible name and reachable from the keyboard.
+ACCESSIBILITY_PROBE = r"""
+const rgba = (css) => {
+  const m = css.match(/rgba?\(([^)]+)\)/);
+  if (!m) return [255, 255, 255, 1];
+  const p = m[1].split(/[ ,\/]+/).filter(Boolean).map(Number);
+  return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+};
+const over = (top, under) => [0, 1, 2].map(i => top[i] * top[3] + under[i] * (1 - top[3])).concat([1]);
+const background = (el) => {
+  const layers = [];
+  for (let e = el; e && e.nodeType === 1; e = e.parentElement) {
+    const c = rgba(getComputedStyle(e).backgroundColor);
+    if (c[3] > 0) { layers.push(c); if (c[3] >= 1) break; }
+  }
+  return layers.reverse().reduce((under, top) => over(top, under), [255, 255, 255, 1]);
+};
+const luminance = (c) => {
+  const [r, g, b] = c.slice(0, 3).map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+};
+const ratio = (a, b) => { const [x, y] = [luminance(a), luminance(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+const shown = (el) => {
+  const s = getComputedStyle(el);
+  const box = el.getBoundingClientRect();
+  return s.visibility !== 'hidden' && s.display !== 'none' && box.width > 0 && box.height > 0 && !el.closest('[hidden]');
+};
+const low = [];
+for (const el of document.querySelectorAll('body *')) {
+  if (el.closest('svg') || el.matches(':disabled') || !shown(el)) continue;
+  const own = [...el.childNodes].filter(n => n.nodeType === 3 && n.textContent.trim()).map(n => n.textContent.trim()).join(' ');
+  if (!own) continue;
+  const s = getComputedStyle(el);
+  const size = parseFloat(s.fontSize), bold = parseInt(s.fontWeight, 10) >= 700;
+  const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+  const bg = background(el);
+  const r = ratio(over(rgba(s.color), bg), bg);
+  if (r < need) low.push(`${el.tagName.toLowerCase()}.${el.className} "${own.slice(0, 40)}": ${r.toFixed(2)} < ${need}`);
+}
+const unnamed = [];
+for (const el of document.querySelectorAll('a[href], button, input, select, textarea')) {
+  if (!shown(el) || el.type === 'hidden') continue;
+  const named = (el.getAttribute('aria-label') || '').trim() || el.getAttribute('aria-labelledby')
+    || (el.id && document.querySelector(`label[for="${el.id}"]`)) || el.closest('label')
+    || (['A', 'BUTTON'].includes(el.tagName) && el.textContent.trim()) || (el.title || '').trim();
+  if (!named) unnamed.push(el.outerHTML.slice(0, 80));
+  if (el.tabIndex < 0) unnamed.push('not reachable by keyboard: ' + el.outerHTML.slice(0, 80));
+}
+return {low, unnamed};
+"""
+
+
+def settled(browser):
+    """Gives the page's data time to be drawn: until its text reads the same twice, half a second
+    apart, or five seconds on a live page that keeps changing (the scan then sees it as it is)."""
+    last = None
+    for _ in range(10):
+        try:
+            now = text_of(browser, "#page")
+        except StaleElementReferenceException:
+            now = None
+        if now is not None and now == last:
+            return
+        last = now
+        time.sleep(0.5)
+
+
+def test_every_page_reads_at_wcag_aa_contrast_with_named_keyboard_reachable_controls(browser, hub):
+    pages = ["", "#/devices", "#/devices/sim-1", "#/rollouts", "#/jobs", "#/configurations",
+             "#/firmware"]
+    for page in pages:
+        browser.get(f"{hub.base_url}/{page}")
+        wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#page h1"))
+        settled(browser)
+        found = browser.execute_script(ACCESSIBILITY_PROBE)
+        assert found["low"] == [], f"{page or 'overview'}: text below WCAG AA contrast: {found['low']}"
+        assert found["unnamed"] == [], f"{page or 'overview'}: controls without a name: {found['unnamed']}"
