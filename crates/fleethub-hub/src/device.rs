@@ -4,7 +4,7 @@
 
 use fleethub_core::sas;
 use fleethub_core::{HubError, HubResult};
-use fleethub_store::DeviceRow;
+use fleethub_store::{DeviceEntryRow, DeviceRow};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -135,13 +135,21 @@ pub(crate) fn pinned_etag(if_match: Option<&str>) -> Option<&str> {
 impl Device {
     /// The registry entry a stored row holds; its revision is the row's `revision` column.
     pub(crate) fn from_row(row: &DeviceRow) -> HubResult<Device> {
-        let mut d = Device::deserialize(&row.identity).map_err(|e| {
+        Device::from_stored(&row.device_id, &row.identity, row.revision)
+    }
+
+    /// The registry entry a stored entry (a device read without its twin) holds.
+    pub(crate) fn from_entry(row: &DeviceEntryRow) -> HubResult<Device> {
+        Device::from_stored(&row.device_id, &row.identity, row.revision)
+    }
+
+    fn from_stored(device_id: &str, identity: &Value, revision: i64) -> HubResult<Device> {
+        let mut d = Device::deserialize(identity).map_err(|e| {
             HubError::server(format!(
-                "stored identity of '{}' is unreadable: {e}",
-                row.device_id
+                "stored identity of '{device_id}' is unreadable: {e}"
             ))
         })?;
-        d.revision = row.revision.max(0) as u64;
+        d.revision = revision.max(0) as u64;
         Ok(d)
     }
 

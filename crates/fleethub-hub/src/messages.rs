@@ -224,7 +224,7 @@ impl Hub {
         let hub = self.clone();
         self.store()
             .write(move |tx| -> HubResult<()> {
-                if tx.get_device(&key)?.is_none() {
+                if tx.device_stamp(&key)?.is_none() {
                     return Err(HubError::device_not_found(&key));
                 }
                 let queued = tx.count_c2d(&key)?;

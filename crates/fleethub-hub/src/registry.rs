@@ -9,7 +9,9 @@ use crate::events::append_change;
 use crate::Hub;
 use fleethub_core::events::Change;
 use fleethub_core::{DeviceId, ErrorCode, HubError, HubResult};
-use fleethub_store::{DeviceCounts, DeviceRow, EncodedDeviceRow, FirmwareCount, Reads, WriteTx};
+use fleethub_store::{
+    DeviceCounts, DeviceEntryRow, DeviceRow, EncodedDeviceRow, FirmwareCount, Reads, WriteTx,
+};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -224,8 +226,11 @@ impl IdentityChange {
 impl Hub {
     pub(crate) async fn load_device(&self, id: &str) -> HubResult<Option<Device>> {
         let id = id.to_string();
-        let row = self.store().read_point(move |r| r.get_device(&id)).await?;
-        row.as_ref().map(Device::from_row).transpose()
+        let row = self
+            .store()
+            .read_point(move |r| r.get_device_entry(&id))
+            .await?;
+        row.as_ref().map(Device::from_entry).transpose()
     }
 
     /// Shows a registry entry with its live connection state.
@@ -324,7 +329,7 @@ impl Hub {
         if_match: Option<&str>,
         now: &str,
     ) -> WriteResult<Device> {
-        let Some(row) = tx.get_device(&change.device.device_id)? else {
+        let Some(row) = tx.get_device_entry(&change.device.device_id)? else {
             let mut d = change.device;
             d.normalize()?;
             self.stamp_new(&mut d, now);
@@ -332,7 +337,7 @@ impl Hub {
             self.insert_new_in(tx, &encode(&row)?)?;
             return Ok(d);
         };
-        let old = Device::from_row(&row)?;
+        let old = Device::from_entry(&row)?;
         let id = old.device_id.clone();
         if if_match.is_none() {
             return Err(already_exists(&id).into());
@@ -396,7 +401,7 @@ impl Hub {
     /// re-created id starts with no subscriptions); its connection closes once the write commits.
     fn delete_in(&self, tx: &mut WriteTx<'_>, id: &str, if_match: Option<&str>) -> WriteResult<()> {
         let row = tx
-            .get_device(id)?
+            .get_device_entry(id)?
             .ok_or_else(|| HubError::device_not_found(id))?;
         let current = etag_for(row.revision.max(0) as u64);
         if !etag_matches(if_match, &current) {
@@ -550,7 +555,7 @@ impl Hub {
         // `create` needs no lookup: the insert itself refuses an existing id.
         let existing = match mode {
             ImportMode::Create => None,
-            _ => tx.get_device(id.as_str())?,
+            _ => tx.get_device_entry(id.as_str())?,
         };
         let Some(existing) = existing else {
             let Some(row) = fresh else {
@@ -583,7 +588,7 @@ impl Hub {
         now: &str,
     ) -> HubResult<Applied> {
         let row = tx
-            .get_device(&e.id)?
+            .get_device_entry(&e.id)?
             .ok_or_else(|| HubError::device_not_found(&e.id))?;
         if mode == ImportMode::UpdateTwinIfMatchETag {
             let current = etag_for(row.twin_version.max(0) as u64);
@@ -600,7 +605,7 @@ impl Hub {
         &self,
         tx: &mut WriteTx<'_>,
         e: &ExportImportDevice,
-        row: &DeviceRow,
+        row: &DeviceEntryRow,
         unchanged_writes_nothing: bool,
         now: &str,
     ) -> HubResult<bool> {

@@ -15,8 +15,8 @@ mod sqlite;
 pub use config::{Presence, StoreConfig};
 pub use error::StoreError;
 pub use rows::{
-    C2dRow, DeviceCounts, DeviceRow, DeviceStamp, EncodedDeviceRow, EventRow, FirmwareCount,
-    ReportedParts, TelemetryRow, TwinSections,
+    C2dRow, DeviceCounts, DeviceEntryRow, DeviceRow, DeviceStamp, EncodedDeviceRow, EventRow,
+    FirmwareCount, ReportedParts, TelemetryRow, TwinSections,
 };
 pub use sqlite::{
     ConfigurationCounts, ConfigurationReads, ConfigurationRow, DeviceJobStatus, DeviceRolloutRow,

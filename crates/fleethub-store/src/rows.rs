@@ -26,6 +26,23 @@ pub struct DeviceRow {
     pub revision: i64,
 }
 
+/// A device's registry entry without its twin: what authentication at connect, the registry's
+/// calls, direct methods and existence checks read. The twin's sections are the costly part of
+/// a [`DeviceRow`] (rebuilt from their stored parts with their metadata), and these never use them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceEntryRow {
+    /// The device id (primary key).
+    pub device_id: String,
+    /// `"enabled"` or `"disabled"`.
+    pub status: String,
+    /// The registry entry (authentication and the rest), owned by the hub.
+    pub identity: Value,
+    /// The twin's version.
+    pub twin_version: i64,
+    /// The registry entry's revision (see [`DeviceRow::revision`]).
+    pub revision: i64,
+}
+
 /// What changes whenever a device does: its row key (a device deleted and registered again gets
 /// another), its twin version and its registry revision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use super::compiled::{self, QueryRows};
 use crate::{
-    C2dRow, DeviceCounts, DeviceRow, DeviceStamp, EventRow, FirmwareCount, StoreError, TelemetryRow,
+    C2dRow, DeviceCounts, DeviceEntryRow, DeviceRow, DeviceStamp, EventRow, FirmwareCount,
+    StoreError, TelemetryRow,
 };
 
 /// The columns [`device_row`] reads, in order: `fleethub_query::DEVICE_COLUMNS`, which rebuild
@@ -91,6 +92,25 @@ pub trait Reads: sealed::Connected {
             " FROM devices WHERE device_id = ?1"
         ))?;
         Ok(stmt.query_row([id], device_row).optional()?)
+    }
+
+    /// The device's registry entry, without its twin, if it exists.
+    fn get_device_entry(&self, id: &str) -> Result<Option<DeviceEntryRow>, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT device_id, status, identity, twin_version, revision FROM devices \
+             WHERE device_id = ?1",
+        )?;
+        Ok(stmt
+            .query_row([id], |r| {
+                Ok(DeviceEntryRow {
+                    device_id: r.get(0)?,
+                    status: r.get(1)?,
+                    identity: json_column(r, 2)?,
+                    twin_version: r.get(3)?,
+                    revision: r.get(4)?,
+                })
+            })
+            .optional()?)
     }
 
     /// A device's row key, twin version and registry revision, if it exists: what a writer
