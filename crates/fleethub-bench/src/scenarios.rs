@@ -475,7 +475,7 @@ async fn reported(args: &BenchArgs) -> Result<()> {
                 "messages/s",
                 "reference",
             );
-            figure("reported_vs_mosquitto_ratio", ratio, "ratio", ">= 0.5");
+            figure("reported_vs_mosquitto_ratio", ratio, "ratio", ">= 0.75");
         }
         Err(e) => println!("  mosquitto reference skipped: {e:#}"),
     }
