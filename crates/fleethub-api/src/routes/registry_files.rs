@@ -231,6 +231,9 @@ impl Import {
             let line = lines.get(e.index).copied().unwrap_or_default();
             self.report.fail(line, Some(e.device_id), e.error);
         }
+        if let Some(&last) = lines.last() {
+            self.report.settle_through(last);
+        }
         Ok(())
     }
 
@@ -260,7 +263,7 @@ impl Import {
                 self.report.created,
                 self.report.updated,
                 self.report.unchanged,
-                self.report.failed,
+                self.report.failed_before(line),
             ),
         )
     }
@@ -324,6 +327,10 @@ struct ImportReport {
     errors: Vec<ImportError>,
     /// Failed lines past the first 1,000, counted only.
     errors_not_listed: u64,
+    /// The lines of failures that lie in a batch not yet written (or after it): if that batch
+    /// stops the import, they come after the stop line. At most two batches' worth.
+    #[serde(skip)]
+    unsettled: Vec<u64>,
 }
 
 /// A line that was not applied, and why.
@@ -344,6 +351,7 @@ struct ImportError {
 impl ImportReport {
     fn fail(&mut self, line: u64, device_id: Option<String>, error: HubError) {
         self.failed += 1;
+        self.unsettled.push(line);
         if self.errors.len() < MAX_LISTED_ERRORS {
             self.errors.push(ImportError {
                 line,
@@ -353,6 +361,17 @@ impl ImportReport {
                 message: error.message,
             });
         }
+    }
+
+    /// Every line up to `line` has been written (or failed): its failures stay counted.
+    fn settle_through(&mut self, line: u64) {
+        self.unsettled.retain(|&l| l > line);
+    }
+
+    /// The failures on lines before `line`, where an import that stopped there stopped.
+    fn failed_before(&self, line: u64) -> u64 {
+        let after = self.unsettled.iter().filter(|&&l| l >= line).count() as u64;
+        self.failed - after
     }
 
     /// The report as answered: errors in line order, the unlisted ones counted.
@@ -526,6 +545,25 @@ mod tests {
             got,
             [(1, "<too long>".into()), (2, "{\"id\":\"ok\"}".to_string())]
         );
+    }
+
+    #[test]
+    fn a_stopped_import_counts_only_the_failures_before_its_stop_line() {
+        let mut report = ImportReport::default();
+        let bad = || HubError::format("line is not JSON");
+        // Lines 1-1,000 were written (line 7 failed to parse); line 1,200 failed while the batch
+        // of lines 1,001-2,000 was being filled, and line 2,300 in the batch after it.
+        report.fail(7, None, bad());
+        report.settle_through(1_000);
+        report.fail(1_200, None, bad());
+        report.fail(2_300, Some("d".into()), bad());
+        assert_eq!(report.failed, 3);
+        // The batch starting at line 1,001 failed whole: lines 1,200 and 2,300 are after it.
+        assert_eq!(report.failed_before(1_001), 1);
+        // Had it been written, the stop would be at the next batch: line 1,200 is before it.
+        report.settle_through(2_000);
+        assert_eq!(report.failed_before(2_001), 2);
+        assert_eq!(report.unsettled, [2_300]);
     }
 
     #[test]
