@@ -523,14 +523,16 @@ impl Hub {
         self.reported_written(tx, id, patch, reported, version, epoch, &text)
     }
 
-    /// The reported section's values and metadata as JSON texts.
+    /// The reported section's values and metadata (packed, as the store keeps it) as JSON texts.
     fn reported_text(reported: &TwinProperties) -> HubResult<ReportedText> {
         let text = |v: &Map<String, Value>| {
             serde_json::to_string(v).map_err(|e| HubError::server(e.to_string()))
         };
         Ok(ReportedText {
             values: text(&reported.values)?,
-            metadata: text(&reported.metadata)?,
+            metadata: reported
+                .stored_metadata()
+                .map_err(|e| HubError::server(e.to_string()))?,
         })
     }
 

@@ -67,9 +67,10 @@ pub struct EncodedDeviceRow {
     pub identity: String,
     /// The tags, as JSON text.
     pub tags: String,
-    /// The desired properties, as JSON text.
+    /// The desired properties, as JSON text (the metadata packed, as [`DeviceRow::encode`]
+    /// writes it; a full tree reads the same, stored larger).
     pub desired: String,
-    /// The reported properties, as JSON text.
+    /// The reported properties, as JSON text (likewise).
     pub reported: String,
     /// The twin's version.
     pub twin_version: i64,
@@ -87,13 +88,40 @@ impl DeviceRow {
             status: self.status.clone(),
             identity: serde_json::to_string(&self.identity)?,
             tags: serde_json::to_string(&self.tags)?,
-            desired: serde_json::to_string(&self.desired)?,
-            reported: serde_json::to_string(&self.reported)?,
+            desired: section_text(&self.desired)?,
+            reported: section_text(&self.reported)?,
             twin_version: self.twin_version,
             twin_etag: self.twin_etag.clone(),
             revision: self.revision,
         })
     }
+}
+
+/// A desired or reported section (`{"values":…,"metadata":…,"version":N}`) as the text a write
+/// stores: its metadata packed ([`fleethub_core::twin::stored_metadata`]), the rest as it is.
+pub(crate) fn section_text(section: &Value) -> Result<String, serde_json::Error> {
+    let (Value::Object(parts), Some(Value::Object(values))) = (section, section.get("values"))
+    else {
+        return serde_json::to_string(section);
+    };
+    let mut out = String::from("{");
+    for (key, part) in parts {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(key)?);
+        out.push(':');
+        match part {
+            Value::Object(metadata) if key == "metadata" => {
+                out.push_str(&fleethub_core::twin::stored_metadata::pack(
+                    values, metadata,
+                )?);
+            }
+            _ => out.push_str(&serde_json::to_string(part)?),
+        }
+    }
+    out.push('}');
+    Ok(out)
 }
 
 /// One device-to-cloud telemetry message.
@@ -175,7 +203,8 @@ pub struct FirmwareCount {
 pub struct ReportedParts<'a> {
     /// The reported values, `$metadata` and `$version` apart, as JSON text.
     pub values: &'a str,
-    /// Their metadata tree, as JSON text.
+    /// Their metadata tree, as JSON text: packed (`TwinProperties::stored_metadata`, what the
+    /// store keeps) or the full tree (read the same, stored larger).
     pub metadata: &'a str,
     /// The reported section's `$version`.
     pub version: i64,

@@ -1516,3 +1516,179 @@ async fn device_and_firmware_counts_follow_every_write() {
     assert!(stale.is_err());
     assert_eq!(store.read(|r| r.device_counts()).await.unwrap().total, 3);
 }
+
+/// A section as the hub hands it to the store, from the core model.
+fn model_section(p: &fleethub_core::twin::TwinProperties) -> Value {
+    serde_json::to_value(p).unwrap()
+}
+
+/// `twin_metadata` keeps only the stamps that differ from a section's most common one (packed,
+/// `fleethub_core::twin::stored_metadata`); every read rebuilds the whole tree. Twins shaped by
+/// a run of patches at a few times, written each way the hub writes (insert, twin update,
+/// reported parts), read back through every way the hub reads (device row, list, the reported
+/// hot path, `SELECT *`, a `$metadata` projection and condition) as the model holds them.
+#[tokio::test]
+async fn packed_metadata_reads_back_as_the_model_through_every_read() {
+    use fleethub_core::twin::{Section, TwinProperties};
+    use fleethub_query::{Dialect, Page, Query};
+    use fleethub_store::{QueryRow, ReportedParts};
+    let obj = |v: Value| v.as_object().unwrap().clone();
+    let at = |minute: u32| format!("2026-12-03T15:{minute:02}:00.0000000Z");
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut models = Vec::new();
+    for i in 0..12u32 {
+        let (mut desired, mut reported) = (TwinProperties::default(), TwinProperties::default());
+        let base = json!({"fw": {"v": "1.0", "s": "ok"}, "sensors": {"t": i, "h": 2}, "n": [1]});
+        desired
+            .replace(Section::Desired, &obj(base.clone()), &at(0))
+            .unwrap();
+        reported
+            .apply_patch(Section::Reported, &obj(base), &at(0))
+            .unwrap();
+        for step in 0..i % 4 {
+            let patch = json!({"sensors": {"t": step, "x": {"y": i}}, "fw": {"s": null}});
+            reported
+                .apply_patch(Section::Reported, &obj(patch), &at(step + 1))
+                .unwrap();
+        }
+        let id = format!("m-{i:02}");
+        let mut row = device(&id);
+        row.desired = model_section(&desired);
+        row.reported = model_section(&reported);
+        insert(&store, row).await;
+        models.push((id, desired, reported));
+    }
+    // A desired change through a twin update, a report through the hot path's parts.
+    let (id, desired, reported) = &mut models[3];
+    desired
+        .apply_patch(Section::Desired, &obj(json!({"fw": {"v": "2.0"}})), &at(30))
+        .unwrap();
+    reported
+        .apply_patch(
+            Section::Reported,
+            &obj(json!({"fw": {"s": "new"}})),
+            &at(31),
+        )
+        .unwrap();
+    let (id, desired, reported) = (id.clone(), desired.clone(), reported.clone());
+    store
+        .write(move |tx| {
+            let d = model_section(&desired);
+            let sections = TwinSections {
+                desired: Some(&d),
+                ..TwinSections::default()
+            };
+            tx.update_twin(&id, sections, 2, "e2")?;
+            let values = serde_json::to_string(&reported.values).unwrap();
+            let metadata = reported.stored_metadata().unwrap();
+            let parts = ReportedParts {
+                values: &values,
+                metadata: &metadata,
+                version: 9,
+            };
+            tx.update_reported_parts(&id, parts, 3, "e3")
+        })
+        .await
+        .unwrap();
+    models[3].2.version = 9;
+
+    let want = |d: &TwinProperties| model_section(d);
+    for (id, desired, reported) in &models {
+        let row = get(&store, id).await.unwrap();
+        assert_eq!(row.desired, want(desired), "{id}");
+        assert_eq!(row.reported, want(reported), "{id}");
+        // Key order too: the twin shows the metadata in the order the model keeps it.
+        assert_eq!(row.reported.to_string(), want(reported).to_string(), "{id}");
+        let (text, _) = read_reported(&store, id).await;
+        assert_eq!(text, want(reported), "{id}");
+    }
+    let listed = store.read(|tx| tx.list_devices(None, 100)).await.unwrap();
+    assert_eq!(listed.len(), models.len());
+    for (row, (_, desired, reported)) in listed.iter().zip(&models) {
+        assert_eq!(
+            (&row.desired, &row.reported),
+            (&want(desired), &want(reported))
+        );
+    }
+    let run = |sql: &str| {
+        let compiled = Query::parse(sql)
+            .unwrap()
+            .compile(
+                &Page {
+                    limit: 100,
+                    continuation: None,
+                },
+                Dialect::Sqlite,
+            )
+            .unwrap();
+        let store = store.clone();
+        async move {
+            store
+                .read(move |tx| tx.run_query(&compiled))
+                .await
+                .unwrap()
+                .rows
+        }
+    };
+    let rows = run("SELECT * FROM devices").await;
+    for (row, (_, desired, reported)) in rows.iter().zip(&models) {
+        let QueryRow::Device(row) = row else {
+            panic!("{row:?}")
+        };
+        assert_eq!(
+            (&row.desired, &row.reported),
+            (&want(desired), &want(reported))
+        );
+    }
+    let rows = run("SELECT deviceId, properties.reported.$metadata FROM devices").await;
+    for (row, (id, _, reported)) in rows.iter().zip(&models) {
+        let QueryRow::Document(doc) = row else {
+            panic!("{row:?}")
+        };
+        assert_eq!(
+            doc["$metadata"],
+            Value::Object(reported.metadata.clone()),
+            "{id}"
+        );
+    }
+    // A condition on a leaf's stamp: only twins whose last report moved `sensors.t`.
+    let sql = format!(
+        "SELECT deviceId FROM devices WHERE properties.reported.$metadata.sensors.t.$lastUpdated \
+         > '{}'",
+        at(0)
+    );
+    let got: Vec<Value> = run(&sql)
+        .await
+        .into_iter()
+        .map(|r| match r {
+            QueryRow::Document(d) => d["deviceId"].clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let expected: Vec<Value> = models
+        .iter()
+        .filter(|(_, _, r)| r.metadata["sensors"]["t"]["$lastUpdated"].as_str() > Some(&at(0)))
+        .map(|(id, _, _)| json!(id))
+        .collect();
+    assert!(!expected.is_empty() && expected.len() < models.len());
+    assert_eq!(got, expected);
+    store.close();
+    // And the rows are packed: an imported twin's desired tree is its one stamp.
+    let conn = rusqlite::Connection::open(dir.path().join("data/fleethub.db")).unwrap();
+    let stored: String = conn
+        .query_row(
+            "SELECT m.desired FROM twin_metadata AS m JOIN devices AS d USING (row) \
+             WHERE d.device_id = 'm-00'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        stored,
+        format!(
+            r#"{{"$default":{{"$lastUpdated":"{}","$lastUpdatedVersion":1}}}}"#,
+            at(0)
+        )
+    );
+}

@@ -237,14 +237,8 @@ pub fn thousands(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::twin::obj;
     use serde_json::json;
-
-    fn obj(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => panic!("not an object"),
-        }
-    }
 
     /// A section whose innermost object sits at `levels` (the section itself is level 1).
     fn nested(levels: usize) -> Map<String, Value> {

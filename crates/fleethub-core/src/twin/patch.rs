@@ -44,15 +44,9 @@ pub fn apply_tags_patch(
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
+    use crate::twin::obj;
     use proptest::prelude::*;
     use serde_json::json;
-
-    fn obj(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => panic!("not an object"),
-        }
-    }
 
     #[test]
     fn null_deletes_objects_merge_and_scalars_replace() {

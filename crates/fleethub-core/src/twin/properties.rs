@@ -125,6 +125,23 @@ impl TwinProperties {
         Value::Object(out)
     }
 
+    /// The metadata in the form the store keeps ([`super::stored_metadata::pack`]), as JSON
+    /// text.
+    pub fn stored_metadata(&self) -> Result<String, serde_json::Error> {
+        super::stored_metadata::pack(&self.values, &self.metadata)
+    }
+
+    /// The section as the store takes it, `{"values":…,"metadata":…,"version":N}` with the
+    /// metadata packed: what a write hands the store (the serde form has the full tree).
+    pub fn to_stored_text(&self) -> Result<String, serde_json::Error> {
+        let values = serde_json::to_string(&self.values)?;
+        let metadata = self.stored_metadata()?;
+        Ok(format!(
+            r#"{{"values":{values},"metadata":{metadata},"version":{}}}"#,
+            self.version
+        ))
+    }
+
     /// The section as a device sees it on twin GET: values and `$version`, no metadata.
     pub fn to_device_json(&self) -> Value {
         Self::patch_to_device_json(&self.values, self.version)
@@ -183,17 +200,11 @@ fn rebuild(values: &Map<String, Value>, stamp: &Stamp<'_>) -> Map<String, Value>
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
+    use crate::twin::obj;
     use serde_json::json;
 
     const T1: &str = "2026-11-22T10:00:00.0000000Z";
     const T2: &str = "2026-11-22T11:00:00.0000000Z";
-
-    fn obj(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => panic!("not an object"),
-        }
-    }
 
     #[test]
     fn section_names_and_limits() {

@@ -273,7 +273,9 @@ fn new_desired(
     if desired.values == twin.desired.values {
         return Ok(None);
     }
-    let text = serde_json::to_string(&desired).map_err(|e| HubError::server(e.to_string()))?;
+    let text = desired
+        .to_stored_text()
+        .map_err(|e| HubError::server(e.to_string()))?;
     Ok(Some(DesiredWrite {
         text,
         version: desired.version,

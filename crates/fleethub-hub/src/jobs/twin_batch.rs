@@ -332,7 +332,9 @@ fn merge(target: &JobTwinTarget, update: &TwinUpdate, now: &str) -> HubResult<Me
             let mut desired: TwinProperties =
                 serde_json::from_str(text).map_err(|e| unreadable("desired", e))?;
             desired.apply_patch(Section::Desired, patch, now)?;
-            let text = serde_json::to_string(&desired).map_err(|e| unreadable("desired", e))?;
+            let text = desired
+                .to_stored_text()
+                .map_err(|e| unreadable("desired", e))?;
             (Some(text), Some(desired.version))
         }
         _ => (None, None),

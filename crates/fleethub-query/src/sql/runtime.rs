@@ -26,6 +26,7 @@ pub const SCALAR_FUNCTIONS: &[(&str, Option<usize>)] = &[
     ("fh_in", Some(3)),
     ("fh_section", Some(1)),
     ("fh_key", Some(1)),
+    ("fh_metadata", Some(2)),
 ];
 
 /// The aggregate functions compiled SQL calls, each over one JSON argument.
@@ -72,6 +73,20 @@ pub fn section(stored: Option<Value>) -> Option<String> {
     let props = stored
         .and_then(|v| serde_json::from_value::<fleethub_core::twin::TwinProperties>(v).ok())?;
     Some(props.to_twin_json().to_string())
+}
+
+/// `fh_metadata(values, stored)`: a section's whole `$metadata` tree as JSON text, from its
+/// values (JSON text) and the metadata the store keeps (packed or full,
+/// [`fleethub_core::twin::stored_metadata`]); full text comes back as it is, without a parse.
+pub fn metadata(values: Option<&str>, stored: Option<&str>) -> Option<String> {
+    use fleethub_core::twin::stored_metadata;
+    let stored = stored?;
+    if !stored_metadata::is_packed(stored) {
+        return Some(stored.to_string());
+    }
+    let values = serde_json::from_str(values?).ok()?;
+    let full = stored_metadata::unpack(&values, stored).ok()?;
+    serde_json::to_string(&full).ok()
 }
 
 /// `fh_key(json)`: the GROUP BY key (equal typed values share one).

@@ -6,16 +6,17 @@ use crate::ast::Source;
 /// What `SELECT *` returns on devices, in this order, as SQL over the `devices` table: the
 /// registry columns, the tags as JSON text, and each property section as the store's API shows
 /// it (`{"values":…,"metadata":…,"version":N}`, [`stored_section`]), rebuilt from the JSONB
-/// values, the section's version column and its metadata row in `twin_metadata`.
+/// values, the section's version column and its metadata row in `twin_metadata` (stored packed,
+/// rebuilt whole by `fh_metadata`, [`crate::runtime::metadata`]).
 pub const DEVICE_COLUMNS: &[&str] = &[
     "device_id",
     "status",
     "identity",
     "json(tags)",
-    "json_object('values', json(desired), 'metadata', json((SELECT desired FROM twin_metadata \
-     WHERE twin_metadata.row = devices.row)), 'version', desired_version)",
-    "json_object('values', json(reported), 'metadata', json((SELECT reported FROM twin_metadata \
-     WHERE twin_metadata.row = devices.row)), 'version', reported_version)",
+    "json_object('values', json(desired), 'metadata', json(fh_metadata(json(desired), (SELECT desired \
+     FROM twin_metadata WHERE twin_metadata.row = devices.row))), 'version', desired_version)",
+    "json_object('values', json(reported), 'metadata', json(fh_metadata(json(reported), (SELECT reported \
+     FROM twin_metadata WHERE twin_metadata.row = devices.row))), 'version', reported_version)",
     "twin_version",
     "twin_etag",
     "revision",
@@ -26,8 +27,9 @@ pub const DEVICE_COLUMNS: &[&str] = &[
 /// and the version (`{section}_version`). It is what [`DEVICE_COLUMNS`] selects.
 pub(crate) fn stored_section(section: &str) -> String {
     format!(
-        "json_object('values', json({section}), 'metadata', json((SELECT {section} FROM \
-         twin_metadata WHERE twin_metadata.row = devices.row)), 'version', {section}_version)"
+        "json_object('values', json({section}), 'metadata', json(fh_metadata(json({section}), \
+         (SELECT {section} FROM twin_metadata WHERE twin_metadata.row = devices.row))), \
+         'version', {section}_version)"
     )
 }
 

@@ -41,6 +41,14 @@ fn text_arg(ctx: &Context<'_>, i: usize) -> String {
     }
 }
 
+/// Argument `i` as text, borrowed; `None` for NULL and anything not UTF-8 text.
+fn str_arg<'a>(ctx: &'a Context<'_>, i: usize) -> Option<&'a str> {
+    match ctx.get_raw(i) {
+        ValueRef::Text(t) => std::str::from_utf8(t).ok(),
+        _ => None,
+    }
+}
+
 fn to_text(v: Option<Value>) -> Option<String> {
     v.map(|v| v.to_string())
 }
@@ -107,6 +115,9 @@ pub(crate) fn register(conn: &Connection, presence: PresenceSlot) -> rusqlite::R
     })?;
     conn.create_scalar_function("fh_section", 1, det, |ctx| {
         Ok(runtime::section(json_arg(ctx, 0)))
+    })?;
+    conn.create_scalar_function("fh_metadata", 2, det, |ctx| {
+        Ok(runtime::metadata(str_arg(ctx, 0), str_arg(ctx, 1)))
     })?;
     conn.create_scalar_function("fh_key", 1, det, |ctx| {
         Ok(runtime::group_key(json_arg(ctx, 0).as_ref()))

@@ -326,7 +326,8 @@ pub trait JobReads: Reads {
         let mut stmt = self.conn().prepare_cached(
             "SELECT CASE WHEN ?2 THEN json(tags) END,
                     CASE WHEN ?3 THEN json_object('values', json(desired), 'metadata',
-                        json((SELECT desired FROM twin_metadata WHERE twin_metadata.row = devices.row)),
+                        json(fh_metadata(json(desired),
+                            (SELECT desired FROM twin_metadata WHERE twin_metadata.row = devices.row))),
                         'version', desired_version) END,
                     twin_version
              FROM devices WHERE device_id = ?1",
@@ -360,7 +361,8 @@ pub trait JobReads: Reads {
             "SELECT j.device_id,
                     CASE WHEN ?2 THEN json(d.tags) END,
                     CASE WHEN ?3 THEN json_object('values', json(d.desired), 'metadata',
-                        json((SELECT desired FROM twin_metadata AS m WHERE m.row = d.row)),
+                        json(fh_metadata(json(d.desired),
+                            (SELECT desired FROM twin_metadata AS m WHERE m.row = d.row))),
                         'version', d.desired_version) END,
                     d.twin_version
              FROM job_devices AS j LEFT JOIN devices AS d ON d.device_id = j.device_id
@@ -731,7 +733,8 @@ impl WriteTx<'_> {
         Ok(run(&mut stmt, all.as_slice())?)
     }
 
-    /// Replaces tags and/or desired (as already-serialized JSON text; `None` keeps a section) and
+    /// Replaces tags and/or desired (as already-serialized JSON text, the desired metadata packed
+    /// as `TwinProperties::to_stored_text` writes it; `None` keeps a section) and
     /// the twin version and etag of a device, if its twin is still at `twin_version - 1` (the
     /// version the caller read); [`StoreError::Conflict`], and nothing written, if it changed
     /// meanwhile or the device is gone. The batch path of twin jobs, which merges on a read

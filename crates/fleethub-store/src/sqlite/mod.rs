@@ -13,6 +13,7 @@ mod errors;
 mod firmware;
 mod functions;
 mod jobs;
+mod metadata_packing;
 mod read_pool;
 mod reads;
 mod rollouts;
@@ -169,8 +170,9 @@ impl Store {
     }
 
     /// Runs the migrations of the database at `path`, copying at most `devices` devices into
-    /// the twin layout of migration 11, and stops there as a process killed part way would:
-    /// for tests of the migration. `true` if it finished.
+    /// the twin layout of migration 11 (or, past it, packing at most `devices` metadata rows,
+    /// migration 15), and stops there as a process killed part way would: for tests of the
+    /// migrations. `true` if it finished.
     #[doc(hidden)]
     pub fn migrate_partly(path: &Path, devices: usize) -> Result<bool, StoreError> {
         let mut conn = open_connection(path, &PresenceSlot::default())?;

@@ -17,10 +17,12 @@ use crate::{
 macro_rules! device_row_columns {
     () => {
         "device_id, status, identity, json(tags), \
-         json_object('values', json(desired), 'metadata', json((SELECT desired FROM twin_metadata \
-         WHERE twin_metadata.row = devices.row)), 'version', desired_version), \
-         json_object('values', json(reported), 'metadata', json((SELECT reported FROM twin_metadata \
-         WHERE twin_metadata.row = devices.row)), 'version', reported_version), \
+         json_object('values', json(desired), 'metadata', json(fh_metadata(json(desired), \
+         (SELECT desired FROM twin_metadata WHERE twin_metadata.row = devices.row))), \
+         'version', desired_version), \
+         json_object('values', json(reported), 'metadata', json(fh_metadata(json(reported), \
+         (SELECT reported FROM twin_metadata WHERE twin_metadata.row = devices.row))), \
+         'version', reported_version), \
          twin_version, twin_etag, revision"
     };
 }
@@ -135,7 +137,8 @@ pub trait Reads: sealed::Connected {
     fn get_reported_text(&self, id: &str) -> Result<Option<(String, i64)>, StoreError> {
         // The parts are JSON texts already: joined as text, not rebuilt by SQLite.
         let mut stmt = self.conn().prepare_cached(
-            "SELECT json(d.reported), m.reported, d.reported_version, d.twin_version
+            "SELECT json(d.reported), fh_metadata(json(d.reported), m.reported),
+                    d.reported_version, d.twin_version
              FROM devices AS d JOIN twin_metadata AS m ON m.row = d.row WHERE d.device_id = ?1",
         )?;
         let found = stmt

@@ -6,7 +6,7 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::twin_layout;
+use super::{metadata_packing, twin_layout};
 use crate::StoreError;
 
 const MIGRATIONS: &[&str] = &[
@@ -368,6 +368,14 @@ const AFTER_LAYOUT: &[&str] = &[
     ALTER TABLE rollout_devices ADD COLUMN updated_ms INTEGER;
     CREATE INDEX rollout_devices_device ON rollout_devices (device_id);
     "#,
+    // 15: `twin_metadata` packed (a node's stamp only where it differs from the section's most
+    // common one; `fleethub_core::twin::stored_metadata`). This only sets the mark where the
+    // packing starts; `metadata_packing.rs` packs the rows after it in resumable chunks, and
+    // reads take both forms meanwhile.
+    r#"
+    CREATE TABLE metadata_packing (next_row INTEGER NOT NULL);
+    INSERT INTO metadata_packing (next_row) VALUES (0);
+    "#,
 ];
 
 /// The newest schema version this build knows.
@@ -375,7 +383,8 @@ const NEWEST: i64 = twin_layout::VERSION + AFTER_LAYOUT.len() as i64;
 
 /// Brings the database up to the newest schema this build knows: the SQL migrations up to 10
 /// in one transaction, the twin layout (migration 11, `twin_layout.rs`) in resumable chunks,
-/// then the SQL migrations after it in one transaction.
+/// then the SQL migrations after it in one transaction, then the packing of `twin_metadata`
+/// that migration 15 began (`metadata_packing.rs`), in resumable chunks.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     migrate_with(conn, None).map(|_| ())
 }
@@ -424,7 +433,7 @@ pub(crate) fn migrate_with(
     }
     tx.pragma_update(None, "user_version", NEWEST)?;
     tx.commit()?;
-    Ok(true)
+    metadata_packing::resume(conn, budget)
 }
 
 #[cfg(test)]

@@ -315,8 +315,9 @@ impl WriteTx<'_> {
         twin_etag: &str,
     ) -> Result<(), StoreError> {
         let tags = sections.tags.map(json_text).transpose()?;
-        let desired = sections.desired.map(json_text).transpose()?;
-        let reported = sections.reported.map(json_text).transpose()?;
+        let section = |s: &Value| crate::rows::section_text(s).map_err(StoreError::from);
+        let desired = sections.desired.map(section).transpose()?;
+        let reported = sections.reported.map(section).transpose()?;
         let row = self.update_sections(
             id,
             tags.as_deref(),
