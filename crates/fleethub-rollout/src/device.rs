@@ -241,7 +241,8 @@ pub struct DeviceRecord {
     /// Pushes made so far (the rollout's version and rollbacks): the idempotency key of the
     /// next push is `attempt + 1`.
     pub attempt: u32,
-    /// Pushes of the rollout's version since the last operator retry.
+    /// Tries of the rollout's version since the last operator retry: its pushes, and the
+    /// soaks that stood for a push when it already ran the version.
     pub tries: u32,
     /// What it ran before the rollout first pushed it: where a rollback sends it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

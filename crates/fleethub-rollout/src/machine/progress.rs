@@ -280,8 +280,11 @@ impl Rollout {
                 );
                 self.fail(now, idx, reason, step);
             }
-            // The device retried on its own (docs/device-protocol.md) and made it: no new push.
-            DeviceState::Backoff { .. } if fw.is_updated_to(&target) && fw.error.is_none() => {
+            // The device retried on its own (docs/device-protocol.md) and made it, during its
+            // backoff or while its retry waits for a batch or a window: no new push.
+            DeviceState::Backoff { .. } | DeviceState::Waiting
+                if d.attempt > 0 && fw.is_updated_to(&target) && fw.error.is_none() =>
+            {
                 self.start_soak(now, idx, step);
             }
             DeviceState::RollingBack { .. } => {
@@ -463,10 +466,21 @@ impl Rollout {
         let target = self.plan.spec.artifact.version.clone();
         let d = &self.devices[idx as usize];
         let running = d.version.clone();
-        if running.as_deref() == Some(target.as_str())
-            && d.status.is_none_or(|s| s == UpdateStatus::Success)
-            && d.tries == 0
+        let runs_target = running.as_deref() == Some(target.as_str());
+        if runs_target
+            && d.attempt > 0
+            && d.status == Some(UpdateStatus::Success)
+            && d.error.is_none()
         {
+            // A retry of a device that runs the image (it failed its soak, or finished on its
+            // own after its attempt failed): a push of the image it runs would change nothing
+            // on it and time out, so it is watched through a new soak instead. The soak is one
+            // of its tries, so a device that stays silent is flagged in the end.
+            self.start_soak(now, idx, step);
+            self.devices[idx as usize].tries += 1;
+            return false;
+        }
+        if runs_target && d.status.is_none_or(|s| s == UpdateStatus::Success) && d.tries == 0 {
             self.set_state(idx, DeviceState::Updated);
             self.evaluate(now, idx, step);
             return false;

@@ -1053,6 +1053,83 @@ fn a_device_that_recovers_by_itself_during_its_backoff_is_not_pushed_again() {
     assert_eq!(run.pushed("d000"), vec![1]);
 }
 
+/// The kill -9 integration test's lost device: its download cut, it failed and backed off;
+/// its backoff ended while the batch was used up, so it waited for the next one, and meanwhile
+/// it finished the update on its own retry (rebooted, reconnected, reported success). Pushed
+/// again, it would do nothing (it runs the image), and every retry would time out until flagged.
+#[test]
+fn a_device_that_updates_itself_while_its_retry_waits_for_a_batch_is_not_pushed_again() {
+    let mut s = spec(vec![WaveSpec {
+        batch: Some(BatchSpec {
+            size: 1,
+            interval_secs: 3600,
+        }),
+        ..wave("all", Selector::Percent(100.0))
+    }]);
+    s.retry.retries = 2;
+    let mut run = Run::new(s, fleet(1));
+    assert_eq!(run.pushed("d000"), vec![1]);
+    run.see(Observation::Reported {
+        device: "d000".into(),
+        firmware: reported(V1, UpdateStatus::Failed, Some("connection reset")),
+    });
+    run.advance(61);
+    assert_eq!(
+        run.state("d000"),
+        DeviceState::Waiting,
+        "the batch is used up"
+    );
+    run.boots_new("d000");
+    assert!(
+        matches!(run.state("d000"), DeviceState::Soaking { .. }),
+        "{:?}",
+        run.state("d000")
+    );
+    assert_eq!(run.r.compliance().failed, 0);
+    run.all_in_flight_update();
+    assert_eq!(run.state("d000"), DeviceState::Updated);
+    run.advance_to(t0() + chrono::Duration::hours(3));
+    assert_eq!(run.pushed("d000"), vec![1]);
+    assert_eq!(run.state("d000"), DeviceState::Updated);
+}
+
+/// A device that failed its soak (silent for a while) still runs the new version: its retry
+/// watches it through a new soak, since a push of the image it runs changes nothing on it. The
+/// soak counts as a try: one that stays silent is flagged when its retries are used up.
+#[test]
+fn a_retry_of_a_device_already_on_the_version_soaks_it_again_instead_of_pushing() {
+    let mut s = spec(vec![wave("all", Selector::Percent(100.0))]);
+    s.retry.retries = 1;
+    let mut run = Run::new(s, fleet(2));
+    run.boots_new("d000");
+    run.boots_new("d001");
+    run.advance(300);
+    assert!(matches!(run.state("d000"), DeviceState::Backoff { .. }));
+    run.advance(60);
+    for id in ["d000", "d001"] {
+        assert_eq!(
+            run.pushed(id),
+            vec![1],
+            "{id}: not pushed the image it runs"
+        );
+        assert!(
+            matches!(run.state(id), DeviceState::Soaking { .. }),
+            "{id}: {:?}",
+            run.state(id)
+        );
+    }
+    for _ in 0..3 {
+        run.telemetry("d000"); // d001 stays silent
+        run.advance(240);
+    }
+    assert_eq!(run.state("d000"), DeviceState::Updated);
+    assert_eq!(run.pushed("d000"), vec![1]);
+    assert_eq!(run.state("d001"), DeviceState::Flagged, "retries used up");
+    run.advance(86_400);
+    assert_eq!(run.pushed("d001"), vec![1]);
+    assert_eq!(run.state("d001"), DeviceState::Flagged);
+}
+
 #[test]
 fn the_report_from_before_the_push_replayed_says_nothing_about_the_push() {
     let mut s = spec(vec![wave("all", Selector::Percent(100.0))]);
