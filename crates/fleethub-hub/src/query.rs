@@ -79,20 +79,24 @@ impl Hub {
             .compile(&page, self.store().dialect())
             .map_err(|e| invalid_query(&e))?;
         // A twin row carries the configurations that target it, as `GET /twins/{id}` does,
-        // read with the page.
-        let (page, mut configurations) = self
-            .store()
-            .read(move |r| {
-                let page = r.run_query(&compiled)?;
-                let mut configurations = Vec::new();
-                for row in &page.rows {
-                    if let QueryRow::Device(device) = row {
-                        configurations.push(r.device_configurations(&device.device_id)?);
+        // read with the page. An aggregate has no twin rows, and the store may split its scan
+        // over several connections.
+        let (page, mut configurations) = if query.is_aggregate() {
+            (self.store().query(compiled).await?, Vec::new().into_iter())
+        } else {
+            self.store()
+                .read(move |r| {
+                    let page = r.run_query(&compiled)?;
+                    let mut configurations = Vec::new();
+                    for row in &page.rows {
+                        if let QueryRow::Device(device) = row {
+                            configurations.push(r.device_configurations(&device.device_id)?);
+                        }
                     }
-                }
-                Ok::<_, StoreError>((page, configurations.into_iter()))
-            })
-            .await?;
+                    Ok::<_, StoreError>((page, configurations.into_iter()))
+                })
+                .await?
+        };
         let source = query.source();
         let items = page
             .rows

@@ -4,6 +4,8 @@
 //! document `{deviceId, jobId, jobType, status, startTimeUtc, ..., outcome, error}` with missing
 //! fields left out.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value};
 
 use crate::aggregate::Accumulator;
@@ -122,15 +124,31 @@ pub(crate) fn evaluate(select: &Select, doc: &Value) -> Option<Value> {
     Some(Value::Object(out))
 }
 
+/// The groups of an aggregate query: the group key (one entry per GROUP BY expression) ->
+/// the group's representative values and one accumulator per aggregate item, in key order.
+pub(crate) type Groups = BTreeMap<Vec<Option<String>>, (Vec<Option<Value>>, Vec<Accumulator>)>;
+
+/// Fresh accumulators for a group: one per aggregate item, in item order.
+pub(crate) fn new_accumulators(select: &Select) -> Vec<Accumulator> {
+    select
+        .items
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|i| match &i.expr {
+            ItemExpr::Aggregate(f, _) => Some(Accumulator::new(*f)),
+            ItemExpr::Expr(_) => None,
+        })
+        .collect()
+}
+
 /// Runs an aggregate query over documents: one object per group, ordered by group key.
 pub(crate) fn aggregate<'d>(
     select: &Select,
     docs: impl IntoIterator<Item = &'d Value>,
 ) -> Vec<Value> {
     let items = select.items.as_deref().unwrap_or(&[]);
-    // Group key (one entry per GROUP BY expression) -> (representative values, accumulators).
-    type Group = (Vec<Option<Value>>, Vec<Accumulator>);
-    let mut groups: std::collections::BTreeMap<Vec<Option<String>>, Group> = Default::default();
+    let mut groups = Groups::new();
     for doc in docs {
         if let Some(filter) = &select.filter {
             if !truth(select.source, filter, doc) {
@@ -143,16 +161,9 @@ pub(crate) fn aggregate<'d>(
             .map(|g| eval(select.source, g, doc).map(|v| v.into_owned()))
             .collect();
         let key: Vec<Option<String>> = values.iter().map(|v| group_key(v.as_ref())).collect();
-        let entry = groups.entry(key).or_insert_with(|| {
-            let accs = items
-                .iter()
-                .filter_map(|i| match &i.expr {
-                    ItemExpr::Aggregate(f, _) => Some(Accumulator::new(*f)),
-                    ItemExpr::Expr(_) => None,
-                })
-                .collect();
-            (values, accs)
-        });
+        let entry = groups
+            .entry(key)
+            .or_insert_with(|| (values, new_accumulators(select)));
         let mut accs = entry.1.iter_mut();
         for item in items {
             if let ItemExpr::Aggregate(_, arg) = &item.expr {
@@ -163,15 +174,15 @@ pub(crate) fn aggregate<'d>(
             }
         }
     }
+    finish_groups(select, groups)
+}
+
+/// The answer of an aggregate query from its groups: one object per group in key order (one
+/// over no rows when nothing is grouped), undefined values left out, cut at TOP.
+pub(crate) fn finish_groups(select: &Select, mut groups: Groups) -> Vec<Value> {
+    let items = select.items.as_deref().unwrap_or(&[]);
     if groups.is_empty() && select.group_by.is_empty() {
-        let accs = items
-            .iter()
-            .filter_map(|i| match &i.expr {
-                ItemExpr::Aggregate(f, _) => Some(Accumulator::new(*f)),
-                ItemExpr::Expr(_) => None,
-            })
-            .collect();
-        groups.insert(Vec::new(), (Vec::new(), accs));
+        groups.insert(Vec::new(), (Vec::new(), new_accumulators(select)));
     }
     let mut rows: Vec<Value> = groups
         .into_values()

@@ -35,6 +35,7 @@ pub use error::QueryError;
 pub use fleethub_core::semver::semver_key;
 pub use sql::runtime;
 pub use sql::schema::{DEVICE_COLUMNS, JOB_COLUMNS};
+pub use sql::split::{PartCell, SplitQuery};
 pub use sql::{Dialect, SqlParam};
 
 /// A boolean SQL expression over the `devices` table with its positional parameters (`?1`, `?2`,
@@ -160,6 +161,9 @@ pub struct CompiledQuery {
     pub sql: String,
     /// Its parameters, numbered from 1.
     pub params: Vec<SqlParam>,
+    /// For an aggregate over `devices`: the same query split into parts over ranges of row
+    /// keys, which a store may run on several connections at once and merge.
+    pub split: Option<SplitQuery>,
     /// What the output columns hold.
     pub output: Output,
     /// How many paging-key columns follow the output columns (0 for aggregates).

@@ -28,10 +28,35 @@ pub struct StoreConfig {
     /// own node owns, so a second node sharing the store never fails the first one's calls.
     /// Keep it the same across restarts of one node.
     pub node: String,
+    /// How an aggregate query over devices ([`crate::Store::query`]) is split over the read
+    /// connections so its scan uses every core.
+    pub split: SplitScans,
+}
+
+/// How [`crate::Store::query`] splits an aggregate over devices into parts by row key, each on
+/// its own read connection, and merges them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitScans {
+    /// Parts per query (at most the read connections); 1 scans on one connection.
+    pub parts: usize,
+    /// A table whose row keys span fewer than this many rows is scanned on one connection:
+    /// below it the hand-off to more threads costs more than it saves.
+    pub min_rows: u64,
+}
+
+impl Default for SplitScans {
+    /// One part per core, from 10,000 rows.
+    fn default() -> Self {
+        SplitScans {
+            parts: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            min_rows: 10_000,
+        }
+    }
 }
 
 impl StoreConfig {
-    /// A store at `path` with the default pool size (4) and batch size (1024).
+    /// A store at `path` with the default pool size (4) and batch size (1024), scans split
+    /// as [`SplitScans::default`].
     pub fn new(path: impl Into<PathBuf>) -> Self {
         StoreConfig {
             path: path.into(),
@@ -39,6 +64,7 @@ impl StoreConfig {
             max_batch: 1024,
             max_size_bytes: None,
             node: DEFAULT_NODE.to_string(),
+            split: SplitScans::default(),
         }
     }
 }

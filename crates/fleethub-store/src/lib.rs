@@ -12,7 +12,7 @@ mod error;
 mod rows;
 mod sqlite;
 
-pub use config::{Presence, StoreConfig};
+pub use config::{Presence, SplitScans, StoreConfig};
 pub use error::StoreError;
 pub use rows::{
     C2dRow, DeviceCounts, DeviceEntryRow, DeviceRow, DeviceStamp, EncodedDeviceRow, EventRow,

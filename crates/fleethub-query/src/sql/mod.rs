@@ -10,6 +10,7 @@
 pub(crate) mod paging;
 pub mod runtime;
 pub(crate) mod schema;
+pub(crate) mod split;
 pub(crate) mod sqlite;
 pub(crate) mod token;
 

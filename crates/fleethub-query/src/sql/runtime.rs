@@ -37,6 +37,16 @@ pub const AGGREGATES: &[(&str, Aggregate)] = &[
     ("fh_max", Aggregate::Max),
 ];
 
+/// The aggregates a part of a split scan calls ([`crate::SplitQuery`]): each is the aggregate
+/// of the same name in [`AGGREGATES`] but answers its running state as text, which
+/// [`crate::SplitQuery::merge`] folds together with the other parts' states.
+pub const PARTIAL_AGGREGATES: &[(&str, Aggregate)] = &[
+    ("fh_avg_part", Aggregate::Avg),
+    ("fh_sum_part", Aggregate::Sum),
+    ("fh_min_part", Aggregate::Min),
+    ("fh_max_part", Aggregate::Max),
+];
+
 /// `fh_semver(json)`: a version string's sort key; `None` when it is not a version.
 pub fn semver(v: Option<&Value>) -> Option<String> {
     v.and_then(Value::as_str)
@@ -132,6 +142,11 @@ impl AggregateState {
     /// The group's value; `None` is undefined.
     pub fn finish(self) -> Option<Value> {
         self.0.finish()
+    }
+
+    /// The group's running state as text, for a partial aggregate ([`PARTIAL_AGGREGATES`]).
+    pub fn finish_part(self) -> String {
+        self.0.to_state()
     }
 }
 

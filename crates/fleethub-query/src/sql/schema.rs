@@ -55,6 +55,10 @@ pub(crate) fn table(source: Source) -> &'static str {
     }
 }
 
+/// The `devices` table's row key (its `INTEGER PRIMARY KEY`): a split scan gives each part a
+/// range of it.
+pub(crate) const DEVICE_ROW_KEY: &str = "row";
+
 /// The paging key columns, in order.
 pub(crate) fn key_columns(source: Source) -> &'static [&'static str] {
     match source {

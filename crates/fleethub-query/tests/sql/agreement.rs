@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Map, Value};
 
-use super::{device, insert_all, open_store, run_compiled, runtime, selected, twin};
+use super::{device, insert_all, open_store, run_compiled, run_split, runtime, selected, twin};
 
 /// Conditions that selected some devices but not all: proof the comparison is not vacuous.
 static SELECTIVE: AtomicUsize = AtomicUsize::new(0);
@@ -232,12 +232,38 @@ const PROJECTION: &str = "SELECT deviceId, tags.a, properties.reported.fw AS fw,
 const GROUPED: &str = "SELECT tags.a AS a, COUNT() AS n, SUM(properties.reported.n) AS s, \
     AVG(tags.n) AS av, MIN(tags.b) AS lo, MAX(properties.desired.n) AS hi FROM devices WHERE ";
 
+/// Aggregates without GROUP BY: one row, even over no devices.
+const TOTALS: &str = "SELECT COUNT() AS n, SUM(tags.n) AS s, MIN(properties.reported.n) AS lo, \
+    MAX(tags.n) AS hi, AVG(properties.desired.n) AS av FROM devices WHERE ";
+
+/// Two GROUP BY keys and TOP: the merge orders the groups and cuts them as SQL does.
+const TOP_GROUPS: &str = "SELECT TOP 3 tags.b AS b, properties.reported.fw AS fw, COUNT() AS n, \
+    SUM(tags.n) AS s, MIN(tags.n) AS lo FROM devices WHERE ";
+
 /// Parses `text`, runs its first page (up to 1,000 rows) in the store, and returns the query
 /// with the rows as documents.
 fn run_text(
     rt: &tokio::runtime::Runtime,
     store: &fleethub_store::Store,
     text: &str,
+) -> Result<(Query, Vec<Value>), TestCaseError> {
+    run_text_with(rt, store, text, false)
+}
+
+/// [`run_text`] for an aggregate, run split over two connections and merged.
+fn run_text_split(
+    rt: &tokio::runtime::Runtime,
+    store: &fleethub_store::Store,
+    text: &str,
+) -> Result<(Query, Vec<Value>), TestCaseError> {
+    run_text_with(rt, store, text, true)
+}
+
+fn run_text_with(
+    rt: &tokio::runtime::Runtime,
+    store: &fleethub_store::Store,
+    text: &str,
+    split: bool,
 ) -> Result<(Query, Vec<Value>), TestCaseError> {
     let q = Query::parse(text).map_err(|e| TestCaseError::fail(e.rendered))?;
     let page = Page {
@@ -247,9 +273,17 @@ fn run_text(
     let compiled = q
         .compile(&page, store.dialect())
         .map_err(|e| TestCaseError::fail(e.rendered))?;
-    let rows = rt
-        .block_on(run_compiled(store, compiled))
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    if split && compiled.split.is_none() {
+        return Err(TestCaseError::fail(format!(
+            "{text}: not compiled for a split scan"
+        )));
+    }
+    let rows = if split {
+        rt.block_on(run_split(store, compiled))
+    } else {
+        rt.block_on(run_compiled(store, compiled))
+    };
+    let rows = rows.map_err(|e| TestCaseError::fail(e.to_string()))?;
     Ok((q, projection_rows(rows.rows)))
 }
 
@@ -322,8 +356,23 @@ fn check_fleet(f: Fleet) -> Result<(), TestCaseError> {
             let expected: Vec<Value> = docs.iter().filter_map(|d| q.evaluate(d)).collect();
             prop_assert_eq!(rows, expected, "projection where {}", text);
 
-            let (g, rows) = run_text(&rt, &store, &format!("{GROUPED}{text} GROUP BY tags.a"))?;
-            prop_assert_eq!(rows, g.aggregate(&docs), "groups where {}", text);
+            let grouped = format!("{GROUPED}{text} GROUP BY tags.a");
+            let (g, rows) = run_text(&rt, &store, &grouped)?;
+            prop_assert_eq!(&rows, &g.aggregate(&docs), "groups where {}", text);
+            let (_, split) = run_text_split(&rt, &store, &grouped)?;
+            prop_assert_eq!(&split, &rows, "split groups where {}", text);
+        }
+        // The split path (two parts, merged) for more shapes of aggregate.
+        if i % 5 == 1 {
+            for shape in [
+                format!("{TOTALS}{text}"),
+                format!("{TOP_GROUPS}{text} GROUP BY tags.b, properties.reported.fw"),
+            ] {
+                let (g, rows) = run_text(&rt, &store, &shape)?;
+                prop_assert_eq!(&rows, &g.aggregate(&docs), "{}", shape);
+                let (_, split) = run_text_split(&rt, &store, &shape)?;
+                prop_assert_eq!(&split, &rows, "split {}", shape);
+            }
         }
     }
     store.close();

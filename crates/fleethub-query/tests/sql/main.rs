@@ -10,14 +10,19 @@ use std::sync::Arc;
 
 use fleethub_core::twin::TwinProperties;
 use fleethub_query::{CompiledQuery, Condition};
-use fleethub_store::{DeviceRow, QueryRows, Reads, Store, StoreConfig, StoreError};
+use fleethub_store::{DeviceRow, QueryRows, Reads, SplitScans, Store, StoreConfig, StoreError};
 use serde_json::{json, Value};
 
-/// A store in a temporary directory whose `connectionState` answers from `connected`.
+/// A store in a temporary directory whose `connectionState` answers from `connected`; it
+/// splits every aggregate over devices into two parts ([`Store::query`]), however few.
 pub(crate) fn open_store(connected: HashSet<String>) -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = StoreConfig {
         read_connections: 2,
+        split: SplitScans {
+            parts: 2,
+            min_rows: 0,
+        },
         ..StoreConfig::new(dir.path().join("db.sqlite"))
     };
     let store = Store::open(cfg).expect("open store");
@@ -86,12 +91,21 @@ pub(crate) async fn insert_all(store: &Store, rows: Vec<DeviceRow>) {
         .expect("insert devices");
 }
 
-/// Runs one compiled page in the store.
+/// Runs one compiled page in the store, on one connection.
 pub(crate) async fn run_compiled(
     store: &Store,
     compiled: CompiledQuery,
 ) -> Result<QueryRows, StoreError> {
     store.read(move |r| r.run_query(&compiled)).await
+}
+
+/// Runs one compiled page as the hub does ([`Store::query`]): an aggregate over devices split
+/// over two read connections and merged.
+pub(crate) async fn run_split(
+    store: &Store,
+    compiled: CompiledQuery,
+) -> Result<QueryRows, StoreError> {
+    store.query(compiled).await
 }
 
 /// The ids of the devices `condition` selects, by the SQL compiled for the store.

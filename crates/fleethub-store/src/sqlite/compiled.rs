@@ -2,7 +2,7 @@
 //! a statement's plan. SQLite's errors become the store's (`TooComplex`, `Rejected`, …) here,
 //! and the rows become the store's own values.
 
-use fleethub_query::{CompiledQuery, Dialect, Output, SqlFragment, SqlParam};
+use fleethub_query::{CompiledQuery, Dialect, Output, PartCell, SplitQuery, SqlFragment, SqlParam};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{params_from_iter, Connection, Row};
 use serde_json::{Map, Value};
@@ -122,6 +122,72 @@ fn key_text(v: ValueRef<'_>) -> String {
     }
 }
 
+/// One part of a split scan: `split`'s rows over the devices whose row key is in `from..=to`,
+/// each as plain values for [`SplitQuery::merge`].
+pub(crate) fn run_part(
+    conn: &Connection,
+    split: &SplitQuery,
+    from: i64,
+    to: i64,
+) -> Result<Vec<Vec<PartCell>>, StoreError> {
+    sqlite_only(split.dialect)?;
+    let mut stmt = conn.prepare_cached(&split.sql).map_err(compiled)?;
+    if !stmt.readonly() {
+        return Err(StoreError::Rejected(
+            "a compiled query may only read, and this statement writes".into(),
+        ));
+    }
+    let columns = split.columns();
+    let mut rows = stmt
+        .query(params_from_iter(
+            split.params_for(from, to).iter().map(param),
+        ))
+        .map_err(compiled)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(compiled)? {
+        let cells = (0..columns)
+            .map(|i| row.get_ref(i).map(part_cell))
+            .collect::<rusqlite::Result<_>>()?;
+        out.push(cells);
+    }
+    Ok(out)
+}
+
+fn part_cell(v: ValueRef<'_>) -> PartCell {
+    match v {
+        ValueRef::Integer(i) => Some(SqlParam::Integer(i)),
+        ValueRef::Real(f) => Some(SqlParam::Real(f)),
+        ValueRef::Text(t) => Some(SqlParam::Text(String::from_utf8_lossy(t).into_owned())),
+        ValueRef::Null | ValueRef::Blob(_) => None,
+    }
+}
+
+/// The least and greatest row key of `devices`; `None` when there are no devices.
+pub(crate) fn device_row_bounds(conn: &Connection) -> Result<Option<(i64, i64)>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT min(row), max(row) FROM devices")?;
+    let bounds: (Option<i64>, Option<i64>) = stmt.query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(bounds.0.zip(bounds.1))
+}
+
+/// `parts` consecutive ranges of row keys (first and last key, inclusive) that together cover
+/// every possible key, the ones between `first` and `last` of about equal size.
+pub(crate) fn row_ranges(first: i64, last: i64, parts: usize) -> Vec<(i64, i64)> {
+    let parts = parts.max(1) as i128;
+    let span = (i128::from(last) - i128::from(first) + 1).max(1);
+    let start = |i: i128| i64::try_from(i128::from(first) + span * i / parts).unwrap_or(i64::MAX);
+    (0..parts)
+        .map(|i| {
+            let from = if i == 0 { i64::MIN } else { start(i) };
+            let to = if i == parts - 1 {
+                i64::MAX
+            } else {
+                start(i + 1) - 1
+            };
+            (from, to)
+        })
+        .collect()
+}
+
 /// The ids of up to `limit` devices after `after` that `condition` selects, in id order.
 pub(crate) fn devices_matching(
     conn: &Connection,
@@ -188,6 +254,24 @@ pub(crate) fn query_plan(conn: &Connection, q: &CompiledQuery) -> Result<String,
 
 #[cfg(test)]
 mod tests {
+    use super::row_ranges;
+
+    /// Every row key falls in exactly one part, whatever the table's bounds.
+    #[test]
+    fn row_ranges_cover_every_key_once() {
+        for (first, last, parts) in [(1, 100, 2), (1, 1, 4), (5, 7, 3), (-3, 1_000_000, 7)] {
+            let ranges = row_ranges(first, last, parts);
+            assert_eq!(ranges.len(), parts);
+            assert_eq!(ranges[0].0, i64::MIN);
+            assert_eq!(ranges[parts - 1].1, i64::MAX);
+            for w in ranges.windows(2) {
+                assert_eq!(w[0].1 + 1, w[1].0, "{ranges:?}");
+            }
+        }
+        let halves = row_ranges(1, 100, 2);
+        assert_eq!(halves, vec![(i64::MIN, 50), (51, i64::MAX)]);
+    }
+
     /// `SELECT *` rows are decoded by the store's own row readers, which read the columns in
     /// the order the query crate selects them.
     #[test]

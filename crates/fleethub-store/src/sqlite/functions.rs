@@ -53,12 +53,16 @@ fn to_text(v: Option<Value>) -> Option<String> {
     v.map(|v| v.to_string())
 }
 
-/// SQLite's side of one `fh_avg`/`fh_sum`/`fh_min`/`fh_max`.
-struct JsonAggregate(Aggregate);
+/// SQLite's side of one `fh_avg`/`fh_sum`/`fh_min`/`fh_max`, or (`partial`) of one
+/// `fh_*_part`, which answers its running state instead of its value.
+struct JsonAggregate {
+    aggregate: Aggregate,
+    partial: bool,
+}
 
 impl rusqlite::functions::Aggregate<AggregateState, Option<String>> for JsonAggregate {
     fn init(&self, _: &mut Context<'_>) -> rusqlite::Result<AggregateState> {
-        Ok(self.0.start())
+        Ok(self.aggregate.start())
     }
 
     fn step(&self, ctx: &mut Context<'_>, state: &mut AggregateState) -> rusqlite::Result<()> {
@@ -71,13 +75,17 @@ impl rusqlite::functions::Aggregate<AggregateState, Option<String>> for JsonAggr
         _: &mut Context<'_>,
         state: Option<AggregateState>,
     ) -> rusqlite::Result<Option<String>> {
-        let state = state.unwrap_or_else(|| self.0.start());
-        Ok(to_text(state.finish()))
+        let state = state.unwrap_or_else(|| self.aggregate.start());
+        Ok(if self.partial {
+            Some(state.finish_part())
+        } else {
+            to_text(state.finish())
+        })
     }
 }
 
-/// Registers every function of [`runtime::SCALAR_FUNCTIONS`] and [`runtime::AGGREGATES`] on
-/// `conn`; `fh_connected` answers from `presence`.
+/// Registers every function of [`runtime::SCALAR_FUNCTIONS`], [`runtime::AGGREGATES`] and
+/// [`runtime::PARTIAL_AGGREGATES`] on `conn`; `fh_connected` answers from `presence`.
 pub(crate) fn register(conn: &Connection, presence: PresenceSlot) -> rusqlite::Result<()> {
     let det = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     conn.create_scalar_function("fh_connected", 1, FunctionFlags::SQLITE_UTF8, move |ctx| {
@@ -122,8 +130,11 @@ pub(crate) fn register(conn: &Connection, presence: PresenceSlot) -> rusqlite::R
     conn.create_scalar_function("fh_key", 1, det, |ctx| {
         Ok(runtime::group_key(json_arg(ctx, 0).as_ref()))
     })?;
-    for &(name, aggregate) in runtime::AGGREGATES {
-        conn.create_aggregate_function(name, 1, det, JsonAggregate(aggregate))?;
+    let aggregates = runtime::AGGREGATES.iter().map(|a| (a, false));
+    let partials = runtime::PARTIAL_AGGREGATES.iter().map(|a| (a, true));
+    for (&(name, aggregate), partial) in aggregates.chain(partials) {
+        let function = JsonAggregate { aggregate, partial };
+        conn.create_aggregate_function(name, 1, det, function)?;
     }
     Ok(())
 }
@@ -142,7 +153,10 @@ mod tests {
             conn.prepare(&format!("SELECT {name}({args})"))
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
-        for &(name, _) in runtime::AGGREGATES {
+        for &(name, _) in runtime::AGGREGATES
+            .iter()
+            .chain(runtime::PARTIAL_AGGREGATES)
+        {
             conn.prepare(&format!("SELECT {name}(NULL)"))
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
         }

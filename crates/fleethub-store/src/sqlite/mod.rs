@@ -26,16 +26,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleethub_query::Dialect;
+use fleethub_query::{CompiledQuery, Dialect};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
-use crate::{Presence, StoreConfig, StoreError};
+use crate::{Presence, SplitScans, StoreConfig, StoreError};
 use checkpointer::Checkpointer;
 use functions::PresenceSlot;
 use read_pool::ReadPool;
-use writer::{WriteJob, Writer};
+use writer::{Commits, WriteJob, Writer};
 
 pub use compiled::{QueryRow, QueryRows};
 pub use configurations::{ConfigurationCounts, ConfigurationReads, ConfigurationRow};
@@ -74,6 +74,8 @@ struct Inner {
     readers: Arc<ReadPool>,
     checkpointer: Checkpointer,
     presence: PresenceSlot,
+    commits: Arc<Commits>,
+    split: SplitScans,
 }
 
 impl Store {
@@ -106,13 +108,26 @@ impl Store {
         )?);
         let (checkpointer, backstop) =
             Checkpointer::spawn(open_connection(&cfg.path, &presence)?, &mut conn)?;
-        let writer = Writer::spawn(conn, cfg.max_batch, backstop, cfg.node.clone())?;
+        let commits = Arc::new(Commits::default());
+        let writer = Writer::spawn(
+            conn,
+            cfg.max_batch,
+            backstop,
+            cfg.node.clone(),
+            Arc::clone(&commits),
+        )?;
+        let split = SplitScans {
+            parts: cfg.split.parts.clamp(1, readers.size()),
+            ..cfg.split
+        };
         Ok(Store {
             inner: Arc::new(Inner {
                 writer,
                 readers,
                 checkpointer,
                 presence,
+                commits,
+                split,
             }),
         })
     }
@@ -137,6 +152,48 @@ impl Store {
         match self.inner.readers.try_run_inline(f) {
             Ok(result) => result,
             Err(f) => self.read(f).await,
+        }
+    }
+
+    /// Runs one page of a compiled query on the read connections, as [`Reads::run_query`]
+    /// does on one. An aggregate over devices with more than [`SplitScans::min_rows`] row keys
+    /// runs split ([`fleethub_query::SplitQuery`]): one part per range of row keys, each on its
+    /// own connection and thread, all on one snapshot of the database, merged by the query
+    /// crate. When writes keep it from taking that snapshot, it runs on one connection.
+    pub async fn query(&self, query: CompiledQuery) -> Result<QueryRows, StoreError> {
+        let split = self.inner.split;
+        let Some(plan) = query.split.clone().filter(|_| split.parts > 1) else {
+            return self.read(move |r| r.run_query(&query)).await;
+        };
+        let bounds = self
+            .read_point(|r| compiled::device_row_bounds(r.conn))
+            .await?;
+        let ranges = match bounds {
+            Some((first, last)) if last.abs_diff(first) >= split.min_rows => {
+                compiled::row_ranges(first, last, split.parts)
+            }
+            _ => return self.read(move |r| r.run_query(&query)).await,
+        };
+        let parts: Vec<read_pool::Part<_>> = ranges
+            .into_iter()
+            .map(|(from, to)| {
+                let plan = plan.clone();
+                Box::new(move |r: &ReadTx<'_>| compiled::run_part(r.conn, &plan, from, to))
+                    as read_pool::Part<_>
+            })
+            .collect();
+        let commits = Arc::clone(&self.inner.commits);
+        match self.inner.readers.run_together(parts, commits).await? {
+            Some(rows) => {
+                let docs = plan
+                    .merge(rows)
+                    .map_err(|e| StoreError::Other(format!("internal error: {e}")))?;
+                Ok(QueryRows {
+                    rows: docs.into_iter().map(QueryRow::Document).collect(),
+                    continuation: None,
+                })
+            }
+            None => self.read(move |r| r.run_query(&query)).await,
         }
     }
 

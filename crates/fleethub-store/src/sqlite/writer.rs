@@ -8,7 +8,8 @@
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle, ThreadId};
 
 use parking_lot::Mutex;
@@ -81,6 +82,36 @@ where
     }
 }
 
+/// How many batches the writer has begun and finished committing. Nothing becomes visible to a
+/// reader but through a commit, so a split scan whose parts took their snapshots while
+/// `begun()` stayed equal to an earlier `ended()` saw one state of the database.
+#[derive(Debug, Default)]
+pub(crate) struct Commits {
+    begun: AtomicU64,
+    ended: AtomicU64,
+}
+
+impl Commits {
+    /// Commits begun so far (counted before `COMMIT` runs).
+    pub(crate) fn begun(&self) -> u64 {
+        self.begun.load(AtomicOrdering::SeqCst)
+    }
+
+    /// Commits ended so far, succeeded or not (counted after `COMMIT` returns).
+    pub(crate) fn ended(&self) -> u64 {
+        self.ended.load(AtomicOrdering::SeqCst)
+    }
+
+    /// Counts as if one commit had begun and not yet ended.
+    #[cfg(test)]
+    pub(crate) fn in_flight() -> Commits {
+        Commits {
+            begun: AtomicU64::new(1),
+            ended: AtomicU64::new(0),
+        }
+    }
+}
+
 /// The handle the store keeps on its writer thread.
 pub(crate) struct Writer {
     queue: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
@@ -95,12 +126,13 @@ impl Writer {
         max_batch: usize,
         backstop: Backstop,
         node: String,
+        commits: Arc<Commits>,
     ) -> Result<Writer, StoreError> {
         let (queue, jobs) = mpsc::channel();
         let max_batch = max_batch.max(1);
         let thread = thread::Builder::new()
             .name("fleethub-store-writer".into())
-            .spawn(move || write_loop(&conn, &node, &jobs, max_batch, &backstop))
+            .spawn(move || write_loop(&conn, &node, &jobs, max_batch, &backstop, &commits))
             .map_err(|e| StoreError::Other(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             queue: Mutex::new(Some(queue)),
@@ -144,6 +176,7 @@ fn write_loop(
     jobs: &mpsc::Receiver<Box<dyn Job>>,
     max_batch: usize,
     backstop: &Backstop,
+    commits: &Commits,
 ) {
     let epoch = TwinEpoch::default();
     while let Ok(first) = jobs.recv() {
@@ -156,8 +189,10 @@ fn write_loop(
         }
         // Only a bug in the store itself can panic here (callers' panics are caught per job);
         // the writer stays up, and the batch's callers learn of it through their dropped replies.
-        if panic::catch_unwind(AssertUnwindSafe(|| commit_batch(conn, node, &epoch, batch)))
-            .is_err()
+        if panic::catch_unwind(AssertUnwindSafe(|| {
+            commit_batch(conn, node, &epoch, commits, batch)
+        }))
+        .is_err()
         {
             tracing::error!("store writer panicked while committing a batch");
             if !conn.is_autocommit() {
@@ -172,8 +207,14 @@ fn write_loop(
 /// Runs one batch in one transaction, then the effects its writes recorded (in commit order),
 /// then delivers every job's result: a caller that hears "committed" knows its effects are
 /// already on their way.
-fn commit_batch(conn: &Connection, node: &str, epoch: &TwinEpoch, mut batch: Vec<Box<dyn Job>>) {
-    match run_batch(conn, node, epoch, &mut batch) {
+fn commit_batch(
+    conn: &Connection,
+    node: &str,
+    epoch: &TwinEpoch,
+    commits: &Commits,
+    mut batch: Vec<Box<dyn Job>>,
+) {
+    match run_batch(conn, node, epoch, commits, &mut batch) {
         Ok(effects) => {
             for effect in effects {
                 if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(effect)) {
@@ -207,6 +248,7 @@ fn run_batch(
     conn: &Connection,
     node: &str,
     epoch: &TwinEpoch,
+    commits: &Commits,
     batch: &mut [Box<dyn Job>],
 ) -> rusqlite::Result<Vec<Effect>> {
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
@@ -237,7 +279,11 @@ fn run_batch(
         }
         conn.prepare_cached("RELEASE write")?.execute([])?;
     }
-    conn.prepare_cached("COMMIT")?.execute([])?;
+    let mut commit = conn.prepare_cached("COMMIT")?;
+    commits.begun.fetch_add(1, AtomicOrdering::SeqCst);
+    let committed = commit.execute([]);
+    commits.ended.fetch_add(1, AtomicOrdering::SeqCst);
+    committed?;
     Ok(tx.effects)
 }
 
@@ -300,6 +346,7 @@ mod tests {
             &conn,
             "local",
             &crate::sqlite::writes::TwinEpoch::default(),
+            &super::Commits::default(),
             batch,
         );
         for mut answer in answers {
@@ -354,6 +401,7 @@ mod tests {
             &conn,
             "local",
             &crate::sqlite::writes::TwinEpoch::default(),
+            &super::Commits::default(),
             batch,
         );
         let entry = entry.lock().take().unwrap();

@@ -1,9 +1,10 @@
 //! Whole statements in SQLite: projections, grouping, keyset paging.
 
 use super::expr::{self, Ctx};
-use crate::ast::{AggFunc, ItemExpr, Select, Source};
+use crate::ast::{AggFunc, Expr, ItemExpr, Select, Source};
 use crate::sql::paging::{fingerprint_of, PagePlan};
-use crate::sql::schema::{key_columns, table, DEVICE_COLUMNS, JOB_COLUMNS};
+use crate::sql::schema::{key_columns, table, DEVICE_COLUMNS, DEVICE_ROW_KEY, JOB_COLUMNS};
+use crate::sql::split::SplitQuery;
 use crate::sql::{Dialect, SqlParam};
 use crate::{CompiledQuery, Output};
 
@@ -67,6 +68,7 @@ pub(crate) fn compile(select: &Select, plan: PagePlan) -> CompiledQuery {
         dialect: Dialect::Sqlite,
         sql,
         params: ctx.params,
+        split: None,
         output,
         key_columns: keys.len(),
         page_limit,
@@ -85,14 +87,7 @@ pub(crate) fn compile_aggregate(select: &Select) -> CompiledQuery {
     for item in items {
         outputs.push(match &item.expr {
             ItemExpr::Expr(e) => expr::json_value(&mut ctx, e),
-            ItemExpr::Aggregate(AggFunc::Count, _) => "COUNT(*)".to_string(),
-            ItemExpr::Aggregate(f, arg) => {
-                let j = match arg {
-                    Some(a) => expr::json_value(&mut ctx, a),
-                    None => "NULL".to_string(),
-                };
-                format!("fh_{}({j})", f.name().to_ascii_lowercase())
-            }
+            ItemExpr::Aggregate(f, arg) => aggregate(&mut ctx, *f, arg.as_ref(), ""),
         });
     }
     let mut sql = format!(
@@ -124,6 +119,7 @@ pub(crate) fn compile_aggregate(select: &Select) -> CompiledQuery {
         dialect: Dialect::Sqlite,
         sql,
         params: ctx.params,
+        split: compile_aggregate_part(select),
         output: Output::Documents(items.iter().map(|i| i.name.clone()).collect()),
         key_columns: 0,
         page_limit: usize::MAX,
@@ -132,4 +128,56 @@ pub(crate) fn compile_aggregate(select: &Select) -> CompiledQuery {
         top: select.top,
         fingerprint: fingerprint_of(select),
     }
+}
+
+/// An aggregate item: `COUNT(*)`, or the registered `fh_{name}{suffix}` over its argument
+/// (`suffix` is `_part` for a part of a split scan, which answers a state to merge).
+fn aggregate(ctx: &mut Ctx, func: AggFunc, arg: Option<&Expr>, suffix: &str) -> String {
+    if func == AggFunc::Count {
+        return "COUNT(*)".to_string();
+    }
+    let j = match arg {
+        Some(a) => expr::json_value(ctx, a),
+        None => "NULL".to_string(),
+    };
+    format!("fh_{}{suffix}({j})", func.name().to_ascii_lowercase())
+}
+
+/// One part of an aggregate query over `devices` split by row key (`row BETWEEN ?1 AND ?2`): per group
+/// it saw, the group keys, the group's values and each aggregate's count or running state. No
+/// ORDER BY or TOP: those apply to the merged groups.
+fn compile_aggregate_part(select: &Select) -> Option<SplitQuery> {
+    if select.source != Source::Devices {
+        return None;
+    }
+    let mut ctx = Ctx::new(select.source);
+    let from = ctx.param(SqlParam::Integer(i64::MIN));
+    let to = ctx.param(SqlParam::Integer(i64::MAX));
+    let mut keys = Vec::new();
+    let mut values = Vec::new();
+    for g in &select.group_by {
+        let j = expr::json_value(&mut ctx, g);
+        keys.push(format!("fh_key({j})"));
+        values.push(j);
+    }
+    let mut outputs: Vec<String> = keys.iter().chain(&values).cloned().collect();
+    for item in select.items.as_deref().unwrap_or(&[]) {
+        outputs.push(match &item.expr {
+            ItemExpr::Expr(_) => continue,
+            ItemExpr::Aggregate(f, arg) => aggregate(&mut ctx, *f, arg.as_ref(), "_part"),
+        });
+    }
+    let mut sql = format!(
+        "SELECT {} FROM {} WHERE {DEVICE_ROW_KEY} BETWEEN {from} AND {to}",
+        outputs.join(", "),
+        table(select.source)
+    );
+    if let Some(f) = &select.filter {
+        let cond = expr::condition(&mut ctx, f);
+        sql.push_str(&format!(" AND ({cond})"));
+    }
+    if !keys.is_empty() {
+        sql.push_str(&format!(" GROUP BY {}", keys.join(", ")));
+    }
+    Some(SplitQuery::new(Dialect::Sqlite, sql, ctx.params, select))
 }
