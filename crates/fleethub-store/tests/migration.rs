@@ -83,15 +83,15 @@ async fn the_v10_fixture_reads_back_what_was_written() {
                AND typeof(desired) = 'blob' AND typeof(reported) = 'blob'";
     assert_eq!(count(&path, sql), (v10::DEVICES - 1) as i64);
     // Migration 15: every metadata tree packed (dev-01's reported keeps the path its report
-    // touched, not its other leaves); the mark is gone.
-    assert_eq!(unpacked(&path, ""), 0);
+    // touched, not its other leaves); the copy is gone.
+    assert_eq!(unpacked(&path, "twin_metadata"), 0);
     let sql = "SELECT count(*) FROM twin_metadata WHERE reported LIKE '{\"$default\":%'";
     assert_eq!(count(&path, sql), (v10::DEVICES - 1) as i64);
     let sql = "SELECT count(*) FROM twin_metadata JOIN devices USING (row) \
                WHERE device_id = 'dev-01' AND json_type(twin_metadata.reported, '$.sensors.pm25') \
                = 'object' AND json_type(twin_metadata.reported, '$.sensors.temp') IS NULL";
     assert_eq!(count(&path, sql), 1);
-    let sql = "SELECT count(*) FROM sqlite_schema WHERE name = 'metadata_packing'";
+    let sql = "SELECT count(*) FROM sqlite_schema WHERE name = 'twin_metadata_packed'";
     assert_eq!(count(&path, sql), 0);
     let sql = "SELECT count(*) FROM sqlite_schema WHERE name = 'devices_v11'";
     assert_eq!(count(&path, sql), 0);
@@ -133,20 +133,21 @@ async fn a_migration_stopped_part_way_picks_up_where_it_stopped() {
     assert_eq!(count(&path, "SELECT count(*) FROM twin_metadata"), 23);
 }
 
-/// How many metadata rows (of those `and` selects) still hold a full tree that has a stamp (an
-/// empty tree stays as it is).
-fn unpacked(path: &Path, and: &str) -> i64 {
+/// How many rows of `table` still hold a full metadata tree that has a stamp (an empty tree
+/// stays as it is).
+fn unpacked(path: &Path, table: &str) -> i64 {
     let sql = format!(
-        "SELECT count(*) FROM twin_metadata \
-         WHERE ((desired NOT LIKE '{{\"$default\":%' AND desired != '{{}}') \
-             OR (reported NOT LIKE '{{\"$default\":%' AND reported != '{{}}')) {and}"
+        "SELECT count(*) FROM {table} \
+         WHERE (desired NOT LIKE '{{\"$default\":%' AND desired != '{{}}') \
+            OR (reported NOT LIKE '{{\"$default\":%' AND reported != '{{}}')"
     );
     count(path, &sql)
 }
 
-/// Migration 15 packs the metadata of a database written by the previous layout in chunks: a
-/// run stopped part way leaves version 15 with some rows packed and the mark after them, and
-/// the next start packs the rest; the twins read back as a fresh store's throughout.
+/// Migration 15 packs the metadata of a database written by the previous layout into a copy of
+/// the table, in chunks: a run stopped part way leaves version 15 with the first rows copied
+/// packed and `twin_metadata` untouched, and the next start copies the rest and swaps the
+/// tables; the twins read back as a fresh store's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_packing_stopped_part_way_picks_up_where_it_stopped() {
     let dir = TempDir::new().unwrap();
@@ -157,25 +158,22 @@ async fn metadata_packing_stopped_part_way_picks_up_where_it_stopped() {
     assert_eq!(schema_version(&path), 10);
     assert!(!Store::migrate_partly(&path, 14).unwrap());
     assert_eq!(schema_version(&path), 15);
-    let row14 = count(
-        &path,
-        "SELECT row FROM twin_metadata ORDER BY row LIMIT 1 OFFSET 13",
-    );
-    assert_eq!(
-        count(&path, "SELECT next_row FROM metadata_packing"),
-        row14 + 1
-    );
-    assert_eq!(unpacked(&path, &format!("AND row <= {row14}")), 0);
-    let left = unpacked(&path, "");
-    assert!(left > 5, "{left} rows left to pack");
+    let copied = "SELECT count(*) FROM twin_metadata_packed";
+    assert_eq!(count(&path, copied), 14);
+    assert_eq!(unpacked(&path, "twin_metadata_packed"), 0);
+    let first_rows = "SELECT count(*) FROM twin_metadata_packed AS p JOIN \
+        (SELECT row FROM twin_metadata ORDER BY row LIMIT 14) USING (row)";
+    assert_eq!(count(&path, first_rows), 14);
+    assert_eq!(unpacked(&path, "twin_metadata"), 23);
     assert!(!Store::migrate_partly(&path, 5).unwrap());
-    assert_eq!(unpacked(&path, ""), left - 5);
+    assert_eq!(count(&path, copied), 19);
+    assert_eq!(unpacked(&path, "twin_metadata_packed"), 0);
 
     let store = Store::open(StoreConfig::new(&path)).unwrap();
     assert_same(&v10::snapshot(&store).await, &fresh_snapshot().await);
     store.close();
-    assert_eq!(unpacked(&path, ""), 0);
-    let sql = "SELECT count(*) FROM sqlite_schema WHERE name = 'metadata_packing'";
+    assert_eq!(unpacked(&path, "twin_metadata"), 0);
+    let sql = "SELECT count(*) FROM sqlite_schema WHERE name = 'twin_metadata_packed'";
     assert_eq!(count(&path, sql), 0);
 }
 

@@ -369,12 +369,15 @@ const AFTER_LAYOUT: &[&str] = &[
     CREATE INDEX rollout_devices_device ON rollout_devices (device_id);
     "#,
     // 15: `twin_metadata` packed (a node's stamp only where it differs from the section's most
-    // common one; `fleethub_core::twin::stored_metadata`). This only sets the mark where the
-    // packing starts; `metadata_packing.rs` packs the rows after it in resumable chunks, and
-    // reads take both forms meanwhile.
+    // common one; `fleethub_core::twin::stored_metadata`). This only creates the table the
+    // packed rows go to; `metadata_packing.rs` copies them in resumable chunks and swaps the
+    // tables.
     r#"
-    CREATE TABLE metadata_packing (next_row INTEGER NOT NULL);
-    INSERT INTO metadata_packing (next_row) VALUES (0);
+    CREATE TABLE twin_metadata_packed (
+        row      INTEGER PRIMARY KEY,
+        desired  TEXT NOT NULL,
+        reported TEXT NOT NULL
+    );
     "#,
 ];
 
