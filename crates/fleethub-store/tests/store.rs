@@ -146,6 +146,46 @@ async fn hold_writer_with_queued(store: &Store) -> (std::sync::mpsc::Sender<()>,
     (release, queued)
 }
 
+/// `bench rollout` found a gate's decision committed seconds after its report: its write waited
+/// behind every report the fleet had queued. A write submitted first runs before them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_submitted_first_commits_ahead_of_the_queued_writes() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let ran = Arc::new(AtomicUsize::new(0));
+    let release = hold_writer(&store).await;
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut queued: Vec<Write<'_, bool>> = (0..50)
+        .map(|i| -> Write<'_, bool> {
+            let ran = ran.clone();
+            Box::pin(store.write(move |tx| {
+                ran.fetch_add(1, Ordering::SeqCst);
+                tx.insert_device(&device(&format!("dev-{i:02}")))
+            }))
+        })
+        .collect();
+    for write in &mut queued {
+        assert!(write.as_mut().poll(&mut cx).is_pending());
+    }
+    let seen = ran.clone();
+    let mut first: Write<'_, usize> = Box::pin(store.write_first(move |tx| {
+        tx.put_setting("decision", "made")?;
+        Ok(seen.load(Ordering::SeqCst))
+    }));
+    assert!(first.as_mut().poll(&mut cx).is_pending());
+    release.send(()).unwrap();
+
+    assert_eq!(first.await.unwrap(), 0, "no queued write ran before it");
+    for write in queued {
+        assert!(matches!(write.await, Ok(true)));
+    }
+    let decision = store.read(|tx| tx.get_setting("decision")).await.unwrap();
+    assert_eq!(decision.as_deref(), Some("made"));
+    assert_eq!(store.read(|tx| tx.device_counts()).await.unwrap().total, 50);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_write_is_rolled_back_alone_within_its_batch() {
     let dir = TempDir::new().unwrap();

@@ -450,7 +450,8 @@ impl Hub {
         Ok(out)
     }
 
-    /// Commits steps (each with its pushes' operation) in one write; records decision latency.
+    /// Commits steps (each with its pushes' operation) in one write ahead of the store's queue;
+    /// records decision latency.
     pub(crate) async fn commit_steps(&self, pending: Vec<PendingStep>) -> HubResult<()> {
         if pending.is_empty() {
             return Ok(());
@@ -459,8 +460,10 @@ impl Hub {
         let decided: Vec<(Instant, Instant)> =
             pending.iter().filter_map(|p| p.decided_by).collect();
         let submitted = Instant::now();
+        // Ahead of the writes queued (a fleet's reports): a decision is durable within one of
+        // the writer's batches, not after the whole queue.
         self.store()
-            .write(move |tx| {
+            .write_first(move |tx| {
                 for p in &pending {
                     p.apply(&hub, tx)?;
                 }

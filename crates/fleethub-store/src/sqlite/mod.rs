@@ -206,10 +206,32 @@ impl Store {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
+        self.queue_write(f, false).await
+    }
+
+    /// Like [`Store::write`], ahead of the writes already queued: committed in a batch of its
+    /// own (with any other such write) as soon as the writer finishes the batch it is on. For a
+    /// few small writes whose latency matters more than the queue's order (a rollout's gate
+    /// decision under a fleet's reports); writes in flight together have no order among them.
+    pub async fn write_first<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        self.queue_write(f, true).await
+    }
+
+    async fn queue_write<T, E, F>(&self, f: F, first: bool) -> Result<T, E>
+    where
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         self.inner
             .writer
-            .submit(Box::new(WriteJob::new(f, reply)))
+            .submit(Box::new(WriteJob::new(f, reply)), first)
             .map_err(E::from)?;
         answer.await.unwrap_or_else(|_| {
             Err(E::from(StoreError::Other(

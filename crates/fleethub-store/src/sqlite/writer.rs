@@ -5,8 +5,14 @@
 //! and a write that fails (or panics) is rolled back alone. Results are delivered only after
 //! `COMMIT` succeeds; if the transaction fails, every write in the group gets the error and none
 //! of them was applied.
+//!
+//! A write submitted `first` skips the queue: it is committed in a batch of
+//! its own before the next turn's queued writes (for a decision the hub must make durable
+//! quickly while a fleet's reports fill the queue). Writes in flight together have no order among
+//! them anyway: a caller that needs one write after another waits for the first's answer.
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{mpsc, Arc};
@@ -112,9 +118,19 @@ impl Commits {
     }
 }
 
+/// What the writer's queue carries: a write, or word that a write went to the front.
+enum Queued {
+    Job(Box<dyn Job>),
+    First,
+}
+
+/// Writes that skip the queue, taken at the start of the writer's next turn.
+type FirstJobs = Arc<Mutex<VecDeque<Box<dyn Job>>>>;
+
 /// The handle the store keeps on its writer thread.
 pub(crate) struct Writer {
-    queue: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
+    queue: Mutex<Option<mpsc::Sender<Queued>>>,
+    first: FirstJobs,
     thread: Mutex<Option<JoinHandle<()>>>,
     thread_id: ThreadId,
 }
@@ -130,22 +146,35 @@ impl Writer {
     ) -> Result<Writer, StoreError> {
         let (queue, jobs) = mpsc::channel();
         let max_batch = max_batch.max(1);
+        let first = FirstJobs::default();
+        let lanes = (jobs, first.clone());
         let thread = thread::Builder::new()
             .name("fleethub-store-writer".into())
-            .spawn(move || write_loop(&conn, &node, &jobs, max_batch, &backstop, &commits))
+            .spawn(move || write_loop(&conn, &node, &lanes, max_batch, &backstop, &commits))
             .map_err(|e| StoreError::Other(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             queue: Mutex::new(Some(queue)),
+            first,
             thread_id: thread.thread().id(),
             thread: Mutex::new(Some(thread)),
         })
     }
 
-    /// Queues a job; `Closed` once the writer is stopping.
-    pub(crate) fn submit(&self, job: Box<dyn Job>) -> Result<(), StoreError> {
+    /// Queues a job; `Closed` once the writer is stopping. With `first`, ahead of every queued
+    /// job: the writer commits it, with any other such job, in a batch of their own at the start
+    /// of its next turn.
+    pub(crate) fn submit(&self, job: Box<dyn Job>, first: bool) -> Result<(), StoreError> {
         let queue = self.queue.lock();
         let queue = queue.as_ref().ok_or(StoreError::Closed)?;
-        queue.send(job).map_err(|_| StoreError::Closed)
+        let queued = if first {
+            self.first.lock().push_back(job);
+            // Wakes an idle writer; a busy one finds the job when its batch is done. The word
+            // follows the job, so the writer ends only once it has taken every job.
+            Queued::First
+        } else {
+            Queued::Job(job)
+        };
+        queue.send(queued).map_err(|_| StoreError::Closed)
     }
 
     /// Refuses new jobs; those already queued still run.
@@ -173,20 +202,13 @@ impl Writer {
 fn write_loop(
     conn: &Connection,
     node: &str,
-    jobs: &mpsc::Receiver<Box<dyn Job>>,
+    (jobs, first): &(mpsc::Receiver<Queued>, FirstJobs),
     max_batch: usize,
     backstop: &Backstop,
     commits: &Commits,
 ) {
     let epoch = TwinEpoch::default();
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < max_batch {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+    let commit = |batch: Vec<Box<dyn Job>>| {
         // Only a bug in the store itself can panic here (callers' panics are caught per job);
         // the writer stays up, and the batch's callers learn of it through their dropped replies.
         if panic::catch_unwind(AssertUnwindSafe(|| {
@@ -200,6 +222,26 @@ fn write_loop(
             }
         }
         backstop.after_commit(conn);
+    };
+    while let Ok(queued) = jobs.recv() {
+        let ahead: Vec<Box<dyn Job>> = first.lock().drain(..).collect();
+        if !ahead.is_empty() {
+            commit(ahead);
+        }
+        let mut batch = Vec::new();
+        let mut next = Some(queued);
+        while let Some(queued) = next {
+            if let Queued::Job(job) = queued {
+                batch.push(job);
+            }
+            if batch.len() >= max_batch {
+                break;
+            }
+            next = jobs.try_recv().ok();
+        }
+        if !batch.is_empty() {
+            commit(batch);
+        }
     }
     tracing::debug!("store writer stopped");
 }
