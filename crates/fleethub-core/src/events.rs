@@ -88,6 +88,27 @@ impl Change {
         };
         (kind, tagged.remove("body").unwrap_or(Value::Null))
     }
+
+    /// The kind and the body's JSON text, as the event log stores them: [`Change::to_parts`]
+    /// serialized, without building a `Value` on the way (a change is written on every report,
+    /// in the writer). The tagged form is `{"kind":K,"body":B}` with K a plain name, so the
+    /// body is the text between the kind and the closing brace.
+    pub fn to_stored_parts(&self) -> (String, String) {
+        const HEAD: &str = r#"{"kind":""#;
+        const MIDDLE: &str = r#"","body":"#;
+        let text = serde_json::to_string(self).unwrap_or_default();
+        let split = text
+            .strip_prefix(HEAD)
+            .and_then(|rest| rest.split_once(MIDDLE))
+            .and_then(|(kind, body)| Some((kind, body.strip_suffix('}')?)));
+        match split {
+            Some((kind, body)) if !kind.contains('"') => (kind.to_string(), body.to_string()),
+            _ => {
+                let (kind, body) = self.to_parts();
+                (kind, body.to_string())
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -186,6 +207,8 @@ mod tests {
             assert_eq!((k.as_str(), &b), (kind, &body));
             // Field order is part of the body: the feed shows it as stored.
             assert_eq!(b.to_string(), body.to_string());
+            let (k, text) = change.to_stored_parts();
+            assert_eq!((k.as_str(), text), (kind, body.to_string()));
         }
     }
 }

@@ -339,13 +339,13 @@ mod tests {
         ));
     }
 
-    /// The writer's kept copy of a reported section (`reported_cache`) is only a shortcut:
+    /// The writer's kept copy of a reported section (`twin_cache`) is only a shortcut:
     /// a report after the twin moved on (a desired change) is merged into the store's copy.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_report_after_a_desired_change_is_merged_into_the_stored_section() {
         let (a, _b, _dir) = two_nodes().await;
         let first = a.device_report("d1", br#"{"a":1}"#).await.unwrap();
-        assert_eq!(a.inner.reported.len(), 1, "kept after the commit");
+        assert_eq!(a.inner.twins.len(), 1, "kept after the commit");
         let desired = json!({ "properties": { "desired": { "x": 1 } } });
         let moved = a.update_twin("d1", desired, None).await.unwrap().version;
         assert_eq!(
@@ -366,6 +366,53 @@ mod tests {
             (twin.version, twin.reported.version),
             (moved + 2, first + 2)
         );
+    }
+
+    /// A desired patch starts from the writer's kept twin, which must never hide a change made
+    /// since: a report on this node (carried into the copy) or on another (the copy is old), a
+    /// registry change (same twin version, new revision), an If-Match pinned to an old etag.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_desired_patch_from_the_kept_twin_sees_every_change_made_since() {
+        let (a, b, _dir) = two_nodes().await;
+        let patch = |k: &str| json!({ "properties": { "desired": { k: 1 } } });
+        let same_as_stored = |twin: &crate::Twin, stored: &crate::Twin| {
+            assert_eq!(
+                (&twin.desired, &twin.reported, twin.version, &twin.device),
+                (
+                    &stored.desired,
+                    &stored.reported,
+                    stored.version,
+                    &stored.device
+                )
+            );
+        };
+        a.update_twin("d1", patch("x"), None).await.unwrap();
+        assert_eq!(a.inner.twins.len(), 1, "kept after the commit");
+        a.device_report("d1", br#"{"here":1}"#).await.unwrap();
+        let twin = a.update_twin("d1", patch("y"), None).await.unwrap();
+        same_as_stored(&twin, &a.get_twin("d1").await.unwrap());
+        assert_eq!(twin.reported.values.len(), 1, "{twin:?}");
+        b.device_report("d1", br#"{"there":1}"#).await.unwrap();
+        let twin = a.update_twin("d1", patch("z"), None).await.unwrap();
+        same_as_stored(&twin, &a.get_twin("d1").await.unwrap());
+        assert_eq!(twin.reported.values.len(), 2, "{twin:?}");
+        assert_eq!(twin.desired.values.len(), 3, "{twin:?}");
+        let disabled = json!({ "deviceId": "d1", "status": "disabled" });
+        a.put_device("d1", disabled, Some("*")).await.unwrap();
+        let twin = a.update_twin("d1", patch("w"), None).await.unwrap();
+        assert_eq!(twin.device.status, crate::DeviceStatus::Disabled);
+        same_as_stored(&twin, &a.get_twin("d1").await.unwrap());
+        let old = etag_for(twin.version - 1);
+        let refused = a.update_twin("d1", patch("v"), Some(&old)).await;
+        assert_eq!(
+            refused.unwrap_err().code,
+            fleethub_core::ErrorCode::PreconditionFailed
+        );
+        let current = format!("\"{}\"", twin.etag());
+        let next = a.update_twin("d1", patch("v"), Some(&current)).await;
+        let next = next.unwrap();
+        assert_eq!(next.version, twin.version + 1);
+        same_as_stored(&next, &a.get_twin("d1").await.unwrap());
     }
 
     /// Deleted and created again, a device's twin versions start over: the copy kept from

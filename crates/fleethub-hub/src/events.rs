@@ -58,8 +58,8 @@ pub(crate) fn append_change(
     change: &Change,
     time_ms: i64,
 ) -> HubResult<()> {
-    let (kind, body) = change.to_parts();
-    tx.append_event(device_id, &kind, &body, time_ms)?;
+    let (kind, body) = change.to_stored_parts();
+    tx.append_event_text(device_id, &kind, &body, time_ms)?;
     Ok(())
 }
 

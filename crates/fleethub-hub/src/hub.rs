@@ -8,7 +8,7 @@ use crate::messages::TelemetryEvent;
 use crate::methods::PendingMethods;
 use crate::metrics::Metrics;
 use crate::quota::{HubQuotas, QuotaConfig};
-use crate::reported_cache::ReportedCache;
+use crate::twin_cache::TwinCache;
 use fleethub_core::connection_string::ConnectionString;
 use fleethub_core::{Clock, HubError, HubResult};
 use fleethub_store::{Reads, Store, StoreError, WriteTx};
@@ -43,8 +43,8 @@ pub struct HubConfig {
     pub firmware: Option<FirmwareConfig>,
     /// Devices per second a changed configuration is applied to; `None`: unlimited.
     pub configuration_rate: Option<u32>,
-    /// Bytes of reported sections the writer keeps parsed after committing them
-    /// ([`crate::reported_cache`]); 0 keeps none.
+    /// Bytes of twins (reported sections, and whole twins after a desired change) the writer
+    /// keeps parsed after committing them ([`crate::twin_cache`]); 0 keeps none.
     pub reported_cache_bytes: usize,
 }
 
@@ -61,7 +61,7 @@ impl Default for HubConfig {
             quotas: QuotaConfig::default(),
             firmware: None,
             configuration_rate: None,
-            reported_cache_bytes: crate::reported_cache::DEFAULT_REPORTED_CACHE_BYTES,
+            reported_cache_bytes: crate::twin_cache::DEFAULT_REPORTED_CACHE_BYTES,
         }
     }
 }
@@ -84,8 +84,8 @@ pub(crate) struct HubInner {
     pub firmware: Option<Arc<FirmwareState>>,
     pub configurations: Arc<crate::configurations::apply::ConfigurationsState>,
     pub rollouts: Arc<crate::rollouts::engine::RolloutsState>,
-    /// Reported sections as last committed, for the next report's merge.
-    pub reported: Arc<crate::reported_cache::ReportedCache>,
+    /// Twins as last committed, for the next report's or desired patch's merge.
+    pub twins: Arc<TwinCache>,
 }
 
 /// An uploaded CA certificate that device certificates may chain to.
@@ -127,7 +127,7 @@ impl Hub {
             .map(FirmwareState::open)
             .transpose()?
             .map(Arc::new);
-        let reported = Arc::new(ReportedCache::new(config.reported_cache_bytes));
+        let twins = Arc::new(TwinCache::new(config.reported_cache_bytes));
         let hub = Hub {
             inner: Arc::new(HubInner {
                 store,
@@ -145,7 +145,7 @@ impl Hub {
                 firmware,
                 configurations: Arc::default(),
                 rollouts: Arc::default(),
-                reported,
+                twins,
             }),
         };
         // The store registers the functions compiled queries call on every connection; only

@@ -21,10 +21,10 @@ pub mod metrics;
 pub mod query;
 pub mod quota;
 pub mod registry;
-pub mod reported_cache;
 pub mod rollouts;
 mod startup;
 pub mod twin;
+pub mod twin_cache;
 
 pub use auth::{AuthFailure, Authenticated, DeviceCredentials, Policy, Right};
 pub use certificates::UploadedCertificate;

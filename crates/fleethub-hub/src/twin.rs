@@ -3,6 +3,7 @@
 use crate::concurrency::{OnConflict, WriteResult};
 use crate::device::{etag_for, etag_matches, Device};
 use crate::events::append_change;
+use crate::twin_cache::{KeptTwin, TwinRest};
 use crate::{DeviceCommand, Hub};
 use bytes::Bytes;
 use fleethub_core::configuration::ConfigurationStatus;
@@ -10,7 +11,7 @@ use fleethub_core::events::Change;
 use fleethub_core::twin::{patch::apply_tags_patch, Section, TwinProperties};
 use fleethub_core::{ErrorCode, HubError, HubResult};
 use fleethub_store::{
-    ConfigurationReads, DeviceRow, Reads, ReportedParts, StoreError, TwinSections, WriteTx,
+    ConfigurationReads, DeviceRow, HeldTwin, Reads, SectionParts, StoreError, TwinSections, WriteTx,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -324,7 +325,9 @@ impl Hub {
 
     /// Applies a service change to a twin inside `tx`, at the twin version it reads; a desired
     /// change is pushed to the device once the write commits, in commit order with every other
-    /// push.
+    /// push. A desired-only change starts from the writer's kept copy of the twin when it has one
+    /// ([`crate::twin_cache`]); if the twin moved on since, the store refuses that write and the
+    /// change is made to the store's copy instead.
     fn change_twin_in(
         &self,
         tx: &mut WriteTx<'_>,
@@ -334,6 +337,40 @@ impl Hub {
         replace: bool,
         now: &str,
     ) -> WriteResult<TwinState> {
+        let epoch = tx.twin_epoch();
+        let desired_only =
+            change.tags.is_none() && change.desired.is_some() && !change.unchanged_writes_nothing;
+        let held = desired_only
+            .then(|| self.inner.twins.take(id, epoch))
+            .flatten()
+            .and_then(|c| HeldWhole::of(c.twin_version, c.twin));
+        if let Some(held) = held {
+            let mut twin = held.state;
+            twin.configurations = tx.device_configurations(id)?.into_iter().collect();
+            // A copy whose etag is not the one pinned may be an old copy: the store's decides.
+            if etag_matches(if_match, &etag_for(twin.version)) {
+                let notify = apply_service_change(&mut twin, change, replace, now)?;
+                let desired = SectionText::of(&twin.desired)?;
+                let at = HeldTwin {
+                    row: held.row,
+                    id,
+                    twin_version: twin.version as i64,
+                    revision: Some(twin.device.revision as i64),
+                };
+                twin.version += 1;
+                let etag = etag_for(twin.version);
+                if tx.try_update_desired_at(at, desired.parts(&twin.desired), &etag)? {
+                    let kept = KeepAs {
+                        row: held.row,
+                        epoch,
+                        desired_len: desired.len(),
+                        other_len: held.other_len,
+                        reported_len: held.reported_len,
+                    };
+                    return self.twin_changed(tx, id, twin, notify, replace, kept);
+                }
+            }
+        }
         let row = tx
             .get_device(id)?
             .ok_or_else(|| HubError::device_not_found(id))?;
@@ -350,33 +387,7 @@ impl Hub {
         let before = change
             .unchanged_writes_nothing
             .then(|| (twin.tags.clone(), twin.desired.values.clone()));
-        if let Some(tags) = &change.tags {
-            if replace {
-                fleethub_core::twin::limits::validate_section(Section::Tags, tags)?;
-                twin.tags = tags.clone();
-            } else {
-                apply_tags_patch(&mut twin.tags, tags)?;
-            }
-        }
-        let mut notify = None;
-        if let Some(desired) = &change.desired {
-            let device_patch = if replace {
-                let mut removal: Map<String, Value> = twin
-                    .desired
-                    .values
-                    .keys()
-                    .map(|k| (k.clone(), Value::Null))
-                    .collect();
-                removal.extend(desired.clone());
-                twin.desired.replace(Section::Desired, desired, now)?;
-                removal
-            } else {
-                twin.desired.apply_patch(Section::Desired, desired, now)?;
-                desired.clone()
-            };
-            let v = twin.desired.version;
-            notify = Some((v, TwinProperties::patch_to_device_json(&device_patch, v)));
-        }
+        let notify = apply_service_change(&mut twin, change, replace, now)?;
         if change.tags.is_none() && change.desired.is_none() {
             return Ok(twin);
         }
@@ -394,7 +405,7 @@ impl Hub {
             .desired
             .as_ref()
             .map(|_| serde_json::to_value(&twin.desired).unwrap_or_default());
-        tx.update_twin(
+        let row_key = tx.update_twin_keyed(
             id,
             TwinSections {
                 tags: tags_v.as_ref(),
@@ -404,6 +415,28 @@ impl Hub {
             twin.version as i64,
             &etag_for(twin.version),
         )?;
+        let kept = KeepAs {
+            row: row_key,
+            epoch,
+            desired_len: json_len(&twin.desired),
+            other_len: json_len(&row.identity) + json_len(&twin.tags),
+            reported_len: json_len(&twin.reported),
+        };
+        self.twin_changed(tx, id, twin, notify, replace, kept)
+    }
+
+    /// What follows a service change's write of `twin` (at its new version): the change-feed
+    /// row, the push and the engines once it commits, and the twin kept for the device's next
+    /// write.
+    fn twin_changed(
+        &self,
+        tx: &mut WriteTx<'_>,
+        id: &str,
+        twin: TwinState,
+        notify: Option<(u64, Value)>,
+        replace: bool,
+        kept: KeepAs,
+    ) -> WriteResult<TwinState> {
         let version = twin.version;
         let change = if replace {
             Change::TwinReplaced { version }
@@ -416,6 +449,20 @@ impl Hub {
         }
         self.rollouts_twin_changed_on_commit(tx, id);
         self.configurations_wake_on_commit(tx);
+        let copy = KeptTwin {
+            row: kept.row,
+            reported: twin.reported.clone(),
+            reported_len: kept.reported_len,
+            rest: Some(TwinRest {
+                device: twin.device.clone(),
+                tags: twin.tags.clone(),
+                desired: twin.desired.clone(),
+                desired_len: kept.desired_len,
+                other_len: kept.other_len,
+            }),
+        };
+        let (cache, device, epoch) = (self.inner.twins.clone(), id.to_string(), kept.epoch);
+        tx.on_commit(move || cache.put(device, version as i64, epoch, copy));
         Ok(twin)
     }
 
@@ -480,8 +527,8 @@ impl Hub {
 
     /// Merges a reported patch inside `tx`, at the twin version it reads. The version check is
     /// part of the one `UPDATE`, so the hot path reads the row once, as before. The section is
-    /// the copy the writer kept after the device's last report when it has one
-    /// ([`crate::reported_cache`]); if the twin moved on since, the store refuses that write and
+    /// the copy the writer kept after the device's last write when it has one
+    /// ([`crate::twin_cache`]); if the twin moved on since, the store refuses that write and
     /// the patch is merged into the store's copy instead.
     fn report_in(
         &self,
@@ -491,18 +538,20 @@ impl Hub {
         now: &str,
     ) -> WriteResult<u64> {
         let epoch = tx.twin_epoch();
-        let cache = &self.inner.reported;
-        if let Some(held) = cache.take(id, epoch) {
-            let (mut reported, version) = (held.section, held.twin_version + 1);
-            reported.apply_patch(Section::Reported, patch, now)?;
-            let text = Self::reported_text(&reported)?;
-            if tx.try_update_reported_parts(
+        if let Some(held) = self.inner.twins.take(id, epoch) {
+            let (mut kept, version) = (held.twin, held.twin_version + 1);
+            kept.reported.apply_patch(Section::Reported, patch, now)?;
+            let text = SectionText::of(&kept.reported)?;
+            let at = HeldTwin {
+                row: kept.row,
                 id,
-                text.parts(&reported),
-                version,
-                &etag_for(version as u64),
-            )? {
-                return self.reported_written(tx, id, patch, reported, version, epoch, &text);
+                twin_version: held.twin_version,
+                revision: None,
+            };
+            let etag = etag_for(version as u64);
+            if tx.try_update_reported_at(at, text.parts(&kept.reported), &etag)? {
+                kept.reported_len = text.len();
+                return self.reported_written(tx, id, patch, kept, version, epoch);
             }
         }
         let (text, twin_version) = tx
@@ -513,43 +562,34 @@ impl Hub {
         })?;
         reported.apply_patch(Section::Reported, patch, now)?;
         let version = twin_version + 1;
-        let text = Self::reported_text(&reported)?;
-        tx.update_reported_parts(
+        let text = SectionText::of(&reported)?;
+        let row = tx.update_reported_parts(
             id,
             text.parts(&reported),
             version,
             &etag_for(version as u64),
         )?;
-        self.reported_written(tx, id, patch, reported, version, epoch, &text)
-    }
-
-    /// The reported section's values and metadata (packed, as the store keeps it) as JSON texts.
-    fn reported_text(reported: &TwinProperties) -> HubResult<ReportedText> {
-        let text = |v: &Map<String, Value>| {
-            serde_json::to_string(v).map_err(|e| HubError::server(e.to_string()))
+        let kept = KeptTwin {
+            row,
+            reported,
+            reported_len: text.len(),
+            rest: None,
         };
-        Ok(ReportedText {
-            values: text(&reported.values)?,
-            metadata: reported
-                .stored_metadata()
-                .map_err(|e| HubError::server(e.to_string()))?,
-        })
+        self.reported_written(tx, id, patch, kept, version, epoch)
     }
 
     /// What follows a reported section's write at twin `version`: the change-feed row, the
-    /// engines told once it commits, and the section kept for the device's next report.
-    #[allow(clippy::too_many_arguments)]
+    /// engines told once it commits, and the twin kept for the device's next write.
     fn reported_written(
         &self,
         tx: &mut WriteTx<'_>,
         id: &str,
         patch: &Map<String, Value>,
-        reported: TwinProperties,
+        kept: KeptTwin,
         version: i64,
         epoch: u64,
-        text: &ReportedText,
     ) -> WriteResult<u64> {
-        let section_version = reported.version;
+        let section_version = kept.reported.version;
         let change = Change::TwinReported {
             version: section_version,
         };
@@ -557,29 +597,136 @@ impl Hub {
         self.configurations_wake_on_commit(tx);
         self.rollouts_reported_on_commit(tx, id, patch.keys());
         if patch.contains_key("firmware") {
-            self.rollouts_observe_report_on_commit(tx, id, &reported);
+            self.rollouts_observe_report_on_commit(tx, id, &kept.reported);
         }
-        let cache = self.inner.reported.clone();
-        let (device, text_len) = (id.to_string(), text.values.len() + text.metadata.len());
-        tx.on_commit(move || cache.put(device, version, epoch, reported, text_len));
+        let (cache, device) = (self.inner.twins.clone(), id.to_string());
+        tx.on_commit(move || cache.put(device, version, epoch, kept));
         Ok(section_version)
     }
 }
 
-/// A reported section serialized for the store.
-struct ReportedText {
+/// A desired or reported section serialized for the store.
+struct SectionText {
     values: String,
     metadata: String,
 }
 
-impl ReportedText {
-    fn parts<'a>(&'a self, reported: &TwinProperties) -> ReportedParts<'a> {
-        ReportedParts {
+impl SectionText {
+    /// The section's values and metadata (packed, as the store keeps it) as JSON texts.
+    fn of(section: &TwinProperties) -> HubResult<SectionText> {
+        let server = |e: serde_json::Error| HubError::server(e.to_string());
+        Ok(SectionText {
+            values: serde_json::to_string(&section.values).map_err(server)?,
+            metadata: section.stored_metadata().map_err(server)?,
+        })
+    }
+
+    fn parts<'a>(&'a self, section: &TwinProperties) -> SectionParts<'a> {
+        SectionParts {
             values: &self.values,
             metadata: &self.metadata,
-            version: reported.version as i64,
+            version: section.version as i64,
         }
     }
+
+    fn len(&self) -> usize {
+        self.values.len() + self.metadata.len()
+    }
+}
+
+/// A kept twin that holds the whole twin, as a desired change starts from it.
+struct HeldWhole {
+    state: TwinState,
+    row: i64,
+    other_len: usize,
+    reported_len: usize,
+}
+
+impl HeldWhole {
+    /// The whole twin in `kept` at `twin_version`, if it holds more than the reported section.
+    fn of(twin_version: i64, kept: KeptTwin) -> Option<HeldWhole> {
+        let rest = kept.rest?;
+        Some(HeldWhole {
+            row: kept.row,
+            other_len: rest.other_len,
+            reported_len: kept.reported_len,
+            state: TwinState {
+                device: rest.device,
+                tags: rest.tags,
+                desired: rest.desired,
+                reported: kept.reported,
+                version: twin_version.max(0) as u64,
+                configurations: BTreeMap::new(),
+            },
+        })
+    }
+}
+
+/// How a twin written by a service change is kept: its row key, the epoch of the write and the
+/// text lengths the cache's budget counts.
+struct KeepAs {
+    row: i64,
+    epoch: u64,
+    desired_len: usize,
+    other_len: usize,
+    reported_len: usize,
+}
+
+/// The length of `value`'s JSON text, counted without building it.
+fn json_len(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// Applies a service change's tags and desired properties to `twin` (not yet written); answers
+/// the desired patch to push to the device, with its desired `$version`, when there is one.
+fn apply_service_change(
+    twin: &mut TwinState,
+    change: &ServiceTwinChange,
+    replace: bool,
+    now: &str,
+) -> HubResult<Option<(u64, Value)>> {
+    if let Some(tags) = &change.tags {
+        if replace {
+            fleethub_core::twin::limits::validate_section(Section::Tags, tags)?;
+            twin.tags = tags.clone();
+        } else {
+            apply_tags_patch(&mut twin.tags, tags)?;
+        }
+    }
+    let Some(desired) = &change.desired else {
+        return Ok(None);
+    };
+    let device_patch = if replace {
+        let mut removal: Map<String, Value> = twin
+            .desired
+            .values
+            .keys()
+            .map(|k| (k.clone(), Value::Null))
+            .collect();
+        removal.extend(desired.clone());
+        twin.desired.replace(Section::Desired, desired, now)?;
+        removal
+    } else {
+        twin.desired.apply_patch(Section::Desired, desired, now)?;
+        desired.clone()
+    };
+    let v = twin.desired.version;
+    Ok(Some((
+        v,
+        TwinProperties::patch_to_device_json(&device_patch, v),
+    )))
 }
 
 /// Merges a desired-properties patch into a device's twin inside `tx` (pushed to the device

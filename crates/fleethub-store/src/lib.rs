@@ -16,7 +16,7 @@ pub use config::{Presence, SplitScans, StoreConfig};
 pub use error::StoreError;
 pub use rows::{
     C2dRow, DeviceCounts, DeviceEntryRow, DeviceRow, DeviceStamp, EncodedDeviceRow, EventRow,
-    FirmwareCount, ReportedParts, TelemetryRow, TwinSections,
+    FirmwareCount, HeldTwin, SectionParts, TelemetryRow, TwinSections,
 };
 pub use sqlite::{
     ConfigurationCounts, ConfigurationReads, ConfigurationRow, DeviceJobStatus, DeviceRolloutRow,

@@ -197,17 +197,32 @@ pub struct FirmwareCount {
     pub devices: u64,
 }
 
-/// A reported section in its parts: values and metadata as JSON texts (the caller guarantees
-/// each is a valid JSON object) and the section's version.
+/// A desired or reported section in its parts: values and metadata as JSON texts (the caller
+/// guarantees each is a valid JSON object) and the section's version.
 #[derive(Debug, Clone, Copy)]
-pub struct ReportedParts<'a> {
-    /// The reported values, `$metadata` and `$version` apart, as JSON text.
+pub struct SectionParts<'a> {
+    /// The section's values, `$metadata` and `$version` apart, as JSON text.
     pub values: &'a str,
     /// Their metadata tree, as JSON text: packed (`TwinProperties::stored_metadata`, what the
     /// store keeps) or the full tree (read the same, stored larger).
     pub metadata: &'a str,
-    /// The reported section's `$version`.
+    /// The section's `$version`.
     pub version: i64,
+}
+
+/// A twin as a writer holds a copy of it: its row key, the id the row must still carry, and the
+/// twin version (and registry revision, when the copy holds the registry entry) the copy was
+/// taken at.
+#[derive(Debug, Clone, Copy)]
+pub struct HeldTwin<'a> {
+    /// The device's row key (`devices.row`, `twin_metadata.row`).
+    pub row: i64,
+    /// The device's id.
+    pub id: &'a str,
+    /// The twin version the copy was taken at.
+    pub twin_version: i64,
+    /// The registry revision the copy was taken at, when the copy holds the registry entry.
+    pub revision: Option<i64>,
 }
 
 /// The twin sections an update replaces; `None` leaves a section as it is.

@@ -1010,12 +1010,13 @@ async fn reported_patches_on_a_full_store_fail_as_full_and_keep_what_was_acknowl
                         section["values"].to_string(),
                         section["metadata"].to_string(),
                     );
-                    let parts = fleethub_store::ReportedParts {
+                    let parts = fleethub_store::SectionParts {
                         values: &values,
                         metadata: &metadata,
                         version: section["version"].as_i64().unwrap() + 1,
                     };
                     tx.update_reported_parts(&id, parts, read + 1, "e")
+                        .map(drop)
                 })
                 .await;
             (patched, written, answer)
@@ -1220,12 +1221,13 @@ async fn report_at(
                 reported["values"].to_string(),
                 reported["metadata"].to_string(),
             );
-            let parts = fleethub_store::ReportedParts {
+            let parts = fleethub_store::SectionParts {
                 values: &values,
                 metadata: &metadata,
                 version: reported["version"].as_i64().unwrap(),
             };
             tx.update_reported_parts(&id, parts, read + 1, &format!("etag-{}", read + 1))
+                .map(drop)
         })
         .await
 }
@@ -1265,7 +1267,7 @@ async fn a_reported_section_written_in_parts_reads_back_as_written_whole() {
     );
     store
         .write(move |tx| {
-            let parts = fleethub_store::ReportedParts {
+            let parts = fleethub_store::SectionParts {
                 values: &values,
                 metadata: &metadata,
                 version: 7,
@@ -1571,7 +1573,7 @@ fn model_section(p: &fleethub_core::twin::TwinProperties) -> Value {
 async fn packed_metadata_reads_back_as_the_model_through_every_read() {
     use fleethub_core::twin::{Section, TwinProperties};
     use fleethub_query::{Dialect, Page, Query};
-    use fleethub_store::{QueryRow, ReportedParts};
+    use fleethub_store::{QueryRow, SectionParts};
     let obj = |v: Value| v.as_object().unwrap().clone();
     let at = |minute: u32| format!("2026-12-03T15:{minute:02}:00.0000000Z");
     let dir = TempDir::new().unwrap();
@@ -1622,12 +1624,12 @@ async fn packed_metadata_reads_back_as_the_model_through_every_read() {
             tx.update_twin(&id, sections, 2, "e2")?;
             let values = serde_json::to_string(&reported.values).unwrap();
             let metadata = reported.stored_metadata().unwrap();
-            let parts = ReportedParts {
+            let parts = SectionParts {
                 values: &values,
                 metadata: &metadata,
                 version: 9,
             };
-            tx.update_reported_parts(&id, parts, 3, "e3")
+            tx.update_reported_parts(&id, parts, 3, "e3").map(drop)
         })
         .await
         .unwrap();

@@ -83,8 +83,9 @@ pub struct ServeConfig {
     /// an image; an image over a quarter of this streams from disk for each download (0: all do).
     #[arg(long, env = "FLEETHUB_FIRMWARE_CACHE_MB", default_value_t = 256)]
     pub firmware_cache_mb: u64,
-    /// Megabytes of devices' reported sections the writer keeps parsed after committing them, so
-    /// that the next report of a device is merged without reading its twin back (0: none kept).
+    /// Megabytes of devices' twins (reported sections, whole twins after a service change) the
+    /// writer keeps parsed after committing them, so that a device's next report or desired-only
+    /// change is merged without reading its twin back (0: none kept).
     #[arg(long, env = "FLEETHUB_REPORTED_CACHE_MB", default_value_t = 64)]
     pub reported_cache_mb: u64,
     /// Quotas (IoT Hub's throttling as the model): rates per second, 0 for no limit.

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::reads::{json_text, sql_limit};
 use crate::{
-    C2dRow, DeviceRow, EncodedDeviceRow, Reads, ReportedParts, StoreError, TelemetryRow,
+    C2dRow, DeviceRow, EncodedDeviceRow, HeldTwin, Reads, SectionParts, StoreError, TelemetryRow,
     TwinSections,
 };
 
@@ -214,36 +214,17 @@ impl WriteTx<'_> {
     /// Replaces the reported section, given in its parts as the hub holds it (the values and the
     /// metadata as JSON texts, and the section's version), and sets the twin's version and etag,
     /// if the twin is still at `twin_version - 1` (the version the caller read); otherwise
-    /// nothing is written and the answer is [`StoreError::Conflict`]. The hot path of reported
-    /// patches: SQLite parses the values once (into JSONB) and stores the metadata text as it
-    /// comes, where the whole section's text was parsed three times (values, version, metadata).
+    /// nothing is written and the answer is [`StoreError::Conflict`]. Answers the device's row
+    /// key, for a caller that keeps a copy of what it wrote ([`WriteTx::try_update_reported_at`]).
+    /// SQLite parses the values once (into JSONB) and stores the metadata text as it comes, where
+    /// the whole section's text was parsed three times (values, version, metadata).
     pub fn update_reported_parts(
         &mut self,
         id: &str,
-        reported: ReportedParts<'_>,
+        reported: SectionParts<'_>,
         twin_version: i64,
         twin_etag: &str,
-    ) -> Result<(), StoreError> {
-        let written = self.try_update_reported_parts(id, reported, twin_version, twin_etag)?;
-        self.expect_one(
-            usize::from(written),
-            Versioned::Twin {
-                id,
-                read: twin_version - 1,
-            },
-        )
-    }
-
-    /// [`WriteTx::update_reported_parts`] that answers `false`, and writes nothing, when the twin
-    /// is not at `twin_version - 1` (or the device is gone): for a caller that computed the
-    /// section from a copy it holds and will read the store's instead.
-    pub fn try_update_reported_parts(
-        &mut self,
-        id: &str,
-        reported: ReportedParts<'_>,
-        twin_version: i64,
-        twin_etag: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<i64, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "UPDATE devices SET reported = jsonb(?2), reported_version = ?3, twin_version = ?4,
                  twin_etag = ?5
@@ -262,13 +243,79 @@ impl WriteTx<'_> {
                 |r| r.get(0),
             )
             .optional()?;
-        let Some(row) = row else {
-            return Ok(false);
-        };
+        let read = twin_version - 1;
+        self.expect_one(usize::from(row.is_some()), Versioned::Twin { id, read })?;
+        let row = row.unwrap_or_default();
         // `row = ?1`: see `set_metadata`.
         self.conn
             .prepare_cached("UPDATE twin_metadata SET reported = ?2 WHERE row = ?1")?
             .execute(params![row, reported.metadata])?;
+        Ok(row)
+    }
+
+    /// Replaces the reported section, given in its parts, of a twin the caller holds a copy of
+    /// (a report's hot path) and moves the twin to version `held.twin_version + 1`; `false`, and
+    /// nothing written, if the row no longer is that device at that twin version (and registry
+    /// revision, when given). The row is found by its key, and without `RETURNING`, whose
+    /// ephemeral table SQLite opens and closes per statement.
+    pub fn try_update_reported_at(
+        &mut self,
+        held: HeldTwin<'_>,
+        reported: SectionParts<'_>,
+        twin_etag: &str,
+    ) -> Result<bool, StoreError> {
+        const SQL: [&str; 2] = [
+            "UPDATE devices SET reported = jsonb(?3), reported_version = ?4,
+                 twin_version = ?5 + 1, twin_etag = ?6
+             WHERE row = ?1 AND device_id = ?2 AND twin_version = ?5
+                 AND (?7 IS NULL OR revision = ?7)",
+            "UPDATE twin_metadata SET reported = ?2 WHERE row = ?1",
+        ];
+        self.update_section_at(SQL, held, reported, twin_etag)
+    }
+
+    /// [`WriteTx::try_update_reported_at`] for the desired section: a desired change made to a
+    /// twin the caller holds a copy of.
+    pub fn try_update_desired_at(
+        &mut self,
+        held: HeldTwin<'_>,
+        desired: SectionParts<'_>,
+        twin_etag: &str,
+    ) -> Result<bool, StoreError> {
+        const SQL: [&str; 2] = [
+            "UPDATE devices SET desired = jsonb(?3), desired_version = ?4,
+                 twin_version = ?5 + 1, twin_etag = ?6
+             WHERE row = ?1 AND device_id = ?2 AND twin_version = ?5
+                 AND (?7 IS NULL OR revision = ?7)",
+            "UPDATE twin_metadata SET desired = ?2 WHERE row = ?1",
+        ];
+        self.update_section_at(SQL, held, desired, twin_etag)
+    }
+
+    /// Runs a section's two statements (`devices`, then `twin_metadata`) for a held twin.
+    fn update_section_at(
+        &self,
+        [devices, metadata]: [&str; 2],
+        held: HeldTwin<'_>,
+        section: SectionParts<'_>,
+        twin_etag: &str,
+    ) -> Result<bool, StoreError> {
+        let changed = self.conn.prepare_cached(devices)?.execute(params![
+            held.row,
+            held.id,
+            section.values,
+            section.version,
+            held.twin_version,
+            twin_etag,
+            held.revision
+        ])?;
+        if changed != 1 {
+            return Ok(false);
+        }
+        // `row = ?1`: see `set_metadata`.
+        self.conn
+            .prepare_cached(metadata)?
+            .execute(params![held.row, section.metadata])?;
         Ok(true)
     }
 
@@ -314,6 +361,19 @@ impl WriteTx<'_> {
         twin_version: i64,
         twin_etag: &str,
     ) -> Result<(), StoreError> {
+        self.update_twin_keyed(id, sections, twin_version, twin_etag)
+            .map(drop)
+    }
+
+    /// [`WriteTx::update_twin`] that answers the device's row key, for a caller that keeps a
+    /// copy of the twin it wrote ([`HeldTwin`]).
+    pub fn update_twin_keyed(
+        &mut self,
+        id: &str,
+        sections: TwinSections<'_>,
+        twin_version: i64,
+        twin_etag: &str,
+    ) -> Result<i64, StoreError> {
         let tags = sections.tags.map(json_text).transpose()?;
         let section = |s: &Value| crate::rows::section_text(s).map_err(StoreError::from);
         let desired = sections.desired.map(section).transpose()?;
@@ -333,7 +393,8 @@ impl WriteTx<'_> {
                 read: twin_version - 1,
             },
         )?;
-        self.set_metadata(row, desired.as_deref(), reported.as_deref())
+        self.set_metadata(row, desired.as_deref(), reported.as_deref())?;
+        Ok(row.unwrap_or_default())
     }
 
     /// Replaces the sections given as stored text (`None` keeps one) and the twin's version and
@@ -523,10 +584,22 @@ impl WriteTx<'_> {
         body: &Value,
         time_ms: i64,
     ) -> Result<i64, StoreError> {
+        self.append_event_text(device_id, kind, &json_text(body)?, time_ms)
+    }
+
+    /// [`WriteTx::append_event`] with the body as JSON text (the caller guarantees it is valid
+    /// JSON), for a caller that serialized it directly.
+    pub fn append_event_text(
+        &mut self,
+        device_id: Option<&str>,
+        kind: &str,
+        body: &str,
+        time_ms: i64,
+    ) -> Result<i64, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO events (time_ms, device_id, kind, body) VALUES (?1, ?2, ?3, ?4)",
         )?;
-        stmt.execute(params![time_ms, device_id, kind, json_text(body)?])?;
+        stmt.execute(params![time_ms, device_id, kind, body])?;
         Ok(self.conn.last_insert_rowid())
     }
 
