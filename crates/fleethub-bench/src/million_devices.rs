@@ -190,7 +190,7 @@ const QUERY_CASES: [QueryCase; 3] = [
     QueryCase {
         what: "selective tag equality (1% of rows), first page of 100",
         name: "query_tag_equality_p50_ms",
-        target: "<= 50",
+        target: "<= 10",
         runs: 20,
         fleethub: "SELECT * FROM devices WHERE tags.building = 'b-042'",
         sql:
@@ -200,7 +200,7 @@ const QUERY_CASES: [QueryCase; 3] = [
     QueryCase {
         what: "scan on a reported property (COUNT over every twin)",
         name: "query_reported_scan_p50_ms",
-        target: "<= 1000",
+        target: "<= 500",
         runs: 5,
         fleethub: "SELECT COUNT() AS n FROM devices WHERE properties.reported.sensors.pm25 > 40",
         sql: "SELECT count(*) FROM twins \
@@ -209,7 +209,7 @@ const QUERY_CASES: [QueryCase; 3] = [
     QueryCase {
         what: "GROUP BY firmware version with COUNT",
         name: "query_group_by_firmware_p50_ms",
-        target: "<= 1500",
+        target: "<= 600",
         runs: 5,
         fleethub: "SELECT {fw} AS fw, COUNT() AS n FROM devices GROUP BY {fw}",
         sql: "SELECT twin #>> '{properties,reported,firmware,current_version}' AS fw, count(*) \
