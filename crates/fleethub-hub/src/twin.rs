@@ -54,6 +54,20 @@ impl TwinState {
     /// engine's targeting): the fields a condition can name, in the shape `fleethub-api` writes
     /// them (an input to the evaluator, never a response).
     pub(crate) fn evaluation_document(&self, connected: bool) -> Value {
+        self.evaluation_document_of(connected, PropertiesRead::BOTH)
+    }
+
+    /// [`TwinState::evaluation_document`] with only the property sections `read` names (the
+    /// others absent): for conditions known to read no other, since copying a section with its
+    /// metadata is most of the document's cost.
+    pub(crate) fn evaluation_document_of(&self, connected: bool, read: PropertiesRead) -> Value {
+        let mut properties = Map::new();
+        if read.desired {
+            properties.insert("desired".into(), self.desired.to_twin_json());
+        }
+        if read.reported {
+            properties.insert("reported".into(), self.reported.to_twin_json());
+        }
         let mut doc = json!({
             "deviceId": self.device.device_id,
             "status": self.device.status.as_str(),
@@ -61,10 +75,7 @@ impl TwinState {
             "lastActivityTime": self.device.last_activity_time,
             "version": self.version,
             "tags": self.tags,
-            "properties": {
-                "desired": self.desired.to_twin_json(),
-                "reported": self.reported.to_twin_json(),
-            },
+            "properties": properties,
         });
         if !self.configurations.is_empty() {
             let statuses: Map<String, Value> = self
@@ -87,6 +98,54 @@ impl TwinState {
             version: self.version,
             connection_state: ConnectionState::from_connected(connected),
             configurations: self.configurations,
+        }
+    }
+}
+
+/// Which property sections of a twin a set of conditions reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PropertiesRead {
+    /// `properties.desired` (or `properties` as a whole).
+    pub desired: bool,
+    /// `properties.reported` (or `properties` as a whole).
+    pub reported: bool,
+}
+
+impl PropertiesRead {
+    /// Both sections: what a document for any condition holds.
+    pub const BOTH: PropertiesRead = PropertiesRead {
+        desired: true,
+        reported: true,
+    };
+
+    /// Neither section.
+    pub const NONE: PropertiesRead = PropertiesRead {
+        desired: false,
+        reported: false,
+    };
+
+    /// The sections a condition's paths read.
+    pub fn of(condition: &fleethub_query::Condition) -> PropertiesRead {
+        let mut read = PropertiesRead::NONE;
+        for path in condition.paths() {
+            if path.first().is_none_or(|root| root != "properties") {
+                continue;
+            }
+            match path.get(1).map(String::as_str) {
+                Some("desired") => read.desired = true,
+                Some("reported") => read.reported = true,
+                // `properties` itself, or a section the language may spell otherwise.
+                _ => read = PropertiesRead::BOTH,
+            }
+        }
+        read
+    }
+
+    /// Either's sections.
+    pub fn or(self, other: PropertiesRead) -> PropertiesRead {
+        PropertiesRead {
+            desired: self.desired || other.desired,
+            reported: self.reported || other.reported,
         }
     }
 }

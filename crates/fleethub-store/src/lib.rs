@@ -19,9 +19,9 @@ pub use rows::{
     FirmwareCount, HeldTwin, SectionParts, TelemetryRow, TwinSections,
 };
 pub use sqlite::{
-    ConfigurationCounts, ConfigurationReads, ConfigurationRow, DeviceJobStatus, DeviceRolloutRow,
-    Effect, FirmwareReads, FirmwareReferences, FirmwareRow, JobDeviceCounts, JobDeviceRow,
-    JobDeviceUpdate, JobFilter, JobReads, JobRow, JobSnapshot, JobStatus, JobTwinTarget,
-    NewJobDevice, NewJobDevices, QueryRow, QueryRows, ReadTx, Reads, RolloutEventRow,
-    RolloutPushRow, RolloutReads, RolloutRow, Store, WriteTx,
+    ConfigurationCounts, ConfigurationReads, ConfigurationRow, ConfiguredDesired, DeviceJobStatus,
+    DeviceRolloutRow, Effect, FirmwareReads, FirmwareReferences, FirmwareRow, JobDeviceCounts,
+    JobDeviceRow, JobDeviceUpdate, JobFilter, JobReads, JobRow, JobSnapshot, JobStatus,
+    JobTwinTarget, NewJobDevice, NewJobDevices, QueryRow, QueryRows, ReadTx, Reads,
+    RolloutEventRow, RolloutPushRow, RolloutReads, RolloutRow, Store, StoredJson, WriteTx,
 };

@@ -19,7 +19,7 @@ use crate::device::etag_for;
 use crate::events::append_change;
 use crate::jobs::own_rows;
 use crate::jobs::JobDocument;
-use crate::twin::TwinState;
+use crate::twin::{PropertiesRead, TwinState};
 use crate::Hub;
 use fleethub_core::configuration::ConfigurationStatus;
 use fleethub_core::events::Change;
@@ -27,7 +27,8 @@ use fleethub_core::twin::{Section, TwinProperties};
 use fleethub_core::{HubError, HubResult};
 use fleethub_query::Condition;
 use fleethub_store::{
-    ConfigurationReads, DeviceJobStatus, DeviceStamp, EventRow, JobReads, Reads, WriteTx,
+    ConfigurationReads, ConfiguredDesired, DeviceJobStatus, DeviceStamp, EventRow, JobReads, Reads,
+    StoredJson, WriteTx,
 };
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -86,6 +87,8 @@ struct Loaded {
     condition: Option<Condition>,
     /// Paths under `properties.desired`, as segments, with their values.
     paths: Vec<(Vec<String>, Value)>,
+    /// The property sections its condition reads.
+    reads: PropertiesRead,
 }
 
 /// Every stored configuration, highest precedence first (priority, then the newest).
@@ -107,12 +110,17 @@ fn load(r: &impl Reads) -> HubResult<Vec<Loaded>> {
             .iter()
             .map(|(path, value)| (segments(path), value.clone()))
             .collect();
+        let reads = condition
+            .as_ref()
+            .filter(|_| !row.deleted)
+            .map_or(PropertiesRead::NONE, PropertiesRead::of);
         out.push(Loaded {
             id: row.id,
             etag: row.etag,
             deleted: row.deleted,
             condition,
             paths,
+            reads,
         });
     }
     Ok(out)
@@ -176,8 +184,10 @@ struct Plan {
 
 /// A desired section to write, and what the device is sent once it commits.
 struct DesiredWrite {
-    /// The whole section as stored JSON text.
-    text: String,
+    /// The section's values, already in the store's encoding (made where the plan was).
+    values: StoredJson,
+    /// The section's metadata as JSON text.
+    metadata: String,
     /// The section's new `$version`.
     version: u64,
     /// The patch as the device gets it.
@@ -194,7 +204,17 @@ fn plan(
     now: &str,
 ) -> HubResult<Plan> {
     let held = r.device_configurations(device_id)?;
-    let (Some(stamp), Some(row)) = (r.device_stamp(device_id)?, r.get_device(device_id)?) else {
+    // Only the sections some condition reads are decoded (the desired one always is: it is what
+    // the plan changes).
+    let reads = configs
+        .iter()
+        .fold(PropertiesRead::NONE, |all, c| all.or(c.reads));
+    let row = if reads.reported {
+        r.get_device(device_id)?
+    } else {
+        r.get_device_without_reported(device_id)?
+    };
+    let (Some(stamp), Some(row)) = (r.device_stamp(device_id)?, row) else {
         return Ok(Plan {
             stamp: None,
             held,
@@ -204,7 +224,7 @@ fn plan(
     };
     let mut twin = TwinState::from_row(&row)?;
     twin.configurations = held.iter().cloned().collect();
-    let doc = twin.evaluation_document(hub.connections().is_connected(device_id));
+    let doc = twin.evaluation_document_of(hub.connections().is_connected(device_id), reads);
     let mut claimed: Vec<&[String]> = Vec::new();
     let mut patch = Map::new();
     let mut statuses: BTreeMap<String, ConfigurationStatus> = BTreeMap::new();
@@ -239,7 +259,7 @@ fn plan(
             }
         }
     }
-    let desired = match new_desired(&twin, &patch, now) {
+    let desired = match new_desired(r, &twin, &patch, now) {
         Ok(desired) => desired,
         Err(e) => {
             // The twin cannot take the settings (its desired section would outgrow its limit):
@@ -261,6 +281,7 @@ fn plan(
 
 /// The twin's desired section after `patch`, if that changes it.
 fn new_desired(
+    r: &impl Reads,
     twin: &TwinState,
     patch: &Map<String, Value>,
     now: &str,
@@ -273,41 +294,47 @@ fn new_desired(
     if desired.values == twin.desired.values {
         return Ok(None);
     }
-    let text = desired
-        .to_stored_text()
-        .map_err(|e| HubError::server(e.to_string()))?;
+    let server = |e: serde_json::Error| HubError::server(e.to_string());
     Ok(Some(DesiredWrite {
-        text,
+        values: r.stored_json(&serde_json::to_string(&desired.values).map_err(server)?)?,
+        // Packed as the store keeps it (`stored_metadata`), as every twin write does.
+        metadata: desired.stored_metadata().map_err(server)?,
         version: desired.version,
         body: TwinProperties::patch_to_device_json(patch, desired.version),
     }))
 }
 
-/// Writes a plan made from a read that is still what the store holds (the caller checked):
-/// the desired section if it changes (the device gets the patch after the commit, in commit
-/// order), then the statuses that differ. With `event`, a desired change records its own
-/// `twin.configured` change; a batch of an operation records one change for the batch instead.
-/// Returns whether the desired properties changed.
+/// Writes a plan: the desired section if it changes (the device gets the patch after the commit,
+/// in commit order), then the statuses that differ. The desired write itself checks that the
+/// device is still as the plan read it; a plan without one must have been checked by the caller
+/// ([`write_checked`]). With `event`, a desired change records its own `twin.configured` change;
+/// a batch of an operation records one change for the batch instead. Returns whether the
+/// desired properties changed, or `None`, with nothing written, if the device moved.
 fn write_plan(
     hub: &Hub,
     tx: &mut WriteTx<'_>,
     device_id: &str,
     plan: Plan,
     event: Option<i64>,
-) -> HubResult<bool> {
+) -> HubResult<Option<bool>> {
     let Some(stamp) = plan.stamp else {
-        return Ok(false);
+        return Ok(Some(false));
     };
     let changed = plan.desired.is_some();
     if let Some(desired) = plan.desired {
         let version = stamp.twin_version + 1;
-        tx.update_twin_text(
+        let write = ConfiguredDesired {
             device_id,
-            None,
-            Some(&desired.text),
-            version,
-            &etag_for(version as u64),
-        )?;
+            read: stamp,
+            held: &plan.held,
+            values: &desired.values,
+            metadata: &desired.metadata,
+            desired_version: desired.version,
+            twin_etag: &etag_for(version as u64),
+        };
+        if !tx.write_configured_desired(&write)? {
+            return Ok(None);
+        }
         if let Some(now_ms) = event {
             let change = Change::TwinConfigured {
                 version: version as u64,
@@ -328,7 +355,21 @@ fn write_plan(
     {
         tx.remove_device_configuration(id, device_id)?;
     }
-    Ok(changed)
+    Ok(Some(changed))
+}
+
+/// Writes a plan made on a read connection if the device is still as read then (see
+/// [`write_plan`]); `None`, with nothing written, if it moved.
+fn write_checked(
+    hub: &Hub,
+    tx: &mut WriteTx<'_>,
+    device_id: &str,
+    plan: Plan,
+) -> HubResult<Option<bool>> {
+    if plan.desired.is_none() && !still_as_read(tx, device_id, &plan)? {
+        return Ok(None);
+    }
+    write_plan(hub, tx, device_id, plan, None)
 }
 
 /// Decides and writes one device's configured state inside a store write (the follower's path,
@@ -343,7 +384,11 @@ fn reconcile_in(
     event: Option<i64>,
 ) -> HubResult<bool> {
     let plan = plan(hub, &*tx, configs, device_id, now)?;
-    write_plan(hub, tx, device_id, plan, event)
+    write_plan(hub, tx, device_id, plan, event)?.ok_or_else(|| {
+        HubError::server(format!(
+            "device '{device_id}' moved inside the write that read it"
+        ))
+    })
 }
 
 /// Removes deleted configurations no twin carries any more.
@@ -457,17 +502,20 @@ fn commit_in(hub: &Hub, tx: &mut WriteTx<'_>, job: &str, prepared: Prepared) -> 
         job,
         &ids,
         |tx, id| {
-            let planned = match plans.remove(id) {
-                Some(Ok(plan)) if same && still_as_read(tx, id, &plan)? => Some(plan),
-                Some(_) => {
-                    redone += 1;
-                    None
-                }
-                None => None,
+            // A device planned on the read connection is written as planned unless it moved
+            // since (or the configurations did); then it is decided again here.
+            let planned = plans.remove(id);
+            let was_planned = planned.is_some();
+            let written = match planned {
+                Some(Ok(plan)) if same => write_checked(hub, tx, id, plan)?,
+                _ => None,
             };
-            let changed = match planned {
-                Some(plan) => write_plan(hub, tx, id, plan, None)?,
-                None => reconcile_in(hub, tx, &configs, id, &now, None)?,
+            let changed = match written {
+                Some(changed) => changed,
+                None => {
+                    redone += u64::from(was_planned);
+                    reconcile_in(hub, tx, &configs, id, &now, None)?
+                }
             };
             configured += u64::from(changed);
             Ok(())
@@ -699,6 +747,28 @@ mod tests {
         assert_eq!(
             Value::Object(content_patch_of(&content)),
             json!({"config": {"a": 1, "b": {"x": true}}, "top": "v"})
+        );
+    }
+
+    #[test]
+    fn a_condition_reads_the_property_sections_its_paths_name() {
+        let read = |text: &str| PropertiesRead::of(&Condition::parse(text).unwrap());
+        let (d, r) = (true, false);
+        let sections = |p: PropertiesRead| (p.desired, p.reported);
+        assert_eq!(sections(read("tags.city = 'boston'")), (r, r));
+        assert_eq!(
+            sections(read("deviceId = 'x' AND status = 'enabled'")),
+            (r, r)
+        );
+        assert_eq!(sections(read("properties.desired.x = 1")), (d, r));
+        assert_eq!(
+            sections(read("tags.a = 1 AND properties.reported.fw.v > 2")),
+            (r, d)
+        );
+        assert_eq!(sections(read("IS_OBJECT(properties)")), (d, d));
+        assert_eq!(
+            sections(read("IS_DEFINED(properties.reported.$metadata.fw)")),
+            (r, d)
         );
     }
 }

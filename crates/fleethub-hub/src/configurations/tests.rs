@@ -496,3 +496,49 @@ async fn a_read_right_after_a_change_sees_it() {
     f.settle().await;
     assert_eq!(metrics_and_scan(&f, "c").await, [3, 0, 3]);
 }
+
+#[tokio::test]
+async fn targets_over_reported_properties_see_them_beside_targets_over_tags() {
+    let f = fixture().await;
+    f.device("d1", json!({"env": "prod"})).await;
+    f.device("d2", json!({"env": "prod"})).await;
+    f.hub
+        .device_report("d1", br#"{"fw": "1.0"}"#)
+        .await
+        .unwrap();
+    f.hub
+        .device_report("d2", br#"{"fw": "2.0"}"#)
+        .await
+        .unwrap();
+    // Alone, a target over tags is planned without the reported section.
+    f.put(
+        "tags",
+        config("tags.env = 'prod'", 1, json!({"properties.desired.x": 1})),
+    )
+    .await;
+    f.settle().await;
+    assert_eq!(f.desired("d1").await, json!({"x": 1}));
+    assert_eq!(f.desired("d2").await, json!({"x": 1}));
+    // A target over reported properties next to it: both are decided on the whole twin.
+    let by_fw = config(
+        "properties.reported.fw = '1.0'",
+        2,
+        json!({"properties.desired.y": 2}),
+    );
+    f.put("fw", by_fw).await;
+    f.settle().await;
+    assert_eq!(f.desired("d1").await, json!({"x": 1, "y": 2}));
+    assert_eq!(f.desired("d2").await, json!({"x": 1}));
+    f.hub
+        .device_report("d2", br#"{"fw": "1.0"}"#)
+        .await
+        .unwrap();
+    f.settle().await;
+    assert_eq!(
+        f.desired("d2").await,
+        json!({"x": 1, "y": 2}),
+        "a report moves it in"
+    );
+    assert_eq!(f.counts("fw").await, (2, 2));
+    assert_eq!(f.counts("tags").await, (2, 2));
+}

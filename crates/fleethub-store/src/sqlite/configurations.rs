@@ -7,7 +7,7 @@ use rusqlite::{params, OptionalExtension, Row};
 use serde_json::Value;
 
 use super::reads::{json_text, sql_limit};
-use crate::{Reads, StoreError, WriteTx};
+use crate::{DeviceStamp, Reads, StoreError, WriteTx};
 
 /// One stored configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +38,43 @@ pub struct ConfigurationCounts {
 }
 
 const COLUMNS: &str = "config_id, body, priority, created_ms, updated_ms, etag, deleted";
+
+/// A twin section's values in the store's own JSON encoding (SQLite's JSONB), made on a read
+/// connection so that the writer binds it as it is instead of parsing JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredJson(Vec<u8>);
+
+/// A configured desired section to write, decided from a read of the device, and what that read
+/// saw (see [`WriteTx::write_configured_desired`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ConfiguredDesired<'a> {
+    /// The device.
+    pub device_id: &'a str,
+    /// The device as read.
+    pub read: DeviceStamp,
+    /// The configurations its twin carried when read, with their status, in id order.
+    pub held: &'a [(String, ConfigurationStatus)],
+    /// The new desired values.
+    pub values: &'a StoredJson,
+    /// The new desired metadata, as JSON text in the form the store keeps
+    /// (`TwinProperties::stored_metadata`).
+    pub metadata: &'a str,
+    /// The desired section's new `$version`.
+    pub desired_version: u64,
+    /// The twin's new etag (its version becomes `read.twin_version + 1`).
+    pub twin_etag: &'a str,
+}
+
+/// The configurations a twin carries as one text (`id=Status,...` in id order, NULL for none):
+/// what [`WriteTx::write_configured_desired`] compares inside its UPDATE. Ids cannot hold `=`
+/// or `,`, so two different sets never give the same text.
+fn held_key(held: &[(String, ConfigurationStatus)]) -> Option<String> {
+    let parts: Vec<String> = held
+        .iter()
+        .map(|(id, status)| format!("{id}={}", status.as_str()))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(","))
+}
 
 /// Configuration queries, available inside both [`crate::Store::read`] and
 /// [`crate::Store::write`].
@@ -120,11 +157,59 @@ pub trait ConfigurationReads: Reads {
         let rows = stmt.query_map([job_id, first, last], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    /// A section's values (JSON text) in the store's encoding, for
+    /// [`WriteTx::write_configured_desired`]: the parse runs on this connection, off the writer.
+    fn stored_json(&self, text: &str) -> Result<StoredJson, StoreError> {
+        let mut stmt = self.conn().prepare_cached("SELECT jsonb(?1)")?;
+        Ok(StoredJson(stmt.query_row([text], |r| r.get(0))?))
+    }
 }
 
 impl<T: Reads + ?Sized> ConfigurationReads for T {}
 
 impl WriteTx<'_> {
+    /// Writes a configured desired section (values, `$version`, metadata) and the twin's new
+    /// version and etag, only if the device is still as read: the same row at the same twin
+    /// version and registry revision, carrying the same configuration statuses. Returns `false`,
+    /// and writes nothing, if anything of that moved. One statement checks and writes, and the
+    /// values arrive already encoded ([`ConfigurationReads::stored_json`]), so the writer parses
+    /// no JSON.
+    pub fn write_configured_desired(
+        &mut self,
+        write: &ConfiguredDesired<'_>,
+    ) -> Result<bool, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE devices SET desired = ?5, desired_version = ?6, twin_version = ?3 + 1,
+                 twin_etag = ?7
+             WHERE device_id = ?1 AND row = ?2 AND twin_version = ?3 AND revision = ?4
+               AND (SELECT group_concat(config_id || '=' || status, ',' ORDER BY config_id)
+                    FROM device_configurations WHERE device_id = ?1) IS ?8
+             RETURNING row",
+        )?;
+        let read = write.read;
+        let row: Option<i64> = stmt
+            .query_row(
+                params![
+                    write.device_id,
+                    read.row,
+                    read.twin_version,
+                    read.revision,
+                    write.values.0,
+                    write.desired_version as i64,
+                    write.twin_etag,
+                    held_key(write.held),
+                ],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        self.set_desired_metadata_text(row, write.metadata)?;
+        Ok(true)
+    }
+
     /// Stores a new configuration; `false` (and nothing written) if the id is taken, deleted or
     /// not.
     pub fn insert_configuration(&mut self, row: &ConfigurationRow) -> Result<bool, StoreError> {
@@ -341,5 +426,100 @@ mod tests {
             },
             "a deleted device's statuses go with it"
         );
+    }
+
+    #[tokio::test]
+    async fn a_configured_desired_write_lands_only_on_the_device_as_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path().join("db"))).unwrap();
+        device(&store, "d1").await;
+        let (values, read) = store
+            .read(|r| Ok::<_, StoreError>((r.stored_json(r#"{"a":1}"#)?, r.device_stamp("d1")?)))
+            .await
+            .unwrap();
+        let read = read.unwrap();
+        let held = vec![("c".to_string(), Targeted)];
+        let write = move |tx: &mut WriteTx<'_>,
+                          read: DeviceStamp,
+                          held: &[(String, ConfigurationStatus)]| {
+            tx.write_configured_desired(&ConfiguredDesired {
+                device_id: "d1",
+                read,
+                held,
+                values: &values,
+                metadata: r#"{"a":{"$lastUpdated":"t","$lastUpdatedVersion":2}}"#,
+                desired_version: 2,
+                twin_etag: "e2",
+            })
+        };
+        let outcomes = store
+            .write(move |tx| {
+                // Read without statuses, but the twin carries one now: refused.
+                tx.set_device_configuration("c", "d1", Targeted)?;
+                let statuses_moved = write(tx, read, &[])?;
+                let version_moved = write(
+                    tx,
+                    DeviceStamp {
+                        twin_version: read.twin_version - 1,
+                        ..read
+                    },
+                    &held,
+                )?;
+                let revision_moved = write(
+                    tx,
+                    DeviceStamp {
+                        revision: read.revision + 1,
+                        ..read
+                    },
+                    &held,
+                )?;
+                let as_read = write(tx, read, &held)?;
+                let again = write(tx, read, &held)?;
+                Ok::<_, StoreError>([
+                    statuses_moved,
+                    version_moved,
+                    revision_moved,
+                    as_read,
+                    again,
+                ])
+            })
+            .await
+            .unwrap();
+        assert_eq!(outcomes, [false, false, false, true, false]);
+        let got = store.read(|r| r.get_device("d1")).await.unwrap().unwrap();
+        assert_eq!(
+            got.desired,
+            json!({"values": {"a": 1}, "metadata": {"a": {"$lastUpdated": "t",
+                "$lastUpdatedVersion": 2}}, "version": 2})
+        );
+        assert_eq!((got.twin_version, got.twin_etag.as_str()), (2, "e2"));
+    }
+
+    #[tokio::test]
+    async fn a_device_read_without_reported_is_the_device_with_an_empty_reported_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path().join("db"))).unwrap();
+        let mut row = crate::rows::test_device("d1", json!({"a": 1}));
+        row.tags = json!({"city": "boston"});
+        row.reported = json!({"values": {"pm25": 41}, "metadata": {"pm25":
+            {"$lastUpdated": "t"}}, "version": 3});
+        let inserted = row.clone();
+        store
+            .write(move |tx| tx.insert_device(&inserted))
+            .await
+            .unwrap();
+        let (full, lean) = store
+            .read(|r| {
+                let full = r.get_device("d1")?.unwrap();
+                Ok::<_, StoreError>((full, r.get_device_without_reported("d1")?.unwrap()))
+            })
+            .await
+            .unwrap();
+        assert_eq!(full.reported, row.reported);
+        let expected = crate::DeviceRow {
+            reported: json!({"values": {}, "metadata": {}, "version": 3}),
+            ..full
+        };
+        assert_eq!(lean, expected);
     }
 }

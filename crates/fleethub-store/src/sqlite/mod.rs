@@ -38,7 +38,9 @@ use read_pool::ReadPool;
 use writer::{Commits, WriteJob, Writer};
 
 pub use compiled::{QueryRow, QueryRows};
-pub use configurations::{ConfigurationCounts, ConfigurationReads, ConfigurationRow};
+pub use configurations::{
+    ConfigurationCounts, ConfigurationReads, ConfigurationRow, ConfiguredDesired, StoredJson,
+};
 pub use firmware::{FirmwareReads, FirmwareReferences, FirmwareRow};
 pub use jobs::{
     DeviceJobStatus, JobDeviceCounts, JobDeviceRow, JobDeviceUpdate, JobFilter, JobReads, JobRow,

@@ -115,6 +115,23 @@ pub trait Reads: sealed::Connected {
             .optional()?)
     }
 
+    /// The device with this id, if it exists, with its reported section left empty (no values,
+    /// no metadata, its version kept): for a reader that never looks at reported properties,
+    /// such as a configuration engine whose target conditions read none (the reported section
+    /// and its metadata are often half of a twin, and decoding them is most of a read).
+    fn get_device_without_reported(&self, id: &str) -> Result<Option<DeviceRow>, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT device_id, status, identity, json(tags), \
+             json_object('values', json(desired), 'metadata', json(fh_metadata(json(desired), \
+             (SELECT desired FROM twin_metadata WHERE twin_metadata.row = devices.row))), \
+             'version', desired_version), \
+             json_object('values', json_object(), 'metadata', json_object(), \
+             'version', reported_version), \
+             twin_version, twin_etag, revision FROM devices WHERE device_id = ?1",
+        )?;
+        Ok(stmt.query_row([id], device_row).optional()?)
+    }
+
     /// A device's row key, twin version and registry revision, if it exists: what a writer
     /// compares with an earlier read to learn that nothing of the device moved since.
     fn device_stamp(&self, id: &str) -> Result<Option<DeviceStamp>, StoreError> {

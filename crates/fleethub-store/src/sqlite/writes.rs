@@ -351,6 +351,19 @@ impl WriteTx<'_> {
         Ok(())
     }
 
+    /// Replaces a row's desired metadata with `metadata` (JSON text of the metadata alone, packed
+    /// as the store keeps it, not the whole section as [`WriteTx::set_metadata`] takes it).
+    pub(crate) fn set_desired_metadata_text(
+        &self,
+        row: i64,
+        metadata: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("UPDATE twin_metadata SET desired = ?2 WHERE row = ?1")?
+            .execute(params![row, metadata])?;
+        Ok(())
+    }
+
     /// Replaces the given twin sections and sets the twin's version and etag, if the twin is still
     /// at `twin_version - 1` (the version the caller read); otherwise nothing is written and the
     /// answer is [`StoreError::Conflict`].
