@@ -56,8 +56,14 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements kept per connection; more than the store has, so none is re-prepared.
 const STATEMENT_CACHE: usize = 64;
 
+/// Pages a delete may add past a size-capped store's limit: deleting rows can need a page or two
+/// while SQLite rebalances its b-trees, and a store at its limit must still let the operator
+/// free space by deleting devices.
+pub(crate) const DELETE_HEADROOM_PAGES: i64 = 32;
+
 /// Caps the database at `bytes` on the writer's connection, the only one that writes
-/// (`max_page_count` is per connection and never below the current size).
+/// (`max_page_count` is per connection and never below the current size). A delete may pass
+/// the cap by [`DELETE_HEADROOM_PAGES`] (`WriteTx::deleting`).
 fn limit_size(conn: &Connection, bytes: u64) -> Result<(), StoreError> {
     let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
     let pages = (bytes / page_size.max(1).unsigned_abs()).clamp(1, i64::MAX as u64);

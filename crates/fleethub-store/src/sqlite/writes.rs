@@ -452,6 +452,33 @@ impl WriteTx<'_> {
         Ok(row)
     }
 
+    /// Runs `f`, a write that frees space by deleting, with a size-capped store's cap raised by
+    /// [`super::DELETE_HEADROOM_PAGES`]: deleting rows can need a few pages (b-tree rebalancing,
+    /// the change-feed row) before the freed ones are reused, and a store at its limit must still
+    /// let the operator free space. The cap is restored whatever `f` returns.
+    pub fn deleting<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let cap: i64 = self
+            .conn
+            .pragma_query_value(None, "max_page_count", |r| r.get(0))
+            .map_err(StoreError::from)?;
+        let raised = cap < i64::from(u32::MAX) - super::DELETE_HEADROOM_PAGES;
+        if raised {
+            self.conn
+                .pragma_update(None, "max_page_count", cap + super::DELETE_HEADROOM_PAGES)
+                .map_err(StoreError::from)?;
+        }
+        let out = f(self);
+        if raised {
+            self.conn
+                .pragma_update(None, "max_page_count", cap)
+                .map_err(StoreError::from)?;
+        }
+        out
+    }
+
     /// Deletes a device at `revision` (the one the caller read) and its queued cloud-to-device
     /// messages (its telemetry stays, as a record); [`StoreError::Conflict`], and nothing deleted,
     /// if the device changed or went since it was read.
