@@ -1,6 +1,7 @@
 //! The morning summary: per wave and per city, updated, failed (with reasons), rolled back and
 //! flagged devices, the fleet's compliance, and whether the story came out as told.
 
+use super::hub_runtime::HubCpu;
 use super::ID;
 use crate::cli::table::{columns, text};
 use anyhow::Result;
@@ -23,6 +24,47 @@ pub struct Summary {
     rollback_complete: bool,
     fleet: (u64, u64),
     elsewhere: (u64, u64),
+}
+
+/// What the night cost: real time, and CPU (the hub's apart from the devices').
+pub struct Cost {
+    pub real: Duration,
+    /// `None` where the process cannot read its threads' figures.
+    pub cpu: Option<HubCpu>,
+}
+
+impl Cost {
+    fn json(&self) -> Value {
+        let Some(cpu) = self.cpu else {
+            return Value::Null;
+        };
+        json!({
+            "process": tenths(cpu.process),
+            "hub": tenths(cpu.hub()),
+            "hub_store_threads": tenths(cpu.store),
+            "devices_and_operator": tenths(cpu.rest()),
+        })
+    }
+
+    /// One line: the hub's CPU, the rest of the process's, the whole and its average cores.
+    fn text(&self) -> String {
+        let Some(cpu) = self.cpu else {
+            return "CPU: not measured (no /proc/self/task here)\n".into();
+        };
+        format!(
+            "CPU (user+system): hub {:.1} s (store threads {:.1} s), simulated devices and \
+             operator {:.1} s; whole process {:.1} s, {:.2} cores on average\n",
+            cpu.hub(),
+            cpu.store,
+            cpu.rest(),
+            cpu.process,
+            cpu.process / self.real.as_secs_f64().max(0.001)
+        )
+    }
+}
+
+fn tenths(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
 }
 
 fn pct(part: u64, whole: u64) -> f64 {
@@ -153,12 +195,13 @@ impl Summary {
     }
 
     /// The summary as one JSON object.
-    pub fn json(&self, real: Duration) -> Value {
+    pub fn json(&self, cost: &Cost) -> Value {
         json!({
             "rollout": ID,
             "status": self.status,
             "simulated_end": DateTime::<Utc>::from(self.at),
-            "real_seconds": (real.as_secs_f64() * 10.0).round() / 10.0,
+            "real_seconds": tenths(cost.real.as_secs_f64()),
+            "cpu_seconds": cost.json(),
             "fleet": {"devices": self.fleet.1, "on_2_1_0": self.fleet.0, "compliance_percent": pct(self.fleet.0, self.fleet.1)},
             "outside_boston": {"devices": self.elsewhere.1, "on_2_1_0": self.elsewhere.0, "compliance_percent": pct(self.elsewhere.0, self.elsewhere.1)},
             "gates_tripped": self.tripped,
@@ -170,11 +213,11 @@ impl Summary {
     }
 
     /// The summary for people.
-    pub fn text(&self, real: Duration) -> String {
+    pub fn text(&self, cost: &Cost) -> String {
         let mut out = format!(
             "\nThe morning after ({} New York, {:.0}s real): rollout {ID} {}\n",
             super::local(self.at),
-            real.as_secs_f64(),
+            cost.real.as_secs_f64(),
             self.status
         );
         out.push_str(&format!(
@@ -228,6 +271,7 @@ impl Summary {
             yes(self.rollback_complete),
             yes(self.story_told())
         ));
+        out.push_str(&cost.text());
         out
     }
 }
@@ -281,8 +325,36 @@ mod tests {
         assert!(!summary(&["boston", "rest"], true, (2297, 2300)).story_told());
         assert!(!summary(&[], true, (2297, 2300)).story_told());
         assert!(!summary(&["boston"], false, (2297, 2300)).story_told());
-        let json = summary(&["boston"], true, (2297, 2300)).json(Duration::from_secs(100));
+        let cost = Cost {
+            real: Duration::from_secs(100),
+            cpu: None,
+        };
+        let json = summary(&["boston"], true, (2297, 2300)).json(&cost);
         assert_eq!(json["outside_boston"]["compliance_percent"], 99.9);
         assert_eq!(json["story_told"], true);
+    }
+
+    #[test]
+    fn the_hub_cpu_is_reported_apart_from_the_devices() {
+        let cost = Cost {
+            real: Duration::from_secs(100),
+            cpu: Some(HubCpu {
+                process: 24.34,
+                runtime: 4.06,
+                store: 5.04,
+                store_threads: 2,
+            }),
+        };
+        let s = summary(&["boston"], true, (2297, 2300));
+        let json = s.json(&cost);
+        assert_eq!(
+            json["cpu_seconds"],
+            json!({"process": 24.3, "hub": 9.1, "hub_store_threads": 5.0, "devices_and_operator": 15.2})
+        );
+        let text = s.text(&cost);
+        assert!(
+            text.contains("hub 9.1 s (store threads 5.0 s), simulated devices and operator 15.2 s; whole process 24.3 s, 0.24 cores"),
+            "{text}"
+        );
     }
 }

@@ -143,12 +143,24 @@ impl HubTarget {
     pub async fn embedded_with(
         configure: impl FnOnce(&mut crate::ServeConfig),
     ) -> Result<HubTarget> {
+        Self::embedded_on(&tokio::runtime::Handle::current(), configure).await
+    }
+
+    /// As [`HubTarget::embedded_with`], the hub's tasks on `runtime` (`fleethub demo` gives its
+    /// hub a runtime of its own, to tell the hub's CPU from the devices').
+    pub async fn embedded_on(
+        runtime: &tokio::runtime::Handle,
+        configure: impl FnOnce(&mut crate::ServeConfig),
+    ) -> Result<HubTarget> {
         let dir = tempfile::tempdir()?;
         let mut cfg = crate::ServeConfig::ephemeral(dir.path());
         cfg.plain_mqtt_port = None;
         configure(&mut cfg);
-        let running = crate::start(cfg)
+        // `start` spawns the listeners and engines on the runtime it runs on.
+        let running = runtime
+            .spawn(crate::start(cfg))
             .await
+            .context("the embedded hub's runtime stopped")?
             .context("starting the embedded hub")?;
         let ca_file = running
             .ca_file
