@@ -184,28 +184,25 @@ impl WriteTx<'_> {
                  twin_etag = ?7
              WHERE device_id = ?1 AND row = ?2 AND twin_version = ?3 AND revision = ?4
                AND (SELECT group_concat(config_id || '=' || status, ',' ORDER BY config_id)
-                    FROM device_configurations WHERE device_id = ?1) IS ?8
-             RETURNING row",
+                    FROM device_configurations WHERE device_id = ?1) IS ?8",
         )?;
+        // No `RETURNING`: the row's key is known, and a statement with one opens a statement
+        // journal, whose closing inside a batch's savepoint walks the sub-journal from its start.
         let read = write.read;
-        let row: Option<i64> = stmt
-            .query_row(
-                params![
-                    write.device_id,
-                    read.row,
-                    read.twin_version,
-                    read.revision,
-                    write.values.0,
-                    write.desired_version as i64,
-                    write.twin_etag,
-                    held_key(write.held),
-                ],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(row) = row else {
+        let changed = stmt.execute(params![
+            write.device_id,
+            read.row,
+            read.twin_version,
+            read.revision,
+            write.values.0,
+            write.desired_version as i64,
+            write.twin_etag,
+            held_key(write.held),
+        ])?;
+        if changed != 1 {
             return Ok(false);
-        };
+        }
+        let row = read.row;
         self.set_desired_metadata_text(row, write.metadata)?;
         Ok(true)
     }
