@@ -13,6 +13,7 @@ pub mod ids;
 pub mod jobs;
 pub mod sas;
 pub mod semver;
+pub mod stored_entry;
 pub mod time;
 pub mod twin;
 

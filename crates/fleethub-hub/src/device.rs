@@ -237,4 +237,27 @@ mod tests {
         assert!(etag_matches(Some("\"*\""), "x"));
         assert!(!etag_matches(Some("AAAAAAAAAAI="), "AAAAAAAAAAE="));
     }
+
+    /// The store keeps an entry packed against `stored_entry::new_entry`; if `Device` gains,
+    /// loses or reorders a field, or a new device's defaults change, every entry would be
+    /// stored in full (correct, but 2-3 times larger) until the template follows.
+    #[test]
+    fn a_new_devices_entry_is_the_template_the_store_packs_against() {
+        use fleethub_core::stored_entry;
+        let mut d: Device = serde_json::from_value(serde_json::json!({ "deviceId": "d" })).unwrap();
+        // What `stamp_new` sets besides the generated id, time and revision.
+        d.connection_state = disconnected();
+        d.connection_state_updated_time = fleethub_core::time::NEVER.into();
+        d.last_activity_time = fleethub_core::time::NEVER.into();
+        d.revision = 1;
+        let entry = d.to_identity();
+        assert_eq!(
+            entry.to_string(),
+            stored_entry::new_entry("d", "enabled").to_string()
+        );
+        assert_eq!(
+            stored_entry::pack(&entry, "d", "enabled").unwrap(),
+            r#"{"$entry":1}"#
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! The rows the store keeps, as plain data. JSON columns are `serde_json::Value`s stored as TEXT.
 
+use fleethub_core::stored_entry;
 use serde_json::Value;
 
 /// One device: its registry entry and its twin.
@@ -63,7 +64,9 @@ pub struct EncodedDeviceRow {
     pub device_id: String,
     /// `"enabled"` or `"disabled"`.
     pub status: String,
-    /// The registry entry, as JSON text.
+    /// The registry entry, as the text the store keeps: packed, only what differs from a new
+    /// device's entry and from `device_id` and `status` ([`fleethub_core::stored_entry`], as
+    /// [`DeviceRow::encode`] writes it; an entry in full reads the same, stored larger).
     pub identity: String,
     /// The tags, as JSON text.
     pub tags: String,
@@ -86,7 +89,7 @@ impl DeviceRow {
         Ok(EncodedDeviceRow {
             device_id: self.device_id.clone(),
             status: self.status.clone(),
-            identity: serde_json::to_string(&self.identity)?,
+            identity: stored_entry::pack(&self.identity, &self.device_id, &self.status)?,
             tags: serde_json::to_string(&self.tags)?,
             desired: section_text(&self.desired)?,
             reported: section_text(&self.reported)?,

@@ -1,11 +1,15 @@
 //! Databases written by earlier releases: the committed `tests/fixtures/v10.sqlite` (schema
 //! version 10, written by `examples/v10_fixture.rs`) opens with today's code, which migrates it
 //! to the twin layout of version 11, and reads back exactly what the same writes put into a
-//! fresh store; a migration stopped part way picks up where it stopped.
+//! fresh store; a migration stopped part way picks up where it stopped. Likewise
+//! `tests/fixtures/v15.sqlite` (schema version 15, registry entries in full) and migration 16,
+//! which packs the entries.
 #![allow(clippy::unwrap_used)] // a panic here fails a test; it never reaches the hub
 
 #[path = "fixtures/v10.rs"]
 mod v10;
+#[path = "fixtures/v15.rs"]
+mod v15;
 
 use std::path::{Path, PathBuf};
 
@@ -14,15 +18,26 @@ use fleethub_store::{JobReads, QueryRow, Reads, Store, StoreConfig};
 use serde_json::json;
 use tempfile::TempDir;
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v10.sqlite")
+/// A committed fixture: `tests/fixtures/{name}`.
+fn fixture_named(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
-/// A copy of the fixture in its own directory (opening a database writes to it).
-fn copy_of_fixture(dir: &TempDir) -> PathBuf {
+fn fixture() -> PathBuf {
+    fixture_named("v10.sqlite")
+}
+
+/// A copy of `fixture` in its own directory (opening a database writes to it).
+fn copy_of(fixture: PathBuf, dir: &TempDir) -> PathBuf {
     let path = dir.path().join("fleethub.db");
-    std::fs::copy(fixture(), &path).unwrap();
+    std::fs::copy(fixture, &path).unwrap();
     path
+}
+
+fn copy_of_fixture(dir: &TempDir) -> PathBuf {
+    copy_of(fixture(), dir)
 }
 
 fn schema_version(path: &Path) -> i64 {
@@ -78,7 +93,7 @@ async fn the_v10_fixture_reads_back_what_was_written() {
     assert_eq!(devices, v10::DEVICES - 1);
     migrated.close();
     // The new layout: JSONB values, metadata in its own table, no copy left behind.
-    assert_eq!(schema_version(&path), 15);
+    assert_eq!(schema_version(&path), 16);
     let sql = "SELECT count(*) FROM devices WHERE typeof(tags) = 'blob' \
                AND typeof(desired) = 'blob' AND typeof(reported) = 'blob'";
     assert_eq!(count(&path, sql), (v10::DEVICES - 1) as i64);
@@ -129,7 +144,7 @@ async fn a_migration_stopped_part_way_picks_up_where_it_stopped() {
     let store = Store::open(StoreConfig::new(&path)).unwrap();
     assert_same(&v10::snapshot(&store).await, &fresh_snapshot().await);
     store.close();
-    assert_eq!(schema_version(&path), 15);
+    assert_eq!(schema_version(&path), 16);
     assert_eq!(count(&path, "SELECT count(*) FROM twin_metadata"), 23);
 }
 
@@ -157,7 +172,7 @@ async fn metadata_packing_stopped_part_way_picks_up_where_it_stopped() {
     assert!(!Store::migrate_partly(&path, 10).unwrap());
     assert_eq!(schema_version(&path), 10);
     assert!(!Store::migrate_partly(&path, 14).unwrap());
-    assert_eq!(schema_version(&path), 15);
+    assert_eq!(schema_version(&path), 16);
     let copied = "SELECT count(*) FROM twin_metadata_packed";
     assert_eq!(count(&path, copied), 14);
     assert_eq!(unpacked(&path, "twin_metadata_packed"), 0);
@@ -285,4 +300,136 @@ async fn the_v10_fixture_holds_twins_jobs_and_the_rest() {
         .unwrap();
     assert!(checked);
     store.close();
+}
+
+fn v15_fixture() -> PathBuf {
+    fixture_named("v15.sqlite")
+}
+
+fn copy_of_v15_fixture(dir: &TempDir) -> PathBuf {
+    copy_of(v15_fixture(), dir)
+}
+
+/// What a fresh store holding the v15 fixture's writes shows.
+async fn fresh_v15_snapshot() -> Vec<String> {
+    let dir = TempDir::new().unwrap();
+    let fresh = Store::open(StoreConfig::new(dir.path().join("fleethub.db"))).unwrap();
+    v15::write(&fresh).await;
+    let lines = v15::snapshot(&fresh).await;
+    fresh.close();
+    lines
+}
+
+/// `(device_id, identity)` of every row, as stored.
+fn stored_entries(path: &Path) -> Vec<(String, String)> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT device_id, identity FROM devices ORDER BY device_id")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    rows
+}
+
+#[test]
+fn the_v15_fixture_is_a_small_version_15_database_with_full_entries() {
+    assert_eq!(schema_version(&v15_fixture()), 15);
+    let entries = stored_entries(&v15_fixture());
+    assert_eq!(entries.len(), v15::DEVICES);
+    for (i, (id, text)) in entries.iter().enumerate() {
+        assert_eq!(id, &format!("dev-{i:02}"));
+        // Stored as version 15 stored it: the entry in full, as its JSON text.
+        assert_eq!(text, &v15::expected_entry(i).to_string());
+    }
+}
+
+/// Migration 16 packs the entries of a database written by schema version 15; every entry reads
+/// back as it was written (key order included), through every read and query, exactly as a
+/// fresh store holding the same writes shows it, and `lastActivityTime` answers queries as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_v15_fixture_reads_back_every_entry_as_written_with_entries_packed() {
+    let dir = TempDir::new().unwrap();
+    let path = copy_of_v15_fixture(&dir);
+    let hub_shaped = "SELECT sum(length(identity)) FROM devices WHERE device_id < 'dev-09'";
+    let before: i64 = count(&path, hub_shaped);
+    let store = Store::open(StoreConfig::new(&path)).unwrap();
+    let migrated = v15::snapshot(&store).await;
+    assert_same(&migrated, &fresh_v15_snapshot().await);
+    let entries = store
+        .read(|tx| {
+            (0..v15::DEVICES)
+                .map(|i| Ok(tx.get_device_entry(&format!("dev-{i:02}"))?.unwrap()))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .unwrap();
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(e.identity.to_string(), v15::expected_entry(i).to_string());
+    }
+    // The registry field the query language reads: dev-07 alone has activity.
+    let recent = migrated
+        .iter()
+        .find(|l| l.starts_with("SELECT deviceId FROM devices WHERE lastActivityTime >"))
+        .unwrap();
+    assert!(recent.contains("dev-07"), "{recent}");
+    assert_eq!(recent.matches("dev-").count(), 1, "{recent}");
+    // A new device's time, left out of the packed text, is filled back in for the query: every
+    // hub-shaped entry but dev-07's (dev-10's and dev-11's have no such field).
+    let never = migrated
+        .iter()
+        .find(|l| l.starts_with("SELECT deviceId FROM devices WHERE lastActivityTime ="))
+        .unwrap();
+    for i in (0..10).filter(|&i| i != 7) {
+        assert!(never.contains(&format!("dev-{i:02}")), "{never}");
+    }
+    assert_eq!(never.matches("dev-").count(), 9, "{never}");
+    store.close();
+    assert_eq!(schema_version(&path), 16);
+    let sql = "SELECT count(*) FROM sqlite_schema WHERE name = 'entry_packing'";
+    assert_eq!(count(&path, sql), 0);
+    // The hub-shaped entries are packed; the three of other shapes are kept in full (dev-11's
+    // wrapped, since its first key is the marker).
+    let packed: Vec<String> = stored_entries(&path)
+        .into_iter()
+        .filter(|(_, text)| text.starts_with("{\"$entry\":1"))
+        .map(|(id, _)| id)
+        .collect();
+    let want: Vec<String> = (0..9).map(|i| format!("dev-{i:02}")).collect();
+    assert_eq!(packed, want);
+    let after: i64 = count(&path, hub_shaped);
+    assert!(after * 2 < before, "{before} -> {after} bytes");
+    // dev-11's entry, whose first key is the marker, was full text in version 15 that reads like
+    // a packed one; migrated, it is stored wrapped and reads back as it was (the snapshot).
+    let sql = "SELECT count(*) FROM devices WHERE device_id = 'dev-11' \
+               AND identity LIKE '{\"$entry\":0,\"full\":{\"$entry\":1,%'";
+    assert_eq!(count(&path, sql), 1);
+}
+
+/// Migration 16 stopped part way (whole chunks packed) leaves version 16 with the first rows
+/// packed and the rest in full; the next start packs the rest after the row it stopped at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entry_packing_stopped_part_way_picks_up_where_it_stopped() {
+    let dir = TempDir::new().unwrap();
+    let path = copy_of_v15_fixture(&dir);
+    // (dev-11's full text in version 15 starts like a packed one; it is not counted.)
+    let packed = "SELECT count(*) FROM devices WHERE identity LIKE '{\"$entry\":1%' \
+                  AND device_id != 'dev-11'";
+    assert!(!Store::migrate_partly(&path, 4).unwrap());
+    assert_eq!(schema_version(&path), 16);
+    assert_eq!(count(&path, packed), 4);
+    assert_eq!(count(&path, "SELECT after FROM entry_packing"), 4);
+    let first_rows = "SELECT count(*) FROM (SELECT identity FROM devices ORDER BY row LIMIT 4)                       WHERE identity LIKE '{\"$entry\":1%'";
+    assert_eq!(count(&path, first_rows), 4);
+    assert!(!Store::migrate_partly(&path, 3).unwrap());
+    assert_eq!(count(&path, packed), 7);
+
+    let store = Store::open(StoreConfig::new(&path)).unwrap();
+    assert_same(&v15::snapshot(&store).await, &fresh_v15_snapshot().await);
+    store.close();
+    assert_eq!(count(&path, packed), 9);
+    let sql = "SELECT count(*) FROM sqlite_schema WHERE name = 'entry_packing'";
+    assert_eq!(count(&path, sql), 0);
 }

@@ -27,6 +27,7 @@ pub const SCALAR_FUNCTIONS: &[(&str, Option<usize>)] = &[
     ("fh_section", Some(1)),
     ("fh_key", Some(1)),
     ("fh_metadata", Some(2)),
+    ("fh_entry", Some(3)),
 ];
 
 /// The aggregate functions compiled SQL calls, each over one JSON argument.
@@ -97,6 +98,17 @@ pub fn metadata(values: Option<&str>, stored: Option<&str>) -> Option<String> {
     let values = serde_json::from_str(values?).ok()?;
     let full = stored_metadata::unpack(&values, stored).ok()?;
     serde_json::to_string(&full).ok()
+}
+
+/// `fh_entry(stored, device_id, status)`: a device's whole registry entry as JSON text, from
+/// the text the store keeps (packed or full, [`fleethub_core::stored_entry`]) and the row's id
+/// and status columns; full text comes back as it is, without a parse.
+pub fn entry(
+    stored: Option<&str>,
+    device_id: Option<&str>,
+    status: Option<&str>,
+) -> Option<String> {
+    fleethub_core::stored_entry::unpack_text(stored?, device_id?, status?).ok()
 }
 
 /// `fh_key(json)`: the GROUP BY key (equal typed values share one).

@@ -7,7 +7,8 @@ use crate::ast::Source;
 /// registry columns, the tags as JSON text, and each property section as the store's API shows
 /// it (`{"values":…,"metadata":…,"version":N}`, [`stored_section`]), rebuilt from the JSONB
 /// values, the section's version column and its metadata row in `twin_metadata` (stored packed,
-/// rebuilt whole by `fh_metadata`, [`crate::runtime::metadata`]).
+/// rebuilt whole by `fh_metadata`, [`crate::runtime::metadata`]). `identity` is the registry
+/// entry as stored, packed ([`REGISTRY_ENTRY`]); the store fills it in as it decodes the row.
 pub const DEVICE_COLUMNS: &[&str] = &[
     "device_id",
     "status",
@@ -21,6 +22,13 @@ pub const DEVICE_COLUMNS: &[&str] = &[
     "twin_etag",
     "revision",
 ];
+
+/// A device's whole registry entry as JSON text: `identity` keeps it packed (only what differs
+/// from a new device's entry and the row's id and status, `fleethub_core::stored_entry`), and
+/// `fh_entry` ([`crate::runtime::entry`]) fills the rest back in, so a registry field such as
+/// `lastActivityTime` reads as the hub shows it. `SELECT *`'s `identity` column is the stored
+/// text: the store fills it in as it decodes the row.
+pub const REGISTRY_ENTRY: &str = "fh_entry(identity, device_id, status)";
 
 /// A property section (`desired` or `reported`) as the store's API shows it, as JSON text:
 /// the values (JSONB in the `devices` row), the metadata (text in `twin_metadata`, same `row`)

@@ -127,6 +127,13 @@ pub(crate) fn register(conn: &Connection, presence: PresenceSlot) -> rusqlite::R
     conn.create_scalar_function("fh_metadata", 2, det, |ctx| {
         Ok(runtime::metadata(str_arg(ctx, 0), str_arg(ctx, 1)))
     })?;
+    conn.create_scalar_function("fh_entry", 3, det, |ctx| {
+        Ok(runtime::entry(
+            str_arg(ctx, 0),
+            str_arg(ctx, 1),
+            str_arg(ctx, 2),
+        ))
+    })?;
     conn.create_scalar_function("fh_key", 1, det, |ctx| {
         Ok(runtime::group_key(json_arg(ctx, 0).as_ref()))
     })?;

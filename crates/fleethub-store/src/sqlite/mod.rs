@@ -9,6 +9,7 @@
 mod checkpointer;
 mod compiled;
 mod configurations;
+mod entry_packing;
 mod errors;
 mod firmware;
 mod functions;

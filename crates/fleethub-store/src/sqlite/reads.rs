@@ -107,7 +107,7 @@ pub trait Reads: sealed::Connected {
                 Ok(DeviceEntryRow {
                     device_id: r.get(0)?,
                     status: r.get(1)?,
-                    identity: json_column(r, 2)?,
+                    identity: entry_column(r, 2)?,
                     twin_version: r.get(3)?,
                     revision: r.get(4)?,
                 })
@@ -352,7 +352,7 @@ pub(crate) fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceRow> {
     Ok(DeviceRow {
         device_id: r.get(0)?,
         status: r.get(1)?,
-        identity: json_column(r, 2)?,
+        identity: entry_column(r, 2)?,
         tags: json_column(r, 3)?,
         desired: json_column(r, 4)?,
         reported: json_column(r, 5)?,
@@ -389,6 +389,15 @@ fn c2d_row(r: &Row<'_>) -> rusqlite::Result<C2dRow> {
 fn json_column(r: &Row<'_>, index: usize) -> rusqlite::Result<Value> {
     let text = r.get_ref(index)?.as_str()?;
     serde_json::from_str(text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, Type::Text, Box::new(e)))
+}
+
+/// The registry entry of a row whose columns 0 and 1 are its `device_id` and `status`, filled
+/// back in from the packed text `identity` keeps ([`fleethub_core::stored_entry`]).
+fn entry_column(r: &Row<'_>, index: usize) -> rusqlite::Result<Value> {
+    let (id, status) = (r.get_ref(0)?.as_str()?, r.get_ref(1)?.as_str()?);
+    let text = r.get_ref(index)?.as_str()?;
+    fleethub_core::stored_entry::unpack(text, id, status)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, Type::Text, Box::new(e)))
 }
 

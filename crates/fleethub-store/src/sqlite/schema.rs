@@ -6,7 +6,7 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::{metadata_packing, twin_layout};
+use super::{entry_packing, metadata_packing, twin_layout};
 use crate::StoreError;
 
 const MIGRATIONS: &[&str] = &[
@@ -379,6 +379,14 @@ const AFTER_LAYOUT: &[&str] = &[
         reported TEXT NOT NULL
     );
     "#,
+    // 16: registry entries packed (only the fields that differ from a new device's entry and
+    // from the row's `device_id` and `status`; `fleethub_core::stored_entry`). This only
+    // creates the table that holds the packing's progress (the last `devices.row` packed);
+    // `entry_packing.rs` packs the entries in place in resumable chunks and drops it.
+    r#"
+    CREATE TABLE entry_packing (after INTEGER NOT NULL);
+    INSERT INTO entry_packing (after) VALUES (-1);
+    "#,
 ];
 
 /// The newest schema version this build knows.
@@ -387,7 +395,8 @@ const NEWEST: i64 = twin_layout::VERSION + AFTER_LAYOUT.len() as i64;
 /// Brings the database up to the newest schema this build knows: the SQL migrations up to 10
 /// in one transaction, the twin layout (migration 11, `twin_layout.rs`) in resumable chunks,
 /// then the SQL migrations after it in one transaction, then the packing of `twin_metadata`
-/// that migration 15 began (`metadata_packing.rs`), in resumable chunks.
+/// that migration 15 began (`metadata_packing.rs`) and of the registry entries that migration
+/// 16 began (`entry_packing.rs`), each in resumable chunks.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     migrate_with(conn, None).map(|_| ())
 }
@@ -436,7 +445,10 @@ pub(crate) fn migrate_with(
     }
     tx.pragma_update(None, "user_version", NEWEST)?;
     tx.commit()?;
-    metadata_packing::resume(conn, budget)
+    if !metadata_packing::resume(conn, budget)? {
+        return Ok(false);
+    }
+    entry_packing::resume(conn, budget)
 }
 
 #[cfg(test)]

@@ -187,7 +187,8 @@ impl WriteTx<'_> {
         Ok(())
     }
 
-    /// Replaces a device's status and registry entry and sets its revision to `revision`, if the
+    /// Replaces a device's status and registry entry (stored packed, as [`DeviceRow::encode`]
+    /// packs it) and sets its revision to `revision`, if the
     /// stored revision is still `revision - 1` (the one the caller read); otherwise nothing is
     /// written and the answer is [`StoreError::Conflict`].
     pub fn update_identity(
@@ -201,7 +202,8 @@ impl WriteTx<'_> {
             "UPDATE devices SET status = ?2, identity = ?3, revision = ?4
              WHERE device_id = ?1 AND revision = ?4 - 1",
         )?;
-        let changed = stmt.execute(params![id, status, json_text(identity)?, revision])?;
+        let stored = fleethub_core::stored_entry::pack(identity, id, status)?;
+        let changed = stmt.execute(params![id, status, stored, revision])?;
         self.expect_one(
             changed,
             Versioned::Device {

@@ -160,7 +160,7 @@ fn device_path(path: &Path) -> Sv {
         }
         Some("$version") => scalar_only(column_leaf("twin_version", "integer", Index::None)),
         Some("lastActivityTime") => json_leaf(
-            "identity",
+            crate::sql::schema::REGISTRY_ENTRY,
             json_path(&["lastActivityTime"], rest),
             Index::None,
         ),
